@@ -1,0 +1,1 @@
+# placeholder, replaced by the ring buffer wrapper (issue 3)

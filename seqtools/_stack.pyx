@@ -1,0 +1,1 @@
+# placeholder kernel module, replaced by the stacking work (issue 4)

@@ -1,0 +1,97 @@
+"""Error reporting for failures in user code evaluated through seqtools views.
+
+Views that call user code (``smap``, ``starmap``, ``uniter``, workers of ``prefetch``
+and ``load_buffers``...) wrap failures in :class:`EvaluationError`, which names the
+item and where the view was created, unless ``seterr('passthrough')`` is in force.
+"""
+
+import os
+import sys
+import threading
+
+__all__ = ["EvaluationError", "seterr"]
+
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+_MODES = ("wrap", "passthrough")
+_settings = {"evaluation": "wrap"}
+_lock = threading.Lock()
+
+
+class EvaluationError(Exception):
+    """Raised when evaluating an item of a view fails in user code.
+
+    The original exception is chained as ``__cause__`` (in worker processes, its
+    traceback text is carried in the message since the object itself may not cross
+    the process boundary).
+    """
+
+
+def seterr(evaluation=None):
+    """Set how errors raised by user code are propagated.
+
+    Parameters
+    ----------
+    evaluation : {'wrap', 'passthrough'} or None
+        ``'wrap'`` raises :class:`EvaluationError` with the original error as its
+        cause; ``'passthrough'`` lets the original error propagate unchanged, which
+        helps step-by-step debugging; ``None`` leaves the setting unchanged.
+
+    Returns
+    -------
+    str
+        The setting in force before the call.
+
+    Examples
+    --------
+    >>> import seqtools
+    >>> old = seqtools.seterr('passthrough')
+    >>> seqtools.seterr(old)
+    'passthrough'
+    """
+    with _lock:
+        old = _settings["evaluation"]
+        if evaluation is not None:
+            if evaluation not in _MODES:
+                raise ValueError(
+                    f"seterr(evaluation={evaluation!r}): expected one of {_MODES}"
+                )
+            _settings["evaluation"] = evaluation
+    return old
+
+
+def passthrough():
+    """True when errors from user code should propagate unwrapped."""
+    return _settings["evaluation"] == "passthrough"
+
+
+def creation_site(depth=2):
+    """Return ``"file:line"`` of the first caller frame outside the package.
+
+    Cheap (no traceback formatting) so that views created once per batch, such as
+    ``gather(dataset, idx)`` in a sampler, do not pay for it.
+    """
+    try:
+        frame = sys._getframe(depth)
+    except ValueError:
+        return "<unknown>"
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not os.path.abspath(filename).startswith(_PKG_DIR + os.sep):
+            return f"{filename}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "<unknown>"
+
+
+def raise_evaluation_error(view, index, exc):
+    """Re-raise ``exc`` from user code, wrapped unless in passthrough mode.
+
+    Must be called from an ``except`` block. ``EvaluationError`` raised by an inner
+    view is propagated unchanged so that the innermost failure is reported once.
+    """
+    if isinstance(exc, EvaluationError) or passthrough():
+        raise exc
+    site = getattr(view, "_origin", "<unknown>")
+    raise EvaluationError(
+        f"failed to evaluate item {index} of {type(view).__name__} created at {site}: "
+        f"{type(exc).__name__}: {exc}"
+    ) from exc

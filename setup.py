@@ -1,0 +1,61 @@
+"""Extension list and build switches; all metadata lives in pyproject.toml.
+
+Environment switches:
+  SEQTOOLS_DEBUG=1     Cython bounds/wraparound checks on, -O0 -g.
+  SEQTOOLS_SANITIZE=1  build with -fsanitize=address,undefined (run the tests with
+                       LD_PRELOAD of libasan, see .ci/sanitize).
+"""
+
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("SEQTOOLS_DEBUG", "") == "1"
+SANITIZE = os.environ.get("SEQTOOLS_SANITIZE", "") == "1"
+
+cflags = ["-O0", "-g"] if DEBUG else ["-O3"]
+ldflags = []
+if SANITIZE:
+    cflags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
+    ldflags += ["-fsanitize=address,undefined"]
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+
+
+def ext(name, sources, **kw):
+    return Extension(
+        name,
+        sources,
+        define_macros=macros + kw.pop("define_macros", []),
+        extra_compile_args=cflags + kw.pop("extra_compile_args", []),
+        extra_link_args=ldflags + kw.pop("extra_link_args", []),
+        **kw,
+    )
+
+
+extensions = [
+    ext("seqtools._indexing", ["seqtools/_indexing.pyx"]),
+    ext("seqtools._stack", ["seqtools/_stack.pyx"]),
+    ext(
+        "seqtools._ring",
+        ["seqtools/_ring.pyx", "csrc/ringbuf.c"],
+        include_dirs=["csrc"],
+        define_macros=[("_GNU_SOURCE", "1")],
+        extra_compile_args=["-pthread"],
+        extra_link_args=["-pthread"],
+    ),
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": DEBUG,
+            "wraparound": DEBUG,
+            "cdivision": not DEBUG,
+            "initializedcheck": DEBUG,
+            "embedsignature": True,
+        },
+    )
+)
