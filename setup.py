@@ -35,6 +35,7 @@ def ext(name, sources, **kw):
 
 extensions = [
     ext("seqtools._indexing", ["seqtools/_indexing.pyx"]),
+    ext("seqtools._indexmaps", ["seqtools/_indexmaps.pyx"]),
     ext("seqtools._stack", ["seqtools/_stack.pyx"]),
     ext(
         "seqtools._ring",

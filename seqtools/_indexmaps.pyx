@@ -1,0 +1,1 @@
+# placeholder kernel module for batch/unbatch/split/interleave/cycle index maps
