@@ -1,2 +1,603 @@
-/* placeholder: the ring buffer lands with issue 3 */
-typedef int sq_placeholder;
+/*
+ * ringbuf.c: see ringbuf.h for the protocol.
+ *
+ * The data area is tiled by blocks, each with a header (size, state, owner).  A
+ * block is FREE, RESERVED (a producer is writing it) or COMMITTED (queued for, or
+ * held by, the consumer).  Producers allocate next-fit: from a cursor that goes
+ * round the area like a ring head, merging runs of free blocks as they pass and
+ * splitting the first run that is large enough.  A block the consumer still holds
+ * is stepped over rather than waited for, so releasing in any order gives space
+ * back at once, and a long-held result never stalls the ring.
+ *
+ * Who writes what (all under the header mutex; no field is read outside it):
+ *   parent (consumer): capacity (once), closed, epoch, next_index/end/window
+ *                      (sq_task_reset), window_base, queue head (q_read), block
+ *                      states COMMITTED -> FREE (release), worker slots and
+ *                      blocks of dead producers (sq_worker_reset).
+ *   workers (producers): cursor, block headers FREE -> RESERVED -> COMMITTED,
+ *                      queue tail (q_write), requested, their own slot.
+ */
+#include "ringbuf.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <time.h>
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#define SQ_MAGIC 0x5351524e47425546ULL /* "SQRNGBUF" */
+#define SQ_VERSION 1
+#define SQ_RETRY_MAX 64
+
+enum { BLK_FREE = 0, BLK_RESERVED = 1, BLK_COMMITTED = 2 };
+
+typedef struct {
+    uint64_t size;   /* whole block: header + payload, multiple of SQ_ALIGN */
+    uint32_t state;  /* BLK_* */
+    int32_t worker;  /* producer that reserved it */
+    uint64_t magic;  /* SQ_MAGIC ^ block offset in the data area: stray offsets */
+    char _pad[SQ_BLOCK_HEADER - 24];
+} sq_block;
+
+typedef struct {
+    int64_t task;    /* current task index, -1 when idle */
+    uint64_t epoch;  /* epoch of the current task */
+    char _pad[48];
+} sq_slot;
+
+struct sq_ring {
+    uint64_t magic;
+    uint32_t version;
+    int32_t nworkers;
+    int32_t qlen;
+    int32_t closed;
+    uint64_t data_offset;
+    uint64_t capacity;
+    uint64_t requested;
+    /* allocator: where the next search starts, and bytes in non-free blocks */
+    uint64_t cursor;
+    uint64_t used;
+    uint64_t n_reserved, n_committed, n_popped, space_waiters;
+    /* completion queue: monotonic counters into entries[qlen] */
+    uint64_t q_read, q_write;
+    /* tasks */
+    uint64_t epoch;
+    int64_t next_index, end, window, window_base;
+    int32_t n_retry;
+    int32_t _pad0;
+    int64_t retry[SQ_RETRY_MAX];
+    int64_t death_index;  /* last index a producer died holding, and how often */
+    int32_t death_count;
+    int32_t _pad1;
+    pthread_mutex_t lock;
+    /* Event counters: bumped (under the lock) when producers (space) or the
+     * consumer (ready) may proceed; waiters sleep on them with a futex.  Unlike a
+     * process-shared pthread_cond_t, a futex keeps no state for its waiters, so a
+     * worker SIGKILLed while waiting cannot wedge the others. */
+    _Atomic uint32_t space_seq;
+    _Atomic uint32_t ready_seq;
+    uint32_t space_sleepers, ready_sleepers;
+    /* followed by sq_slot slots[nworkers], sq_entry entries[qlen] */
+};
+
+static size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+static size_t slots_offset(void) { return align_up(sizeof(struct sq_ring), SQ_ALIGN); }
+
+static sq_slot *ring_slots(sq_ring *r) { return (sq_slot *)((char *)r + slots_offset()); }
+
+static sq_entry *ring_entries(sq_ring *r) {
+    return (sq_entry *)((char *)ring_slots(r) + sizeof(sq_slot) * (size_t)r->nworkers);
+}
+
+static sq_block *block_at(sq_ring *r, uint64_t pos) {
+    return (sq_block *)((char *)r + r->data_offset + pos);
+}
+
+size_t sq_ring_header_size(int nworkers, int qlen) {
+    size_t n = slots_offset() + sizeof(sq_slot) * (size_t)nworkers +
+               sizeof(sq_entry) * (size_t)qlen;
+    return align_up(n, 4096);
+}
+
+/* Lock the header mutex; a producer that died holding it left EOWNERDEAD: the
+ * critical sections only update counters and block headers in an order that
+ * leaves a consistent state after each store, so we mark it consistent. */
+static int ring_lock(sq_ring *r) {
+    int rc = pthread_mutex_lock(&r->lock);
+    if (rc == EOWNERDEAD) {
+        pthread_mutex_consistent(&r->lock);
+        rc = 0;
+    }
+    if (rc != 0) {
+        errno = rc;
+        return SQ_ESYS;
+    }
+    return SQ_OK;
+}
+
+static void ring_unlock(sq_ring *r) { pthread_mutex_unlock(&r->lock); }
+
+static void futex_wait(_Atomic uint32_t *word, uint32_t seen, const struct timespec *deadline);
+static void futex_wake(_Atomic uint32_t *word);
+
+/* Under the lock: sleep until the event counter moves past the value it has now
+ * or `deadline` passes, then retake the lock.  The counter is read under the lock
+ * and bumped under the lock, so no wake-up is lost. */
+static void ring_wait(sq_ring *r, _Atomic uint32_t *word, uint32_t *sleepers,
+                      const struct timespec *deadline) {
+    uint32_t seen = atomic_load(word);
+    (*sleepers)++;
+    ring_unlock(r);
+    futex_wait(word, seen, deadline);
+    ring_lock(r);
+    (*sleepers)--;
+}
+
+/* Under the lock: wake everyone sleeping on the event counter. */
+static void ring_wake(_Atomic uint32_t *word, uint32_t sleepers) {
+    atomic_fetch_add(word, 1);
+    if (sleepers) futex_wake(word);
+}
+
+static void deadline_after(double timeout, struct timespec *ts) {
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    if (timeout < 0) timeout = 0;
+    if (timeout > 1e6) timeout = 1e6;
+    long sec = (long)timeout;
+    long nsec = (long)((timeout - (double)sec) * 1e9);
+    ts->tv_sec += sec;
+    ts->tv_nsec += nsec;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec += 1;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static int past(const struct timespec *deadline) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > deadline->tv_sec ||
+           (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
+}
+
+#ifdef __linux__
+static void futex_wait(_Atomic uint32_t *word, uint32_t seen,
+                       const struct timespec *deadline) {
+    struct timespec now, rel;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    rel.tv_sec = deadline->tv_sec - now.tv_sec;
+    rel.tv_nsec = deadline->tv_nsec - now.tv_nsec;
+    if (rel.tv_nsec < 0) {
+        rel.tv_sec -= 1;
+        rel.tv_nsec += 1000000000L;
+    }
+    if (rel.tv_sec < 0) return;
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, seen, &rel, NULL, 0);
+}
+
+static void futex_wake(_Atomic uint32_t *word) {
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, 0x7fffffff, NULL, NULL, 0);
+}
+#else
+/* No futex: poll the counter with short sleeps (macOS and other POSIX). */
+static void futex_wait(_Atomic uint32_t *word, uint32_t seen,
+                       const struct timespec *deadline) {
+    struct timespec nap = {0, 50000};
+    while (atomic_load(word) == seen && !past(deadline)) nanosleep(&nap, NULL);
+}
+
+static void futex_wake(_Atomic uint32_t *word) { (void)word; }
+#endif
+
+int sq_ring_init(void *region, int nworkers, int qlen, uint64_t capacity) {
+    sq_ring *r = (sq_ring *)region;
+    pthread_mutexattr_t ma;
+    int rc = SQ_ESYS;
+
+    if (region == NULL || nworkers <= 0 || qlen <= 0 || capacity % SQ_ALIGN != 0)
+        return SQ_EINVAL;
+    memset(r, 0, sizeof(*r));
+    r->version = SQ_VERSION;
+    r->nworkers = nworkers;
+    r->qlen = qlen;
+    r->data_offset = sq_ring_header_size(nworkers, qlen);
+    r->capacity = capacity;
+    r->death_index = -1;
+    sq_slot *slots = ring_slots(r);
+    for (int w = 0; w < nworkers; w++) {
+        slots[w].task = -1;
+        slots[w].epoch = 0;
+    }
+
+    if (pthread_mutexattr_init(&ma) != 0) return SQ_ESYS;
+    if (pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED) != 0) goto fail;
+#ifdef PTHREAD_MUTEX_ROBUST
+    if (pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST) != 0) goto fail;
+#endif
+    if (pthread_mutex_init(&r->lock, &ma) != 0) goto fail;
+    atomic_thread_fence(memory_order_release);
+    r->magic = SQ_MAGIC; /* last: a process that sees the magic sees the rest */
+    rc = SQ_OK;
+fail:
+    pthread_mutexattr_destroy(&ma);
+    return rc;
+}
+
+int sq_ring_check(const void *region) {
+    const sq_ring *r = (const sq_ring *)region;
+    if (region == NULL || r->magic != SQ_MAGIC || r->version != SQ_VERSION)
+        return SQ_ECORRUPT;
+    return SQ_OK;
+}
+
+int sq_ring_set_capacity(sq_ring *r, uint64_t capacity) {
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
+    if (r->capacity != 0 || capacity == 0 || capacity % SQ_ALIGN != 0) {
+        rc = SQ_EINVAL;
+    } else {
+        r->capacity = capacity;
+        sq_block *b = block_at(r, 0);
+        b->size = capacity;
+        b->state = BLK_FREE;
+        b->worker = -1;
+        b->magic = 0;
+        ring_wake(&r->space_seq, r->space_sleepers);
+    }
+    ring_unlock(r);
+    return rc;
+}
+
+uint64_t sq_ring_data_offset(const sq_ring *r) { return r->data_offset; }
+
+uint64_t sq_ring_capacity(const sq_ring *r) { return r->capacity; }
+
+/* Under the lock: merge the free blocks that follow the free block at pos (up to
+ * the end of the area; a run never wraps). */
+static void ring_merge(sq_ring *r, uint64_t pos) {
+    sq_block *b = block_at(r, pos);
+    while (pos + b->size < r->capacity) {
+        sq_block *next = block_at(r, pos + b->size);
+        if (next->state != BLK_FREE) break;
+        b->size += next->size;
+    }
+    /* The cursor must name a block header: if the merge swallowed it, pull it back
+     * to the start of the merged run. */
+    if (r->cursor > pos && r->cursor < pos + b->size) r->cursor = pos;
+}
+
+/* Under the lock: find and reserve `need` bytes (header included) for worker, next
+ * fit from the cursor.  Returns the block position or UINT64_MAX when no free run
+ * is large enough now. */
+static uint64_t ring_alloc(sq_ring *r, int worker, uint64_t need) {
+    if (r->capacity - r->used < need) return UINT64_MAX;
+    uint64_t pos = r->cursor, scanned = 0;
+    while (scanned < r->capacity + need) {
+        sq_block *b = block_at(r, pos);
+        if (b->state == BLK_FREE) {
+            ring_merge(r, pos);
+            if (b->size >= need) {
+                if (b->size - need >= SQ_BLOCK_HEADER + SQ_ALIGN) {
+                    sq_block *rest = block_at(r, pos + need);
+                    rest->size = b->size - need;
+                    rest->state = BLK_FREE;
+                    rest->worker = -1;
+                    rest->magic = 0;
+                    b->size = need;
+                }
+                b->worker = worker;
+                b->magic = SQ_MAGIC ^ pos;
+                b->state = BLK_RESERVED;
+                r->used += b->size;
+                r->cursor = pos + b->size == r->capacity ? 0 : pos + b->size;
+                return pos;
+            }
+        }
+        scanned += b->size;
+        pos += b->size;
+        if (pos >= r->capacity) pos = 0;
+    }
+    return UINT64_MAX;
+}
+
+int sq_ring_reserve(sq_ring *r, int worker, uint64_t nbytes, double timeout,
+                    uint64_t *offset) {
+    struct timespec deadline;
+    int rc;
+    uint64_t need = align_up(nbytes, SQ_ALIGN) + SQ_BLOCK_HEADER;
+
+    if (worker < 0 || worker >= r->nworkers || offset == NULL) return SQ_EINVAL;
+    deadline_after(timeout, &deadline);
+    rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
+    for (;;) {
+        if (r->closed) {
+            rc = SQ_CLOSED;
+            break;
+        }
+        if (r->capacity == 0) {
+            if (need > r->requested) r->requested = need;
+            ring_wake(&r->ready_seq, r->ready_sleepers);
+        } else {
+            if (need > r->capacity) {
+                rc = SQ_ETOOBIG;
+                break;
+            }
+            uint64_t pos = ring_alloc(r, worker, need);
+            if (pos != UINT64_MAX) {
+                *offset = r->data_offset + pos + SQ_BLOCK_HEADER;
+                r->n_reserved++;
+                rc = SQ_OK;
+                break;
+            }
+        }
+        if (past(&deadline)) {
+            rc = SQ_TIMEOUT;
+            break;
+        }
+        r->space_waiters++;
+        ring_wait(r, &r->space_seq, &r->space_sleepers, &deadline);
+        r->space_waiters--;
+    }
+    ring_unlock(r);
+    return rc;
+}
+
+/* Under the lock: the block whose payload is at `offset`, or NULL if the offset
+ * does not name a live block. */
+static sq_block *block_of(sq_ring *r, uint64_t offset) {
+    if (r->capacity == 0 || offset < r->data_offset + SQ_BLOCK_HEADER ||
+        offset >= r->data_offset + r->capacity || (offset - r->data_offset) % SQ_ALIGN)
+        return NULL;
+    uint64_t pos = offset - r->data_offset - SQ_BLOCK_HEADER;
+    sq_block *b = block_at(r, pos);
+    if (b->magic != (SQ_MAGIC ^ pos) || b->state == BLK_FREE) return NULL;
+    return b;
+}
+
+/* Under the lock: append an entry to the completion queue. */
+static int queue_push(sq_ring *r, const sq_entry *e) {
+    if (r->q_write - r->q_read >= (uint64_t)r->qlen) return SQ_EFULL;
+    ring_entries(r)[r->q_write % (uint64_t)r->qlen] = *e;
+    r->q_write++;
+    ring_wake(&r->ready_seq, r->ready_sleepers);
+    return SQ_OK;
+}
+
+/* Under the lock: the worker has finished its task. */
+static void slot_done(sq_ring *r, int worker) { ring_slots(r)[worker].task = -1; }
+
+int sq_ring_commit(sq_ring *r, int worker, uint64_t offset, int64_t index,
+                   uint64_t epoch, uint32_t kind) {
+    if (worker < 0 || worker >= r->nworkers) return SQ_EINVAL;
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
+    sq_block *b = block_of(r, offset);
+    if (b == NULL || b->state != BLK_RESERVED || b->worker != worker) {
+        rc = SQ_ECORRUPT;
+    } else {
+        sq_entry e = {offset, b->size - SQ_BLOCK_HEADER, index, epoch, worker, kind};
+        /* Queue first: if the queue is full the block stays reserved. */
+        rc = queue_push(r, &e);
+        if (rc == SQ_OK) {
+            b->state = BLK_COMMITTED;
+            r->n_reserved--;
+            r->n_committed++;
+            slot_done(r, worker);
+        }
+    }
+    ring_unlock(r);
+    return rc;
+}
+
+int sq_ring_post(sq_ring *r, int worker, int64_t index, uint64_t epoch, uint32_t kind) {
+    if (worker < 0 || worker >= r->nworkers) return SQ_EINVAL;
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
+    sq_entry e = {0, 0, index, epoch, worker, kind};
+    rc = queue_push(r, &e);
+    if (rc == SQ_OK) slot_done(r, worker);
+    ring_unlock(r);
+    return rc;
+}
+
+int sq_ring_pop(sq_ring *r, double timeout, sq_entry *out, uint64_t *requested) {
+    struct timespec deadline;
+    deadline_after(timeout, &deadline);
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
+    for (;;) {
+        if (r->q_read != r->q_write) {
+            *out = ring_entries(r)[r->q_read % (uint64_t)r->qlen];
+            r->q_read++;
+            if (out->offset != 0) {
+                r->n_committed--;
+                r->n_popped++;
+            }
+            rc = SQ_OK;
+            break;
+        }
+        if (r->closed) {
+            rc = SQ_CLOSED;
+            break;
+        }
+        if (r->capacity == 0 && r->requested > 0) {
+            if (requested) *requested = r->requested;
+            rc = SQ_UNSIZED;
+            break;
+        }
+        if (past(&deadline)) {
+            rc = SQ_TIMEOUT;
+            break;
+        }
+        ring_wait(r, &r->ready_seq, &r->ready_sleepers, &deadline);
+    }
+    ring_unlock(r);
+    return rc;
+}
+
+int sq_ring_release(sq_ring *r, uint64_t offset) {
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
+    sq_block *b = block_of(r, offset);
+    if (b == NULL || b->state != BLK_COMMITTED) {
+        rc = b == NULL ? SQ_EINVAL : SQ_ECORRUPT;
+    } else {
+        b->state = BLK_FREE;
+        b->magic = 0;
+        r->used -= b->size;
+        r->n_popped--;
+        ring_wake(&r->space_seq, r->space_sleepers);
+    }
+    ring_unlock(r);
+    return rc;
+}
+
+int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths) {
+    if (worker < 0 || worker >= r->nworkers) return SQ_EINVAL;
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
+    *index = -1;
+    *deaths = 0;
+    /* Free what it reserved and never committed. */
+    if (r->capacity != 0) {
+        for (uint64_t pos = 0; pos < r->capacity;) {
+            sq_block *b = block_at(r, pos);
+            if (b->size == 0 || b->size % SQ_ALIGN) {
+                rc = SQ_ECORRUPT;
+                break;
+            }
+            if (b->state == BLK_RESERVED && b->worker == worker) {
+                b->state = BLK_FREE;
+                b->magic = 0;
+                r->used -= b->size;
+                r->n_reserved--;
+            }
+            pos += b->size;
+        }
+    }
+    sq_slot *s = &ring_slots(r)[worker];
+    if (s->task >= 0 && s->epoch == r->epoch) {
+        if (r->n_retry >= SQ_RETRY_MAX) {
+            rc = SQ_EFULL;
+        } else {
+            r->retry[r->n_retry++] = s->task;
+            *index = s->task;
+            if (r->death_index == s->task) {
+                r->death_count++;
+            } else {
+                r->death_index = s->task;
+                r->death_count = 1;
+            }
+            *deaths = r->death_count;
+        }
+    }
+    s->task = -1;
+    ring_wake(&r->space_seq, r->space_sleepers);
+    ring_unlock(r);
+    return rc;
+}
+
+int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
+                  uint64_t *epoch) {
+    struct timespec deadline;
+    if (worker < 0 || worker >= r->nworkers) return SQ_EINVAL;
+    deadline_after(timeout, &deadline);
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
+    for (;;) {
+        if (r->closed) {
+            rc = SQ_CLOSED;
+            break;
+        }
+        int64_t task = -1;
+        if (r->n_retry > 0) {
+            task = r->retry[--r->n_retry];
+        } else if ((r->end < 0 || r->next_index < r->end) &&
+                   r->next_index < r->window_base + r->window) {
+            task = r->next_index++;
+        }
+        if (task >= 0) {
+            sq_slot *s = &ring_slots(r)[worker];
+            s->task = task;
+            s->epoch = r->epoch;
+            *index = task;
+            *epoch = r->epoch;
+            rc = SQ_OK;
+            break;
+        }
+        if (past(&deadline)) {
+            rc = SQ_TIMEOUT;
+            break;
+        }
+        ring_wait(r, &r->space_seq, &r->space_sleepers, &deadline);
+    }
+    ring_unlock(r);
+    return rc;
+}
+
+uint64_t sq_task_reset(sq_ring *r, int64_t start, int64_t end, int64_t window) {
+    if (ring_lock(r) != SQ_OK) return 0;
+    r->epoch++;
+    r->next_index = start;
+    r->end = end;
+    r->window = window;
+    r->window_base = start;
+    r->n_retry = 0;
+    uint64_t epoch = r->epoch;
+    ring_wake(&r->space_seq, r->space_sleepers);
+    ring_unlock(r);
+    return epoch;
+}
+
+int sq_task_drop(sq_ring *r, int64_t index) {
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
+    int kept = 0;
+    for (int i = 0; i < r->n_retry; i++)
+        if (r->retry[i] != index) r->retry[kept++] = r->retry[i];
+    r->n_retry = kept;
+    if (r->death_index == index) {
+        r->death_index = -1;
+        r->death_count = 0;
+    }
+    ring_unlock(r);
+    return SQ_OK;
+}
+
+void sq_task_advance(sq_ring *r, int64_t base) {
+    if (ring_lock(r) != SQ_OK) return;
+    if (base > r->window_base) {
+        r->window_base = base;
+        ring_wake(&r->space_seq, r->space_sleepers);
+    }
+    ring_unlock(r);
+}
+
+void sq_ring_close(sq_ring *r) {
+    if (ring_lock(r) != SQ_OK) return;
+    r->closed = 1;
+    ring_wake(&r->space_seq, r->space_sleepers);
+    ring_wake(&r->ready_seq, r->ready_sleepers);
+    ring_unlock(r);
+}
+
+int sq_ring_stats(sq_ring *r, sq_stats *out) {
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
+    out->capacity = r->capacity;
+    out->used = r->used;
+    out->reserved = r->n_reserved;
+    out->committed = r->n_committed;
+    out->popped = r->n_popped;
+    out->space_waiters = r->space_waiters;
+    out->requested = r->requested;
+    ring_unlock(r);
+    return SQ_OK;
+}

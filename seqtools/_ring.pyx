@@ -1,1 +1,367 @@
-# placeholder, replaced by the ring buffer wrapper (issue 3)
+# Cython wrapper of the C shared-memory ring (csrc/ringbuf.c), used by
+# seqtools/_transport.py and seqtools/evaluation.py only.
+#
+# The region is an anonymous memfd (Linux) or an shm object unlinked as soon as it
+# is open (other POSIX): it has no name in /dev/shm, so nothing can be left behind
+# whatever kills the processes; it lives while a process maps it or holds its fd.
+# Workers receive the fd by inheritance (fork) or by fd passing when the Ring is
+# pickled into a spawn/forkserver child (multiprocessing.reduction.DupFd).
+# Status codes from C become Python exceptions here, after the GIL is back.
+
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_SIMPLE, PyBUF_WRITABLE
+from cpython.buffer cimport PyBuffer_Release, PyObject_GetBuffer
+from libc.errno cimport errno
+from libc.stdint cimport int64_t, uint64_t
+from libc.string cimport memcpy
+from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
+from posix.types cimport off_t
+from posix.unistd cimport close, ftruncate
+
+import os
+import sys
+
+cdef extern from *:
+    """
+    #include <sys/mman.h>
+    #include <fcntl.h>
+    #include <unistd.h>
+    #include <stdio.h>
+    #include <errno.h>
+    #ifndef MAP_NORESERVE
+    #define MAP_NORESERVE 0
+    #endif
+    /* An anonymous shared-memory fd: memfd on Linux, else an shm object unlinked
+     * right after it is opened.  Returns -1 with errno set on failure. */
+    static int sq_anon_shm(void) {
+    #if defined(__linux__) && defined(MFD_CLOEXEC)
+        return memfd_create("seqtools-ring", MFD_CLOEXEC);
+    #else
+        char name[64];
+        for (int i = 0; i < 100; i++) {
+            snprintf(name, sizeof name, "/seqtools-%ld-%d", (long)getpid(), i);
+            int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+            if (fd >= 0) { shm_unlink(name); return fd; }
+            if (errno != EEXIST) return -1;
+        }
+        return -1;
+    #endif
+    }
+    static int sq_fallocate(int fd, off_t len) {
+    #if defined(__linux__)
+        return posix_fallocate(fd, 0, len);
+    #else
+        (void)fd; (void)len; return 0;
+    #endif
+    }
+    """
+    int MAP_NORESERVE
+    int sq_anon_shm() nogil
+    int sq_fallocate(int fd, off_t len) nogil
+
+
+class RingClosed(Exception):
+    """The ring was closed: the consumer has shut the workers down."""
+
+
+cdef object _raise(int rc, str what):
+    if rc == SQ_CLOSED:
+        raise RingClosed(what)
+    if rc == SQ_ESYS:
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+    if rc == SQ_EINVAL:
+        raise ValueError(f"{what}: invalid argument")
+    if rc == SQ_ECORRUPT:
+        raise RuntimeError(f"{what}: the shared ring is corrupt (a stray offset?)")
+    if rc == SQ_EFULL:
+        raise RuntimeError(f"{what}: internal queue full")
+    raise RuntimeError(f"{what}: status {rc}")
+
+
+KIND_RESULT = SQ_KIND_RESULT
+KIND_ERROR = SQ_KIND_ERROR
+KIND_USER = SQ_KIND_USER
+ALIGN = SQ_ALIGN
+
+
+def header_size(int nworkers, int qlen):
+    return sq_ring_header_size(nworkers, qlen)
+
+
+def _attach_dupfd(dupfd, map_size):
+    return Ring.attach(dupfd.detach(), map_size)
+
+
+cdef class Ring:
+    """A mapping of the shared region; see csrc/ringbuf.h for the protocol."""
+
+    cdef sq_ring *r
+    cdef char *base
+    cdef size_t map_size
+    cdef int fd
+    cdef readonly int nworkers
+
+    def __cinit__(self):
+        self.r = NULL
+        self.base = NULL
+        self.fd = -1
+
+    def __dealloc__(self):
+        if self.base != NULL:
+            munmap(self.base, self.map_size)
+        if self.fd >= 0:
+            close(self.fd)
+
+    cdef int _map(self, int fd, size_t map_size) except -1:
+        cdef void *p = mmap(NULL, map_size, PROT_READ | PROT_WRITE,
+                            MAP_SHARED | MAP_NORESERVE, fd, 0)
+        if p == MAP_FAILED:
+            raise OSError(errno, f"mmap of {map_size} bytes: {os.strerror(errno)}")
+        self.fd = fd
+        self.base = <char *>p
+        self.map_size = map_size
+        self.r = <sq_ring *>p
+        return 0
+
+    @staticmethod
+    def create(int nworkers, int qlen, uint64_t capacity, uint64_t max_capacity):
+        """Parent: a new region for `nworkers` producers.
+
+        ``capacity`` 0 leaves the data area unsized until :meth:`set_capacity`;
+        the mapping reserves address space for ``max_capacity`` bytes of data.
+        """
+        cdef Ring self = Ring.__new__(Ring)
+        cdef size_t hdr = sq_ring_header_size(nworkers, qlen)
+        cdef int fd, rc
+        if nworkers <= 0 or qlen <= 0:
+            raise ValueError("nworkers and qlen must be positive")
+        if capacity % SQ_ALIGN or max_capacity < capacity:
+            raise ValueError("bad ring capacity")
+        fd = sq_anon_shm()
+        if fd < 0:
+            raise OSError(errno, f"cannot create shared memory: {os.strerror(errno)}")
+        if ftruncate(fd, hdr) != 0:
+            close(fd)
+            raise OSError(errno, f"cannot size shared memory: {os.strerror(errno)}")
+        self._map(fd, hdr + max_capacity)
+        self.nworkers = nworkers
+        rc = sq_ring_init(self.base, nworkers, qlen, 0)
+        if rc != SQ_OK:
+            _raise(rc, "ring init")
+        if capacity:
+            self.set_capacity(capacity)
+        return self
+
+    @staticmethod
+    def attach(int fd, size_t map_size):
+        """Worker: map the region behind `fd` (the Ring takes ownership of it)."""
+        cdef Ring self = Ring.__new__(Ring)
+        self._map(fd, map_size)
+        if sq_ring_check(self.base) != SQ_OK:
+            raise RuntimeError("the shared region is not a seqtools ring")
+        self.nworkers = -1
+        return self
+
+    def __reduce__(self):
+        # Only meaningful while spawning a child (spawn/forkserver): the fd is
+        # duplicated into the child, which maps the same region.
+        from multiprocessing.reduction import DupFd
+        return _attach_dupfd, (DupFd(self.fd), self.map_size)
+
+    def set_capacity(self, uint64_t capacity):
+        """Parent: give the data area its size, reserving the memory now so that a
+        shortage shows here as an error rather than as SIGBUS mid-run."""
+        cdef uint64_t total = sq_ring_data_offset(self.r) + capacity
+        cdef int rc
+        if total > self.map_size:
+            raise ValueError(f"capacity {capacity} exceeds the reserved mapping")
+        if ftruncate(self.fd, total) != 0:
+            raise OSError(errno, f"cannot grow shared memory to {total} bytes: "
+                          f"{os.strerror(errno)}")
+        with nogil:
+            rc = sq_fallocate(self.fd, total)
+        if rc != 0:
+            raise MemoryError(
+                f"cannot reserve {total} bytes of shared memory "
+                f"({os.strerror(rc)}); free memory or pass a smaller shm_size")
+        rc = sq_ring_set_capacity(self.r, capacity)
+        if rc != SQ_OK:
+            _raise(rc, "set_capacity")
+
+    @property
+    def capacity(self):
+        return sq_ring_capacity(self.r)
+
+    @property
+    def data_offset(self):
+        return sq_ring_data_offset(self.r)
+
+    # -- producer side ----------------------------------------------------------------
+    def claim(self, int worker, double timeout):
+        """Next task as (index, epoch), or None on timeout."""
+        cdef int64_t index
+        cdef uint64_t epoch
+        cdef int rc
+        with nogil:
+            rc = sq_task_claim(self.r, worker, timeout, &index, &epoch)
+        if rc == SQ_OK:
+            return index, epoch
+        if rc == SQ_TIMEOUT:
+            return None
+        _raise(rc, "claim")
+
+    def reserve(self, int worker, uint64_t nbytes, double timeout):
+        """Payload offset of a new block, or None on timeout."""
+        cdef uint64_t offset
+        cdef int rc
+        with nogil:
+            rc = sq_ring_reserve(self.r, worker, nbytes, timeout, &offset)
+        if rc == SQ_OK:
+            return offset
+        if rc == SQ_TIMEOUT:
+            return None
+        if rc == SQ_ETOOBIG:
+            raise ValueError(
+                f"a result of {nbytes} bytes does not fit in the shared ring of "
+                f"{sq_ring_capacity(self.r)} bytes")
+        _raise(rc, "reserve")
+
+    def write(self, uint64_t offset, uint64_t nbytes, list parts):
+        """Copy ``parts`` — (position, buffer) pairs, positions relative to the
+        payload — into the block at `offset`, with the GIL released for each copy.
+
+        Every buffer must be C-contiguous; the caller handles other layouts.
+        """
+        cdef Py_buffer view
+        cdef uint64_t pos
+        cdef char *dst = self.base + offset
+        for item in parts:
+            pos = item[0]
+            PyObject_GetBuffer(item[1], &view, PyBUF_C_CONTIGUOUS)
+            try:
+                if pos + <uint64_t>view.len > nbytes:
+                    raise ValueError("write past the end of the block")
+                with nogil:
+                    memcpy(dst + pos, view.buf, view.len)
+            finally:
+                PyBuffer_Release(&view)
+
+    def block(self, uint64_t offset, uint64_t nbytes):
+        """A writable buffer over a reserved payload (not released when dropped)."""
+        return _make_block(self, offset, nbytes, False)
+
+    def commit(self, int worker, uint64_t offset, int64_t index, uint64_t epoch,
+               unsigned int kind=SQ_KIND_RESULT):
+        cdef int rc = sq_ring_commit(self.r, worker, offset, index, epoch, kind)
+        if rc != SQ_OK:
+            _raise(rc, "commit")
+
+    def post(self, int worker, int64_t index, uint64_t epoch, unsigned int kind):
+        cdef int rc = sq_ring_post(self.r, worker, index, epoch, kind)
+        if rc != SQ_OK:
+            _raise(rc, "post")
+
+    # -- consumer side ----------------------------------------------------------------
+    def pop(self, double timeout):
+        """Next entry ``(offset, nbytes, index, epoch, worker, kind)``; None on
+        timeout; ``('unsized', nbytes)`` when a producer asks for the data area."""
+        cdef sq_entry e
+        cdef uint64_t requested = 0
+        cdef int rc
+        with nogil:
+            rc = sq_ring_pop(self.r, timeout, &e, &requested)
+        if rc == SQ_OK:
+            return e.offset, e.nbytes, e.index, e.epoch, e.worker, e.kind
+        if rc == SQ_TIMEOUT:
+            return None
+        if rc == SQ_UNSIZED:
+            return "unsized", requested
+        _raise(rc, "pop")
+
+    def lease(self, uint64_t offset, uint64_t nbytes):
+        """A writable buffer over a popped payload, released when garbage-collected."""
+        return _make_block(self, offset, nbytes, True)
+
+    def release(self, uint64_t offset):
+        cdef int rc = sq_ring_release(self.r, offset)
+        if rc != SQ_OK:
+            _raise(rc, "release")
+
+    def worker_reset(self, int worker):
+        """After producer `worker` died: (task index it held or -1, deaths on it)."""
+        cdef int64_t index
+        cdef int deaths
+        cdef int rc = sq_worker_reset(self.r, worker, &index, &deaths)
+        if rc != SQ_OK:
+            _raise(rc, "worker_reset")
+        return index, deaths
+
+    def task_reset(self, int64_t start, int64_t end, int64_t window):
+        return sq_task_reset(self.r, start, end, window)
+
+    def task_drop(self, int64_t index):
+        sq_task_drop(self.r, index)
+
+    def task_advance(self, int64_t base):
+        sq_task_advance(self.r, base)
+
+    def close(self):
+        sq_ring_close(self.r)
+
+    def stats(self):
+        cdef sq_stats s
+        cdef int rc = sq_ring_stats(self.r, &s)
+        if rc != SQ_OK:
+            _raise(rc, "stats")
+        return {"capacity": s.capacity, "used": s.used, "reserved": s.reserved,
+                "committed": s.committed, "popped": s.popped,
+                "space_waiters": s.space_waiters, "requested": s.requested}
+
+
+cdef class Block:
+    """Exports one payload of the ring through the buffer protocol.
+
+    A leased block (consumer side) is released back to the ring when this object
+    is garbage-collected, i.e. when the last numpy array viewing it is gone.
+    """
+
+    cdef Ring ring
+    cdef readonly uint64_t offset
+    cdef readonly uint64_t nbytes
+    cdef bint leased
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+
+    def __getbuffer__(self, Py_buffer *buffer, int flags):
+        self.shape[0] = <Py_ssize_t>self.nbytes
+        self.strides[0] = 1
+        buffer.buf = self.ring.base + self.offset
+        buffer.obj = self
+        buffer.len = <Py_ssize_t>self.nbytes
+        buffer.readonly = 0
+        buffer.itemsize = 1
+        buffer.format = "B"
+        buffer.ndim = 1
+        buffer.shape = self.shape
+        buffer.strides = self.strides
+        buffer.suboffsets = NULL
+        buffer.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer *buffer):
+        pass
+
+    def __dealloc__(self):
+        if self.leased and self.ring is not None:
+            sq_ring_release(self.ring.r, self.offset)
+
+
+cdef Block _make_block(Ring ring, uint64_t offset, uint64_t nbytes, bint leased):
+    cdef Block b
+    if offset < sq_ring_data_offset(ring.r) or \
+            offset + nbytes > sq_ring_data_offset(ring.r) + sq_ring_capacity(ring.r):
+        raise ValueError(f"block [{offset}, {offset + nbytes}) outside the ring")
+    b = Block.__new__(Block)
+    b.ring = ring
+    b.offset = offset
+    b.nbytes = nbytes
+    b.leased = leased
+    return b

@@ -1,0 +1,164 @@
+/*
+ * ringbuf.h: shared-memory ring-buffer allocator, task dispenser and completion
+ * queue, shared by one consumer (the parent process) and several producers (worker
+ * processes).  C with no Python API: every function returns an int status code.
+ *
+ * One shared region holds everything:
+ *
+ *   [ sq_ring header | worker slots | completion queue | retry list ][ data area ]
+ *   0                                                   data_offset ^          ^
+ *                                                       data_offset + capacity
+ *
+ * The region is a memfd (or an unlinked shm object) created by the parent and
+ * mapped by every process at a (possibly) different address: all positions are
+ * offsets from the start of the region, never pointers.
+ *
+ * Producers (workers) loop: sq_task_claim -> compute -> sq_ring_reserve -> write ->
+ * sq_ring_commit.  The consumer (parent) loops: sq_ring_pop -> hand the block to
+ * the user -> sq_ring_release once the user drops it (in any order).  Allocation
+ * is next-fit from a cursor going round the data area, stepping over blocks still
+ * held: released space is reusable at once, and a result held for long never
+ * stalls the ring (see ringbuf.c).
+ *
+ * Synchronisation: one process-shared, robust pthread mutex guards the header
+ * (a process killed while holding it is recovered through EOWNERDEAD).  Sleepers
+ * wait on two event counters with a futex (Linux; short polling elsewhere):
+ * producers for space, tasks, sizing or close; the consumer for completions and
+ * size requests.  A futex holds no state for its waiters, so a SIGKILLed sleeper
+ * cannot wedge the others (a process-shared pthread_cond_t can).  Every wait takes
+ * a timeout so callers can check for a dead peer between waits.
+ */
+#ifndef SQ_RINGBUF_H
+#define SQ_RINGBUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes. */
+#define SQ_OK 0
+#define SQ_TIMEOUT 1       /* the wait timed out; nothing changed */
+#define SQ_UNSIZED 2       /* pop: a producer asked for the data area to be sized */
+#define SQ_CLOSED (-1)     /* the ring was closed (shutdown); stop */
+#define SQ_ETOOBIG (-2)    /* the block can never fit in the data area */
+#define SQ_EINVAL (-3)     /* bad argument (worker id, offset, sizes) */
+#define SQ_ESYS (-4)       /* a system call failed; errno is set */
+#define SQ_ECORRUPT (-5)   /* the header or a block header is not what it must be */
+#define SQ_EFULL (-6)      /* completion queue or retry list full (a logic error) */
+
+#define SQ_ALIGN 64        /* block payloads start on 64-byte boundaries */
+#define SQ_BLOCK_HEADER 64 /* bytes in front of each payload */
+
+/* Kinds of completion entries (sq_entry.kind). */
+#define SQ_KIND_RESULT 0   /* payload holds a result */
+#define SQ_KIND_ERROR 1    /* no block; the worker sent an error text on its pipe */
+#define SQ_KIND_USER 2     /* first free value for callers */
+
+typedef struct sq_ring sq_ring;
+
+/* A completed piece of work, as the consumer receives it. */
+typedef struct {
+    uint64_t offset;  /* payload offset from the region start; 0 if no block */
+    uint64_t nbytes;  /* payload size as reserved */
+    int64_t index;    /* task index claimed with sq_task_claim */
+    uint64_t epoch;   /* task epoch claimed with sq_task_claim */
+    int32_t worker;   /* producer slot */
+    uint32_t kind;    /* SQ_KIND_* */
+} sq_entry;
+
+typedef struct {
+    uint64_t capacity;       /* bytes in the data area (0: not sized yet) */
+    uint64_t used;           /* bytes between tail and head (blocks not yet freed) */
+    uint64_t reserved;       /* blocks reserved, not yet committed */
+    uint64_t committed;      /* blocks committed, not yet popped */
+    uint64_t popped;         /* blocks popped, not yet released */
+    uint64_t space_waiters;  /* producers waiting for space in sq_ring_reserve */
+    uint64_t requested;      /* largest size asked for while unsized */
+} sq_stats;
+
+/* Bytes of header for nworkers producers and a completion queue of qlen entries;
+ * the data area starts there (a multiple of 4096). */
+size_t sq_ring_header_size(int nworkers, int qlen);
+
+/* Parent, once, on a zeroed mapping of at least sq_ring_header_size() bytes:
+ * initialise the header.  capacity may be 0 (sized later by sq_ring_set_capacity);
+ * it must be a multiple of SQ_ALIGN.  Returns SQ_OK, SQ_EINVAL or SQ_ESYS. */
+int sq_ring_init(void *region, int nworkers, int qlen, uint64_t capacity);
+
+/* Any process, after mapping the region: check the magic number and version.
+ * Returns SQ_OK or SQ_ECORRUPT. */
+int sq_ring_check(const void *region);
+
+/* Parent: publish the data area size after growing the mapping to
+ * data_offset + capacity bytes; wakes producers waiting for it.  Only once:
+ * SQ_EINVAL if already sized or capacity not a positive multiple of SQ_ALIGN. */
+int sq_ring_set_capacity(sq_ring *r, uint64_t capacity);
+
+uint64_t sq_ring_data_offset(const sq_ring *r);
+uint64_t sq_ring_capacity(const sq_ring *r);
+
+/* Producer `worker`: reserve a contiguous payload of nbytes (rounded up to
+ * SQ_ALIGN).  Waits while the ring is full (backpressure) or not yet sized (the
+ * request is recorded so the consumer can size it), up to timeout seconds.
+ * On SQ_OK *offset is the payload offset.  Returns SQ_OK, SQ_TIMEOUT (call again
+ * after checking the parent is alive), SQ_CLOSED, SQ_ETOOBIG, SQ_EINVAL. */
+int sq_ring_reserve(sq_ring *r, int worker, uint64_t nbytes, double timeout,
+                    uint64_t *offset);
+
+/* Producer: the payload at offset is written; queue it for the consumer with the
+ * task it answers.  Returns SQ_OK, SQ_EINVAL, SQ_ECORRUPT, SQ_CLOSED. */
+int sq_ring_commit(sq_ring *r, int worker, uint64_t offset, int64_t index,
+                   uint64_t epoch, uint32_t kind);
+
+/* Producer: queue an entry that has no block (e.g. SQ_KIND_ERROR). */
+int sq_ring_post(sq_ring *r, int worker, int64_t index, uint64_t epoch,
+                 uint32_t kind);
+
+/* Consumer: take the oldest queued entry, waiting up to timeout seconds.
+ * Returns SQ_OK, SQ_TIMEOUT, SQ_UNSIZED (data area not sized and a producer asked
+ * for *requested bytes: size it, then pop again), SQ_CLOSED. */
+int sq_ring_pop(sq_ring *r, double timeout, sq_entry *out, uint64_t *requested);
+
+/* Consumer (any thread of the parent): free the block whose payload is at offset.
+ * Blocks may be released in any order. Returns SQ_OK, SQ_EINVAL, SQ_ECORRUPT. */
+int sq_ring_release(sq_ring *r, uint64_t offset);
+
+/* Consumer, after producer `worker` died: free the blocks it had reserved but
+ * not committed, and give back its task.  If it was working on a task of the
+ * current epoch, that task goes on the retry list (claimed again first) and
+ * *index is set to it (else -1); *deaths counts how many producers died while
+ * holding that same index (for poison-item detection).  The slot is then free for
+ * a new producer.  Returns SQ_OK, SQ_EINVAL, SQ_EFULL. */
+int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths);
+
+/* Producer: wait for the next task (retry list first, then next_index while
+ * next_index < end (end < 0: unbounded) and next_index < window_base + window).
+ * Records it as the worker's current task.  Returns SQ_OK, SQ_TIMEOUT, SQ_CLOSED. */
+int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
+                  uint64_t *epoch);
+
+/* Consumer: start a new epoch handing out tasks start, start+1, ... < end
+ * (end < 0: unbounded) with at most `window` tasks ahead of window_base = start.
+ * Empties the retry list; results of older epochs should be dropped by the
+ * consumer.  Returns the new epoch. */
+uint64_t sq_task_reset(sq_ring *r, int64_t start, int64_t end, int64_t window);
+
+/* Consumer: remove `index` from the retry list (an item that keeps killing its
+ * producers is given up on) and forget its death count.  Returns SQ_OK. */
+int sq_task_drop(sq_ring *r, int64_t index);
+
+/* Consumer: move the window base (tasks < base + window may be claimed). */
+void sq_task_advance(sq_ring *r, int64_t base);
+
+/* Consumer: stop; every current and future wait returns SQ_CLOSED. */
+void sq_ring_close(sq_ring *r);
+
+int sq_ring_stats(sq_ring *r, sq_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SQ_RINGBUF_H */

@@ -1,0 +1,127 @@
+"""The loop run by each worker process of ``prefetch`` and ``load_buffers``.
+
+A worker claims a task (an item index, or a call number for ``load_buffers``)
+from the shared ring, evaluates it, reserves a block, copies the result in and
+commits it. Errors in user code travel as traceback text on the worker's own pipe,
+announced by an entry without a block, so the ring never has to be sized for them.
+Every wait is short, so a worker notices within a fraction of a second that the
+parent died or closed the ring, and exits.
+"""
+
+import os
+import pickle
+import random
+import signal
+import sys
+import traceback
+
+import numpy as np
+
+from . import _transport
+from ._ring import KIND_ERROR, KIND_RESULT, RingClosed
+
+POLL = 0.1  # seconds between checks that the parent is alive
+
+# Error codes sent with a traceback text.
+ERR_USER = "user"
+ERR_TRANSFER = "transfer"
+ERR_HOOK = "hook"
+
+
+def _parent_alive(parent_pid, ppid0):
+    if os.getppid() != ppid0:
+        return False
+    try:
+        os.kill(parent_pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _seed(seed):
+    """Seed Python's and numpy's global generators differently in every worker."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def main(ring, slot, errconn, target, call, start_hook, seed, parent_pid):
+    """Worker entry point. ``call``: True to run ``target()``, else ``target[i]``."""
+    # Ctrl-C is the parent's to handle: it shuts the workers down cleanly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ppid0 = os.getppid()
+    _seed(seed)
+    try:
+        if start_hook is not None:
+            start_hook()
+    except BaseException:
+        _report(ring, errconn, slot, -1, 0, ERR_HOOK, traceback.format_exc())
+        return
+    try:
+        _loop(ring, slot, errconn, target, call, parent_pid, ppid0)
+    except RingClosed:
+        pass
+    finally:
+        errconn.close()
+        sys.stdout.flush()
+
+
+def _report(ring, errconn, slot, index, epoch, code, text):
+    errconn.send((index, epoch, code, text))
+    ring.post(slot, index, epoch, KIND_ERROR)
+
+
+def _loop(ring, slot, errconn, target, call, parent_pid, ppid0):
+    while True:
+        task = ring.claim(slot, POLL)
+        if task is None:
+            if not _parent_alive(parent_pid, ppid0):
+                return
+            continue
+        index, epoch = task
+        try:
+            result = target() if call else target[index]
+        except Exception:
+            _report(ring, errconn, slot, index, epoch, ERR_USER, traceback.format_exc())
+            continue
+        try:
+            meta, arrays, positions, base, nbytes = _transport.encode(result)
+        except Exception as e:
+            text = (
+                f"the result cannot be sent to the parent process "
+                f"({type(e).__name__}: {e}); return numpy arrays, scalars and "
+                "picklable objects (tuples, lists, dicts of them)"
+            )
+            _report(ring, errconn, slot, index, epoch, ERR_TRANSFER, text)
+            continue
+        del result
+        while True:
+            try:
+                offset = ring.reserve(slot, nbytes, POLL)
+            except ValueError as e:  # larger than the ring
+                text = f"{e}; pass a larger shm_size"
+                _report(ring, errconn, slot, index, epoch, ERR_TRANSFER, text)
+                offset = None
+                break
+            if offset is not None:
+                break
+            if not _parent_alive(parent_pid, ppid0):
+                return
+        if offset is None:
+            continue
+        _transport.write(ring, offset, nbytes, meta, arrays, positions, base)
+        del arrays
+        ring.commit(slot, offset, index, epoch, KIND_RESULT)
+
+
+def check_picklable(obj, what):
+    """Raise a clear TypeError now if ``obj`` cannot be sent to a spawned worker."""
+    try:
+        pickle.dumps(obj)
+    except Exception as e:
+        raise TypeError(
+            f"{what} must be picklable to run in spawned worker processes "
+            f"({type(e).__name__}: {e}); define it at module level, or use the "
+            "'fork' start method"
+        ) from e

@@ -1,0 +1,521 @@
+"""Background evaluation: ``prefetch`` (ordered, a sequence) and ``load_buffers``
+(unordered, an endless iterator of results of a sampler function).
+
+Process workers hand results over through one shared-memory ring (``_ring``, C in
+``csrc/ringbuf.c``): a worker copies each array of its result into a ring block
+with the GIL released, and the parent rebuilds the result as numpy arrays viewing
+the block, zero-copy. A block is given back when the last array viewing it is
+garbage-collected, so results stay valid for as long as they are held; holding many
+only slows the workers down (backpressure), and holding the whole ring is reported.
+
+The region has no name in ``/dev/shm`` (memfd), so nothing outlives the processes,
+whatever kills them. Workers get it by inheritance (fork) or fd passing (spawn,
+forkserver). A dead worker is noticed within a second, replaced, and its item
+given to another worker; an item that keeps killing workers raises an error.
+"""
+
+import multiprocessing
+import os
+import threading
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+
+from . import _transport, _worker
+from ._ring import ALIGN, Ring, RingClosed
+from .core import View
+from .errors import EvaluationError, creation_site, raise_evaluation_error
+
+__all__ = ["prefetch", "load_buffers", "BufferLoader"]
+
+POLL = 0.1  # seconds: the longest the parent sleeps before checking its workers
+CHECK_EVERY = 0.5  # seconds between worker checks while results keep coming
+STALL = 1.0  # seconds a full ring may look stuck before it is reported
+MAX_DEATHS = 3  # workers an item may kill before it is given up on
+MIN_RING = 1 << 20
+
+
+def _nworkers(nworkers):
+    if not isinstance(nworkers, int) or isinstance(nworkers, bool):
+        raise TypeError(f"nworkers must be an int, not {type(nworkers).__name__}")
+    if nworkers > 0:
+        return nworkers
+    return max(1, (os.cpu_count() or 1) + nworkers)
+
+
+def _positive(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 34
+
+
+def _available_memory():
+    """Bytes the shared region may take: MemAvailable on Linux, else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _check_memory(nbytes):
+    avail = _available_memory()
+    if avail is not None and nbytes > avail:
+        raise MemoryError(
+            f"the shared-memory ring needs {nbytes / 2**20:.1f} MiB but only "
+            f"{avail / 2**20:.1f} MiB of memory is available; lower shm_size or "
+            "max_buffered/max_cached, or give the machine (container) more memory"
+        )
+
+
+def _round_up(n, a):
+    return (n + a - 1) // a * a
+
+
+class _Pool:
+    """Worker processes around one ring: the consumer side of the protocol."""
+
+    def __init__(self, target, call, nworkers, window, start_hook, shm_size,
+                 start_method, origin):
+        self.ctx = multiprocessing.get_context(start_method)
+        if self.ctx.get_start_method() != "fork":
+            _worker.check_picklable(target, "the sampler" if call else "the sequence")
+            if start_hook is not None:
+                _worker.check_picklable(start_hook, "start_hook")
+        if not isinstance(shm_size, int) or shm_size < 0:
+            raise ValueError(f"shm_size must be an int >= 0 (0: automatic), got {shm_size!r}")
+        self.target = target
+        self.call = call
+        self.start_hook = start_hook
+        self.window = window
+        self.origin = origin
+        self.nworkers = nworkers
+        capacity = _round_up(shm_size, ALIGN)
+        if capacity:
+            _check_memory(capacity)
+        self.max_capacity = max(capacity, _physical_memory())
+        self.ring = Ring.create(nworkers, window + nworkers + 4, capacity,
+                                self.max_capacity)
+        self.seed_base = int.from_bytes(os.urandom(7), "little")
+        self.spawned = 0
+        self.procs = [None] * nworkers
+        self.conns = [None] * nworkers
+        self.pending = [[] for _ in range(nworkers)]  # error texts of dead workers
+        self.last_check = time.monotonic()
+        self.closed = False
+        try:
+            for w in range(nworkers):
+                self._start(w)
+        except BaseException:
+            _shutdown(self.ring, self.procs, self.conns)
+            raise
+        self._finalizer = weakref.finalize(
+            self, _shutdown, self.ring, self.procs, self.conns)
+
+    def _start(self, w):
+        reader, writer = self.ctx.Pipe(duplex=False)
+        self.spawned += 1
+        seed = (self.seed_base * 1_000_003 + self.spawned) % 2**63
+        p = self.ctx.Process(
+            target=_worker.main,
+            args=(self.ring, w, writer, self.target, self.call, self.start_hook,
+                  seed, os.getpid()),
+            name=f"seqtools-worker-{w}",
+            daemon=True,
+        )
+        p.start()
+        writer.close()
+        self.procs[w] = p
+        self.conns[w] = reader
+
+    def close(self):
+        self.closed = True
+        self._finalizer()
+
+    def _check_workers(self):
+        """Replace dead workers; return [(index, message)] of items given up on."""
+        poisoned = []
+        for w, p in enumerate(self.procs):
+            if p.exitcode is None:
+                continue
+            old = self.conns[w]
+            while old.poll():
+                try:
+                    self.pending[w].append(old.recv())
+                except (EOFError, OSError):
+                    break
+            old.close()
+            index, deaths = self.ring.worker_reset(w)
+            code = p.exitcode
+            how = f"signal {-code}" if code < 0 else f"exit code {code}"
+            if index >= 0 and deaths >= MAX_DEATHS:
+                self.ring.task_drop(index)
+                what = "call" if self.call else "item"
+                poisoned.append((index, (
+                    f"{what} {index} killed {deaths} worker processes in a row "
+                    f"(last one by {how}); it was given up on")))
+            self._start(w)
+        return poisoned
+
+    def _size(self, requested):
+        capacity = requested * (self.window + self.nworkers + 2)
+        capacity = _round_up(max(capacity, MIN_RING), ALIGN)
+        capacity = min(capacity, _round_up(self.max_capacity - ALIGN + 1, ALIGN))
+        _check_memory(capacity)
+        self.ring.set_capacity(capacity)
+
+    def _error_text(self, worker):
+        if self.pending[worker]:
+            return self.pending[worker].pop(0)
+        conn = self.conns[worker]
+        if conn.poll(5.0):
+            return conn.recv()
+        return (-1, 0, _worker.ERR_USER, "(the worker's error report was lost)")
+
+    def _stalled(self):
+        s = self.ring.stats()
+        return (s["space_waiters"] > 0 and s["reserved"] == 0 and s["committed"] == 0
+                and s["popped"] > 0), s
+
+    def next_entry(self):
+        """Block until the next completed task.
+
+        Returns ``(index, epoch, offset, nbytes, error)``: ``error`` is None or the
+        failure text. Poisoned items come back as errors too.
+        """
+        stalled_since = None
+        while True:
+            try:
+                e = self.ring.pop(POLL)
+            except RingClosed:
+                raise RuntimeError("the loader was closed") from None
+            now = time.monotonic()
+            if e is None or now - self.last_check > CHECK_EVERY:
+                self.last_check = now
+                poisoned = self._check_workers()
+                if poisoned:
+                    index, message = poisoned[0]
+                    return index, None, 0, 0, message
+            if e is None:
+                stalled, s = self._stalled()
+                if not stalled:
+                    stalled_since = None
+                elif stalled_since is None:
+                    stalled_since = now
+                elif now - stalled_since > STALL:
+                    raise BufferError(
+                        f"the shared-memory ring is full ({s['used']} of "
+                        f"{s['capacity']} bytes): {s['popped']} results handed out "
+                        "earlier are still referenced, so workers cannot write new "
+                        "ones. Copy the arrays you keep (np.array(x)), drop them "
+                        "sooner, or pass a larger shm_size")
+                continue
+            if e[0] == "unsized":
+                self._size(e[1])
+                continue
+            offset, nbytes, index, epoch, worker, kind = e
+            if offset:
+                return index, epoch, offset, nbytes, None
+            err_index, _, code, text = self._error_text(worker)
+            if code == _worker.ERR_HOOK:
+                self.close()
+                raise EvaluationError(
+                    f"start_hook failed in a worker process:\n{text}")
+            return index, epoch, 0, 0, text
+
+
+def _shutdown(ring, procs, conns):
+    ring.close()
+    deadline = time.monotonic() + 2.0
+    for p in procs:
+        if p is not None:
+            p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p is not None and p.exitcode is None:
+            p.kill()
+            p.join(1.0)
+    for c in conns:
+        if c is not None:
+            c.close()
+
+
+class _ProcessPrefetch(View):
+    """Items of a sequence computed ahead, in order, by worker processes."""
+
+    def __init__(self, seq, n, nworkers, max_buffered, start_hook, shm_size,
+                 start_method):
+        View.__init__(self, n)
+        self._origin = creation_site(3)
+        self._seq = seq
+        self._pool = _Pool(seq, False, nworkers, max_buffered, start_hook,
+                           shm_size, start_method, self._origin)
+        self._end = -1 if n is None else n
+        self._window = max_buffered
+        self._ready = {}
+        self._restart(0)
+
+    def _restart(self, start):
+        ring = self._pool.ring
+        for offset, _, _ in self._ready.values():
+            if offset:
+                ring.release(offset)
+        self._ready.clear()
+        self._epoch = ring.task_reset(start, self._end, self._window)
+        self._next = start
+
+    def _get(self, i):
+        if i != self._next:
+            self._restart(i)
+        ready = self._ready
+        pool = self._pool
+        try:
+            while i not in ready:
+                index, epoch, offset, nbytes, error = pool.next_entry()
+                if epoch is not None and epoch != self._epoch:
+                    if offset:
+                        pool.ring.release(offset)
+                    continue
+                ready[index] = (offset, nbytes, error)
+        except KeyboardInterrupt:
+            self.close()
+            raise
+        offset, nbytes, error = ready.pop(i)
+        self._next = i + 1
+        pool.ring.task_advance(i + 1)
+        if error is not None:
+            raise EvaluationError(
+                f"failed to evaluate item {i} of prefetch created at {self._origin} "
+                f"in a worker process:\n{error}")
+        return _transport.decode(pool.ring, offset, nbytes)
+
+    def close(self):
+        """Stop the workers now (otherwise done when the view is garbage-collected)."""
+        self._pool.close()
+
+    def __reduce__(self):
+        raise TypeError("a prefetch view cannot be pickled; prefetch inside the "
+                        "workers' sequence instead of sending one")
+
+
+class _ThreadPrefetch(View):
+    """Items of a sequence computed ahead, in order, by worker threads."""
+
+    def __init__(self, seq, n, nworkers, max_buffered, start_hook):
+        View.__init__(self, n)
+        self._origin = creation_site(3)
+        self._seq = seq
+        self._window = max_buffered
+        self._executor = ThreadPoolExecutor(
+            nworkers, thread_name_prefix="seqtools-prefetch",
+            initializer=start_hook)
+        self._futures = {}
+        self._next = 0
+        self._submitted = 0
+        self._lock = threading.Lock()
+        weakref.finalize(self, self._executor.shutdown, False, cancel_futures=True)
+
+    def _fill(self, i):
+        end = i + self._window
+        if self._n is not None:
+            end = min(end, self._n)
+        seq = self._seq
+        while self._submitted < end:
+            k = self._submitted
+            self._futures[k] = self._executor.submit(seq.__getitem__, k)
+            self._submitted += 1
+
+    def _get(self, i):
+        with self._lock:
+            if i != self._next or i not in self._futures:
+                for f in self._futures.values():
+                    f.cancel()
+                self._futures.clear()
+                self._submitted = i
+            self._fill(i)
+            future = self._futures.pop(i)
+            self._next = i + 1
+            self._fill(i + 1)
+        try:
+            return future.result()
+        except Exception as e:
+            raise_evaluation_error(self, i, e)
+
+    def close(self):
+        """Stop the worker threads."""
+        self._executor.shutdown(False, cancel_futures=True)
+
+
+def _length(seq):
+    if isinstance(seq, View):
+        return seq._n
+    try:
+        return len(seq)
+    except TypeError:
+        raise TypeError(
+            f"prefetch needs a sequence (with __len__ and __getitem__), got "
+            f"{type(seq).__name__}") from None
+
+
+def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
+             shm_size=0, *, start_method=None):
+    """Wrap a sequence so that items are computed ahead by background workers.
+
+    Reading item ``i`` queues items ``i+1 ... i+max_buffered`` for evaluation; read
+    in order for best effect (reading elsewhere restarts the prefetching there).
+    Infinite sequences work. With ``method='process'``, arrays in the results are
+    handed over through shared memory, zero-copy: they stay valid for as long as
+    they are referenced.
+
+    Parameters
+    ----------
+    seq : Sequence
+        The data source.
+    nworkers : int
+        Number of workers; ``0`` or negative means the number of cores minus that.
+    method : {'thread', 'process'}
+        Threads suit I/O-bound items; processes give full parallelism.
+    max_buffered : int
+        At most this many items are computed ahead of the last one read (>= 1).
+    start_hook : callable, optional
+        Called without arguments in each worker when it starts.
+    shm_size : int
+        Bytes of shared memory for results in flight (processes only); 0 sizes it
+        from the first result to hold ``max_buffered + nworkers + 2`` such results.
+    start_method : {'fork', 'spawn', 'forkserver'}, optional
+        multiprocessing start method (default: multiprocessing's current default).
+
+    Returns
+    -------
+    Sequence
+        A view with the items of ``seq``.
+
+    Examples
+    --------
+    >>> import seqtools
+    >>> squares = seqtools.prefetch([x * x for x in range(5)], nworkers=2)
+    >>> list(squares)
+    [0, 1, 4, 9, 16]
+    """
+    n = _length(seq)
+    nworkers = _nworkers(nworkers)
+    max_buffered = _positive("max_buffered", max_buffered)
+    if start_hook is not None and not callable(start_hook):
+        raise TypeError("start_hook must be callable")
+    if method == "thread":
+        return _ThreadPrefetch(seq, n, nworkers, max_buffered, start_hook)
+    if method == "process":
+        return _ProcessPrefetch(seq, n, nworkers, max_buffered, start_hook, shm_size,
+                                start_method)
+    raise ValueError(f"method must be 'thread' or 'process', got {method!r}")
+
+
+class BufferLoader:
+    """Iterator over results of a function called repeatedly in worker processes.
+
+    See :func:`load_buffers`. Use ``close()`` (or a ``with`` block) to stop the
+    workers early; they also stop when the loader is garbage-collected.
+    """
+
+    def __init__(self, func, max_cached, nworkers, start_hook, shm_size,
+                 start_method):
+        self._origin = creation_site(3)
+        self._func = func
+        self._pool = _Pool(func, True, nworkers, max_cached, start_hook, shm_size,
+                           start_method, self._origin)
+        self._pool.ring.task_reset(0, -1, max_cached)
+        self._consumed = 0
+        self._closed = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._closed:
+            raise StopIteration
+        pool = self._pool
+        try:
+            index, _, offset, nbytes, error = pool.next_entry()
+        except KeyboardInterrupt:
+            self.close()
+            raise
+        self._consumed += 1
+        pool.ring.task_advance(self._consumed)
+        if error is not None:
+            name = getattr(self._func, "__qualname__", type(self._func).__name__)
+            raise EvaluationError(
+                f"{name}() failed in a worker process (call {index}) of load_buffers "
+                f"created at {self._origin}:\n{error}")
+        return _transport.decode(pool.ring, offset, nbytes)
+
+    def close(self):
+        """Stop the workers; results already handed out stay valid."""
+        if not self._closed:
+            self._closed = True
+            self._pool.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def load_buffers(func, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,
+                 start_method=None):
+    """Call ``func()`` over and over in worker processes and iterate its results.
+
+    Typical use is a minibatch sampler feeding a training loop: the loading cost is
+    hidden behind the loop's own work. Results are yielded as they complete. Arrays
+    in them view shared memory, zero-copy, and remain valid for as long as they
+    are referenced. Each worker seeds Python's and numpy's global random
+    generators differently, so workers never repeat each other's draws.
+
+    Parameters
+    ----------
+    func : callable
+        Called without arguments; returns arrays, scalars or picklable objects,
+        possibly nested in tuples, lists and dicts.
+    max_cached : int
+        At most this many results are computed ahead of the consumer (>= 1).
+    nworkers : int
+        Number of worker processes; ``0`` or negative: cores minus that.
+    start_hook : callable, optional
+        Called without arguments in each worker when it starts.
+    shm_size : int
+        Bytes of shared memory for results in flight; 0 sizes it from the first
+        result.
+    start_method : {'fork', 'spawn', 'forkserver'}, optional
+        multiprocessing start method (default: multiprocessing's current default).
+
+    Returns
+    -------
+    BufferLoader
+        An endless iterator of results.
+
+    Examples
+    --------
+    >>> import numpy as np, seqtools
+    >>> def sample():
+    ...     return np.random.rand(4, 3), np.random.randint(10, size=4)
+    >>> with seqtools.load_buffers(sample, max_cached=4, nworkers=2) as batches:
+    ...     X, y = next(batches)
+    >>> X.shape, y.shape
+    ((4, 3), (4,))
+    """
+    if not callable(func):
+        raise TypeError(f"load_buffers needs a callable, got {type(func).__name__}")
+    max_cached = _positive("max_cached", max_cached)
+    nworkers = _nworkers(nworkers)
+    if start_hook is not None and not callable(start_hook):
+        raise TypeError("start_hook must be callable")
+    return BufferLoader(func, max_cached, nworkers, start_hook, shm_size, start_method)

@@ -1,0 +1,387 @@
+"""prefetch and load_buffers: results, ordering, and every failure path.
+
+Worker functions live at module level so that spawn/forkserver children can import
+them. Timeouts here are safety nets against hangs, never performance assertions.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import seqtools
+from seqtools import EvaluationError
+
+METHODS = ["fork", "spawn", "forkserver"]
+
+
+def shm_listing():
+    return sorted(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else []
+
+
+@pytest.fixture(autouse=True)
+def no_shm_leak():
+    before = shm_listing()
+    yield
+    assert shm_listing() == before
+
+
+class Items:
+    """A sequence whose item i is (array filled with i, i); item `bad` raises."""
+
+    def __init__(self, n, bad=None, shape=(3,)):
+        self.n, self.bad, self.shape = n, bad, shape
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if i == self.bad:
+            raise ValueError(f"bad item {i}")
+        return np.full(self.shape, i, dtype=np.int64), i
+
+
+class Killer(Items):
+    """Kills its worker on every item listed in `kill`, and once on `once`."""
+
+    def __init__(self, n, kill=(), once=None, flag=None):
+        super().__init__(n)
+        self.kill, self.once, self.flag = set(kill), once, flag
+
+    def __getitem__(self, i):
+        if i in self.kill or (i == self.once and not os.path.exists(self.flag)):
+            if i == self.once:
+                open(self.flag, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().__getitem__(i)
+
+
+class Endless(seqtools.View):
+    """An infinite view: item i is np.arange(3) + i."""
+
+    def __init__(self):
+        seqtools.View.__init__(self, None)
+
+    def _get(self, i):
+        return np.arange(3) + i
+
+
+def sample_seeded():
+    return np.random.randint(0, 2**31, size=8)
+
+
+def sample_batch():
+    return {"x": np.random.rand(16, 5), "y": np.arange(16), "name": "batch"}
+
+
+def sample_varying():
+    n = np.random.randint(1, 50)
+    return np.full((n, 3), n, dtype=np.float32)
+
+
+def sample_unpicklable():
+    return lambda: None
+
+
+def sample_big():
+    return np.ones(1 << 17)
+
+
+def failing_sampler():
+    raise KeyError("no such sample")
+
+
+def failing_hook():
+    raise RuntimeError("hook broken")
+
+
+# -- prefetch ----------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["thread", "process"])
+def test_prefetch_in_order(method):
+    p = seqtools.prefetch(Items(50), nworkers=2, method=method, max_buffered=5)
+    assert len(p) == 50
+    for i, (a, j) in enumerate(p):
+        assert j == i and a.tolist() == [i, i, i]
+    p.close()
+
+
+@pytest.mark.parametrize("method", ["thread", "process"])
+def test_prefetch_random_access_restarts(method):
+    p = seqtools.prefetch(Items(40), nworkers=2, method=method, max_buffered=3)
+    order = [0, 1, 30, 31, 5, -1, 2, 2, 39, 0]
+    assert [p[i][1] for i in order] == [range(40)[i] for i in order]
+    assert [x[1] for x in p[10:14]] == [10, 11, 12, 13]
+    p.close()
+
+
+@pytest.mark.parametrize("method", ["thread", "process"])
+def test_prefetch_infinite(method):
+    p = seqtools.prefetch(Endless(), nworkers=2, method=method)
+    with pytest.raises(TypeError):
+        len(p)
+    assert all(p[i].tolist() == [i, i + 1, i + 2] for i in range(20))
+    assert p[10**12].tolist() == [10**12, 10**12 + 1, 10**12 + 2]
+    p.close()
+
+
+@pytest.mark.parametrize("max_buffered", [1, 2, 7])
+def test_prefetch_process_any_buffer_size(max_buffered):
+    p = seqtools.prefetch(Items(25), nworkers=2, method="process",
+                          max_buffered=max_buffered)
+    assert [x[1] for x in p] == list(range(25))
+    p.close()
+
+
+@pytest.mark.parametrize("method", ["thread", "process"])
+def test_prefetch_worker_error_names_item(method):
+    p = seqtools.prefetch(Items(10, bad=4), nworkers=2, method=method)
+    got = []
+    for i in range(10):
+        try:
+            got.append(p[i][1])
+        except EvaluationError as e:
+            got.append("E")
+            assert "item 4" in str(e) and "bad item 4" in str(e)
+            assert __file__ in str(e)  # where the view was created
+    assert got == [0, 1, 2, 3, "E", 5, 6, 7, 8, 9]
+    p.close()
+
+
+def test_prefetch_results_view_shared_memory_and_survive():
+    p = seqtools.prefetch(Items(200, shape=(1000,)), nworkers=2, method="process",
+                          max_buffered=4)
+    kept = [p[i] for i in range(0, 8)]
+    for i in range(8, 200):
+        assert p[i][1] == i
+    # arrays held since the start were never overwritten by later results
+    for i, (a, j) in enumerate(kept):
+        assert j == i and (a == i).all()
+    assert isinstance(kept[0][0].base, np.ndarray) or kept[0][0].base is not None
+    p.close()
+
+
+@pytest.mark.parametrize("start_method", METHODS)
+def test_prefetch_start_methods(start_method):
+    p = seqtools.prefetch(Items(30), nworkers=2, method="process",
+                          start_method=start_method)
+    assert [x[1] for x in p] == list(range(30))
+    p.close()
+
+
+def test_prefetch_killed_worker_is_replaced_and_item_kept(tmp_path):
+    seq = Killer(30, once=7, flag=str(tmp_path / "flag"))
+    p = seqtools.prefetch(seq, nworkers=2, method="process", max_buffered=4)
+    assert [x[1] for x in p] == list(range(30))  # nothing lost or duplicated
+    p.close()
+
+
+def test_prefetch_item_killing_workers_repeatedly_raises():
+    p = seqtools.prefetch(Killer(20, kill=[6]), nworkers=2, method="process",
+                          max_buffered=3)
+    got = []
+    for i in range(20):
+        try:
+            got.append(p[i][1])
+        except EvaluationError as e:
+            assert "item 6 killed 3 worker processes" in str(e)
+            got.append("E")
+    assert got == list(range(6)) + ["E"] + list(range(7, 20))
+    p.close()
+
+
+def test_prefetch_bad_arguments():
+    with pytest.raises(ValueError, match="method"):
+        seqtools.prefetch([1], method="fiber")
+    with pytest.raises(ValueError, match="max_buffered"):
+        seqtools.prefetch([1], max_buffered=0)
+    with pytest.raises(TypeError, match="sequence"):
+        seqtools.prefetch(iter([1, 2]))
+    with pytest.raises(ValueError, match="shm_size"):
+        seqtools.prefetch([1], method="process", shm_size=-1)
+    with pytest.raises(TypeError, match="picklable"):
+        seqtools.prefetch([lambda x: x], method="process", start_method="spawn")
+
+
+def test_prefetch_result_larger_than_shm_size():
+    p = seqtools.prefetch(Items(3, shape=(10000,)), nworkers=1, method="process",
+                          shm_size=4096)
+    with pytest.raises(EvaluationError, match="larger shm_size"):
+        p[0]
+    p.close()
+
+
+def test_prefetch_non_array_results():
+    data = [{"name": f"s{i}", "tags": ["a", i]} for i in range(10)]
+    p = seqtools.prefetch(data, nworkers=2, method="process")
+    assert list(p) == data
+    p.close()
+
+
+# -- load_buffers --------------------------------------------------------------------
+def test_load_buffers_structure():
+    with seqtools.load_buffers(sample_batch, max_cached=3, nworkers=2) as it:
+        for _ in range(20):
+            b = next(it)
+            assert set(b) == {"x", "y", "name"} and b["name"] == "batch"
+            assert b["x"].shape == (16, 5) and b["y"].tolist() == list(range(16))
+
+
+@pytest.mark.parametrize("start_method", METHODS)
+def test_load_buffers_workers_seeded_differently(start_method):
+    with seqtools.load_buffers(sample_seeded, max_cached=4, nworkers=2,
+                               start_method=start_method) as it:
+        draws = [tuple(next(it)) for _ in range(40)]
+    assert len(set(draws)) == len(draws)
+
+
+def test_load_buffers_varying_shapes():
+    with seqtools.load_buffers(sample_varying, max_cached=4, nworkers=2) as it:
+        for _ in range(200):
+            a = next(it)
+            assert a.shape[1] == 3 and (a == a.shape[0]).all()
+
+
+def test_load_buffers_sampler_error():
+    it = seqtools.load_buffers(failing_sampler, nworkers=1)
+    with pytest.raises(EvaluationError, match="(?s)failing_sampler.*no such sample"):
+        next(it)
+    it.close()
+
+
+def test_load_buffers_start_hook_error():
+    it = seqtools.load_buffers(sample_seeded, nworkers=2, start_hook=failing_hook)
+    with pytest.raises(EvaluationError, match="(?s)start_hook.*hook broken"):
+        next(it)
+    it.close()
+
+
+def test_load_buffers_unpicklable_result():
+    with seqtools.load_buffers(sample_unpicklable, nworkers=1) as it:
+        with pytest.raises(EvaluationError, match="cannot be sent"):
+            next(it)
+
+
+def test_load_buffers_consumer_holding_every_buffer_gets_clear_error():
+    with seqtools.load_buffers(sample_big, max_cached=2, nworkers=2) as it:
+        held = []
+        with pytest.raises(BufferError, match="still referenced"):
+            for _ in range(100):
+                held.append(next(it))
+        assert all((a == 1).all() for a in held)  # nothing was overwritten
+        del held
+        assert next(it).sum() == 1 << 17  # and it recovers once they are dropped
+
+
+def test_load_buffers_killed_worker_is_replaced():
+    with seqtools.load_buffers(sample_seeded, max_cached=2, nworkers=2) as it:
+        next(it)
+        victim = it._pool.procs[0]
+        os.kill(victim.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30  # a safety net; replacement takes < 1 s
+        while it._pool.procs[0] is victim and time.monotonic() < deadline:
+            next(it)
+        assert it._pool.procs[0] is not victim and it._pool.procs[0].is_alive()
+        for _ in range(20):
+            next(it)
+
+
+def test_load_buffers_close_stops_workers():
+    it = seqtools.load_buffers(sample_seeded, nworkers=2)
+    next(it)
+    procs = list(it._pool.procs)
+    it.close()
+    assert all(not p.is_alive() for p in procs)
+    with pytest.raises(StopIteration):
+        next(it)
+
+
+def test_load_buffers_bad_arguments():
+    with pytest.raises(TypeError, match="callable"):
+        seqtools.load_buffers(42)
+    with pytest.raises(ValueError, match="max_cached"):
+        seqtools.load_buffers(sample_seeded, max_cached=0)
+    with pytest.raises(TypeError, match="nworkers"):
+        seqtools.load_buffers(sample_seeded, nworkers=1.5)
+
+
+def test_load_buffers_memory_is_flat():
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    with seqtools.load_buffers(sample_batch, max_cached=4, nworkers=2) as it:
+        for _ in range(2000):
+            next(it)
+        before = rss()
+        for _ in range(20000):
+            next(it)
+        growth = rss() - before
+    assert growth < 8 << 20, f"resident memory grew by {growth} bytes"
+
+
+# -- the process dies or is interrupted ---------------------------------------------
+SCRIPT = textwrap.dedent("""
+    import os, signal, sys, time
+    import numpy as np
+    import seqtools
+
+    def sample():
+        return np.random.rand(8, 8)
+
+    it = seqtools.load_buffers(sample, max_cached=2, nworkers=2)
+    next(it)
+    print(" ".join(str(p.pid) for p in it._pool.procs), flush=True)
+    if sys.argv[1] == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    try:
+        while True:
+            next(it)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        sys.exit(3)
+""")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_gone(pids, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    return [p for p in pids if _alive(p)]
+
+
+@pytest.mark.parametrize("how", ["die", "interrupt"])
+def test_workers_exit_with_parent(tmp_path, how):
+    script = tmp_path / "loader.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), how],
+                            stdout=subprocess.PIPE, text=True)
+    with proc:
+        pids = [int(x) for x in proc.stdout.readline().split()]
+        assert len(pids) == 2
+        if how == "interrupt":
+            time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=30)
+            assert proc.returncode == 3 and "interrupted" in out
+        else:
+            proc.communicate(timeout=30)
+            assert proc.returncode == -signal.SIGKILL
+    assert _wait_gone(pids) == []
