@@ -22,18 +22,23 @@ _HEAD = 8
 _ALIGN = 64
 
 
-class _Ref:
-    """Placeholder for an array in a skeleton: where its bytes are in the block."""
+class _RefType:
+    """The placeholder for an array in a skeleton (one instance, pickled by name).
 
-    __slots__ = ("dtype", "shape", "pos")
+    Arrays are numbered in traversal order; their dtype, shape and position in the
+    block are listed apart, as plain tuples, which pickle much faster than dtypes.
+    """
 
-    def __init__(self, dtype, shape, pos):
-        self.dtype = dtype
-        self.shape = shape
-        self.pos = pos
+    __slots__ = ()
 
     def __reduce__(self):
-        return _Ref, (self.dtype, self.shape, self.pos)
+        return "REF"
+
+    def __repr__(self):
+        return "REF"
+
+
+REF = _RefType()
 
 
 def _align(n):
@@ -47,7 +52,7 @@ def _flatten(obj, arrays):
         if obj.dtype.hasobject:
             return obj  # pickled with the skeleton
         arrays.append(obj)
-        return _Ref(obj.dtype, obj.shape, len(arrays) - 1)
+        return REF
     if t is tuple:
         return tuple([_flatten(x, arrays) for x in obj])
     if t is list:
@@ -66,22 +71,24 @@ def _flatten(obj, arrays):
 
 
 def encode(result):
-    """Plan the block for ``result``: ``(skeleton_bytes, arrays, positions, nbytes)``.
+    """Plan the block for ``result``: ``(meta, arrays, positions, base, nbytes)``.
 
-    Raises ``pickle.PicklingError``/``TypeError`` for results that cannot be sent.
+    ``meta`` is the pickled skeleton and array specs; arrays go at ``base + p`` for
+    ``p`` in ``positions``. Raises ``pickle.PicklingError``/``TypeError`` for
+    results that cannot be sent.
     """
     arrays = []
     skeleton = _flatten(result, arrays)
     positions = []
+    specs = []
     pos = 0
-    if arrays:
-        for a in arrays:
-            pos = _align(pos)
-            positions.append(pos)
-            pos += a.nbytes
-    # Positions become absolute once the skeleton length is known; encode them as
-    # indices into `positions` in the skeleton, then fix up the offset base.
-    meta = pickle.dumps((skeleton, positions), protocol=pickle.HIGHEST_PROTOCOL)
+    for a in arrays:
+        pos = _align(pos)
+        positions.append(pos)
+        dtype = a.dtype
+        specs.append((dtype.str if dtype.fields is None else dtype, a.shape, pos))
+        pos += a.nbytes
+    meta = pickle.dumps((skeleton, specs), protocol=pickle.HIGHEST_PROTOCOL)
     base = _align(_HEAD + len(meta))
     return meta, arrays, positions, base, base + pos
 
@@ -103,22 +110,18 @@ def write(ring, offset, nbytes, meta, arrays, positions, base):
             np.copyto(dst, a)  # numpy releases the GIL for plain dtypes
 
 
-def _rebuild(skel, block, positions, base):
+def _rebuild(skel, arrays):
     t = type(skel)
-    if t is _Ref:
-        count = 1
-        for d in skel.shape:
-            count *= d
-        arr = np.frombuffer(block, skel.dtype, count, base + positions[skel.pos])
-        return arr.reshape(skel.shape)
+    if skel is REF:
+        return next(arrays)
     if t is tuple:
-        return tuple([_rebuild(x, block, positions, base) for x in skel])
+        return tuple([_rebuild(x, arrays) for x in skel])
     if t is list:
-        return [_rebuild(x, block, positions, base) for x in skel]
+        return [_rebuild(x, arrays) for x in skel]
     if t is dict:
-        return {k: _rebuild(v, block, positions, base) for k, v in skel.items()}
+        return {k: _rebuild(v, arrays) for k, v in skel.items()}
     if isinstance(skel, tuple) and hasattr(skel, "_fields"):
-        return t(*[_rebuild(x, block, positions, base) for x in skel])
+        return t(*[_rebuild(x, arrays) for x in skel])
     return skel
 
 
@@ -129,7 +132,7 @@ _cache = {}  # skeleton bytes -> (skeleton, positions), for skeletons safe to sh
 def _shareable(skel):
     """True if a skeleton holds nothing mutable that results could come to share."""
     t = type(skel)
-    if t is _Ref or isinstance(skel, _IMMUTABLE):
+    if skel is REF or isinstance(skel, _IMMUTABLE):
         return True
     if t is tuple or t is list or (isinstance(skel, tuple) and hasattr(skel, "_fields")):
         return all(_shareable(x) for x in skel)
@@ -158,7 +161,16 @@ def decode(ring, offset, nbytes):
             if len(_cache) >= 256:
                 _cache.clear()
             _cache[meta] = cached
-    skeleton, positions = cached
-    if not positions:
+    skeleton, specs = cached
+    if not specs:
         return skeleton
-    return _rebuild(skeleton, block, positions, _align(_HEAD + n))
+    base = _align(_HEAD + n)
+    arrays = []
+    for dtype, shape, pos in specs:
+        count = 1
+        for d in shape:
+            count *= d
+        arrays.append(np.frombuffer(block, dtype, count, base + pos).reshape(shape))
+    if skeleton is REF:
+        return arrays[0]
+    return _rebuild(skeleton, iter(arrays))

@@ -1,0 +1,179 @@
+"""Throughput of load_buffers on the seed workload, against its baselines.
+
+Seed workload: 64x248 float64 random minibatches (plus int labels) drawn from
+memory-mapped .npy chunks by the seed example's own sampler (``seqtools.gather``
+over ``collate([concatenate(chunks), labels])[:-10000]``, then ``np.stack``).
+
+Rows, measured interleaved in one run:
+- the sampler called inline (the baseline),
+- the sampler through ``load_buffers(nworkers=2)``,
+- a memcpy of the same bytes per batch (the physical ceiling),
+- the transport ceiling: ``load_buffers`` with a sampler that does nothing
+  (returns a preallocated batch of the same shapes); reported as wall rate and as
+  the parent's own CPU time per batch (what the training loop pays),
+- SeqTools 1.4.1's ``prefetch(method='process', shm_size=...)`` running the same
+  sampler, when ``--upstream-python`` names an interpreter where it is installed.
+
+Usage: python benchmarks/bench_load_buffers.py [--batches N] [--repeats R]
+       [--upstream-python PATH]
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import SeedWorkdir, interleaved, load_seed_dataset, summarize  # noqa: E402
+
+import seqtools  # noqa: E402
+
+
+def collate(samples):
+    batch_data = np.stack([sample[0] for sample in samples])
+    batch_labels = np.stack([sample[1] for sample in samples])
+    return batch_data, batch_labels
+
+
+class MinibatchSampler:
+    """The seed example's sampler, unchanged."""
+
+    def __init__(self, dataset, batch_size):
+        self.dataset = dataset
+        self.batch_size = batch_size
+
+    def __call__(self):
+        subset = np.random.choice(len(self.dataset), self.batch_size)
+        samples = list(seqtools.gather(self.dataset, subset))
+        return collate(samples)
+
+
+class Noop:
+    """Returns the same preallocated batch: measures the hand-over alone."""
+
+    def __init__(self):
+        self.batch = (np.zeros((64, 248)), np.zeros(64, dtype=np.int64))
+
+    def __call__(self):
+        return self.batch
+
+
+UPSTREAM = textwrap.dedent("""
+    import sys, time, os
+    import numpy as np
+    import seqtools
+    workdir, n = sys.argv[1], int(sys.argv[2])
+    labels = np.load(os.path.join(workdir, "labels.npy"))
+    files = sorted(f for f in os.listdir(workdir) if f.startswith("data_"))
+    chunks = [np.load(os.path.join(workdir, f), mmap_mode="r") for f in files]
+    dataset = seqtools.collate([seqtools.concatenate(chunks), labels])[:-10000]
+    def collate(samples):
+        return (np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples]))
+    def sample(_):
+        subset = np.random.choice(len(dataset), 64)
+        return collate(list(seqtools.gather(dataset, subset)))
+    batches = seqtools.smap(sample, range(n + 100))
+    loader = seqtools.prefetch(batches, nworkers=2, method="process",
+                               max_buffered=10, shm_size=64 * 1024 ** 2)
+    for i in range(100):
+        x = loader[i]
+    t0 = time.perf_counter()
+    for i in range(100, n + 100):
+        x = loader[i]
+        del x
+    print(n / (time.perf_counter() - t0))
+""")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=int, default=3000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--upstream-python", default=None,
+                        help="interpreter with SeqTools 1.4.1 installed")
+    args = parser.parse_args()
+    n = args.batches
+
+    with SeedWorkdir() as workdir:
+        chunks, labels = load_seed_dataset(workdir)
+        dataset = seqtools.collate([seqtools.concatenate(chunks), labels])
+        sampler = MinibatchSampler(dataset[:-10000], 64)
+        seed_loader = seqtools.load_buffers(sampler, max_cached=10, nworkers=2)
+        noop_loader = seqtools.load_buffers(Noop(), max_cached=10, nworkers=2)
+        next(seed_loader), next(noop_loader)
+        src = sampler()
+        dst = (np.empty_like(src[0]), np.empty_like(src[1]))
+        parent_cpu = []
+
+        def inline():
+            t0 = time.perf_counter()
+            for _ in range(n):
+                sampler()
+            return n / (time.perf_counter() - t0)
+
+        def through(loader, cpu=None):
+            def run():
+                t0, c0 = time.perf_counter(), time.process_time()
+                for _ in range(n):
+                    next(loader)
+                wall, c = time.perf_counter() - t0, time.process_time() - c0
+                if cpu is not None:
+                    cpu.append(n / c)
+                return n / wall
+            return run
+
+        def memcpy():
+            t0 = time.perf_counter()
+            for _ in range(n):
+                np.copyto(dst[0], src[0])
+                np.copyto(dst[1], src[1])
+            return n / (time.perf_counter() - t0)
+
+        def upstream():
+            if not args.upstream_python:
+                return None
+            out = subprocess.run(
+                [args.upstream_python, "-c", UPSTREAM, workdir, str(n)],
+                capture_output=True, text=True, timeout=600)
+            if out.returncode != 0:
+                print("upstream row failed:", out.stderr.strip().splitlines()[-1:],
+                      file=sys.stderr)
+                return None
+            return float(out.stdout.strip())
+
+        configs = [
+            ("seed sampler inline", inline),
+            ("seed sampler, load_buffers(nworkers=2)", through(seed_loader)),
+            ("memcpy of the same bytes", memcpy),
+            ("no-op sampler, load_buffers(nworkers=2) (wall)",
+             through(noop_loader, parent_cpu)),
+            ("SeqTools 1.4.1 prefetch(process, shm), seed sampler", upstream),
+        ]
+        results = interleaved(configs, args.repeats,
+                              progress=lambda s: print(s, file=sys.stderr))
+        seed_loader.close()
+        noop_loader.close()
+
+    results["no-op sampler: parent CPU per batch (transport ceiling)"] = parent_cpu
+    print(f"\nload_buffers on the seed workload: {n} batches x {args.repeats} "
+          f"repetitions, {os.cpu_count()} cores")
+    if not args.upstream_python:
+        print("(SeqTools 1.4.1 row skipped: pass --upstream-python PATH to an "
+              "interpreter where it is installed)")
+    print()
+    print(summarize(results, baseline="seed sampler inline"))
+    up = results["SeqTools 1.4.1 prefetch(process, shm), seed sampler"]
+    if up:
+        import statistics
+
+        ours = statistics.median(results["seed sampler, load_buffers(nworkers=2)"])
+        print(f"\nours / SeqTools 1.4.1 on the seed sampler: "
+              f"{ours / statistics.median(up):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
