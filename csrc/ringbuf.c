@@ -383,12 +383,24 @@ int sq_ring_commit(sq_ring *r, int worker, uint64_t offset, int64_t index,
         rc = SQ_ECORRUPT;
     } else {
         sq_entry e = {offset, b->size - SQ_BLOCK_HEADER, index, epoch, worker, kind};
-        /* Queue first: if the queue is full the block stays reserved. */
+        /* Queue first: if the queue is full the blocks stay reserved. */
         rc = queue_push(r, &e);
         if (rc == SQ_OK) {
             b->state = BLK_COMMITTED;
             r->n_reserved--;
             r->n_committed++;
+            /* The worker's other reserved blocks belong to the same result (arrays
+             * it built in place, named in the payload): hand them over with it,
+             * in the same critical section, as blocks the consumer holds. */
+            for (uint64_t pos = 0; pos < r->capacity;) {
+                sq_block *x = block_at(r, pos);
+                if (x->state == BLK_RESERVED && x->worker == worker) {
+                    x->state = BLK_COMMITTED;
+                    r->n_reserved--;
+                    r->n_popped++;
+                }
+                pos += x->size;
+            }
             slot_done(r, worker);
         }
     }
@@ -459,6 +471,33 @@ int sq_ring_release(sq_ring *r, uint64_t offset) {
     return rc;
 }
 
+/* Under the lock: free every block `worker` reserved and did not commit. */
+static int free_reserved(sq_ring *r, int worker) {
+    if (r->capacity == 0) return SQ_OK;
+    for (uint64_t pos = 0; pos < r->capacity;) {
+        sq_block *b = block_at(r, pos);
+        if (b->size == 0 || b->size % SQ_ALIGN) return SQ_ECORRUPT;
+        if (b->state == BLK_RESERVED && b->worker == worker) {
+            b->state = BLK_FREE;
+            b->magic = 0;
+            r->used -= b->size;
+            r->n_reserved--;
+        }
+        pos += b->size;
+    }
+    ring_wake(&r->space_seq, r->space_sleepers);
+    return SQ_OK;
+}
+
+int sq_ring_cancel(sq_ring *r, int worker) {
+    if (worker < 0 || worker >= r->nworkers) return SQ_EINVAL;
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
+    rc = free_reserved(r, worker);
+    ring_unlock(r);
+    return rc;
+}
+
 int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths) {
     if (worker < 0 || worker >= r->nworkers) return SQ_EINVAL;
     int rc = ring_lock(r);
@@ -466,22 +505,7 @@ int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths) {
     *index = -1;
     *deaths = 0;
     /* Free what it reserved and never committed. */
-    if (r->capacity != 0) {
-        for (uint64_t pos = 0; pos < r->capacity;) {
-            sq_block *b = block_at(r, pos);
-            if (b->size == 0 || b->size % SQ_ALIGN) {
-                rc = SQ_ECORRUPT;
-                break;
-            }
-            if (b->state == BLK_RESERVED && b->worker == worker) {
-                b->state = BLK_FREE;
-                b->magic = 0;
-                r->used -= b->size;
-                r->n_reserved--;
-            }
-            pos += b->size;
-        }
-    }
+    rc = free_reserved(r, worker);
     sq_slot *s = &ring_slots(r)[worker];
     if (s->task >= 0 && s->epoch == r->epoch) {
         if (r->n_retry >= SQ_RETRY_MAX) {

@@ -109,9 +109,16 @@ int sq_ring_reserve(sq_ring *r, int worker, uint64_t nbytes, double timeout,
                     uint64_t *offset);
 
 /* Producer: the payload at offset is written; queue it for the consumer with the
- * task it answers.  Returns SQ_OK, SQ_EINVAL, SQ_ECORRUPT, SQ_CLOSED. */
+ * task it answers.  Every other block the worker holds reserved is handed over
+ * with it, atomically, as a block the consumer holds (a result may span several
+ * blocks: the payload names the others).  Returns SQ_OK, SQ_EINVAL, SQ_ECORRUPT,
+ * SQ_EFULL. */
 int sq_ring_commit(sq_ring *r, int worker, uint64_t offset, int64_t index,
                    uint64_t epoch, uint32_t kind);
+
+/* Producer: give back every block it reserved and will not commit (its task
+ * failed half-way).  Returns SQ_OK, SQ_EINVAL, SQ_ECORRUPT. */
+int sq_ring_cancel(sq_ring *r, int worker);
 
 /* Producer: queue an entry that has no block (e.g. SQ_KIND_ERROR). */
 int sq_ring_post(sq_ring *r, int worker, int64_t index, uint64_t epoch,

@@ -49,6 +49,7 @@ cdef extern from "ringbuf.h" nogil:
                         uint64_t *offset)
     int sq_ring_commit(sq_ring *r, int worker, uint64_t offset, int64_t index,
                        uint64_t epoch, uint32_t kind)
+    int sq_ring_cancel(sq_ring *r, int worker)
     int sq_ring_post(sq_ring *r, int worker, int64_t index, uint64_t epoch,
                      uint32_t kind)
     int sq_ring_pop(sq_ring *r, double timeout, sq_entry *out, uint64_t *requested)

@@ -255,6 +255,12 @@ cdef class Ring:
         if rc != SQ_OK:
             _raise(rc, "commit")
 
+    def cancel(self, int worker):
+        """Give back every block `worker` reserved and will not commit."""
+        cdef int rc = sq_ring_cancel(self.r, worker)
+        if rc != SQ_OK:
+            _raise(rc, "cancel")
+
     def post(self, int worker, int64_t index, uint64_t epoch, unsigned int kind):
         cdef int rc = sq_ring_post(self.r, worker, index, epoch, kind)
         if rc != SQ_OK:

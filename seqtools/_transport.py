@@ -2,21 +2,26 @@
 
 A result (arrays, buffer objects, scalars and any picklable objects, nested in
 tuples, lists and dicts) is split into a *skeleton* — the structure with each array
-replaced by a small reference — and the arrays' bytes. The block holds::
+replaced by a placeholder — and the arrays' bytes. The result's main block holds::
 
-    [u64 skeleton length][pickled skeleton] pad [array 0] pad [array 1] ...
+    [u64 meta length][pickled (skeleton, specs, aux)] pad [array 0] pad [array 1] ...
 
 with every array 64-byte aligned. Only the skeleton is pickled; array bytes are
 copied once into shared memory by the worker (GIL released) and viewed in place by
-the parent, zero-copy: the parent's arrays keep the block leased until the last of
-them is garbage-collected.
+the parent, zero-copy: the parent's arrays keep their block leased until the last
+of them is garbage-collected.
+
+Arrays the worker's code already built inside the ring (``seqtools.stack`` in a
+worker writes batches straight into blocks it reserves with :func:`out_block`) are
+not copied at all: the specs name their *auxiliary* block, which the commit hands
+over together with the main block.
 """
 
 import pickle
 
 import numpy as np
 
-__all__ = ["encode", "write", "decode"]
+__all__ = ["encode", "write", "decode", "out_block"]
 
 _HEAD = 8
 _ALIGN = 64
@@ -70,25 +75,75 @@ def _flatten(obj, arrays):
     return _flatten(np.asarray(view), arrays)
 
 
-def encode(result):
-    """Plan the block for ``result``: ``(meta, arrays, positions, base, nbytes)``.
+class _TaskBlocks:
+    """Blocks reserved in the ring by the worker's own code for the current task."""
 
-    ``meta`` is the pickled skeleton and array specs; arrays go at ``base + p`` for
-    ``p`` in ``positions``. Raises ``pickle.PicklingError``/``TypeError`` for
-    results that cannot be sent.
+    def __init__(self, ring, slot, reserve):
+        self.ring = ring
+        self.slot = slot
+        self.reserve = reserve  # reserve(nbytes) -> offset, waiting as needed
+        self.blocks = []  # (start address, end address, offset, nbytes, Block)
+
+    def new(self, nbytes):
+        offset = self.reserve(nbytes)
+        block = self.ring.block(offset, nbytes)
+        view = np.frombuffer(block, np.uint8)
+        start = view.__array_interface__["data"][0]
+        self.blocks.append((start, start + nbytes, offset, nbytes, block))
+        return view
+
+    def find(self, a):
+        """(aux index, position) of array ``a`` if it lies in a task block."""
+        if not self.blocks or not a.flags.c_contiguous:
+            return None
+        addr = a.__array_interface__["data"][0]
+        for k, (start, end, _, _, _) in enumerate(self.blocks):
+            if start <= addr and addr + a.nbytes <= end:
+                return k, addr - start
+        return None
+
+
+_task = None  # the _TaskBlocks of the task a worker runs now, else None
+
+
+def out_block(nbytes):
+    """A writable uint8 array of ``nbytes`` in the ring, for the running task.
+
+    Only inside a worker process of ``prefetch``/``load_buffers`` (else None):
+    arrays built in it are handed to the parent without any copy.
     """
+    if _task is None:
+        return None
+    return _task.new(nbytes)
+
+
+def encode(result, task=None):
+    """Plan the main block for ``result``: ``(meta, arrays, positions, base, nbytes)``.
+
+    ``meta`` is the pickled skeleton, array specs and auxiliary blocks; arrays to
+    copy go at ``base + p`` for ``p`` in ``positions``. Raises
+    ``pickle.PicklingError``/``TypeError`` for results that cannot be sent.
+    """
+    found = []
+    skeleton = _flatten(result, found)
     arrays = []
-    skeleton = _flatten(result, arrays)
     positions = []
     specs = []
     pos = 0
-    for a in arrays:
+    for a in found:
+        dtype = a.dtype
+        dt = dtype.str if dtype.fields is None else dtype
+        where = task.find(a) if task is not None else None
+        if where is not None:
+            specs.append((dt, a.shape, where[1], where[0]))
+            continue
         pos = _align(pos)
         positions.append(pos)
-        dtype = a.dtype
-        specs.append((dtype.str if dtype.fields is None else dtype, a.shape, pos))
+        arrays.append(a)
+        specs.append((dt, a.shape, pos, -1))
         pos += a.nbytes
-    meta = pickle.dumps((skeleton, specs), protocol=pickle.HIGHEST_PROTOCOL)
+    aux = [(b[2], b[3]) for b in task.blocks] if task is not None else []
+    meta = pickle.dumps((skeleton, specs, aux), protocol=pickle.HIGHEST_PROTOCOL)
     base = _align(_HEAD + len(meta))
     return meta, arrays, positions, base, base + pos
 
@@ -161,16 +216,22 @@ def decode(ring, offset, nbytes):
             if len(_cache) >= 256:
                 _cache.clear()
             _cache[meta] = cached
-    skeleton, specs = cached
+    skeleton, specs, aux = cached
+    if aux:
+        aux = [ring.lease(off, size) for off, size in aux]
     if not specs:
         return skeleton
     base = _align(_HEAD + n)
     arrays = []
-    for dtype, shape, pos in specs:
+    for dtype, shape, pos, k in specs:
         count = 1
         for d in shape:
             count *= d
-        arrays.append(np.frombuffer(block, dtype, count, base + pos).reshape(shape))
+        if k < 0:
+            a = np.frombuffer(block, dtype, count, base + pos)
+        else:
+            a = np.frombuffer(aux[k], dtype, count, pos)
+        arrays.append(a.reshape(shape))
     if skeleton is REF:
         return arrays[0]
     return _rebuild(skeleton, iter(arrays))

@@ -73,6 +73,14 @@ def _report(ring, errconn, slot, index, epoch, code, text):
 
 
 def _loop(ring, slot, errconn, target, call, parent_pid, ppid0):
+    def reserve(nbytes):
+        while True:
+            offset = ring.reserve(slot, nbytes, POLL)
+            if offset is not None:
+                return offset
+            if not _parent_alive(parent_pid, ppid0):
+                raise RingClosed("the parent process is gone")
+
     while True:
         task = ring.claim(slot, POLL)
         if task is None:
@@ -80,39 +88,42 @@ def _loop(ring, slot, errconn, target, call, parent_pid, ppid0):
                 return
             continue
         index, epoch = task
+        blocks = _transport._TaskBlocks(ring, slot, reserve)
+        _transport._task = blocks
         try:
             result = target() if call else target[index]
+        except RingClosed:
+            raise
         except Exception:
-            _report(ring, errconn, slot, index, epoch, ERR_USER, traceback.format_exc())
+            _fail(ring, errconn, slot, index, epoch, ERR_USER, traceback.format_exc())
             continue
+        finally:
+            _transport._task = None
         try:
-            meta, arrays, positions, base, nbytes = _transport.encode(result)
+            meta, arrays, positions, base, nbytes = _transport.encode(result, blocks)
         except Exception as e:
             text = (
                 f"the result cannot be sent to the parent process "
                 f"({type(e).__name__}: {e}); return numpy arrays, scalars and "
                 "picklable objects (tuples, lists, dicts of them)"
             )
-            _report(ring, errconn, slot, index, epoch, ERR_TRANSFER, text)
+            _fail(ring, errconn, slot, index, epoch, ERR_TRANSFER, text)
             continue
         del result
-        while True:
-            try:
-                offset = ring.reserve(slot, nbytes, POLL)
-            except ValueError as e:  # larger than the ring
-                text = f"{e}; pass a larger shm_size"
-                _report(ring, errconn, slot, index, epoch, ERR_TRANSFER, text)
-                offset = None
-                break
-            if offset is not None:
-                break
-            if not _parent_alive(parent_pid, ppid0):
-                return
-        if offset is None:
+        try:
+            offset = reserve(nbytes)
+        except ValueError as e:  # larger than the ring
+            _fail(ring, errconn, slot, index, epoch, ERR_TRANSFER,
+                  f"{e}; pass a larger shm_size")
             continue
         _transport.write(ring, offset, nbytes, meta, arrays, positions, base)
-        del arrays
+        del arrays, blocks
         ring.commit(slot, offset, index, epoch, KIND_RESULT)
+
+
+def _fail(ring, errconn, slot, index, epoch, code, text):
+    ring.cancel(slot)  # blocks the task reserved for its result
+    _report(ring, errconn, slot, index, epoch, code, text)
 
 
 def check_picklable(obj, what):

@@ -266,9 +266,9 @@ class _ProcessPrefetch(View):
 
     def _restart(self, start):
         ring = self._pool.ring
-        for offset, _, _ in self._ready.values():
+        for offset, nbytes, _ in self._ready.values():
             if offset:
-                ring.release(offset)
+                _transport.decode(ring, offset, nbytes)  # dropped: blocks released
         self._ready.clear()
         self._epoch = ring.task_reset(start, self._end, self._window)
         self._next = start
@@ -282,8 +282,8 @@ class _ProcessPrefetch(View):
             while i not in ready:
                 index, epoch, offset, nbytes, error = pool.next_entry()
                 if epoch is not None and epoch != self._epoch:
-                    if offset:
-                        pool.ring.release(offset)
+                    if offset:  # a stale result: dropping it releases its blocks
+                        _transport.decode(pool.ring, offset, nbytes)
                     continue
                 ready[index] = (offset, nbytes, error)
         except KeyboardInterrupt:
