@@ -3,6 +3,23 @@
 from .core import View
 from .errors import EvaluationError, seterr
 from .evaluation import load_buffers, prefetch
+from .indexing import arange, collate, concatenate, gather, take
+from .mapping import smap, starmap
+from .stacking import stack
+from . import instrument
+from .cache import add_cache
+from .combine import case, cycle, interleave, repeat, switch
+from .serialization import SerializableFunc
+from .shape import batch, split, unbatch
+from .uniter import uniter
 
-__all__ = ["View", "EvaluationError", "seterr", "prefetch", "load_buffers"]
+__all__ = [
+    "arange", "gather", "take", "concatenate", "collate",
+    "smap", "starmap",
+    "prefetch",
+    "load_buffers",
+    "View", "EvaluationError", "seterr", "stack",
+    "batch", "unbatch", "split",
+    "interleave", "cycle", "repeat", "switch", "case",
+    "uniter", "add_cache", "SerializableFunc", "instrument"]
 __version__ = "2.0.0.dev0"

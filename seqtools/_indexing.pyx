@@ -1,5 +1,231 @@
-# Index arithmetic kernels behind the views (see seqtools/core.py).
-from cpython.number cimport PyNumber_Index
+"""Index arithmetic kernels behind the views of core.py, indexing.py and mapping.py.
+
+Each kernel is a ``cdef ... noexcept nogil`` function over pointers/memoryviews and
+lengths that returns a status code and never touches Python objects. The ``def``
+wrappers check every argument, run the kernel (inside ``with nogil:`` when it loops
+over an array) and turn the status into an exception once the GIL is back.
+
+Conventions: a length ``n < 0`` in a kernel means "infinite" (``None`` in Python);
+array kernels return ``-1`` on success, else the position of the offending element.
+"""
+
+from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t
+from cpython.slice cimport PySlice_Unpack
+from libc.stdint cimport (
+    INT64_MAX,
+    int8_t,
+    int16_t,
+    int32_t,
+    int64_t,
+    uint8_t,
+    uint16_t,
+    uint32_t,
+    uint64_t,
+)
+
+import numpy as np
+
+cdef extern from *:
+    # gcc and clang builtins (the supported platforms are Linux and macOS).
+    bint __builtin_mul_overflow(Py_ssize_t a, Py_ssize_t b, Py_ssize_t *res) nogil
+    bint __builtin_add_overflow(Py_ssize_t a, Py_ssize_t b, Py_ssize_t *res) nogil
+
+ctypedef fused index_t:
+    int8_t
+    int16_t
+    int32_t
+    int64_t
+    uint8_t
+    uint16_t
+    uint32_t
+    uint64_t
+
+cdef enum:
+    OK = 0
+    ERR_RANGE = 1          # index out of range
+    ERR_NEG_INFINITE = 2   # negative index on an infinite sequence
+    ERR_OVERFLOW = 3       # arithmetic overflow
+
+_INDEX_DTYPES = frozenset(
+    np.dtype(t) for t in (
+        np.int8, np.int16, np.int32, np.int64,
+        np.uint8, np.uint16, np.uint32, np.uint64,
+    )
+)
+
+cdef enum:
+    # Above this many elements, array kernels release the GIL; below it the
+    # release/reacquire round trip costs more than the loop.
+    NOGIL_THRESHOLD = 4096
+
+
+# -- kernels -------------------------------------------------------------------------
+
+cdef inline int _normalize(Py_ssize_t *i, Py_ssize_t n) noexcept nogil:
+    """Wrap a negative ``i[0]`` and check ``0 <= i[0] < n`` (``n < 0``: infinite)."""
+    if i[0] < 0:
+        if n < 0:
+            return ERR_NEG_INFINITE
+        i[0] += n
+        if i[0] < 0:
+            return ERR_RANGE
+    elif n >= 0 and i[0] >= n:
+        return ERR_RANGE
+    return OK
+
+
+cdef Py_ssize_t _slice_adjust(Py_ssize_t n, Py_ssize_t *start, Py_ssize_t *stop,
+                              Py_ssize_t step) noexcept nogil:
+    """Clip unpacked slice bounds to ``n`` items, return the slice length.
+
+    Same result as CPython's ``PySlice_AdjustIndices``; ``step != 0``.
+    """
+    if start[0] < 0:
+        start[0] += n
+        if start[0] < 0:
+            start[0] = -1 if step < 0 else 0
+    elif start[0] >= n:
+        start[0] = n - 1 if step < 0 else n
+    if stop[0] < 0:
+        stop[0] += n
+        if stop[0] < 0:
+            stop[0] = -1 if step < 0 else 0
+    elif stop[0] >= n:
+        stop[0] = n - 1 if step < 0 else n
+    if step < 0:
+        if stop[0] < start[0]:
+            return (start[0] - stop[0] - 1) // (-step) + 1
+    elif start[0] < stop[0]:
+        return (stop[0] - start[0] - 1) // step + 1
+    return 0
+
+
+cdef int _compose_slice(Py_ssize_t start1, Py_ssize_t step1,
+                        Py_ssize_t start2, Py_ssize_t step2,
+                        Py_ssize_t *start, Py_ssize_t *step) noexcept nogil:
+    cdef Py_ssize_t offset
+    if __builtin_mul_overflow(start2, step1, &offset):
+        return ERR_OVERFLOW
+    if __builtin_add_overflow(start1, offset, start):
+        return ERR_OVERFLOW
+    if __builtin_mul_overflow(step1, step2, step):
+        return ERR_OVERFLOW
+    return OK
+
+
+cdef Py_ssize_t _wrap_indices(const index_t[:] src, int64_t[::1] out,
+                              Py_ssize_t n) noexcept nogil:
+    """``out[k] = src[k]`` wrapped into ``[0, n)``; -1, or the first bad position."""
+    cdef Py_ssize_t k, i
+    for k in range(src.shape[0]):
+        if index_t is uint64_t:
+            if src[k] > <uint64_t>INT64_MAX:
+                return k
+        i = <Py_ssize_t>src[k]
+        if _normalize(&i, n) != OK:
+            return k
+        out[k] = i
+    return -1
+
+
+cdef Py_ssize_t _affine_indices(const int64_t[:] idx, int64_t[::1] out,
+                                Py_ssize_t start, Py_ssize_t step) noexcept nogil:
+    """``out[k] = start + idx[k] * step``; -1, or the first position that overflows."""
+    cdef Py_ssize_t k, v
+    for k in range(idx.shape[0]):
+        if __builtin_mul_overflow(<Py_ssize_t>idx[k], step, &v):
+            return k
+        if __builtin_add_overflow(start, v, &v):
+            return k
+        out[k] = v
+    return -1
+
+
+cdef Py_ssize_t _compose_indices(const int64_t[:] inner, const int64_t[:] outer,
+                                 int64_t[::1] out) noexcept nogil:
+    """``out[k] = inner[outer[k]]``; -1, or the first position out of ``inner``."""
+    cdef Py_ssize_t k, n = inner.shape[0]
+    cdef int64_t j
+    for k in range(outer.shape[0]):
+        j = outer[k]
+        if j < 0 or j >= n:
+            return k
+        out[k] = inner[j]
+    return -1
+
+
+cdef int _cumsum_lengths(const int64_t[:] lengths, int64_t[::1] offsets) noexcept nogil:
+    """``offsets = [0, l0, l0 + l1, ...]``; -1, or the first bad (negative or
+    overflowing) part."""
+    cdef Py_ssize_t k, total = 0
+    offsets[0] = 0
+    for k in range(lengths.shape[0]):
+        if lengths[k] < 0:
+            return k
+        if __builtin_add_overflow(total, <Py_ssize_t>lengths[k], &total):
+            return k
+        offsets[k + 1] = total
+    return -1
+
+
+cdef inline Py_ssize_t _upper_part(const int64_t *offsets, Py_ssize_t nparts,
+                                   int64_t i) noexcept nogil:
+    """The last part ``p`` with ``offsets[p] <= i``: a binary search that skips
+    empty parts."""
+    cdef Py_ssize_t lo = 0, hi = nparts, mid
+    # invariant: offsets[lo] <= i < offsets[hi]
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if offsets[mid] <= i:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+cdef Py_ssize_t _locate_many(const int64_t *offsets, Py_ssize_t nparts,
+                             const int64_t[:] idx, int64_t[::1] parts,
+                             int64_t[::1] local) noexcept nogil:
+    cdef Py_ssize_t k, p
+    cdef int64_t i, total = offsets[nparts]
+    for k in range(idx.shape[0]):
+        i = idx[k]
+        if i < 0 or i >= total:
+            return k
+        p = _upper_part(offsets, nparts, i)
+        parts[k] = p
+        local[k] = i - offsets[p]
+    return -1
+
+
+# -- Python wrappers -----------------------------------------------------------------
+
+cdef inline Py_ssize_t _length_arg(n) except -2:
+    """``None`` -> -1 (infinite), else a non-negative length."""
+    cdef Py_ssize_t length
+    if n is None:
+        return -1
+    length = n
+    if length < 0:
+        raise ValueError(f"sequence length must be >= 0 or None, got {n}")
+    return length
+
+
+cdef inline Py_ssize_t _index_arg(key) except? -1:
+    if not PyIndex_Check(key):
+        raise TypeError(
+            f"sequence indices must be integers or slices, not {type(key).__name__}"
+        )
+    return PyNumber_AsSsize_t(key, IndexError)
+
+
+cdef inline _range_error(key, Py_ssize_t n, int status):
+    if status == ERR_NEG_INFINITE:
+        return IndexError(
+            f"index {key} out of range: negative indices are not supported on "
+            "infinite views"
+        )
+    return IndexError(f"index {key} out of range for a sequence of {n} items")
 
 
 def normalize_index(key, n):
@@ -7,47 +233,416 @@ def normalize_index(key, n):
 
     Raises TypeError for non-integers and IndexError when out of range, as lists do.
     """
-    cdef Py_ssize_t i, length
-    if isinstance(key, float) or not hasattr(key, "__index__"):
-        raise TypeError(
-            f"sequence indices must be integers or slices, not {type(key).__name__}"
-        )
-    try:
-        i = PyNumber_Index(key)
-    except OverflowError:
-        raise IndexError(f"index {key} out of range: cannot fit into an index-sized integer") from None
-    if n is None:
-        if i < 0:
-            raise IndexError("negative indices are not supported on infinite views")
-        return i
-    length = n
-    if i < 0:
-        i += length
-    if i < 0 or i >= length:
-        raise IndexError(f"index {key} out of range for a sequence of {length} items")
+    cdef Py_ssize_t length = _length_arg(n)
+    cdef Py_ssize_t i = _index_arg(key)
+    cdef int status = _normalize(&i, length)
+    if status != OK:
+        raise _range_error(key, length, status)
     return i
 
 
 def slice_range(s, n):
-    """Return ``(start, step, length)`` of slice ``s`` over ``n`` items."""
+    """Return ``(start, step, length)`` of slice ``s`` over ``n`` items.
+
+    ``n`` None means an infinite sequence: then the step must be positive, the
+    bounds non-negative, and ``length`` is None when the slice has no stop. When
+    ``length <= 1`` the step is reported as 1, which keeps composed steps small.
+    """
     cdef Py_ssize_t start, stop, step, length
-    if n is not None:
-        start, stop, step = s.indices(n)
-        length = len(range(start, stop, step))
-        return start, step, length
-    step = 1 if s.step is None else PyNumber_Index(s.step)
-    if step <= 0:
-        raise ValueError("only positive slice steps are supported on infinite views")
-    start = 0 if s.start is None else PyNumber_Index(s.start)
-    if start < 0 or (s.stop is not None and PyNumber_Index(s.stop) < 0):
-        raise IndexError("negative slice bounds are not supported on infinite views")
-    if s.stop is None:
-        return start, step, None
-    stop = PyNumber_Index(s.stop)
-    return start, step, len(range(start, stop, step))
+    cdef Py_ssize_t total = _length_arg(n)
+    if not isinstance(s, slice):
+        raise TypeError(f"expected a slice, not {type(s).__name__}")
+    PySlice_Unpack(s, &start, &stop, &step)  # raises on step == 0 and bad types
+    if total >= 0:
+        length = _slice_adjust(total, &start, &stop, step)
+    else:
+        if step <= 0:
+            raise ValueError(
+                "only positive slice steps are supported on infinite views"
+            )
+        if start < 0 or (s.stop is not None and stop < 0):
+            raise IndexError(
+                "negative slice bounds are not supported on infinite views"
+            )
+        if s.stop is None:
+            return start, step, None
+        length = (stop - start - 1) // step + 1 if stop > start else 0
+    if length <= 1:
+        step = 1
+    return start, step, length
 
 
 def compose_slice(Py_ssize_t start1, Py_ssize_t step1,
                   Py_ssize_t start2, Py_ssize_t step2):
-    """Compose slice (start2, step2) taken of slice (start1, step1)."""
-    return start1 + start2 * step1, step1 * step2
+    """Compose slice ``(start2, step2)`` taken of slice ``(start1, step1)``.
+
+    Returns ``(start, step)`` such that item ``k`` of the composition is item
+    ``start + k * step`` of the source. Raises OverflowError if it does not fit.
+    """
+    cdef Py_ssize_t start, step
+    if step1 == 0 or step2 == 0:
+        raise ValueError("slice step cannot be zero")
+    if _compose_slice(start1, step1, start2, step2, &start, &step) != OK:
+        raise OverflowError("composed slice does not fit into an index-sized integer")
+    return start, step
+
+
+def as_indices(indices, n):
+    """Check gather indices against a length ``n``; return them as an int64 array.
+
+    Parameters
+    ----------
+    indices : array_like of int
+        A 1-D numpy integer array (any integer dtype, read without per-element
+        conversion), a ``range``, or a sequence of integers.
+    n : int or None
+        Length of the indexed sequence, None if infinite.
+
+    Returns
+    -------
+    ndarray
+        A new, read-only, contiguous int64 array with negative indices wrapped.
+
+    Raises
+    ------
+    IndexError
+        Naming the position and value of the first index out of range.
+    TypeError
+        For non-integer indices (including boolean masks).
+    ValueError
+        For arrays that are not one-dimensional.
+    """
+    cdef Py_ssize_t length = _length_arg(n)
+    cdef Py_ssize_t bad
+    original = indices
+    if isinstance(indices, range):
+        indices = np.arange(indices.start, indices.stop, indices.step, dtype=np.int64)
+    elif not isinstance(indices, np.ndarray):
+        indices = _sequence_to_array(indices)
+    if indices.ndim != 1:
+        raise ValueError(
+            f"indices must be one-dimensional, got an array of shape {indices.shape}"
+        )
+    dtype = indices.dtype
+    if indices.shape[0] == 0:  # np.array([]) is float64; nothing to check
+        out = np.empty(0, dtype=np.int64)
+        out.setflags(write=False)
+        return out
+    if dtype.kind == "b":
+        raise TypeError(
+            "boolean masks are not supported as indices; use np.flatnonzero(mask)"
+        )
+    if dtype.kind not in "iu":
+        raise TypeError(f"indices must be integers, got an array of dtype {dtype}")
+    if dtype not in _INDEX_DTYPES:  # non-native byte order, exotic ints
+        indices = indices.astype(np.uint64 if dtype.kind == "u" else np.int64)
+    out = np.empty(indices.shape[0], dtype=np.int64)
+    bad = _dispatch_wrap(indices, out, length)
+    if bad >= 0:
+        value = _item_or(original, indices, bad)
+        raise IndexError(
+            f"index {value} at position {bad} is out of range for a sequence of "
+            + ("infinite length" if length < 0 else f"{length} items")
+        )
+    out.setflags(write=False)
+    return out
+
+
+cdef Py_ssize_t _dispatch_wrap(arr, int64_t[::1] out, Py_ssize_t n) except -2:
+    # Typed memoryviews pick the fused specialisation from the buffer format.
+    cdef str code = arr.dtype.str[1:]
+    cdef Py_ssize_t bad
+    if code == "i8":
+        bad = _run_wrap[int64_t](arr, out, n)
+    elif code == "i4":
+        bad = _run_wrap[int32_t](arr, out, n)
+    elif code == "i2":
+        bad = _run_wrap[int16_t](arr, out, n)
+    elif code == "i1":
+        bad = _run_wrap[int8_t](arr, out, n)
+    elif code == "u8":
+        bad = _run_wrap[uint64_t](arr, out, n)
+    elif code == "u4":
+        bad = _run_wrap[uint32_t](arr, out, n)
+    elif code == "u2":
+        bad = _run_wrap[uint16_t](arr, out, n)
+    else:
+        bad = _run_wrap[uint8_t](arr, out, n)
+    return bad
+
+
+cdef Py_ssize_t _run_wrap(const index_t[:] src, int64_t[::1] out,
+                          Py_ssize_t n) except -2:
+    cdef Py_ssize_t bad
+    if src.shape[0] > NOGIL_THRESHOLD:
+        with nogil:
+            bad = _wrap_indices(src, out, n)
+    else:
+        bad = _wrap_indices(src, out, n)
+    return bad
+
+
+def _sequence_to_array(seq):
+    """A sequence of integers as an integer array, naming the first bad element."""
+    try:
+        arr = np.asarray(seq)
+    except (ValueError, TypeError, OverflowError):
+        arr = None
+    if arr is not None and arr.ndim == 1 and arr.dtype.kind in "iub":
+        return arr
+    if arr is not None and arr.ndim == 1 and arr.size == 0:
+        return np.empty(0, dtype=np.int64)
+    if arr is not None and arr.ndim > 1 and arr.dtype.kind in "iub":
+        return arr  # rejected by the caller with the shape in the message
+    # Mixed, huge or non-integer elements: one pass that names the culprit.
+    # Integers beyond int64 become INT64_MIN, which no length admits, so that the
+    # range check reports the first bad position whatever made it bad.
+    out = []
+    for k, v in enumerate(seq):
+        if not PyIndex_Check(v):
+            raise TypeError(
+                f"indices must be integers, got {type(v).__name__} {v!r} "
+                f"at position {k}"
+            )
+        try:
+            out.append(PyNumber_AsSsize_t(v, OverflowError))
+        except OverflowError:
+            out.append(-INT64_MAX - 1)
+    return np.array(out, dtype=np.int64)
+
+
+def _item_or(original, converted, k):
+    try:
+        return original[k]
+    except Exception:
+        return converted[k]
+
+
+def _check_index_array(a, name):
+    if not isinstance(a, np.ndarray) or a.dtype != np.int64 or a.ndim != 1:
+        raise TypeError(f"{name} must be a 1-D int64 array")
+
+
+def affine_indices(idx, Py_ssize_t start, Py_ssize_t step):
+    """Return ``start + idx * step`` as a new read-only int64 array.
+
+    Used to push a gather through a slice. Raises OverflowError naming the first
+    position whose result does not fit into an index-sized integer.
+    """
+    cdef Py_ssize_t bad
+    _check_index_array(idx, "idx")
+    out = np.empty(idx.shape[0], dtype=np.int64)
+    cdef const int64_t[:] src = idx
+    cdef int64_t[::1] dst = out
+    if src.shape[0] > NOGIL_THRESHOLD:
+        with nogil:
+            bad = _affine_indices(src, dst, start, step)
+    else:
+        bad = _affine_indices(src, dst, start, step)
+    if bad >= 0:
+        raise OverflowError(
+            f"index {start} + {idx[bad]} * {step} at position {bad} does not fit into "
+            "an index-sized integer"
+        )
+    out.setflags(write=False)
+    return out
+
+
+def compose_indices(inner, outer):
+    """Return ``inner[outer]`` (gather of a gather) as a new read-only int64 array.
+
+    Raises IndexError naming the first position of ``outer`` out of ``inner``.
+    """
+    cdef Py_ssize_t bad
+    _check_index_array(inner, "inner")
+    _check_index_array(outer, "outer")
+    out = np.empty(outer.shape[0], dtype=np.int64)
+    cdef const int64_t[:] a = inner
+    cdef const int64_t[:] b = outer
+    cdef int64_t[::1] dst = out
+    if b.shape[0] > NOGIL_THRESHOLD:
+        with nogil:
+            bad = _compose_indices(a, b, dst)
+    else:
+        bad = _compose_indices(a, b, dst)
+    if bad >= 0:
+        raise IndexError(
+            f"index {outer[bad]} at position {bad} is out of range for a sequence of "
+            f"{inner.shape[0]} items"
+        )
+    out.setflags(write=False)
+    return out
+
+
+cdef class IndexTable:
+    """A read-only 1-D int64 index array with a fast, list-like ``at(key)``.
+
+    Backs gather views: ``at`` normalises ``key`` (negative, range and type checks as
+    lists do) and returns the stored index as a Python int in one call.
+    """
+
+    cdef readonly object array
+    cdef const int64_t[:] _mv
+    cdef Py_ssize_t _n
+    cdef object _getter
+
+    def __cinit__(self, array):
+        _check_index_array(array, "array")
+        self.array = array
+        self._mv = array
+        self._n = array.shape[0]
+
+    def __len__(self):
+        return self._n
+
+    cdef inline Py_ssize_t _position(self, key) except? -1:
+        cdef Py_ssize_t i
+        if type(key) is int:  # skip PyIndex_Check for the common case
+            i = PyNumber_AsSsize_t(key, IndexError)
+        else:
+            i = _index_arg(key)
+        if i < 0:
+            i += self._n
+            if i < 0:
+                raise _range_error(key, self._n, ERR_RANGE)
+        elif i >= self._n:
+            raise _range_error(key, self._n, ERR_RANGE)
+        return i
+
+    def at(self, key):
+        """Item ``key`` (an integer, negative counts from the end) as a Python int."""
+        return self._mv[self._position(key)]
+
+    def set_getter(self, getter):
+        """Attach ``getter(source_index) -> item`` of the indexed source, for `read`."""
+        if not callable(getter):
+            raise TypeError(f"getter must be callable, not {type(getter).__name__}")
+        self._getter = getter
+
+    def read(self, key):
+        """``getter(at(key))`` in one call: saves a Python frame per gathered item."""
+        if self._getter is None:
+            raise RuntimeError("IndexTable.read needs set_getter() first")
+        return self._getter(self._mv[self._position(key)])
+
+    def __reduce__(self):
+        return IndexTable, (self.array,)
+
+
+cdef class OffsetTable:
+    """Offsets of concatenated parts, and the lookup of an index into its part.
+
+    Parameters
+    ----------
+    lengths : sequence of int
+        Length of each part (``>= 0``).
+    """
+
+    cdef readonly object offsets   # int64, nparts + 1 entries, offsets[0] == 0
+    cdef const int64_t[::1] _mv
+    cdef const int64_t *_off
+    cdef Py_ssize_t _nparts
+    cdef tuple _getters
+
+    def __cinit__(self, lengths):
+        cdef Py_ssize_t bad
+        arr = _sequence_to_array(lengths)
+        if arr.ndim != 1 or arr.dtype.kind not in "iu":
+            raise TypeError("lengths must be a 1-D sequence of integers")
+        arr = arr.astype(np.int64)
+        nparts = arr.shape[0]
+        offsets = np.empty(nparts + 1, dtype=np.int64)
+        cdef const int64_t[:] src = arr
+        cdef int64_t[::1] dst = offsets
+        with nogil:
+            bad = _cumsum_lengths(src, dst)
+        if bad >= 0:
+            raise ValueError(
+                f"invalid length {_item_or(lengths, arr, bad)} for part {bad}: "
+                "lengths must be >= 0 and their sum must fit into an index-sized "
+                "integer"
+            )
+        offsets.setflags(write=False)
+        self.offsets = offsets
+        self._mv = offsets
+        self._off = &self._mv[0]
+        self._nparts = nparts
+
+    @property
+    def total(self):
+        """Total number of items."""
+        return self._off[self._nparts]
+
+    @property
+    def nparts(self):
+        """Number of parts."""
+        return self._nparts
+
+    def locate(self, Py_ssize_t i):
+        """Return ``(part, local_index)`` of item ``i``, ``0 <= i < total``."""
+        cdef Py_ssize_t p
+        if i < 0 or i >= self._off[self._nparts]:
+            raise IndexError(
+                f"index {i} out of range for a sequence of {self.total} items"
+            )
+        # One lookup is a handful of comparisons: releasing the GIL would cost more.
+        p = _upper_part(self._off, self._nparts, i)
+        return p, i - self._off[p]
+
+    def set_getters(self, getters):
+        """Attach one callable per part, ``getter(local_index) -> item``, for `read`."""
+        getters = tuple(getters)
+        if len(getters) != self._nparts:
+            raise ValueError(f"expected {self._nparts} getters, got {len(getters)}")
+        for g in getters:
+            if not callable(g):
+                raise TypeError(f"getters must be callable, not {type(g).__name__}")
+        self._getters = getters
+
+    def read(self, Py_ssize_t i):
+        """Item ``i`` (``0 <= i < total``): the getter of its part, called with its
+        local index. Saves a Python frame per item over ``locate`` + a call."""
+        cdef Py_ssize_t p
+        if self._getters is None:
+            raise RuntimeError("OffsetTable.read needs set_getters() first")
+        if i < 0 or i >= self._off[self._nparts]:
+            raise IndexError(
+                f"index {i} out of range for a sequence of {self.total} items"
+            )
+        p = _upper_part(self._off, self._nparts, i)
+        return self._getters[p](i - self._off[p])
+
+    def locate_many(self, indices):
+        """Return int64 arrays ``(parts, local)`` for an array of item indices.
+
+        ``indices`` may have any integer dtype (converted to int64 in one numpy
+        call); they must satisfy ``0 <= i < total``, else IndexError names the
+        first offending position and value.
+        """
+        cdef Py_ssize_t bad
+        idx = np.asarray(indices)
+        if idx.ndim != 1 or (idx.dtype.kind not in "iu" and idx.size):
+            raise TypeError("indices must be a 1-D array of integers")
+        if idx.dtype.kind == "u" and idx.size and idx.max() > INT64_MAX:
+            bad = int(np.argmax(idx > INT64_MAX))
+            raise IndexError(
+                f"index {idx[bad]} at position {bad} is out of range for a sequence "
+                f"of {self.total} items"
+            )
+        idx64 = idx.astype(np.int64, copy=False)
+        parts = np.empty(idx64.shape[0], dtype=np.int64)
+        local = np.empty(idx64.shape[0], dtype=np.int64)
+        cdef const int64_t[:] src = idx64
+        cdef int64_t[::1] p = parts
+        cdef int64_t[::1] loc = local
+        with nogil:
+            bad = _locate_many(self._off, self._nparts, src, p, loc)
+        if bad >= 0:
+            raise IndexError(
+                f"index {idx[bad]} at position {bad} is out of range for a sequence "
+                f"of {self.total} items"
+            )
+        return parts, local
+
+    def __reduce__(self):
+        return OffsetTable, (np.diff(self.offsets),)

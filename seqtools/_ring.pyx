@@ -15,7 +15,8 @@ from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
 from posix.types cimport off_t
-from posix.unistd cimport close, ftruncate
+from posix.types cimport pid_t
+from posix.unistd cimport close, ftruncate, getpid
 
 import os
 import sys
@@ -172,6 +173,13 @@ cdef class Ring:
         shortage shows here as an error rather than as SIGBUS mid-run."""
         cdef uint64_t total = sq_ring_data_offset(self.r) + capacity
         cdef int rc
+        # Checked before ftruncate: a second call used to shrink the region under
+        # the workers (SIGBUS on their next access) before C refused it.
+        if sq_ring_capacity(self.r) != 0:
+            raise ValueError("the ring is already sized")
+        if capacity == 0 or capacity % SQ_ALIGN:
+            raise ValueError(f"capacity {capacity} is not a positive multiple of "
+                             f"{SQ_ALIGN}")
         if total > self.map_size:
             raise ValueError(f"capacity {capacity} exceeds the reserved mapping")
         if ftruncate(self.fd, total) != 0:
@@ -334,6 +342,7 @@ cdef class Block:
     cdef readonly uint64_t offset
     cdef readonly uint64_t nbytes
     cdef bint leased
+    cdef pid_t owner
     cdef Py_ssize_t shape[1]
     cdef Py_ssize_t strides[1]
 
@@ -356,7 +365,9 @@ cdef class Block:
         pass
 
     def __dealloc__(self):
-        if self.leased and self.ring is not None:
+        # Only in the process that leased it: a forked child dropping its copy of
+        # a parent's lease must not free a block the parent still views.
+        if self.leased and self.ring is not None and getpid() == self.owner:
             sq_ring_release(self.ring.r, self.offset)
 
 
@@ -370,4 +381,5 @@ cdef Block _make_block(Ring ring, uint64_t offset, uint64_t nbytes, bint leased)
     b.offset = offset
     b.nbytes = nbytes
     b.leased = leased
+    b.owner = getpid()
     return b

@@ -1,15 +1,26 @@
-"""The base class of every lazy view, and the slice view.
+"""The base class of every lazy view, the slice view, and memmap-aware pickling.
 
 A view maps indices onto one or more source sequences and evaluates items only when
 they are read. Subclasses implement ``_get(i)`` for a normalised index
 ``0 <= i < len`` (or any ``i >= 0`` for infinite views), optionally ``_set``,
-``_slice`` and ``_iter``; the base class handles negative indices, slices (slices of
-slices collapse into one view), iteration and the errors Python lists give. The
-index arithmetic itself runs in the ``_indexing`` Cython kernels.
+``_slice``, ``_iter`` and ``_locate``; the base class handles negative indices,
+slices (slices of slices collapse into one view), integer-array keys, iteration,
+pickling and the errors Python lists give. The index arithmetic itself runs in the
+``_indexing`` Cython kernels.
+
+Memory-mapped arrays (``np.memmap``, e.g. from ``np.load(..., mmap_mode='r')``) are
+read through a plain ``ndarray`` view of the same memory (``np.memmap.__getitem__``
+is Python code, ten times slower per item), and views pickle such sources by
+reference (file name, byte position, dtype, shape, strides, mode), so that worker
+processes reopen the file instead of receiving a copy of the dataset.
 """
 
 import itertools
+import mmap
+import os
 from collections.abc import Sequence
+
+import numpy as np
 
 from . import _indexing
 from .errors import creation_site
@@ -22,9 +33,14 @@ class View(Sequence):
 
     Subclasses set ``self._n`` to their length (``None`` for an infinite view) and
     ``self._origin`` (see :func:`seqtools.errors.creation_site`).
+
+    Attributes listed in a class's ``_transient`` tuple (cached bound methods and
+    the like) are not pickled; ``_bind()`` rebuilds them, and subclasses call it at
+    the end of ``__init__``.
     """
 
     __slots__ = ("_n", "_origin", "__weakref__")
+    _transient = ()
 
     def __init__(self, n):
         self._n = n
@@ -50,6 +66,27 @@ class View(Sequence):
             return map(get, itertools.count())
         return map(get, range(self._n))
 
+    def _locate(self, indices):
+        """Map normalised int64 ``indices`` to ``(source, source_indices)``.
+
+        The default is the identity; index-only views (slices, gathers) return their
+        innermost source so that a future batch path can read a whole batch of items
+        from it in one call.
+        """
+        return self, indices
+
+    def _bind(self):
+        """Rebuild the attributes named in ``_transient`` (after init, unpickling)."""
+
+    def _getter(self):
+        """A callable returning item ``i`` for a normalised ``i``, for outer views.
+
+        Defaults to ``self._get``; views override it to hand out something cheaper
+        to call (a closure, or a kernel's bound ``read``), since stacked views pay
+        one such call per view and per item.
+        """
+        return self._get
+
     # -- list semantics -------------------------------------------------------------
     def __len__(self):
         n = self._n
@@ -61,25 +98,37 @@ class View(Sequence):
         return n
 
     def __getitem__(self, key):
-        if isinstance(key, slice):
+        if type(key) is slice:
             return self._slice(*_indexing.slice_range(key, self._n))
+        if isinstance(key, np.ndarray) and key.ndim > 0:
+            from .indexing import gather  # indexing imports core
+
+            return gather(self, key)
         return self._get(_indexing.normalize_index(key, self._n))
 
     def __setitem__(self, key, value):
-        if isinstance(key, slice):
+        if type(key) is slice:
             start, step, length = _indexing.slice_range(key, self._n)
             if length is None:
                 raise ValueError("cannot assign to an unbounded slice")
-            values = list(value) if not hasattr(value, "__len__") else value
-            if len(values) != length:
-                raise ValueError(
-                    f"attempt to assign a sequence of size {len(values)} to a slice "
-                    f"of size {length}: views cannot change size"
-                )
-            for k in range(length):
-                self._set(start + k * step, values[k])
+            self._set_many(range(start, start + length * step, step), value)
+            return
+        if isinstance(key, np.ndarray) and key.ndim > 0:
+            indices = _indexing.as_indices(key, self._n)
+            self._set_many(indices.tolist(), value)
             return
         self._set(_indexing.normalize_index(key, self._n), value)
+
+    def _set_many(self, indices, value):
+        values = value if hasattr(value, "__len__") else list(value)
+        if len(values) != len(indices):
+            raise ValueError(
+                f"attempt to assign a sequence of size {len(values)} to a slice "
+                f"of size {len(indices)}: views cannot change size"
+            )
+        set_ = self._set
+        for k, i in enumerate(indices):
+            set_(i, values[k])
 
     def __iter__(self):
         return self._iter()
@@ -91,24 +140,174 @@ class View(Sequence):
         n = "inf" if self._n is None else self._n
         return f"<seqtools.{type(self).__name__} of {n} items>"
 
+    # -- pickling -------------------------------------------------------------------
+    def __getstate__(self):
+        state = {}
+        mro = type(self).__mro__
+        transient = set().union(*(c.__dict__.get("_transient", ()) for c in mro))
+        for cls in mro:
+            for name in cls.__dict__.get("__slots__", ()):
+                if name == "__weakref__" or name in transient:
+                    continue
+                try:
+                    state[name] = pickle_source(getattr(self, name))
+                except AttributeError:
+                    pass
+        if hasattr(self, "__dict__"):
+            state.update(self.__dict__)
+        return state
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        self._bind()
+
+
+def item_getter(seq):
+    """A callable returning item ``i`` of ``seq`` for a normalised index ``i``.
+
+    Views hand out ``_getter()``, which skips the index checks already done by the
+    caller.
+    """
+    if isinstance(seq, View):
+        return seq._getter()
+    return seq.__getitem__
+
+
+def item_setter(seq):
+    """A callable writing item ``i`` of ``seq`` for a normalised index ``i``."""
+    if isinstance(seq, View):
+        return seq._set
+    try:
+        return seq.__setitem__
+    except AttributeError:
+        name = type(seq).__name__
+
+        def refuse(i, value):
+            raise TypeError(f"'{name}' object does not support item assignment")
+
+        return refuse
+
+
+def as_source(seq):
+    """``seq``, with a memory-mapped array replaced by a plain view of its memory."""
+    if isinstance(seq, np.memmap):
+        return seq.view(np.ndarray)
+    return seq
+
+
+def source_length(seq, what="sequence"):
+    """``len(seq)``, or None for an infinite view; TypeError for non-sequences."""
+    if isinstance(seq, View):
+        return seq._n
+    if not hasattr(seq, "__getitem__"):
+        raise TypeError(f"{what} must be indexable, got {type(seq).__name__}")
+    try:
+        return len(seq)
+    except TypeError:
+        raise TypeError(
+            f"{what} must have a length, got {type(seq).__name__}"
+        ) from None
+
+
+# -- pickling memory-mapped sources by reference -------------------------------------
+
+
+def _memmap_root(arr):
+    """The ``np.memmap`` that owns the file mapping behind ``arr``, or None."""
+    base = arr
+    while isinstance(base, np.ndarray):
+        if isinstance(base, np.memmap) and isinstance(base.base, mmap.mmap):
+            return base
+        base = base.base
+    return None
+
+
+class MemmapRef:
+    """Pickles as a reference to the file region behind a memory-mapped array.
+
+    Unpickling reopens the file with ``np.memmap`` and returns a plain ``ndarray``
+    with the original dtype, shape and strides over the same file bytes. The mode
+    is kept, except ``'w+'`` (which would truncate the file) which becomes ``'r+'``.
+    """
+
+    __slots__ = ("args",)
+
+    def __init__(self, filename, mode, position, dtype, shape, strides):
+        self.args = (filename, mode, position, dtype, shape, strides)
+
+    def __reduce__(self):
+        return _open_memmap_region, self.args
+
+
+def _open_memmap_region(filename, mode, position, dtype, shape, strides):
+    dtype = np.dtype(dtype)
+    lo = sum((s - 1) * st for s, st in zip(shape, strides) if st < 0)
+    hi = sum((s - 1) * st for s, st in zip(shape, strides) if st > 0) + dtype.itemsize
+    mm = np.memmap(
+        filename,
+        dtype=np.uint8,
+        mode="r+" if mode == "w+" else mode,
+        offset=position + lo,
+        shape=(hi - lo,),
+    )
+    return np.ndarray(shape, dtype=dtype, buffer=mm, offset=-lo, strides=strides)
+
+
+def memmap_ref(arr):
+    """A :class:`MemmapRef` for ``arr`` if it lives in a file mapping, else None."""
+    if not isinstance(arr, np.ndarray) or arr.size == 0:
+        return None
+    root = _memmap_root(arr)
+    if root is None or root.filename is None or not os.path.exists(root.filename):
+        return None
+    ptr = arr.__array_interface__["data"][0]
+    root_ptr = root.__array_interface__["data"][0]
+    return MemmapRef(
+        root.filename,
+        root.mode,
+        root.offset + (ptr - root_ptr),
+        arr.dtype.str if arr.dtype.names is None else arr.dtype.descr,
+        arr.shape,
+        arr.strides,
+    )
+
+
+def pickle_source(value):
+    """``value`` ready for pickling: memory-mapped arrays become references.
+
+    Tuples (the way views store several sources) are looked into, one level deep.
+    """
+    if isinstance(value, np.ndarray):
+        ref = memmap_ref(value)
+        return value if ref is None else ref
+    if type(value) is tuple and any(isinstance(v, np.ndarray) for v in value):
+        return tuple(pickle_source(v) for v in value)
+    return value
+
 
 class SliceView(View):
     """Items ``start + k * step`` of a source sequence, ``0 <= k < length``."""
 
-    __slots__ = ("_base", "_start", "_step")
+    __slots__ = ("_base", "_start", "_step", "_base_get")
+    _transient = ("_base_get",)
 
     def __init__(self, base, start, step, length):
         View.__init__(self, length)
         self._origin = creation_site(3)
-        self._base = base
+        self._base = as_source(base)
         self._start = start
         self._step = step
+        self._bind()
+
+    def _bind(self):
+        self._base_get = item_getter(self._base)
 
     def _get(self, i):
-        return self._base[self._start + i * self._step]
+        return self._base_get(self._start + i * self._step)
 
     def _set(self, i, value):
-        self._base[self._start + i * self._step] = value
+        item_setter(self._base)(self._start + i * self._step, value)
 
     def _slice(self, start, step, length):
         # A slice of a slice is one slice of the source.
@@ -117,15 +316,21 @@ class SliceView(View):
             return self._base._slice(start, step, length)
         return SliceView(self._base, start, step, length)
 
+    def _locate(self, indices):
+        return self._base, _indexing.affine_indices(indices, self._start, self._step)
+
     def _iter(self):
         base = self._base
-        if self._n is not None and not isinstance(base, View):
-            stop = self._start + self._n * self._step
+        n, start, step = self._n, self._start, self._step
+        if n is None:
+            return map(self._base_get, itertools.count(start, step))
+        if not isinstance(base, View):
+            stop = start + n * step
             if stop < 0:
                 stop = None
             try:
                 # Native slicing is fastest for lists/arrays; fall back otherwise.
-                return iter(base[self._start : stop : self._step])
+                return iter(base[start:stop:step])
             except TypeError:
                 pass
-        return View._iter(self)
+        return map(self._base_get, range(start, start + n * step, step))

@@ -1,7 +1,10 @@
+import pickle
+
+import numpy as np
 import pytest
 
 import seqtools
-from seqtools.core import View
+from seqtools.core import SliceView, View, memmap_ref, pickle_source
 
 
 class ListView(View):
@@ -60,3 +63,87 @@ def test_seterr_roundtrip():
     assert seqtools.seterr("wrap") == "passthrough"
     with pytest.raises(ValueError, match="expected one of"):
         seqtools.seterr("ignore")
+
+
+# -- added with the index views: pickling, numpy keys, memmap references ------------
+
+
+class Naturals(View):
+    __slots__ = ()
+
+    def __init__(self):
+        View.__init__(self, None)
+
+    def _get(self, i):
+        return i
+
+
+def test_views_with_dict_and_slots_pickle():
+    v = ListView(list(range(5)))[::-2]
+    clone = pickle.loads(pickle.dumps(v))
+    assert type(clone) is SliceView and list(clone) == [4, 2, 0]
+    inf = pickle.loads(pickle.dumps(Naturals()[3::4]))
+    assert inf[2] == 11
+
+
+def test_array_keys_gather_and_assign():
+    data = list(range(6))
+    v = ListView(data)
+    assert list(v[np.array([5, -6, 2])]) == [5, 0, 2]
+    v[np.array([0, -1])] = ["a", "b"]
+    assert data[0] == "a" and data[-1] == "b"
+    with pytest.raises(IndexError, match="position 1"):
+        v[np.array([0, 6])]
+    with pytest.raises(TypeError, match="boolean"):
+        v[np.ones(6, dtype=bool)]
+
+
+def test_infinite_slices():
+    v = Naturals()
+    s = v[10::3]
+    assert s._n is None and s[4] == 22
+    it = iter(s)
+    assert [next(it) for _ in range(3)] == [10, 13, 16]
+    assert list(v[2:11:4]) == [2, 6, 10]
+    with pytest.raises(ValueError):
+        v[::-1]
+    with pytest.raises(IndexError):
+        v[-5:]
+    with pytest.raises(ValueError, match="unbounded"):
+        v[3:] = [1]
+
+
+def test_huge_steps_compose():
+    ref = list(range(10))
+    v = ListView(ref)
+    assert list(v[:: 2**62][:: 2**62]) == ref[:: 2**62][:: 2**62]
+    assert list(v[:: -(2**70)][1:]) == ref[:: -(2**70)][1:]
+    assert list(Naturals()[:: 2**40][:3][:: 2**30]) == [0]
+
+
+def test_slice_iteration_paths():
+    ref = list(range(10))
+    assert list(ListView(ref)[8:1:-3]) == ref[8:1:-3]  # view base
+    assert list(SliceView(ref, 9, -2, 5)) == ref[9::-2]  # native slicing
+    assert list(SliceView(ref, 9, -1, 10)) == ref[::-1]  # stop below zero
+
+
+def test_default_locate_is_identity():
+    v = ListView([1, 2, 3])
+    idx = np.array([2, 0], dtype=np.int64)
+    src, out = v._locate(idx)
+    assert src is v and out is idx
+    src, out = v[::-1]._locate(idx)
+    assert src is v and out.tolist() == [0, 2]
+
+
+def test_memmap_ref_only_for_file_backed_arrays(tmp_path):
+    path = tmp_path / "a.npy"
+    np.save(path, np.arange(12.0).reshape(3, 4))
+    mm = np.load(path, mmap_mode="c")
+    assert memmap_ref(np.arange(3)) is None
+    assert memmap_ref(mm[:0]) is None
+    assert memmap_ref(mm.view(np.ndarray)[1]) is not None
+    assert pickle_source((1, np.arange(2)))[0] == 1
+    clone = pickle.loads(pickle.dumps(pickle_source(mm.view(np.ndarray)[1:, ::3])))
+    assert clone.tolist() == [[4.0, 7.0], [8.0, 11.0]]

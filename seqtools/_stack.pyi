@@ -1,0 +1,22 @@
+"""Stub of the batch stacking kernels (seqtools/_stack.pyx); see seqtools.stacking."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+class Layout:
+    """The stacked structure planned from one sample."""
+
+    def __init__(self, sample: Any) -> None: ...
+    @property
+    def nfields(self) -> int: ...
+    def field_info(self) -> list[tuple[str, tuple[int, ...], np.dtype[Any]]]: ...
+    def unflatten(self, arrays: Sequence[Any]) -> Any: ...
+    def flatten_out(self, out: Any, n: int) -> list[np.ndarray[Any, Any]]: ...
+
+def stack_into(
+    layout: Layout,
+    samples: list[Any] | tuple[Any, ...],
+    arrays: list[np.ndarray[Any, Any]] | None = None,
+) -> list[np.ndarray[Any, Any]]: ...

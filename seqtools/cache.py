@@ -1,0 +1,127 @@
+"""A view that keeps the most recently read items of a sequence.
+
+:func:`add_cache` sits over an expensive lazy pipeline (``smap`` of decoding or
+augmentation code) read several times at nearby indices, so that each item is
+computed once while it stays among the ``cache_size`` most recently used.
+"""
+
+import collections
+import threading
+
+from .core import View
+from .errors import raise_evaluation_error
+from .shape import _check_int, _length
+
+__all__ = ["add_cache"]
+
+
+class CachedView(View):
+    """A sequence with an LRU cache of its items (see :func:`add_cache`)."""
+
+    __slots__ = ("_seq", "_size", "_cache", "_order", "_lock")
+    _transient = ("_lock",)
+
+    def __init__(self, seq, n, cache_size, cache):
+        View.__init__(self, n)
+        self._seq = seq
+        self._size = cache_size
+        self._cache = cache
+        self._order = collections.OrderedDict()  # keys of self._cache, LRU first
+        self._bind()
+
+    def _bind(self):
+        self._lock = threading.Lock()
+
+    def _get(self, i):
+        if self._size:
+            with self._lock:
+                try:
+                    value = self._cache[i]
+                except KeyError:
+                    pass
+                else:
+                    self._order[i] = None
+                    self._order.move_to_end(i)
+                    return value
+        # Computed outside the lock so that threads evaluate items in parallel; two
+        # threads missing the same item both compute it.
+        try:
+            value = self._seq[i]
+        except Exception as exc:
+            raise_evaluation_error(self, i, exc)
+        if self._size:
+            with self._lock:
+                self._cache[i] = value
+                self._order[i] = None
+                self._order.move_to_end(i)
+                while len(self._order) > self._size:
+                    old, _ = self._order.popitem(last=False)
+                    self._cache.pop(old, None)
+        return value
+
+    def _set(self, i, value):
+        self._seq[i] = value
+        # Dropped rather than overwritten: the source may store a converted value
+        # (a numpy array casts), and the next read must return what it holds.
+        with self._lock:
+            self._cache.pop(i, None)
+            self._order.pop(i, None)
+
+
+def add_cache(arr, cache_size=1, cache=None):
+    """Add a cache of the most recently read items over a sequence.
+
+    Parameters
+    ----------
+    arr : Sequence
+        The sequence to cache, typically an expensive lazy view.
+    cache_size : int, optional
+        Maximum number of cached items (default 1); 0 disables the cache.
+    cache : MutableMapping, optional
+        Container for the cached items, keyed by index (default: a new
+        :class:`dict`). Items it holds are served as cached, e.g. a
+        ``multiprocessing.Manager().dict()`` shared by several processes.
+
+    Returns
+    -------
+    Sequence
+        A view, thread safe, holding references to (not copies of) the cached
+        items. Assigning an item writes it into `arr` and drops its cached value.
+        Errors raised when computing an item raise
+        :class:`~seqtools.EvaluationError` naming it.
+
+    Raises
+    ------
+    TypeError
+        If `arr` has no length, `cache_size` is not an integer or `cache` is not a
+        mapping.
+    ValueError
+        If `cache_size` < 0.
+
+    Examples
+    --------
+    >>> import seqtools
+    >>> class Expensive:
+    ...     def __len__(self):
+    ...         return 10
+    ...     def __getitem__(self, i):
+    ...         print("working")
+    ...         return i * 2
+    >>> cached = seqtools.add_cache(Expensive(), cache_size=2)
+    >>> cached[3]
+    working
+    6
+    >>> cached[3]  # skips computation
+    6
+    """
+    infinite = isinstance(arr, View) and arr._n is None
+    n = None if infinite else _length(arr, "add_cache")
+    cache_size = _check_int(cache_size, "cache_size", "add_cache", 0)
+    if cache is None:
+        cache = {}
+    elif not all(hasattr(cache, a) for a in ("keys", "__setitem__", "pop")):
+        raise TypeError(
+            "add_cache(): cache must be a mutable mapping (with keys, __getitem__, "
+            f"__setitem__ and pop), got {type(cache).__name__}"
+        )
+    return CachedView(arr, n, cache_size, cache)

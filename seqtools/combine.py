@@ -1,0 +1,405 @@
+"""Views that combine or repeat sequences: interleave, cycle, repeat, switch, case.
+
+They merge several sources item by item (:func:`interleave`, :func:`switch`,
+:func:`case`) or extend one without copying (:func:`cycle`, :func:`repeat`, which
+can be infinite). The index arithmetic of interleave and cycle runs in the
+``_indexmaps`` Cython kernels.
+"""
+
+import itertools
+import sys
+
+from . import _indexmaps
+from .core import View
+from .shape import _check_int, _length
+
+__all__ = ["interleave", "cycle", "repeat", "switch", "case"]
+
+
+def _is_infinite(seq):
+    return isinstance(seq, View) and seq._n is None
+
+
+def _common_length(func, named):
+    """Length shared by the finite sequences of ``named`` ((name, seq) pairs).
+
+    Infinite views (cycle, repeat) fit any length; None when all are infinite.
+    """
+    lengths = [(name, _length(seq, func, name)) for name, seq in named
+               if not _is_infinite(seq)]
+    if len({n for _, n in lengths}) > 1:
+        got = ", ".join(f"len({name}) = {n}" for name, n in lengths)
+        raise ValueError(
+            f"{func}(): all sequences must have the same length, got {got}; "
+            "slice them to a common length (infinite views such as repeat() fit "
+            "any length)"
+        )
+    return lengths[0][1] if lengths else None
+
+
+# -- interleave ---------------------------------------------------------------------
+
+
+class InterleaveView(View):
+    """Items of several sequences taken in turn (see :func:`interleave`)."""
+
+    __slots__ = ("_seqs", "_lengths", "_map")
+    _transient = ("_map",)  # a compiled plan, rebuilt from the lengths
+
+    def __init__(self, seqs, lengths):
+        self._seqs = seqs
+        self._lengths = lengths
+        self._bind()
+        View.__init__(self, self._map.size)
+
+    def _bind(self):
+        self._map = _indexmaps.InterleaveMap(self._lengths)
+
+    def _get(self, i):
+        s, j = self._map.locate(i)
+        return self._seqs[s][j]
+
+    def _set(self, i, value):
+        s, j = self._map.locate(i)
+        self._seqs[s][j] = value
+
+    def _iter(self):
+        # Round robin over iterators, phase by phase (a phase ends when the
+        # shortest sequence still active runs out).
+        lengths = self._map.lengths.tolist()
+        active = [(n, iter(s)) for n, s in zip(lengths, self._seqs) if n > 0]
+        done = 0
+        while active:
+            end = min(n for n, _ in active)
+            iters = [it for _, it in active]
+            for _ in range(end - done):
+                for it in iters:
+                    yield next(it)
+            done = end
+            active = [(n, it) for n, it in active if n > end]
+
+
+def interleave(*seqs):
+    """Interleave the items of several sequences into one.
+
+    Sequences may have different lengths: once one runs out, the turns continue
+    between those left.
+
+    Parameters
+    ----------
+    *seqs : Sequence
+        Finite sequences.
+
+    Returns
+    -------
+    Sequence
+        A view of ``sum(map(len, seqs))`` items; assigning an item writes it into
+        its source. Locating an item costs O(log m + m) for m sequences, whatever
+        the index.
+
+    Raises
+    ------
+    TypeError
+        If a sequence has no length or is infinite.
+
+    Examples
+    --------
+    >>> import seqtools
+    >>> list(seqtools.interleave([1, 2, 3, 4, 5], ['a', 'b', 'c'], [.1, .2, .3, .4]))
+    [1, 'a', 0.1, 2, 'b', 0.2, 3, 'c', 0.3, 4, 0.4, 5]
+    """
+    lengths = [_length(s, "interleave", f"sequence (argument {k})")
+               for k, s in enumerate(seqs)]
+    return InterleaveView(seqs, lengths)
+
+
+# -- cycle and repeat ---------------------------------------------------------------
+
+
+class CycleView(View):
+    """A sequence repeated, up to a limit or forever (see :func:`cycle`)."""
+
+    __slots__ = ("_seq", "_m")
+
+    def __init__(self, seq, m, limit):
+        View.__init__(self, limit)
+        self._seq = seq
+        self._m = m
+
+    def __getitem__(self, key):
+        # Indices beyond 64 bits still make sense on an infinite cycle.
+        if self._n is None and type(key) is int and key > sys.maxsize:
+            return self._seq[key % self._m]
+        return View.__getitem__(self, key)
+
+    def _get(self, i):
+        # Inline modulo: cheaper than a kernel call for a single index.
+        return self._seq[i % self._m]
+
+    def _set(self, i, value):
+        self._seq[i % self._m] = value
+
+    def _locate(self, indices):
+        return self._seq, _indexmaps.cycle_locate_array(indices, self._m, self._n)
+
+    def _iter(self):
+        # Iterate the source afresh on each round, so that writes show up.
+        rounds = itertools.chain.from_iterable(itertools.repeat(self._seq))
+        if self._n is None:
+            return rounds
+        return itertools.islice(rounds, self._n)
+
+
+def cycle(seq, limit=None):
+    """Return a view of a sequence repeated over and over.
+
+    Parameters
+    ----------
+    seq : Sequence
+        The sequence to repeat, finite and non-empty (unless `limit` is 0).
+    limit : int, optional
+        Number of items of the view; ``None`` (the default) makes it infinite.
+
+    Returns
+    -------
+    Sequence
+        Item ``i`` is ``seq[i % len(seq)]``; assigning it writes into `seq`. An
+        infinite view has no ``len()`` (TypeError), refuses negative indices
+        (IndexError), but can be iterated, indexed with any non-negative integer and
+        sliced with a ``stop``.
+
+    Raises
+    ------
+    TypeError
+        If `seq` has no length or `limit` is not an integer.
+    ValueError
+        If `limit` < 0, or `seq` is empty and the view is not.
+
+    Examples
+    --------
+    >>> import seqtools
+    >>> loop = seqtools.cycle(['a', 'b', 'c'])
+    >>> loop[3], loop[3 * 10 ** 9 + 1]
+    ('a', 'b')
+    >>> list(loop[2:6])
+    ['c', 'a', 'b', 'c']
+    >>> list(seqtools.cycle(['a', 'b', 'c'], 7))
+    ['a', 'b', 'c', 'a', 'b', 'c', 'a']
+    """
+    m = _length(seq, "cycle")
+    if limit is not None:
+        limit = _check_int(limit, "limit", "cycle", 0)
+    if m == 0 and limit != 0:
+        raise ValueError(
+            "cycle(): cannot cycle over an empty sequence (it would have no items to "
+            "repeat); check the source, or pass limit=0"
+        )
+    return CycleView(seq, m, limit)
+
+
+class RepeatView(View):
+    """One value repeated, a number of times or forever (see :func:`repeat`)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value, times):
+        View.__init__(self, times)
+        self._value = value
+
+    def __getitem__(self, key):
+        if self._n is None and type(key) is int and key > sys.maxsize:
+            return self._value
+        return View.__getitem__(self, key)
+
+    def _get(self, i):
+        return self._value
+
+    def _set(self, i, value):
+        raise TypeError(
+            "repeat() views are read-only: every item is the same object; build a "
+            "list, e.g. [value] * n, to modify items independently"
+        )
+
+    def _slice(self, start, step, length):
+        return RepeatView(self._value, length)
+
+    def _iter(self):
+        if self._n is None:
+            return itertools.repeat(self._value)
+        return itertools.repeat(self._value, self._n)
+
+
+def repeat(value, times=None):
+    """Return a view repeating one value.
+
+    Parameters
+    ----------
+    value : object
+        The item (the same object is returned every time, not a copy).
+    times : int, optional
+        Number of items; ``None`` (the default) makes the view infinite.
+
+    Returns
+    -------
+    Sequence
+        A read-only view: assigning an item raises TypeError. An infinite view has
+        no ``len()`` (TypeError) and refuses negative indices (IndexError).
+
+    Raises
+    ------
+    TypeError
+        If `times` is not an integer.
+    ValueError
+        If `times` < 0.
+
+    Examples
+    --------
+    >>> import seqtools
+    >>> list(seqtools.repeat(3, 4))
+    [3, 3, 3, 3]
+    >>> seqtools.repeat('x')[10 ** 12]
+    'x'
+    """
+    if times is not None:
+        times = _check_int(times, "times", "repeat", 0)
+    return RepeatView(value, times)
+
+
+# -- switch and case ----------------------------------------------------------------
+
+
+class SwitchView(View):
+    """``x[i] if condition[i] else y[i]`` (see :func:`switch`)."""
+
+    __slots__ = ("_cond", "_x", "_y")
+
+    def __init__(self, n, cond, x, y):
+        View.__init__(self, n)
+        self._cond = cond
+        self._x = x
+        self._y = y
+
+    def _get(self, i):
+        return self._x[i] if self._cond[i] else self._y[i]
+
+    def _set(self, i, value):
+        if self._cond[i]:
+            self._x[i] = value
+        else:
+            self._y[i] = value
+
+    def _iter(self):
+        # Only the selected side is evaluated for each item.
+        x, y = self._x, self._y
+        cond = iter(self._cond)
+        if self._n is not None:
+            cond = itertools.islice(cond, self._n)
+        for i, c in enumerate(cond):
+            yield x[i] if c else y[i]
+
+
+def switch(condition, x, y):
+    """Pick items from two sequences according to a sequence of conditions.
+
+    Parameters
+    ----------
+    condition : Sequence
+        Truth values; item ``i`` is ``x[i]`` when ``condition[i]`` is true, else
+        ``y[i]``.
+    x, y : Sequence
+        Values for true and false conditions. Only the selected item is read.
+
+    Returns
+    -------
+    Sequence
+        A view; assigning item ``i`` writes into `x` or `y` according to
+        ``condition[i]``.
+
+    Raises
+    ------
+    ValueError
+        If the finite inputs have different lengths (infinite views such as
+        ``repeat(0)`` fit any length).
+    TypeError
+        If an input has no length.
+
+    Examples
+    --------
+    >>> import seqtools
+    >>> list(seqtools.switch([True, False, True], [1, 2, 3], ['a', 'b', 'c']))
+    [1, 'b', 3]
+    >>> list(seqtools.switch([0, 1, 0], [1, 2, 3], seqtools.repeat(None)))
+    [None, 2, None]
+    """
+    n = _common_length("switch", [("condition", condition), ("x", x), ("y", y)])
+    return SwitchView(n, condition, x, y)
+
+
+class CaseView(View):
+    """``values[selector[i]][i]`` (see :func:`case`)."""
+
+    __slots__ = ("_selector", "_values")
+
+    def __init__(self, n, selector, values):
+        View.__init__(self, n)
+        self._selector = selector
+        self._values = values
+
+    def _which(self, i):
+        s = self._selector[i]
+        if isinstance(s, (float, str)) or not hasattr(s, "__index__"):
+            raise TypeError(
+                f"case(): selector[{i}] = {s!r} is not an integer; the selector must "
+                "hold indices into the value sequences"
+            )
+        k = s.__index__()
+        if not 0 <= k < len(self._values):
+            raise ValueError(
+                f"case(): selector[{i}] = {k} but only {len(self._values)} value "
+                f"sequences were given (valid: 0 to {len(self._values) - 1})"
+            )
+        return self._values[k]
+
+    def _get(self, i):
+        return self._which(i)[i]
+
+    def _set(self, i, value):
+        self._which(i)[i] = value
+
+
+def case(selector, *values):
+    """Pick items from several sequences according to a sequence of indices.
+
+    Parameters
+    ----------
+    selector : Sequence of int
+        Item ``i`` is ``values[selector[i]][i]``.
+    *values : Sequence
+        At least one sequence. Only the selected item is read.
+
+    Returns
+    -------
+    Sequence
+        A view; assigning item ``i`` writes into ``values[selector[i]]``. Reading
+        an item whose selector is not an integer in ``[0, len(values))`` raises
+        TypeError or ValueError naming it.
+
+    Raises
+    ------
+    ValueError
+        If no value sequence is given or the finite inputs have different lengths.
+    TypeError
+        If an input has no length.
+
+    Examples
+    --------
+    >>> import seqtools
+    >>> list(seqtools.case([0, 1, 2, 0], 'abcd', 'efgh', 'ijkl'))
+    ['a', 'f', 'k', 'd']
+    """
+    if not values:
+        raise ValueError("case(): give at least one value sequence after the selector")
+    named = [("selector", selector)]
+    named += [(f"values[{k}]", v) for k, v in enumerate(values)]
+    n = _common_length("case", named)
+    return CaseView(n, selector, values)

@@ -1,0 +1,394 @@
+"""Views that rearrange items without computing anything: arange, gather, concatenate,
+collate.
+
+They sit between a dataset (lists, numpy arrays, memory-mapped ``.npy`` chunks) and a
+training loop: ``gather(collate([concatenate(chunks), labels]), order)`` is a
+shuffled, paired view of the whole dataset that reads one item only when asked.
+Index arithmetic runs in the ``_indexing`` kernels; stacked index views collapse
+into one (a gather of a gather or of a slice is one gather over the innermost source,
+with one int64 index array), so that reading an item costs few Python calls.
+"""
+
+import itertools
+
+from . import _indexing
+from .core import (
+    SliceView,
+    View,
+    as_source,
+    item_getter,
+    item_setter,
+    source_length,
+)
+
+__all__ = ["arange", "gather", "take", "concatenate", "collate"]
+
+# Gathers iterate over their indices by blocks converted with one ``tolist`` call.
+_ITER_BLOCK = 4096
+
+
+class Arange(View):
+    """The integers of a ``range``, as a view."""
+
+    __slots__ = ("_range",)
+
+    def __init__(self, r):
+        View.__init__(self, len(r))
+        self._range = r
+
+    def _get(self, i):
+        return self._range[i]
+
+    def _set(self, i, value):
+        raise TypeError("arange views are read-only: their items are computed")
+
+    def _slice(self, start, step, length):
+        r = self._range
+        first = r.start + r.step * start
+        step = r.step * step
+        return Arange(range(first, first + length * step, step))
+
+    def _iter(self):
+        return iter(self._range)
+
+    def __repr__(self):
+        r = self._range
+        return f"<seqtools.arange({r.start}, {r.stop}, {r.step})>"
+
+
+def arange(start, stop=None, step=None):
+    """Return a view of the integers of ``range(start, stop, step)``.
+
+    Sequential equivalent of the built-in :class:`range`, usable wherever a view
+    is expected (for example as gather indices). Items cannot be assigned.
+
+    Parameters
+    ----------
+    start : int
+        First value, or the stop value when ``stop`` is omitted (then start is 0).
+    stop : int, optional
+        End value, excluded.
+    step : int, optional
+        Increment (default 1, cannot be 0).
+
+    Returns
+    -------
+    View
+        A read-only view of ``len(range(start, stop, step))`` integers.
+
+    Examples
+    --------
+    >>> import seqtools
+    >>> list(seqtools.arange(2, 10, 3))
+    [2, 5, 8]
+    >>> seqtools.arange(5)[::-2][0]
+    4
+    """
+    if stop is None:
+        r = range(start) if step is None else range(0, start, step)
+    else:
+        r = range(start, stop, 1 if step is None else step)
+    return Arange(r)
+
+
+class Gathering(View):
+    """Items ``base[idx[k]]`` for a validated, read-only int64 index array ``idx``."""
+
+    __slots__ = ("_base", "_table", "_read")
+    _transient = ("_read",)
+
+    def __init__(self, base, idx):
+        View.__init__(self, idx.shape[0])
+        self._base = base
+        self._table = _indexing.IndexTable(idx)
+        self._bind()
+
+    def _bind(self):
+        # The table checks the key, looks up the source index and calls the source
+        # getter in one C call.
+        self._table.set_getter(item_getter(self._base))
+        self._read = self._table.read
+
+    @property
+    def indices(self):
+        """The int64 array of source indices (read-only)."""
+        return self._table.array
+
+    def __getitem__(self, key):
+        if type(key) is int:  # fast path
+            return self._read(key)
+        return View.__getitem__(self, key)
+
+    def _getter(self):
+        return self._read
+
+    def _get(self, i):
+        return self._read(i)
+
+    def _set(self, i, value):
+        item_setter(self._base)(self._table.at(i), value)
+
+    def _slice(self, start, step, length):
+        idx = self._table.array[start::step][:length]
+        return Gathering(self._base, idx)
+
+    def _locate(self, indices):
+        return self._base, _indexing.compose_indices(self._table.array, indices)
+
+    def _iter(self):
+        get, idx = item_getter(self._base), self._table.array
+        if len(idx) <= _ITER_BLOCK:
+            return map(get, idx.tolist())
+        blocks = (
+            idx[k : k + _ITER_BLOCK].tolist() for k in range(0, len(idx), _ITER_BLOCK)
+        )
+        return map(get, itertools.chain.from_iterable(blocks))
+
+
+def gather(sequence, indexes):
+    """Return a view of ``sequence`` reordered by ``indexes``.
+
+    Item ``k`` of the view is ``sequence[indexes[k]]``, read on demand; assigning
+    an item writes it to ``sequence``. Indices are checked once, here: negative
+    ones are wrapped and out-of-range ones rejected. Stacked index views collapse:
+    a gather of a gather, a gather of a slice and a slice of a gather are each one
+    gather with a single int64 index array over the innermost source.
+
+    Parameters
+    ----------
+    sequence : sequence
+        The source: a list, a numpy array (memory-mapped ones are read through a
+        plain ``ndarray`` view of their memory), a view...
+    indexes : array_like of int
+        A 1-D numpy array of any integer dtype, a range, or a sequence of integers.
+        The view keeps its own copy: later changes to ``indexes`` do not affect it.
+
+    Returns
+    -------
+    View
+        A view of ``len(indexes)`` items.
+
+    Raises
+    ------
+    IndexError
+        If an index is out of range; the message names its position and value.
+    TypeError
+        If an index is not an integer (boolean masks included).
+
+    Examples
+    --------
+    >>> import seqtools
+    >>> arr = ['d', 'e', 'h', 'l', 'o', 'r', 'w', ' ']
+    >>> idx = [2, 1, 3, 3, 4, 7, 6, 4, 5, 3, 0]
+    >>> ''.join(seqtools.gather(arr, idx))
+    'hello world'
+    >>> seqtools.gather(arr, idx)[-1]
+    'd'
+    """
+    seq = as_source(sequence)
+    if type(indexes) is Arange:
+        indexes = indexes._range  # one numpy call instead of reading item by item
+    idx = _indexing.as_indices(indexes, source_length(seq))
+    while True:  # push the gather through index-only views
+        kind = type(seq)
+        if kind is Gathering:
+            idx = _indexing.compose_indices(seq._table.array, idx)
+        elif kind is SliceView:
+            idx = _indexing.affine_indices(idx, seq._start, seq._step)
+        else:
+            break
+        seq = seq._base
+    return Gathering(seq, idx)
+
+
+def take(sequence, indexes):
+    """Alias for :func:`gather`.
+
+    Examples
+    --------
+    >>> import seqtools
+    >>> list(seqtools.take([10, 11, 12], [2, 0]))
+    [12, 10]
+    """
+    return gather(sequence, indexes)
+
+
+class Concatenation(View):
+    """The items of several finite sequences, one after the other."""
+
+    __slots__ = ("_parts", "_table", "_fast")
+    _transient = ("_fast",)
+
+    def __init__(self, parts):
+        table = _indexing.OffsetTable([source_length(p) for p in parts])
+        View.__init__(self, table.total)
+        self._parts = parts
+        self._table = table
+        self._bind()
+
+    def _bind(self):
+        # The table finds the part and calls its getter in one C call.
+        self._table.set_getters([item_getter(p) for p in self._parts])
+        self._fast = self._table.read
+
+    def _getter(self):
+        return self._fast
+
+    def _get(self, i):
+        return self._fast(i)
+
+    def _set(self, i, value):
+        p, j = self._table.locate(i)
+        item_setter(self._parts[p])(j, value)
+
+    def _iter(self):
+        return itertools.chain.from_iterable(map(iter, self._parts))
+
+    def _locate_parts(self, indices):
+        """``(parts, local)`` int64 arrays for normalised item ``indices``."""
+        return self._table.locate_many(indices)
+
+
+def concatenate(sequences):
+    """Return a view of the items of ``sequences``, one sequence after the other.
+
+    Assigning an item writes it to the sequence that holds it. Nested
+    concatenations are flattened into one.
+
+    Parameters
+    ----------
+    sequences : iterable of sequences
+        Finite sequences (lists, arrays, memory-mapped arrays, views); empty ones
+        are allowed.
+
+    Returns
+    -------
+    View
+        A view of ``sum(len(s) for s in sequences)`` items.
+
+    Examples
+    --------
+    >>> import seqtools
+    >>> cat = seqtools.concatenate([[0, 1, 2, 3], [4, 5], [6, 7, 8]])
+    >>> len(cat), cat[4], cat[-1]
+    (9, 4, 8)
+    >>> list(cat[3:6])
+    [3, 4, 5]
+    """
+    if isinstance(sequences, (str, bytes)) or not hasattr(sequences, "__iter__"):
+        raise TypeError(
+            "concatenate expects an iterable of sequences, not "
+            f"{type(sequences).__name__}"
+        )
+    parts = []
+    for k, s in enumerate(sequences):
+        if type(s) is Concatenation:
+            parts.extend(s._parts)
+            continue
+        n = source_length(s, f"concatenate: sequence {k}")
+        if n is None:
+            raise ValueError(f"concatenate: sequence {k} is infinite")
+        parts.append(as_source(s))
+    return Concatenation(tuple(parts))
+
+
+class Collation(View):
+    """Tuples of the items with the same index in several sequences."""
+
+    __slots__ = ("_sources", "_fast")
+    _transient = ("_fast",)
+
+    def __init__(self, sources, n):
+        View.__init__(self, n)
+        self._sources = sources
+        self._bind()
+
+    def _bind(self):
+        self._fast = _tuple_getter(self._sources)
+
+    def _getter(self):
+        return self._fast
+
+    def _get(self, i):
+        return self._fast(i)
+
+    def _set(self, i, value):
+        if not hasattr(value, "__len__") or len(value) != len(self._sources):
+            raise ValueError(
+                f"collate: assign a sequence of {len(self._sources)} values, one per "
+                f"source, not {value!r}"
+            )
+        for s, v in zip(self._sources, value):
+            item_setter(s)(i, v)
+
+    def _iter(self):
+        # Each source iterates by its fastest path (views iterate faster than they
+        # index); the lengths are equal so zip does not truncate.
+        return zip(*self._sources)
+
+
+def _tuple_getter(sources):
+    """``i -> tuple(s[i] for s in sources)`` with as few calls as possible.
+
+    Two sources (data, labels) is the common case: spelled out, with a plain
+    subscript for non-view sources (cheaper than calling a bound ``__getitem__``).
+    """
+    getters = tuple(item_getter(s) for s in sources)
+    if len(sources) != 2:
+        return lambda i: tuple([get(i) for get in getters])
+    a, b = sources
+    ga, gb = getters
+    if isinstance(a, View):
+        if isinstance(b, View):
+            return lambda i: (ga(i), gb(i))
+        return lambda i: (ga(i), b[i])
+    if isinstance(b, View):
+        return lambda i: (a[i], gb(i))
+    return lambda i: (a[i], b[i])
+
+
+def collate(sequences):
+    """Return a view of tuples of the items of ``sequences`` with the same index.
+
+    Item ``k`` is ``(s[k] for s in sequences)`` as a tuple, read on demand.
+    Assigning an item takes one value per sequence and writes each to its sequence.
+
+    Parameters
+    ----------
+    sequences : iterable of sequences
+        At least one; all must have the same length (or all be infinite views).
+
+    Returns
+    -------
+    View
+        A view of ``len(sequences[0])`` tuples.
+
+    Raises
+    ------
+    ValueError
+        If no sequence is given or their lengths differ.
+
+    Examples
+    --------
+    >>> import seqtools
+    >>> arr = seqtools.collate([[1, 2, 3, 4], ['a', 'b', 'c', 'd'], [5, 6, 7, 8]])
+    >>> arr[2]
+    (3, 'c', 7)
+    >>> arr[-1] = (0, 'z', 0)
+    >>> arr[3]
+    (0, 'z', 0)
+    """
+    if isinstance(sequences, (str, bytes)) or not hasattr(sequences, "__iter__"):
+        raise TypeError(
+            f"collate expects an iterable of sequences, not {type(sequences).__name__}"
+        )
+    sources = tuple(as_source(s) for s in sequences)
+    if not sources:
+        raise ValueError("collate needs at least one sequence")
+    lengths = [
+        source_length(s, f"collate: sequence {k}") for k, s in enumerate(sources)
+    ]
+    if any(n != lengths[0] for n in lengths):
+        shown = ["inf" if n is None else n for n in lengths]
+        raise ValueError(f"collate: sequences have different lengths {shown}")
+    return Collation(sources, lengths[0])

@@ -1,0 +1,421 @@
+"""Views that regroup items: batches of ``k`` items, their inverse, and splits.
+
+:func:`batch` turns a sequence of items into a sequence of minibatches,
+:func:`unbatch` flattens a sequence of batches back into items, and :func:`split`
+cuts a sequence into parts. They sit between a dataset (list, array, memory-mapped
+chunks, other views) and a training loop; the index arithmetic runs in the
+``_indexmaps`` Cython kernels.
+"""
+
+import itertools
+import operator
+
+import numpy as np
+
+from . import _indexmaps
+from .core import SliceView, View
+from .errors import raise_evaluation_error
+
+__all__ = ["batch", "unbatch", "split"]
+
+# Sources whose native slicing returns a same-kind sequence (an ndarray slice is a
+# view, a View slice is a view); other sequences are sliced with a SliceView.
+_NATIVE_SLICING = (list, tuple, np.ndarray, View, range, str, bytes)
+
+
+def _length(seq, func, what="sequence"):
+    """``len(seq)`` for a finite sequence, or a TypeError saying what is wrong."""
+    if isinstance(seq, View):
+        if seq._n is None:
+            raise TypeError(
+                f"{func}() needs a finite {what}, but this {type(seq).__name__} has "
+                "no len() (an infinite view, or a uniter() without size); take a "
+                "finite slice first, e.g. seq[:1000]"
+            )
+        return seq._n
+    if not hasattr(seq, "__getitem__"):
+        raise TypeError(
+            f"{func}() needs an indexable {what}, got {type(seq).__name__}; "
+            "wrap iterables with seqtools.uniter"
+        )
+    try:
+        return len(seq)
+    except TypeError:
+        raise TypeError(
+            f"{func}() needs a {what} with a len(), got {type(seq).__name__}"
+        ) from None
+
+
+def _check_int(value, name, func, minimum):
+    try:
+        if isinstance(value, (float, bool)):
+            raise TypeError
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{func}(): {name} must be an integer, got {type(value).__name__} "
+            f"{value!r}"
+        ) from None
+    if value < minimum:
+        raise ValueError(f"{func}(): {name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _slice_of(seq, start, stop):
+    """Items ``start:stop`` of ``seq``, as the source's own type when it can slice."""
+    if isinstance(seq, _NATIVE_SLICING):
+        return seq[start:stop]
+    return SliceView(seq, start, 1, stop - start)
+
+
+def _write_items(seq, start, values, m):
+    """Write ``values[:m]`` over items ``start .. start + m - 1`` of ``seq``."""
+    if isinstance(seq, list):
+        # Same-size slice assignment: the list keeps its length.
+        seq[start : start + m] = list(itertools.islice(values, m))
+        return
+    if isinstance(seq, (np.ndarray, View)):
+        seq[start : start + m] = values[:m]
+        return
+    for j in range(m):
+        seq[start + j] = values[j]
+
+
+def _pad_batch(chunk, pad, missing):
+    """``chunk`` followed by ``missing`` copies of ``pad``, keeping its type."""
+    if isinstance(chunk, list):
+        return chunk + [pad] * missing
+    if isinstance(chunk, tuple):
+        return chunk + (pad,) * missing
+    if isinstance(chunk, np.ndarray):
+        out = np.empty((len(chunk) + missing,) + chunk.shape[1:], dtype=chunk.dtype)
+        out[: len(chunk)] = chunk
+        out[len(chunk) :] = pad
+        return out
+    return _PaddedView(chunk, pad, missing)
+
+
+class _PaddedView(View):
+    """Items of ``seq`` followed by ``missing`` copies of ``pad`` (read-only pad)."""
+
+    __slots__ = ("_seq", "_m", "_pad")
+
+    def __init__(self, seq, pad, missing):
+        self._m = len(seq)
+        View.__init__(self, self._m + missing)
+        self._seq = seq
+        self._pad = pad
+
+    def _get(self, i):
+        return self._seq[i] if i < self._m else self._pad
+
+    def _set(self, i, value):
+        if i >= self._m:
+            raise TypeError("padding items of a batch cannot be assigned")
+        self._seq[i] = value
+
+
+class BatchView(View):
+    """Batches of ``k`` consecutive items of a sequence (see :func:`batch`)."""
+
+    __slots__ = ("_seq", "_k", "_src_n", "_pad", "_collate")
+
+    def __init__(self, seq, k, drop_last, pad, collate_fn):
+        src_n = _length(seq, "batch")
+        View.__init__(self, _indexmaps.batch_count(src_n, k, drop_last))
+        self._seq = seq
+        self._k = k
+        self._src_n = src_n
+        self._pad = pad
+        self._collate = collate_fn
+
+    def _get(self, b):
+        start = b * self._k
+        stop = min(start + self._k, self._src_n)
+        chunk = _slice_of(self._seq, start, stop)
+        if self._pad is not None and stop - start < self._k:
+            chunk = _pad_batch(chunk, self._pad, self._k - (stop - start))
+        if self._collate is None:
+            return chunk
+        try:
+            return self._collate(chunk)
+        except Exception as exc:
+            raise_evaluation_error(self, b, exc)
+
+    def _set(self, b, values):
+        start = b * self._k
+        m = min(self._k, self._src_n - start)
+        try:
+            size = len(values)
+        except TypeError:
+            raise TypeError(
+                f"a batch must be assigned a sequence of items, got "
+                f"{type(values).__name__}"
+            ) from None
+        padded = self._pad is not None and m < self._k
+        if size != m and not (padded and size == self._k):
+            expected = f"{m}" + (f" (or {self._k} with padding)" if padded else "")
+            raise ValueError(
+                f"batch {b} holds {m} items but {size} values were assigned; "
+                f"assign exactly {expected} values"
+            )
+        _write_items(self._seq, start, values, m)
+
+
+def batch(seq, k, drop_last=False, pad=None, collate_fn=None):
+    """Return a view of a sequence in groups of ``k`` items.
+
+    Parameters
+    ----------
+    seq : Sequence
+        The items. Lists, tuples, arrays and views give batches of their own type
+        (a numpy batch is a view of the array); other sequences give lazy views.
+    k : int
+        Number of items per batch, ``>= 1``.
+    drop_last : bool, optional
+        Leave out the last batch when it holds fewer than ``k`` items (it then takes
+        precedence over `pad`).
+    pad : object, optional
+        Value used to fill the last batch up to ``k`` items; ``None`` (the default)
+        leaves it short.
+    collate_fn : callable, optional
+        Called on each batch of items to consolidate it, e.g. :func:`numpy.stack`.
+        Its failures raise :class:`~seqtools.EvaluationError` naming the batch.
+
+    Returns
+    -------
+    Sequence
+        ``ceil(len(seq) / k)`` batches (``floor`` with `drop_last`). Assigning a
+        batch writes its items into `seq`.
+
+    Raises
+    ------
+    TypeError
+        If `k` is not an integer or `seq` has no length.
+    ValueError
+        If `k` < 1.
+
+    Examples
+    --------
+    >>> import seqtools
+    >>> data = list(range(10))
+    >>> batches = seqtools.batch(data, 4, pad=-1)
+    >>> batches[0], batches[-1]
+    ([0, 1, 2, 3], [8, 9, -1, -1])
+    >>> len(seqtools.batch(data, 4, drop_last=True))
+    2
+    """
+    k = _check_int(k, "k (the batch size)", "batch", 1)
+    if collate_fn is not None and not callable(collate_fn):
+        raise TypeError(
+            f"batch(): collate_fn must be callable, got {type(collate_fn).__name__}"
+        )
+    return BatchView(seq, k, bool(drop_last), pad, collate_fn)
+
+
+class UnbatchView(View):
+    """The items of a sequence of batches, in order (see :func:`unbatch`)."""
+
+    __slots__ = ("_seq", "_bs", "_nb", "_last")
+
+    def __init__(self, seq, batch_size, last_batch_size):
+        nb = _length(seq, "unbatch", "sequence of batches")
+        n = 0 if nb == 0 else (nb - 1) * batch_size + last_batch_size
+        View.__init__(self, n)
+        self._seq = seq
+        self._bs = batch_size
+        self._nb = nb
+        self._last = last_batch_size
+
+    def _short_batch(self, b, exc):
+        size = self._last if b == self._nb - 1 else self._bs
+        raise ValueError(
+            f"unbatch(): batch {b} of the source has fewer than {size} items; check "
+            "batch_size and last_batch_size (the last batch may be shorter)"
+        ) from exc
+
+    def _get(self, i):
+        b, o = _indexmaps.unbatch_locate(i, self._n, self._bs)
+        try:
+            return self._seq[b][o]
+        except IndexError as exc:
+            self._short_batch(b, exc)
+
+    def _set(self, i, value):
+        b, o = _indexmaps.unbatch_locate(i, self._n, self._bs)
+        try:
+            self._seq[b][o] = value
+        except IndexError as exc:
+            self._short_batch(b, exc)
+
+    def _iter(self):
+        seq, nb = self._seq, self._nb
+        for b in range(nb):
+            size = self._last if b == nb - 1 else self._bs
+            count = 0
+            for count, item in enumerate(itertools.islice(seq[b], size), 1):  # noqa: B007
+                yield item
+            if count < size:
+                self._short_batch(b, None)
+
+
+def unbatch(seq, batch_size, last_batch_size=None):
+    """Return a view of the items of a sequence of batches, concatenated.
+
+    Reverses the effect of :func:`batch`.
+
+    Parameters
+    ----------
+    seq : Sequence of Sequence
+        The batches.
+    batch_size : int
+        Number of items of every batch but the last, ``>= 1``.
+    last_batch_size : int, optional
+        Number of items of the last batch, ``1 <= last_batch_size <= batch_size``;
+        ``None`` (the default) means `batch_size`. Items past these sizes (padding)
+        are left out.
+
+    Returns
+    -------
+    Sequence
+        A view of ``(len(seq) - 1) * batch_size + last_batch_size`` items. Assigning
+        an item writes it into its batch.
+
+    Raises
+    ------
+    TypeError
+        If a size is not an integer or `seq` has no length.
+    ValueError
+        If a size is out of range. Reading from a batch shorter than announced also
+        raises ValueError.
+
+    Examples
+    --------
+    >>> import seqtools
+    >>> batches = [[0, 1, 2], [3, 4, 5], [6, -1, -1]]
+    >>> list(seqtools.unbatch(batches, 3, last_batch_size=1))
+    [0, 1, 2, 3, 4, 5, 6]
+    """
+    batch_size = _check_int(batch_size, "batch_size", "unbatch", 1)
+    if last_batch_size is None:
+        last_batch_size = batch_size
+    else:
+        last_batch_size = _check_int(last_batch_size, "last_batch_size", "unbatch", 1)
+        if last_batch_size > batch_size:
+            raise ValueError(
+                f"unbatch(): last_batch_size ({last_batch_size}) cannot exceed "
+                f"batch_size ({batch_size})"
+            )
+    return UnbatchView(seq, batch_size, last_batch_size)
+
+
+class SplitView(View):
+    """Parts ``seq[starts[p]:stops[p]]`` of a sequence (see :func:`split`)."""
+
+    __slots__ = ("_seq", "_starts", "_stops")
+
+    def __init__(self, seq, starts, stops):
+        View.__init__(self, len(starts))
+        self._seq = seq
+        self._starts = starts.tolist()
+        self._stops = stops.tolist()
+
+    def _get(self, p):
+        return _slice_of(self._seq, self._starts[p], self._stops[p])
+
+    def _set(self, p, values):
+        start, stop = self._starts[p], self._stops[p]
+        try:
+            size = len(values)
+        except TypeError:
+            raise TypeError(
+                f"a part must be assigned a sequence of items, got "
+                f"{type(values).__name__}"
+            ) from None
+        if size != stop - start:
+            raise ValueError(
+                f"part {p} holds {stop - start} items but {size} values were "
+                "assigned; parts cannot change size"
+            )
+        _write_items(self._seq, start, values, size)
+
+
+def split(seq, edges):
+    """Split a sequence into a succession of parts.
+
+    Parameters
+    ----------
+    seq : Sequence
+        The sequence to cut. Lists, tuples, arrays and views give parts of their own
+        type; other sequences give lazy views.
+    edges : int, Sequence of int, or Sequence of (int, int)
+        How to cut:
+
+        - an int ``m >= 0``: ``m`` cuts into ``m + 1`` parts of equal size, which
+          must divide ``len(seq)``;
+        - cut points: non-decreasing indices in ``[0, len(seq)]``, the beginning
+          and the end being implicit (equal cuts give empty parts);
+        - ``(start, stop)`` pairs with ``0 <= start <= stop <= len(seq)``, in any
+          order, possibly overlapping.
+
+    Returns
+    -------
+    Sequence
+        A view of the parts. Assigning a part writes its items into `seq`.
+
+    Raises
+    ------
+    TypeError
+        If `edges` holds non-integers or `seq` has no length.
+    ValueError
+        If a cut point or a pair is out of range, cut points decrease, or the
+        number of parts does not divide the length.
+
+    Examples
+    --------
+    >>> import seqtools
+    >>> data = list(range(10))
+    >>> list(seqtools.split(data, [4, 6]))
+    [[0, 1, 2, 3], [4, 5], [6, 7, 8, 9]]
+    >>> list(seqtools.split(data, [(0, 2), (5, 8)]))
+    [[0, 1], [5, 6, 7]]
+    >>> list(seqtools.split(data, 1))
+    [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    """
+    n = _length(seq, "split")
+    if isinstance(edges, (float, bool)):
+        raise TypeError(
+            f"split(): edges must be an int, cut points or (start, stop) pairs, "
+            f"got {type(edges).__name__}"
+        )
+    scalar = not isinstance(edges, np.ndarray) or edges.ndim == 0
+    if scalar and hasattr(edges, "__index__"):
+        cuts = _check_int(edges, "edges (a number of cuts)", "split", 0)
+        parts = cuts + 1
+        if n % parts:
+            raise ValueError(
+                f"split(): {cuts} cuts make {parts} parts, which does not divide the "
+                f"{n} items; pass explicit cut points for unequal parts"
+            )
+        size = n // parts
+        starts = np.arange(parts, dtype=np.int64) * size
+        return SplitView(seq, starts, starts + size)
+    try:
+        arr = np.asarray(edges)
+    except ValueError:  # ragged
+        arr = np.asarray(edges, dtype=object)
+    if arr.dtype == bool or (arr.size and arr.dtype.kind not in "iu"):
+        raise TypeError(
+            "split(): edges must be integer cut points or (start, stop) pairs of "
+            f"integers, got {edges!r}"
+        )
+    if arr.ndim == 1:
+        starts, stops = _indexmaps.split_bounds_from_cuts(arr, n)
+    elif arr.ndim == 2 and arr.shape[1] == 2:
+        starts, stops = _indexmaps.split_check_pairs(arr[:, 0], arr[:, 1], n)
+    else:
+        raise ValueError(
+            "split(): edges must be a 1-D sequence of cut points or a sequence of "
+            f"(start, stop) pairs, got an array of shape {arr.shape}"
+        )
+    return SplitView(seq, starts, stops)

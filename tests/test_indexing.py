@@ -1,0 +1,432 @@
+"""arange, gather/take, concatenate and collate against Python list semantics.
+
+Hypothesis runs derandomized (a fixed seed), so a failure replays identically.
+"""
+
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import seqtools
+from seqtools import arange, collate, concatenate, gather, take
+from seqtools.core import SliceView, View
+from seqtools.indexing import Concatenation, Gathering
+
+view_settings = settings(max_examples=120, deadline=None, derandomize=True)
+
+slice_bound = st.one_of(st.none(), st.integers(-25, 25))
+slices = st.builds(
+    slice,
+    slice_bound,
+    slice_bound,
+    st.one_of(st.none(), st.integers(-4, 4).filter(bool)),
+)
+
+
+class Counting(View):
+    """An infinite view of the naturals."""
+
+    def __init__(self):
+        View.__init__(self, None)
+
+    def _get(self, i):
+        return i
+
+
+def check_like_list(view, ref):
+    """Length, items (positive and negative keys), iteration and errors."""
+    assert len(view) == len(ref)
+    assert list(view) == ref
+    assert [view[i] for i in range(len(ref))] == ref
+    assert [view[-i - 1] for i in range(len(ref))] == ref[::-1]
+    for key in (len(ref), -len(ref) - 1):
+        with pytest.raises(IndexError):
+            view[key]
+
+
+def apply_ops(data, view, ref):
+    """Apply a random chain of slices and gathers to a view and to a list."""
+    for _ in range(data.draw(st.integers(0, 4))):
+        if data.draw(st.booleans()):
+            s = data.draw(slices)
+            view, ref = view[s], ref[s]
+        else:
+            n = len(ref)
+            idx = data.draw(st.lists(st.integers(-n, n - 1), max_size=12)) if n else []
+            view, ref = gather(view, idx), [ref[i] for i in idx]
+    return view, ref
+
+
+# -- properties against lists --------------------------------------------------------
+
+
+@view_settings
+@given(data=st.data(), n=st.integers(0, 30))
+def test_gather_and_slices_behave_like_lists(data, n):
+    ref = [f"x{i}" for i in range(n)]
+    source = data.draw(st.sampled_from(["list", "array", "view"]))
+    base = {"list": list(ref), "array": np.array(ref), "view": gather(ref, range(n))}
+    view, expected = apply_ops(data, base[source], list(ref))
+    if isinstance(view, View):
+        check_like_list(view, expected)
+        # Stacks of index-only views collapse onto the innermost source.
+        if isinstance(view, (Gathering, SliceView)):
+            assert not isinstance(view._base, (Gathering, SliceView))
+    else:
+        assert list(view) == expected
+
+
+@view_settings
+@given(data=st.data(), parts=st.lists(st.integers(0, 6), max_size=5))
+def test_concatenate_behaves_like_lists(data, parts):
+    chunks, start = [], 0
+    for k, size in enumerate(parts):
+        chunk = list(range(start, start + size))
+        chunks.append(chunk if k % 2 else np.array(chunk, dtype=np.int64))
+        start += size
+    ref = list(range(start))
+    view = concatenate(chunks)
+    check_like_list(view, ref)
+    view, ref = apply_ops(data, view, ref)
+    check_like_list(view, ref)
+
+
+@view_settings
+@given(data=st.data(), n=st.integers(0, 20))
+def test_collate_behaves_like_zip(data, n):
+    a, b, c = list(range(n)), [f"s{i}" for i in range(n)], np.arange(n) * 2
+    view = collate([a, b, c])
+    ref = list(zip(a, b, c.tolist()))
+    check_like_list(view, ref)
+    view2 = collate([a, b])
+    check_like_list(view2, list(zip(a, b)))
+    view, ref = apply_ops(data, view, ref)
+    check_like_list(view, ref)
+
+
+@view_settings
+@given(
+    args=st.tuples(
+        st.integers(-20, 20), st.integers(-20, 20), st.integers(-5, 5)
+    ).filter(lambda t: t[2] != 0),
+    s1=slices,
+    s2=slices,
+)
+def test_arange_behaves_like_range(args, s1, s2):
+    view, ref = arange(*args), list(range(*args))
+    check_like_list(view, ref)
+    check_like_list(view[s1], ref[s1])
+    check_like_list(view[s1][s2], ref[s1][s2])
+
+
+# -- construction and collapse -------------------------------------------------------
+
+
+def test_arange_signatures():
+    assert list(arange(4)) == [0, 1, 2, 3]
+    assert list(arange(2, 5)) == [2, 3, 4]
+    assert list(arange(10, 2, -3)) == [10, 7, 4]
+    assert list(arange(np.int32(3))) == [0, 1, 2]
+    with pytest.raises(TypeError):
+        arange(4.0)
+    with pytest.raises(ValueError):
+        arange(0, 4, 0)
+    assert type(arange(10)[::-2]) is type(arange(1))
+
+
+def test_gather_collapses_to_one_index_array():
+    data = list(range(100))
+    g = gather(gather(data[::-1], [5, 3, 99]), [2, 0, -1])
+    assert list(g) == [0, 94, 0]
+    assert type(g) is Gathering and g._base is not None and g._base == data[::-1]
+
+    arr = np.arange(100)
+    g = gather(arr[10:90][::3], [0, -1])  # numpy slices stay numpy
+    assert list(g) == [10, 88]
+
+    col = collate([arr, data])
+    g = gather(col[:-10][::-2], [0, 1, -1])
+    assert type(g) is Gathering and g._base is col
+    assert g.indices.tolist() == [89, 87, 1]
+    assert g[0] == (89, 89)
+
+    sub = g[1:]
+    assert type(sub) is Gathering and sub._base is col
+    assert list(sub) == [(87, 87), (1, 1)]
+
+    g2 = gather(sub, [1, 1])
+    assert g2._base is col and g2.indices.tolist() == [1, 1]
+
+
+def test_gather_index_types():
+    data = list("abcdef")
+    for idx in (
+        np.array([5, 0], dtype=np.uint8),
+        np.array([-1, 0], dtype=np.int16),
+        np.array([5, 0], dtype=">i8"),
+        [np.int64(5), 0],
+        range(5, -1, -5),
+        arange(5, -1, -5),
+    ):
+        assert list(gather(data, idx)) == ["f", "a"]
+
+
+@pytest.mark.parametrize(
+    "idx, exc, match",
+    [
+        ([0, 6], IndexError, "index 6 at position 1"),
+        (np.array([0, -7]), IndexError, "index -7 at position 1"),
+        ([0.0], TypeError, "position 0"),
+        (np.array([True] * 6), TypeError, "boolean"),
+        (np.zeros((2, 1), dtype=int), ValueError, "one-dimensional"),
+    ],
+)
+def test_gather_rejects_bad_indices_at_construction(idx, exc, match):
+    with pytest.raises(exc, match=match):
+        gather(list("abcdef"), idx)
+
+
+def test_gather_rejects_non_sequences():
+    with pytest.raises(TypeError):
+        gather(iter([1, 2]), [0])
+    with pytest.raises(TypeError):
+        gather(3, [0])
+
+
+def test_gather_keeps_its_own_indices():
+    idx = np.array([0, 1])
+    g = gather([10, 11], idx)
+    idx[0] = 1
+    assert list(g) == [10, 11]
+
+
+def test_take_is_gather():
+    assert list(take([1, 2, 3], [2, 2])) == [3, 3]
+
+
+def test_gather_of_infinite_view():
+    g = gather(Counting(), [10**12, 3])
+    assert list(g) == [10**12, 3]
+    with pytest.raises(IndexError, match="infinite"):
+        gather(Counting(), [-1])
+    g = gather(Counting()[5::2], [0, 3])
+    assert list(g) == [5, 11] and type(g._base) is Counting
+
+
+def test_concatenate_flattens_and_accepts_empty():
+    a, b = [1, 2], [3]
+    cat = concatenate([concatenate([a, []]), b, concatenate([])])
+    assert type(cat) is Concatenation and len(cat._parts) == 3
+    assert list(cat) == [1, 2, 3]
+    assert len(concatenate([])) == 0 and list(concatenate([])) == []
+    assert list(concatenate(iter([a, b]))) == [1, 2, 3]
+    assert list(concatenate([a, gather(b, [0, 0])])) == [1, 2, 3, 3]
+
+
+@pytest.mark.parametrize(
+    "arg, exc",
+    [
+        (3, TypeError),
+        ([1, 2], TypeError),
+        ("ab", TypeError),
+        ([[1], Counting()], ValueError),
+    ],
+)
+def test_concatenate_errors(arg, exc):
+    with pytest.raises(exc):
+        concatenate(arg)
+
+
+def test_collate_errors():
+    with pytest.raises(ValueError, match="at least one"):
+        collate([])
+    with pytest.raises(ValueError, match=r"different lengths \[3, 2\]"):
+        collate([[1, 2, 3], [1, 2]])
+    with pytest.raises(TypeError):
+        collate([1, 2])
+    c = collate([Counting(), Counting()])
+    assert c[10**9] == (10**9, 10**9)
+    with pytest.raises(TypeError, match="infinite"):
+        len(c)
+
+
+# -- indexing with numpy keys --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "view",
+    [
+        gather(list(range(10)), range(10)),
+        concatenate([[0, 1, 2], range(3, 10)]),
+        arange(10),
+        collate([list(range(10))])[:],
+    ],
+)
+def test_numpy_keys(view):
+    def plain(x):
+        return x[0] if isinstance(x, tuple) else x
+
+    assert plain(view[np.int64(-1)]) == 9
+    assert plain(view[np.uint8(3)]) == 3
+    assert plain(view[np.array(4)]) == 4
+    sub = view[np.array([9, -10, 2], dtype=np.int32)]
+    assert [plain(x) for x in sub] == [9, 0, 2]
+    with pytest.raises(IndexError, match="position 0"):
+        view[np.array([10])]
+    for key in (1.0, "1", [1], None, np.float32(1)):
+        with pytest.raises(TypeError):
+            view[key]
+    with pytest.raises(IndexError):
+        view[2**70]
+
+
+# -- assignment ----------------------------------------------------------------------
+
+
+def test_gather_writes_through():
+    data = list(range(6))
+    g = gather(data, [5, 0, 2])
+    g[0] = "a"
+    g[-1] = "b"
+    g[1:][::-1] = ["c", "d"]
+    assert data == ["d", 1, "c", 3, 4, "a"]
+    g[np.array([0, 0])] = ["x", "y"]
+    assert data[5] == "y"
+    arr = np.zeros(4)
+    gather(arr, [3, 1])[:] = [1.0, 2.0]
+    assert arr.tolist() == [0.0, 2.0, 0.0, 1.0]
+
+
+def test_concatenate_writes_through():
+    a, b = [0, 1], np.zeros(3, dtype=int)
+    cat = concatenate([a, [], b])
+    cat[1] = 7
+    cat[-1] = 8
+    cat[1:4] = [4, 5, 6]
+    assert a == [0, 4] and b.tolist() == [5, 6, 8]
+    with pytest.raises(TypeError, match="does not support item assignment"):
+        concatenate([(1, 2)])[0] = 3
+
+
+def test_collate_writes_one_value_per_source():
+    a, b = [1, 2, 3], ["a", "b", "c"]
+    c = collate([a, b])
+    c[0] = (10, "x")
+    c[1:][::-1] = [(30, "z"), (20, "y")]
+    assert a == [10, 20, 30] and b == ["x", "y", "z"]
+    for bad in ((1,), (1, 2, 3), 5):
+        with pytest.raises(ValueError, match="one per source"):
+            c[0] = bad
+
+
+def test_assignment_errors():
+    with pytest.raises(TypeError, match="read-only"):
+        arange(3)[0] = 1
+    with pytest.raises(TypeError, match="read-only"):
+        arange(3)[1:][0] = 1
+    g = gather([1, 2, 3], [0, 1])
+    with pytest.raises(ValueError, match="cannot change size"):
+        g[:] = [1]
+    with pytest.raises(IndexError):
+        g[2] = 0
+    with pytest.raises(TypeError):
+        g["a"] = 0
+
+
+# -- memory-mapped sources -----------------------------------------------------------
+
+
+@pytest.fixture
+def chunks(tmp_path):
+    rng = np.random.default_rng(0)
+    out = []
+    for k, n in enumerate([50, 30, 20]):
+        path = tmp_path / f"chunk{k}.npy"
+        np.save(path, rng.standard_normal((n, 16)))
+        out.append(np.load(path, mmap_mode="r"))
+    return out
+
+
+def test_memmap_items_are_plain_arrays(chunks):
+    cat = concatenate(chunks)
+    full = np.concatenate(chunks)
+    assert type(cat[0]) is np.ndarray
+    assert np.array_equal(cat[57], full[57])
+    g = gather(chunks[0], [3])
+    assert type(g[0]) is np.ndarray and np.array_equal(g[0], chunks[0][3])
+
+
+def test_views_pickle_memmaps_by_reference(chunks):
+    labels = np.arange(100)
+    stack = gather(collate([concatenate(chunks), labels])[:-10], np.arange(90)[::-1])
+    blob = pickle.dumps(stack)
+    assert len(blob) < 3000  # the data itself is 100 * 16 * 8 = 12800 bytes
+    clone = pickle.loads(blob)
+    for i in (0, 5, 89):
+        assert np.array_equal(clone[i][0], stack[i][0]) and clone[i][1] == stack[i][1]
+    assert type(clone._base._sources[0]._parts[1].base) is np.memmap
+
+
+def test_memmap_reference_keeps_offset_strides_and_mode(tmp_path):
+    path = tmp_path / "data.npy"
+    np.save(path, np.arange(600, dtype=np.float32).reshape(20, 30))
+    mm = np.load(path, mmap_mode="r+")
+    for sub in (mm[3:7], mm[::-2, 5:1:-2], mm.T[4], mm[7:8, 29]):
+        g = gather(sub, range(len(sub)))
+        blob = pickle.dumps(g)
+        assert len(blob) < 1500
+        clone = pickle.loads(blob)
+        assert np.array_equal(np.array(list(clone)), np.asarray(sub))
+    # Same file, shared mapping: a write through one is seen by the other.
+    clone = pickle.loads(pickle.dumps(concatenate([mm[2:4]])))
+    mm[3, 0] = -1.0
+    mm.flush()
+    assert clone[1][0] == -1.0
+    clone[0][1] = -2.0  # 'r+' is kept
+    assert mm[2, 1] == -2.0
+
+
+def test_plain_arrays_pickle_by_value():
+    arr = np.arange(10)
+    clone = pickle.loads(pickle.dumps(gather(arr, [1, 2])))
+    arr[1] = 100
+    assert list(clone) == [1, 2]
+
+
+def test_views_pickle():
+    data = list(range(10))
+    for view in (
+        gather(data, [3, 1]),
+        concatenate([data, data[:2]])[::-3],
+        collate([data, data]),
+        collate([data, data, data]),
+        arange(3, 9)[1:],
+        take(Counting(), [4]),
+    ):
+        clone = pickle.loads(pickle.dumps(view))
+        assert list(clone) == list(view)
+        assert clone[0] == view[0]
+
+
+def test_large_gather_iteration():
+    data = np.arange(20_000)
+    idx = np.random.default_rng(1).permutation(20_000)
+    assert np.array_equal(np.fromiter(gather(data, idx), dtype=np.int64), idx)
+
+
+def test_locate_maps_to_innermost_source():
+    data = list(range(50))
+    g = gather(data, [10, 20, 30])[::-1]
+    src, idx = g._locate(np.array([0, 2], dtype=np.int64))
+    assert src is data and idx.tolist() == [30, 10]
+    cat = concatenate([data, data])
+    parts, local = cat._locate_parts(np.array([0, 49, 50, 99]))
+    assert parts.tolist() == [0, 0, 1, 1] and local.tolist() == [0, 49, 0, 49]
+
+
+def test_public_names():
+    for name in ("arange", "gather", "take", "concatenate", "collate"):
+        assert name in seqtools.__all__ and callable(getattr(seqtools, name))
