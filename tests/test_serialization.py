@@ -108,8 +108,11 @@ def test_fresh_process(script, tmp_path):
         print(f(1), g(2))
         """
     )
+    # cwd: a `python -c` child puts its working folder first on sys.path, where a
+    # source checkout's uncompiled seqtools/ would shadow the installed package.
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        cwd=tmp_path,
     )
     assert out.stdout.split() == ["4", "6"]
 
