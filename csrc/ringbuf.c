@@ -44,10 +44,17 @@ typedef struct {
     char _pad[SQ_BLOCK_HEADER - 24];
 } sq_block;
 
+/* sq_slot.asleep: what the worker is sleeping in, so that sq_worker_reset can take
+ * back the counts of a worker SIGKILLed in its sleep (otherwise space_waiters
+ * never returned to zero).  Set after the counts go up and cleared before they go
+ * down: a death in between leaves a count too high (harmless), never too low. */
+enum { SLOT_AWAKE = 0, SLOT_IN_CLAIM = 1, SLOT_IN_RESERVE = 2 };
+
 typedef struct {
     int64_t task;    /* current task index, -1 when idle */
     uint64_t epoch;  /* epoch of the current task */
-    char _pad[48];
+    uint32_t asleep; /* SLOT_*, written by the worker */
+    char _pad[44];
 } sq_slot;
 
 struct sq_ring {
@@ -130,12 +137,14 @@ static void futex_wake(_Atomic uint32_t *word);
  * or `deadline` passes, then retake the lock.  The counter is read under the lock
  * and bumped under the lock, so no wake-up is lost. */
 static void ring_wait(sq_ring *r, _Atomic uint32_t *word, uint32_t *sleepers,
-                      const struct timespec *deadline) {
+                      uint32_t *asleep, uint32_t how, const struct timespec *deadline) {
     uint32_t seen = atomic_load(word);
     (*sleepers)++;
+    if (asleep) *asleep = how;
     ring_unlock(r);
     futex_wait(word, seen, deadline);
     ring_lock(r);
+    if (asleep) *asleep = SLOT_AWAKE;
     (*sleepers)--;
 }
 
@@ -209,6 +218,16 @@ int sq_ring_init(void *region, int nworkers, int qlen, uint64_t capacity) {
     r->data_offset = sq_ring_header_size(nworkers, qlen);
     r->capacity = capacity;
     r->death_index = -1;
+    /* A data area sized now starts as one free block, as sq_ring_set_capacity
+     * makes it; without it ring_alloc met a zero-sized block and spun forever
+     * under the lock. */
+    if (capacity != 0) {
+        sq_block *b = block_at(r, 0);
+        b->size = capacity;
+        b->state = BLK_FREE;
+        b->worker = -1;
+        b->magic = 0;
+    }
     sq_slot *slots = ring_slots(r);
     for (int w = 0; w < nworkers; w++) {
         slots[w].task = -1;
@@ -217,7 +236,10 @@ int sq_ring_init(void *region, int nworkers, int qlen, uint64_t capacity) {
 
     if (pthread_mutexattr_init(&ma) != 0) return SQ_ESYS;
     if (pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED) != 0) goto fail;
-#ifdef PTHREAD_MUTEX_ROBUST
+    /* Not `#ifdef PTHREAD_MUTEX_ROBUST`: glibc declares it as an enum constant,
+     * not a macro, so that test silently left the mutex non-robust and a producer
+     * killed holding it wedged every process.  macOS has no robust mutexes. */
+#ifndef __APPLE__
     if (pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST) != 0) goto fail;
 #endif
     if (pthread_mutex_init(&r->lock, &ma) != 0) goto fail;
@@ -313,6 +335,9 @@ int sq_ring_reserve(sq_ring *r, int worker, uint64_t nbytes, double timeout,
     uint64_t need = align_up(nbytes, SQ_ALIGN) + SQ_BLOCK_HEADER;
 
     if (worker < 0 || worker >= r->nworkers || offset == NULL) return SQ_EINVAL;
+    /* Near UINT64_MAX the rounding above wraps round to a small `need`, which
+     * would pass the size check and hand out a block far smaller than asked. */
+    if (nbytes > UINT64_MAX - SQ_ALIGN - SQ_BLOCK_HEADER) return SQ_ETOOBIG;
     deadline_after(timeout, &deadline);
     rc = ring_lock(r);
     if (rc != SQ_OK) return rc;
@@ -342,7 +367,8 @@ int sq_ring_reserve(sq_ring *r, int worker, uint64_t nbytes, double timeout,
             break;
         }
         r->space_waiters++;
-        ring_wait(r, &r->space_seq, &r->space_sleepers, &deadline);
+        ring_wait(r, &r->space_seq, &r->space_sleepers, &ring_slots(r)[worker].asleep,
+                  SLOT_IN_RESERVE, &deadline);
         r->space_waiters--;
     }
     ring_unlock(r);
@@ -448,7 +474,7 @@ int sq_ring_pop(sq_ring *r, double timeout, sq_entry *out, uint64_t *requested) 
             rc = SQ_TIMEOUT;
             break;
         }
-        ring_wait(r, &r->ready_seq, &r->ready_sleepers, &deadline);
+        ring_wait(r, &r->ready_seq, &r->ready_sleepers, NULL, 0, &deadline);
     }
     ring_unlock(r);
     return rc;
@@ -507,6 +533,11 @@ int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths) {
     /* Free what it reserved and never committed. */
     rc = free_reserved(r, worker);
     sq_slot *s = &ring_slots(r)[worker];
+    if (s->asleep != SLOT_AWAKE) { /* it died asleep: take back its counts */
+        if (r->space_sleepers > 0) r->space_sleepers--;
+        if (s->asleep == SLOT_IN_RESERVE && r->space_waiters > 0) r->space_waiters--;
+        s->asleep = SLOT_AWAKE;
+    }
     if (s->task >= 0 && s->epoch == r->epoch) {
         if (r->n_retry >= SQ_RETRY_MAX) {
             rc = SQ_EFULL;
@@ -560,7 +591,8 @@ int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
             rc = SQ_TIMEOUT;
             break;
         }
-        ring_wait(r, &r->space_seq, &r->space_sleepers, &deadline);
+        ring_wait(r, &r->space_seq, &r->space_sleepers, &ring_slots(r)[worker].asleep,
+                  SLOT_IN_CLAIM, &deadline);
     }
     ring_unlock(r);
     return rc;

@@ -1,0 +1,1160 @@
+/*
+ * test_ringbuf.c: stand-alone tests of the shared-memory ring (ringbuf.c), with
+ * real processes sharing a MAP_SHARED|MAP_ANONYMOUS region.  No Python.
+ *
+ * It includes ringbuf.c itself (white-box): the tests can walk the block list
+ * under the header mutex to check the allocator's invariants, and can take the
+ * mutex directly to kill a process that provably holds it.
+ *
+ * Each test runs in its own forked process group under an alarm, so a crash or a
+ * deadlock fails that test only.  Usage: test_ringbuf [substring-of-test-name].
+ * Prints one line per test and "ringbuf: N passed, M failed"; exits 1 on failure.
+ * Random tests print their seed; replay with SQ_TEST_SEED=<seed>.
+ */
+#include "ringbuf.c"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#define TEST_ALARM 60 /* seconds: a safety net against deadlocks, not a timing test */
+#define LONG_WAIT 20.0 /* timeouts that must never expire in a passing run */
+
+static int g_fail; /* CHECK failures in this process */
+
+#define CHECK(cond)                                                                 \
+    do {                                                                            \
+        if (!(cond)) {                                                              \
+            fprintf(stderr, "  %s:%d: %s: CHECK(%s) failed\n", __FILE__, __LINE__,  \
+                    __func__, #cond);                                               \
+            g_fail++;                                                               \
+        }                                                                           \
+    } while (0)
+
+#define CHECK_EQ(a, b)                                                              \
+    do {                                                                            \
+        long long a_ = (long long)(a), b_ = (long long)(b);                         \
+        if (a_ != b_) {                                                             \
+            fprintf(stderr, "  %s:%d: %s: %s == %lld, expected %s == %lld\n",       \
+                    __FILE__, __LINE__, __func__, #a, a_, #b, b_);                  \
+            g_fail++;                                                               \
+        }                                                                           \
+    } while (0)
+
+/* ---------------------------------------------------------------- helpers ---- */
+
+static size_t g_map_size;
+
+/* A fresh zeroed shared region holding a ring; unmapped when the test exits. */
+static sq_ring *ring_new(int nworkers, int qlen, uint64_t capacity, uint64_t max_capacity) {
+    size_t hdr = sq_ring_header_size(nworkers, qlen);
+    g_map_size = hdr + max_capacity;
+    void *p = mmap(NULL, g_map_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                   -1, 0);
+    if (p == MAP_FAILED) {
+        perror("mmap");
+        exit(2);
+    }
+    if (sq_ring_init(p, nworkers, qlen, capacity) != SQ_OK) {
+        fprintf(stderr, "sq_ring_init failed\n");
+        exit(2);
+    }
+    return (sq_ring *)p;
+}
+
+/* Child processes run fn(arg) and exit with 0 iff no CHECK failed. */
+static pid_t spawn(void (*fn)(sq_ring *, int), sq_ring *r, int arg) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        exit(2);
+    }
+    if (pid == 0) {
+        g_fail = 0;
+        fn(r, arg);
+        _exit(g_fail ? 1 : 0);
+    }
+    return pid;
+}
+
+/* Reap pid; true if it exited with status 0. */
+static int reap_ok(pid_t pid) {
+    int st;
+    if (waitpid(pid, &st, 0) != pid) return 0;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return 1;
+    fprintf(stderr, "  child %d: %s %d\n", (int)pid,
+            WIFEXITED(st) ? "exit status" : "killed by signal",
+            WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    return 0;
+}
+
+static void kill_reap(pid_t pid) {
+    int st;
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+}
+
+static void sleep_ms(double ms) {
+    struct timespec ts = {(time_t)(ms / 1000), (long)((ms - 1000 * (long)(ms / 1000)) * 1e6)};
+    nanosleep(&ts, NULL);
+}
+
+static sq_stats stats(sq_ring *r) {
+    sq_stats s;
+    memset(&s, 0xff, sizeof s);
+    CHECK_EQ(sq_ring_stats(r, &s), SQ_OK);
+    return s;
+}
+
+/* White-box reads of header fields, under the lock. */
+static uint32_t space_sleepers(sq_ring *r) {
+    ring_lock(r);
+    uint32_t n = r->space_sleepers;
+    ring_unlock(r);
+    return n;
+}
+
+static uint32_t ready_sleepers(sq_ring *r) {
+    ring_lock(r);
+    uint32_t n = r->ready_sleepers;
+    ring_unlock(r);
+    return n;
+}
+
+/* Poll (as a safety net, up to LONG_WAIT s) until fn(r) == want; true if reached. */
+static int wait_for(uint64_t (*fn)(sq_ring *), sq_ring *r, uint64_t want) {
+    for (int i = 0; i < (int)(LONG_WAIT * 1000); i++) {
+        if (fn(r) == want) return 1;
+        sleep_ms(1);
+    }
+    return 0;
+}
+static uint64_t n_space_waiters(sq_ring *r) { return stats(r).space_waiters; }
+static uint64_t n_space_sleepers(sq_ring *r) { return space_sleepers(r); }
+static uint64_t n_ready_sleepers(sq_ring *r) { return ready_sleepers(r); }
+
+
+/* The allocator's invariants, checked under the lock: the blocks tile the data
+ * area exactly, none crosses its end, live ones carry their position in their
+ * magic, the counters match the block states, and the cursor names a block. */
+static void check_invariants(sq_ring *r) {
+    CHECK_EQ(ring_lock(r), SQ_OK);
+    CHECK(r->q_write - r->q_read <= (uint64_t)r->qlen);
+    if (r->capacity != 0) {
+        uint64_t n_res = 0, n_com = 0, used = 0, pos = 0;
+        int cursor_ok = r->cursor == 0;
+        while (pos < r->capacity) {
+            sq_block *b = block_at(r, pos);
+            int live = b->state == BLK_RESERVED || b->state == BLK_COMMITTED;
+            if (b->size < SQ_BLOCK_HEADER || b->size % SQ_ALIGN ||
+                (b->state != BLK_FREE && !live) || (live && b->magic != (SQ_MAGIC ^ pos))) {
+                fprintf(stderr, "  bad block at %llu: size %llu state %u magic ok %d\n",
+                        (unsigned long long)pos, (unsigned long long)b->size, b->state,
+                        b->magic == (SQ_MAGIC ^ pos));
+                g_fail++;
+                break;
+            }
+            n_res += b->state == BLK_RESERVED;
+            n_com += b->state == BLK_COMMITTED;
+            used += live ? b->size : 0;
+            cursor_ok |= r->cursor == pos;
+            pos += b->size;
+        }
+        CHECK_EQ(pos, r->capacity);
+        CHECK(cursor_ok);
+        CHECK_EQ(used, r->used);
+        CHECK_EQ(n_res, r->n_reserved);
+        CHECK_EQ(n_com, r->n_committed + r->n_popped);
+    }
+    ring_unlock(r);
+}
+
+static void check_idle(sq_ring *r) {
+    sq_stats s = stats(r);
+    CHECK_EQ(s.used, 0);
+    CHECK_EQ(s.reserved, 0);
+    CHECK_EQ(s.committed, 0);
+    CHECK_EQ(s.popped, 0);
+    CHECK_EQ(s.space_waiters, 0);
+    check_invariants(r);
+}
+
+/* Deterministic bytes for block (worker, seq): splitmix64 stream. */
+static uint64_t mix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static void pattern_fill(unsigned char *p, uint64_t n, uint64_t worker, uint64_t seq) {
+    uint64_t x = worker << 40 ^ seq;
+    for (uint64_t i = 0; i < n; i += 8) {
+        uint64_t v = mix64(&x);
+        memcpy(p + i, &v, n - i < 8 ? n - i : 8);
+    }
+}
+
+static int pattern_ok(const unsigned char *p, uint64_t n, uint64_t worker, uint64_t seq) {
+    uint64_t x = worker << 40 ^ seq;
+    for (uint64_t i = 0; i < n; i += 8) {
+        uint64_t v = mix64(&x);
+        if (memcmp(p + i, &v, n - i < 8 ? n - i : 8) != 0) return 0;
+    }
+    return 1;
+}
+
+static uint64_t g_seed;
+static uint64_t rnd(uint64_t n) { return mix64(&g_seed) % n; }
+
+/* Reserve, retrying on SQ_TIMEOUT for up to LONG_WAIT seconds. */
+static int reserve(sq_ring *r, int w, uint64_t nbytes, uint64_t *off) {
+    int rc;
+    for (int i = 0; i < (int)LONG_WAIT; i++)
+        if ((rc = sq_ring_reserve(r, w, nbytes, 1.0, off)) != SQ_TIMEOUT) return rc;
+    return SQ_TIMEOUT;
+}
+
+/* ------------------------------------------------------------------ tests ---- */
+
+static void test_basics(void) {
+    sq_ring *r = ring_new(2, 16, 4096, 4096);
+    unsigned char *base = (unsigned char *)r;
+    uint64_t off, off2, req = 7;
+    sq_entry e;
+
+    CHECK_EQ(sq_ring_check(r), SQ_OK);
+    CHECK_EQ(sq_ring_data_offset(r) % 4096, 0);
+    CHECK_EQ(sq_ring_capacity(r), 4096);
+    CHECK_EQ(sq_ring_set_capacity(r, 8192), SQ_EINVAL); /* sized once only */
+    check_idle(r);
+
+    CHECK_EQ(sq_ring_pop(r, 0, &e, &req), SQ_TIMEOUT);
+    CHECK_EQ(sq_ring_reserve(r, 0, 100, 0, &off), SQ_OK);
+    CHECK_EQ((off - sq_ring_data_offset(r)) % SQ_ALIGN, 0);
+    CHECK(off >= sq_ring_data_offset(r) + SQ_BLOCK_HEADER);
+    CHECK(off + 128 <= sq_ring_data_offset(r) + 4096);
+    memset(base + off, 0xab, 100);
+    sq_stats s = stats(r);
+    CHECK_EQ(s.reserved, 1);
+    CHECK_EQ(s.used, 128 + SQ_BLOCK_HEADER);
+    CHECK_EQ(sq_ring_release(r, off), SQ_ECORRUPT); /* not committed yet */
+    CHECK_EQ(sq_ring_commit(r, 1, off, 7, 3, SQ_KIND_RESULT), SQ_ECORRUPT); /* not its block */
+    CHECK_EQ(sq_ring_commit(r, 0, off + 64, 7, 3, SQ_KIND_RESULT), SQ_ECORRUPT);
+    CHECK_EQ(sq_ring_commit(r, 0, off, 7, 3, SQ_KIND_RESULT), SQ_OK);
+    CHECK_EQ(sq_ring_commit(r, 0, off, 7, 3, SQ_KIND_RESULT), SQ_ECORRUPT); /* twice */
+    s = stats(r);
+    CHECK_EQ(s.reserved, 0);
+    CHECK_EQ(s.committed, 1);
+    CHECK_EQ(sq_ring_post(r, 1, 8, 3, SQ_KIND_ERROR), SQ_OK);
+    check_invariants(r);
+
+    CHECK_EQ(sq_ring_pop(r, 0, &e, &req), SQ_OK);
+    CHECK_EQ(e.offset, off);
+    CHECK_EQ(e.nbytes, 128); /* rounded up to SQ_ALIGN */
+    CHECK_EQ(e.index, 7);
+    CHECK_EQ(e.epoch, 3);
+    CHECK_EQ(e.worker, 0);
+    CHECK_EQ(e.kind, SQ_KIND_RESULT);
+    CHECK(base[off] == 0xab && base[off + 99] == 0xab);
+    CHECK_EQ(sq_ring_pop(r, 0, &e, &req), SQ_OK);
+    CHECK_EQ(e.offset, 0);
+    CHECK_EQ(e.index, 8);
+    CHECK_EQ(e.worker, 1);
+    CHECK_EQ(e.kind, SQ_KIND_ERROR);
+    CHECK_EQ(stats(r).popped, 1);
+    CHECK_EQ(stats(r).committed, 0);
+    CHECK_EQ(req, 7); /* untouched unless SQ_UNSIZED */
+
+    CHECK_EQ(sq_ring_release(r, off), SQ_OK);
+    check_idle(r);
+    CHECK(sq_ring_release(r, off) != SQ_OK);       /* double release */
+    CHECK_EQ(sq_ring_release(r, 12345), SQ_EINVAL); /* stray offsets */
+    CHECK_EQ(sq_ring_release(r, 0), SQ_EINVAL);
+    CHECK_EQ(sq_ring_release(r, sq_ring_data_offset(r) + 8192), SQ_EINVAL);
+
+    /* bad arguments */
+    CHECK_EQ(sq_ring_reserve(r, 2, 10, 0, &off2), SQ_EINVAL);
+    CHECK_EQ(sq_ring_reserve(r, -1, 10, 0, &off2), SQ_EINVAL);
+    CHECK_EQ(sq_ring_reserve(r, 0, 10, 0, NULL), SQ_EINVAL);
+    CHECK_EQ(sq_ring_commit(r, 5, off, 0, 0, 0), SQ_EINVAL);
+    CHECK_EQ(sq_ring_post(r, -1, 0, 0, 0), SQ_EINVAL);
+    int64_t idx;
+    int deaths;
+    CHECK_EQ(sq_worker_reset(r, 2, &idx, &deaths), SQ_EINVAL);
+    uint64_t ep;
+    CHECK_EQ(sq_task_claim(r, 9, 0, &idx, &ep), SQ_EINVAL);
+
+    /* a zero-byte block still gets a header and a distinct offset */
+    CHECK_EQ(sq_ring_reserve(r, 0, 0, 0, &off), SQ_OK);
+    CHECK_EQ(sq_ring_reserve(r, 1, 0, 0, &off2), SQ_OK);
+    CHECK(off != off2);
+    CHECK_EQ(sq_ring_commit(r, 1, off2, 0, 0, 0), SQ_OK);
+    CHECK_EQ(sq_ring_commit(r, 0, off, 1, 0, 0), SQ_OK);
+    CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+    CHECK_EQ(e.offset, off2); /* the queue is in commit order, not block order */
+    CHECK_EQ(e.nbytes, 0);
+    CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+    CHECK_EQ(e.offset, off);
+    CHECK_EQ(sq_ring_release(r, off), SQ_OK);
+    CHECK_EQ(sq_ring_release(r, off2), SQ_OK);
+    check_idle(r);
+}
+
+static void test_init_check(void) {
+    static char zero[8192] __attribute__((aligned(64)));
+    CHECK_EQ(sq_ring_check(zero), SQ_ECORRUPT);
+    CHECK_EQ(sq_ring_check(NULL), SQ_ECORRUPT);
+    void *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK_EQ(sq_ring_init(p, 1, 4, 100), SQ_EINVAL); /* not a multiple of SQ_ALIGN */
+    CHECK_EQ(sq_ring_init(p, 0, 4, 0), SQ_EINVAL);
+    CHECK_EQ(sq_ring_init(p, 1, 0, 0), SQ_EINVAL);
+    CHECK_EQ(sq_ring_init(NULL, 1, 4, 0), SQ_EINVAL);
+    CHECK_EQ(sq_ring_init(p, 1, 4, 0), SQ_OK);
+    CHECK_EQ(sq_ring_check(p), SQ_OK);
+    CHECK_EQ(sq_ring_set_capacity(p, 0), SQ_EINVAL);
+    CHECK_EQ(sq_ring_set_capacity(p, 100), SQ_EINVAL);
+    CHECK(sq_ring_header_size(1, 4) <= 8192);
+    CHECK_EQ(sq_ring_header_size(3, 1000) % 4096, 0);
+    CHECK(sq_ring_header_size(3, 1000) >= 3 * 64 + 1000 * sizeof(sq_entry));
+    munmap(p, 8192);
+}
+
+/* Sizes that do not divide the capacity: every block lies whole inside the data
+ * area (none crosses its end), the bytes survive, and the ring wraps many times. */
+static void test_wrap(void) {
+    const uint64_t cap = 64 * 37; /* 2368: not a power of two */
+    sq_ring *r = ring_new(1, 64, cap, cap);
+    unsigned char *base = (unsigned char *)r;
+    const uint64_t sizes[] = {1, 100, 200, 333, 500, 777, 64, 0, 1000};
+    uint64_t held[8], held_n[8], held_seq[8];
+    int nheld = 0, wraps = 0;
+    uint64_t last = 0, d0 = sq_ring_data_offset(r);
+
+    for (uint64_t seq = 0; seq < 5000; seq++) {
+        uint64_t n = sizes[seq % 9], off;
+        sq_entry e;
+        int rc = sq_ring_reserve(r, 0, n, 0, &off);
+        while (rc == SQ_TIMEOUT && nheld > 0) { /* full: free the oldest */
+            CHECK_EQ(sq_ring_release(r, held[0]), SQ_OK);
+            CHECK(pattern_ok(base + held[0], held_n[0], 0, held_seq[0]));
+            memmove(held, held + 1, --nheld * sizeof *held);
+            memmove(held_n, held_n + 1, nheld * sizeof *held);
+            memmove(held_seq, held_seq + 1, nheld * sizeof *held);
+            rc = sq_ring_reserve(r, 0, n, 0, &off);
+        }
+        CHECK_EQ(rc, SQ_OK);
+        if (rc != SQ_OK) return;
+        CHECK(off >= d0 + SQ_BLOCK_HEADER && off + n <= d0 + cap);
+        if (off < last) wraps++;
+        last = off;
+        pattern_fill(base + off, n, 0, seq);
+        CHECK_EQ(sq_ring_commit(r, 0, off, (int64_t)seq, 0, 0), SQ_OK);
+        CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+        CHECK_EQ(e.offset, off);
+        held[nheld] = off;
+        held_n[nheld] = n;
+        held_seq[nheld++] = seq;
+        if (nheld == 8) { /* keep at most 8 */
+            CHECK_EQ(sq_ring_release(r, held[0]), SQ_OK);
+            CHECK(pattern_ok(base + held[0], held_n[0], 0, held_seq[0]));
+            memmove(held, held + 1, --nheld * sizeof *held);
+            memmove(held_n, held_n + 1, nheld * sizeof *held);
+            memmove(held_seq, held_seq + 1, nheld * sizeof *held);
+        }
+        if (seq % 97 == 0) check_invariants(r);
+    }
+    for (int i = 0; i < nheld; i++) {
+        CHECK(pattern_ok(base + held[i], held_n[i], 0, held_seq[i]));
+        CHECK_EQ(sq_ring_release(r, held[i]), SQ_OK);
+    }
+    CHECK(wraps > 100);
+    check_idle(r);
+}
+
+/* A block bigger than the space on either side of the current position must still
+ * fit once the ring is empty (it is the whole data area). */
+static void test_big_block_in_empty_ring(void) {
+    const uint64_t cap = 1024;
+    sq_ring *r = ring_new(1, 8, cap, cap);
+    uint64_t off;
+    sq_entry e;
+    for (uint64_t first = 0; first <= cap - 2 * SQ_BLOCK_HEADER; first += SQ_ALIGN) {
+        CHECK_EQ(sq_ring_reserve(r, 0, first, 0, &off), SQ_OK);
+        CHECK_EQ(sq_ring_commit(r, 0, off, 0, 0, 0), SQ_OK);
+        CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+        CHECK_EQ(sq_ring_release(r, off), SQ_OK);
+        /* empty now; the whole area is free */
+        int rc = sq_ring_reserve(r, 0, cap - SQ_BLOCK_HEADER, 0.5, &off);
+        CHECK_EQ(rc, SQ_OK);
+        if (rc != SQ_OK) return;
+        CHECK_EQ(off, sq_ring_data_offset(r) + SQ_BLOCK_HEADER);
+        CHECK_EQ(sq_ring_commit(r, 0, off, 1, 0, 0), SQ_OK);
+        CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+        CHECK_EQ(sq_ring_release(r, off), SQ_OK);
+        check_idle(r);
+    }
+}
+
+/* Out-of-order release: released space is reusable at once wherever it lies, a
+ * held block is stepped over, adjacent free blocks merge, and a block is always
+ * contiguous (two separate holes do not make room for a block as big as both). */
+static void test_out_of_order(void) {
+    const uint64_t cap = 4 * 256;
+    sq_ring *r = ring_new(4, 8, cap, cap);
+    uint64_t a, b, c, d, x, y;
+    sq_entry e;
+    CHECK_EQ(sq_ring_reserve(r, 0, 192, 0, &a), SQ_OK);
+    CHECK_EQ(sq_ring_reserve(r, 1, 192, 0, &b), SQ_OK);
+    CHECK_EQ(sq_ring_reserve(r, 2, 192, 0, &c), SQ_OK);
+    CHECK_EQ(sq_ring_reserve(r, 3, 192, 0, &d), SQ_OK);
+    CHECK(a < b && b < c && c < d);
+    CHECK_EQ(stats(r).used, cap);
+    CHECK_EQ(sq_ring_reserve(r, 0, 0, 0, &x), SQ_TIMEOUT); /* full */
+    uint64_t order[] = {c, a, d, b};
+    int owner[] = {2, 0, 3, 1};
+    for (int i = 0; i < 4; i++) CHECK_EQ(sq_ring_commit(r, owner[i], order[i], i, 0, 0), SQ_OK);
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+        CHECK_EQ(e.offset, order[i]);
+    }
+    CHECK_EQ(sq_ring_release(r, b), SQ_OK);
+    CHECK_EQ(stats(r).used, 3 * 256); /* at once, although a is still held */
+    CHECK_EQ(stats(r).popped, 3);
+    CHECK_EQ(sq_ring_reserve(r, 0, 192, 0, &x), SQ_OK);
+    CHECK_EQ(x, b); /* the hole between a and c */
+    CHECK_EQ(sq_ring_reserve(r, 0, 0, 0, &y), SQ_TIMEOUT);
+    CHECK_EQ(sq_ring_release(r, d), SQ_OK);
+    /* holes at d (256) and, once released, at a (256): not contiguous */
+    CHECK_EQ(sq_ring_release(r, a), SQ_OK);
+    CHECK_EQ(stats(r).used, 2 * 256);
+    CHECK_EQ(sq_ring_reserve(r, 0, 448 - SQ_BLOCK_HEADER, 0, &y), SQ_TIMEOUT);
+    check_invariants(r);
+    /* c released: c and d merge into one run of 512 */
+    CHECK_EQ(sq_ring_release(r, c), SQ_OK);
+    CHECK_EQ(sq_ring_reserve(r, 1, 512 - SQ_BLOCK_HEADER, 0, &y), SQ_OK);
+    CHECK_EQ(y, c);
+    CHECK_EQ(sq_ring_commit(r, 0, x, 8, 0, 0), SQ_OK);
+    CHECK_EQ(sq_ring_commit(r, 1, y, 9, 0, 0), SQ_OK);
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+        CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
+    }
+    check_idle(r);
+    /* all free again: the whole area is one block */
+    CHECK_EQ(sq_ring_reserve(r, 0, cap - SQ_BLOCK_HEADER, 0, &x), SQ_OK);
+    check_invariants(r);
+}
+
+/* Full ring: the producer blocks until the consumer releases (any block). */
+static void backpressure_producer(sq_ring *r, int w) {
+    for (int i = 0; i < 3; i++) {
+        uint64_t off;
+        CHECK_EQ(sq_ring_reserve(r, w, 448, LONG_WAIT, &off), SQ_OK);
+        pattern_fill((unsigned char *)r + off, 448, w, i);
+        CHECK_EQ(sq_ring_commit(r, w, off, i, 0, 0), SQ_OK);
+    }
+}
+
+static void test_backpressure(void) {
+    sq_ring *r = ring_new(1, 8, 1024, 1024);
+    sq_entry e[3];
+    pid_t pid = spawn(backpressure_producer, r, 0);
+    for (int i = 0; i < 2; i++) CHECK_EQ(sq_ring_pop(r, LONG_WAIT, &e[i], NULL), SQ_OK);
+    CHECK(wait_for(n_space_waiters, r, 1)); /* the third block waits for space */
+    CHECK_EQ(sq_ring_pop(r, 0.05, &e[2], NULL), SQ_TIMEOUT);
+    CHECK_EQ(stats(r).used, 1024);
+    CHECK_EQ(stats(r).space_waiters, 1);
+    CHECK(pattern_ok((unsigned char *)r + e[1].offset, 448, 0, 1));
+    CHECK_EQ(sq_ring_release(r, e[1].offset), SQ_OK); /* the second: it wakes */
+    CHECK_EQ(sq_ring_pop(r, LONG_WAIT, &e[2], NULL), SQ_OK);
+    CHECK_EQ(e[2].index, 2);
+    CHECK_EQ(e[2].offset, e[1].offset);
+    CHECK(pattern_ok((unsigned char *)r + e[2].offset, 448, 0, 2));
+    CHECK(pattern_ok((unsigned char *)r + e[0].offset, 448, 0, 0)); /* untouched */
+    CHECK(reap_ok(pid));
+    CHECK_EQ(sq_ring_release(r, e[0].offset), SQ_OK);
+    CHECK_EQ(sq_ring_release(r, e[2].offset), SQ_OK);
+    check_idle(r);
+}
+
+static void test_too_big(void) {
+    sq_ring *r = ring_new(1, 8, 1024, 1024);
+    uint64_t off;
+    CHECK_EQ(sq_ring_reserve(r, 0, 1024, LONG_WAIT, &off), SQ_ETOOBIG);
+    CHECK_EQ(sq_ring_reserve(r, 0, 961, LONG_WAIT, &off), SQ_ETOOBIG);
+    CHECK_EQ(sq_ring_reserve(r, 0, UINT64_MAX, LONG_WAIT, &off), SQ_ETOOBIG);
+    CHECK_EQ(sq_ring_reserve(r, 0, UINT64_MAX - 70, LONG_WAIT, &off), SQ_ETOOBIG);
+    CHECK_EQ(sq_ring_reserve(r, 0, 960, 0, &off), SQ_OK); /* exactly the whole area */
+    /* too big even while another block is live: fails at once, does not wait */
+    CHECK_EQ(sq_ring_reserve(r, 0, 2000, LONG_WAIT, &off), SQ_ETOOBIG);
+    check_invariants(r);
+}
+
+/* Unsized ring: reserve records the request, pop reports it, set_capacity wakes. */
+static void unsized_producer(sq_ring *r, int w) {
+    uint64_t off;
+    CHECK_EQ(sq_ring_reserve(r, w, 1000, LONG_WAIT, &off), SQ_OK);
+    CHECK_EQ(sq_ring_capacity(r), 4096);
+    pattern_fill((unsigned char *)r + off, 1000, w, 1);
+    CHECK_EQ(sq_ring_commit(r, w, off, 1, 0, 0), SQ_OK);
+}
+
+static void test_unsized(void) {
+    sq_ring *r = ring_new(2, 8, 0, 4096);
+    sq_entry e;
+    uint64_t req = 0, off;
+    CHECK_EQ(sq_ring_pop(r, 0.01, &e, &req), SQ_TIMEOUT); /* nobody asked yet */
+    CHECK_EQ(sq_ring_release(r, sq_ring_data_offset(r) + 64), SQ_EINVAL);
+    CHECK_EQ(sq_ring_reserve(r, 0, 10, 0, &off), SQ_TIMEOUT); /* records 128 */
+    CHECK_EQ(stats(r).requested, 128);
+    pid_t pid = spawn(unsized_producer, r, 1);
+    CHECK(wait_for(n_space_waiters, r, 1));
+    CHECK_EQ(sq_ring_pop(r, LONG_WAIT, &e, &req), SQ_UNSIZED);
+    CHECK_EQ(req, 1024 + SQ_BLOCK_HEADER); /* the largest request */
+    CHECK_EQ(stats(r).capacity, 0);
+    CHECK_EQ(sq_ring_set_capacity(r, 4096), SQ_OK);
+    CHECK_EQ(sq_ring_pop(r, LONG_WAIT, &e, &req), SQ_OK);
+    CHECK_EQ(e.worker, 1);
+    CHECK(pattern_ok((unsigned char *)r + e.offset, 1000, 1, 1));
+    CHECK(reap_ok(pid));
+    CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
+    check_idle(r);
+}
+
+/* Close wakes everyone: producers in reserve and claim, a consumer in pop. */
+static void closed_reserver(sq_ring *r, int w) {
+    uint64_t off;
+    CHECK_EQ(sq_ring_reserve(r, w, 512, LONG_WAIT, &off), SQ_CLOSED);
+    CHECK_EQ(sq_ring_reserve(r, w, 1, 0, &off), SQ_CLOSED);
+}
+
+static void closed_claimer(sq_ring *r, int w) {
+    int64_t i;
+    uint64_t ep;
+    CHECK_EQ(sq_task_claim(r, w, LONG_WAIT, &i, &ep), SQ_CLOSED);
+}
+
+static void closed_popper(sq_ring *r, int w) {
+    sq_entry e;
+    (void)w;
+    CHECK_EQ(sq_ring_pop(r, LONG_WAIT, &e, NULL), SQ_OK); /* queued entries first */
+    CHECK_EQ(e.index, 42);
+    CHECK_EQ(sq_ring_pop(r, LONG_WAIT, &e, NULL), SQ_CLOSED);
+}
+
+static void unsized_closed_reserver(sq_ring *r, int w) {
+    uint64_t off;
+    CHECK_EQ(sq_ring_reserve(r, w, 64, LONG_WAIT, &off), SQ_CLOSED);
+}
+
+static void test_close(void) {
+    sq_ring *r = ring_new(3, 8, 1024, 1024);
+    uint64_t off;
+    CHECK_EQ(sq_ring_reserve(r, 0, 900, 0, &off), SQ_OK); /* fill it */
+    pid_t pr = spawn(closed_reserver, r, 1);
+    pid_t pc = spawn(closed_claimer, r, 2);
+    CHECK(wait_for(n_space_sleepers, r, 2));
+    pid_t pp = spawn(closed_popper, r, 0);
+    CHECK(wait_for(n_ready_sleepers, r, 1));
+    CHECK_EQ(sq_ring_post(r, 0, 42, 0, SQ_KIND_USER), SQ_OK);
+    sq_ring_close(r);
+    CHECK(reap_ok(pr));
+    CHECK(reap_ok(pc));
+    CHECK(reap_ok(pp));
+    int64_t i;
+    uint64_t ep;
+    sq_entry e;
+    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &ep), SQ_CLOSED);
+    CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_CLOSED);
+
+    /* and a producer waiting for the ring to be sized */
+    sq_ring *u = ring_new(1, 8, 0, 1024);
+    pid_t pu = spawn(unsized_closed_reserver, u, 0);
+    CHECK(wait_for(n_space_waiters, u, 1));
+    sq_ring_close(u);
+    CHECK(reap_ok(pu));
+}
+
+/* Contention: NPROD producers, variable sizes, every byte checked by the consumer,
+ * releases shuffled and some blocks held back, no loss, duplicate or overlap. */
+#define NPROD 4
+#define NBLOCKS 3000
+#define MAXHELD 24
+
+typedef struct {
+    uint64_t off, n, worker, seq;
+} held_t;
+
+static void contention_producer(sq_ring *r, int w) {
+    uint64_t seed = g_seed ^ (uint64_t)w * 0x1234567ULL;
+    for (uint64_t seq = 0; seq < NBLOCKS; seq++) {
+        /* mostly small, a few up to a quarter of the ring */
+        uint64_t n = mix64(&seed) % 8 == 0 ? 16 + mix64(&seed) % 16000 : 16 + mix64(&seed) % 2000;
+        uint64_t off;
+        int rc = reserve(r, w, n, &off);
+        CHECK_EQ(rc, SQ_OK);
+        if (rc != SQ_OK) return;
+        unsigned char *p = (unsigned char *)r + off;
+        uint64_t hdr[2] = {seq, n};
+        memcpy(p, hdr, 16);
+        pattern_fill(p + 16, n - 16, (uint64_t)w, seq);
+        CHECK_EQ(sq_ring_commit(r, w, off, (int64_t)seq, 5, SQ_KIND_RESULT), SQ_OK);
+    }
+}
+
+static void release_held(sq_ring *r, held_t *held, int *nheld, int i) {
+    unsigned char *p = (unsigned char *)r + held[i].off;
+    /* still intact while held: nobody wrote over a live block */
+    CHECK(pattern_ok(p + 16, held[i].n - 16, held[i].worker, held[i].seq));
+    CHECK_EQ(sq_ring_release(r, held[i].off), SQ_OK);
+    held[i] = held[--*nheld];
+}
+
+static void test_contention(void) {
+    const uint64_t cap = 64 * 1001; /* ~64 KiB, not a power of two */
+    sq_ring *r = ring_new(NPROD, 1024, cap, cap);
+    static unsigned char seen[NPROD][NBLOCKS];
+    held_t held[MAXHELD], pinned[4];
+    int nheld = 0, npinned = 0, target = 4;
+    pid_t pids[NPROD];
+    uint64_t got = 0, timeouts = 0, max_used = 0;
+
+    memset(seen, 0, sizeof seen);
+    for (int w = 0; w < NPROD; w++) pids[w] = spawn(contention_producer, r, w);
+    while (got < (uint64_t)NPROD * NBLOCKS) {
+        sq_entry e;
+        int rc = sq_ring_pop(r, 0.02, &e, NULL);
+        if (rc == SQ_TIMEOUT) { /* producers are blocked on what we hold */
+            timeouts++;
+            CHECK(timeouts < 5000); /* safety net */
+            if (timeouts >= 5000) break;
+            while (nheld > 0) release_held(r, held, &nheld, (int)rnd((uint64_t)nheld));
+            continue;
+        }
+        CHECK_EQ(rc, SQ_OK);
+        if (rc != SQ_OK) break;
+        got++;
+        uint64_t hdr[2];
+        unsigned char *p = (unsigned char *)r + e.offset;
+        memcpy(hdr, p, 16);
+        CHECK(e.worker >= 0 && e.worker < NPROD);
+        CHECK_EQ(hdr[0], (uint64_t)e.index);
+        CHECK(hdr[0] < NBLOCKS);
+        CHECK_EQ(e.epoch, 5);
+        /* rounded up to SQ_ALIGN, plus a remainder too small to split off */
+        uint64_t aligned = (hdr[1] + SQ_ALIGN - 1) / SQ_ALIGN * SQ_ALIGN;
+        CHECK(e.nbytes == aligned || e.nbytes == aligned + SQ_BLOCK_HEADER);
+        if (e.worker < 0 || e.worker >= NPROD || hdr[0] >= NBLOCKS) break;
+        CHECK(!seen[e.worker][hdr[0]]); /* no duplicate */
+        seen[e.worker][hdr[0]] = 1;
+        CHECK(pattern_ok(p + 16, hdr[1] - 16, (uint64_t)e.worker, hdr[0]));
+        /* no overlap with any block we still hold (headers included) */
+        for (int i = 0; i < nheld + npinned; i++) {
+            held_t *h = i < nheld ? &held[i] : &pinned[i - nheld];
+            uint64_t lo = h->off - SQ_BLOCK_HEADER, hi = h->off + h->n;
+            CHECK(e.offset + e.nbytes <= lo || e.offset - SQ_BLOCK_HEADER >= hi);
+        }
+        held_t h = {e.offset, hdr[1], (uint64_t)e.worker, hdr[0]};
+        if (got % 1500 == 0 && hdr[1] <= 2000 && npinned < 4)
+            pinned[npinned++] = h; /* held to the very end: the ring goes round it */
+        else
+            held[nheld++] = h;
+        uint64_t used = stats(r).used;
+        if (used > max_used) max_used = used;
+        /* release down to a random target, in random order: some blocks stay
+         * held across many pops, so releases go out of order */
+        if (nheld >= target || nheld == MAXHELD) {
+            target = 1 + (int)rnd(MAXHELD - 1);
+            while (nheld >= target) release_held(r, held, &nheld, (int)rnd((uint64_t)nheld));
+        }
+        if (got % 500 == 0) check_invariants(r);
+    }
+    for (int w = 0; w < NPROD; w++) CHECK(reap_ok(pids[w]));
+    while (nheld > 0) release_held(r, held, &nheld, (int)rnd((uint64_t)nheld));
+    CHECK(npinned > 0);
+    while (npinned > 0) release_held(r, pinned, &npinned, npinned - 1);
+    CHECK_EQ(got, (uint64_t)NPROD * NBLOCKS); /* nothing lost */
+    for (int w = 0; w < NPROD; w++)
+        for (int s = 0; s < NBLOCKS; s++) CHECK(seen[w][s] || (g_fail++, 0));
+    CHECK(max_used > cap / 2); /* it did fill up */
+    check_idle(r);
+    CHECK_EQ(space_sleepers(r), 0);
+    CHECK_EQ(ready_sleepers(r), 0);
+}
+
+/* Tasks: each index handed out once across processes, never beyond the window. */
+#define NTASKS 3000
+#define WINDOW 16
+
+static void task_worker(sq_ring *r, int w) {
+    for (;;) {
+        int64_t i;
+        uint64_t ep;
+        int rc = sq_task_claim(r, w, LONG_WAIT, &i, &ep);
+        if (rc == SQ_CLOSED) return;
+        CHECK_EQ(rc, SQ_OK);
+        if (rc != SQ_OK) return;
+        CHECK_EQ(ep, 1);
+        CHECK_EQ(sq_ring_post(r, w, i, ep, SQ_KIND_USER), SQ_OK);
+    }
+}
+
+static void test_tasks_window(void) {
+    sq_ring *r = ring_new(NPROD, 64, 1024, 1024);
+    static unsigned char done[NTASKS];
+    int64_t base = 0, got = 0;
+    int timeouts = 0;
+    pid_t pids[NPROD];
+    memset(done, 0, sizeof done);
+    CHECK_EQ(sq_task_reset(r, 0, NTASKS, WINDOW), 1);
+    for (int w = 0; w < NPROD; w++) pids[w] = spawn(task_worker, r, w);
+    while (got < NTASKS) {
+        sq_entry e;
+        int rc = sq_ring_pop(r, 0.05, &e, NULL);
+        if (rc == SQ_TIMEOUT) { /* claimers wait on a lagging window: advance it */
+            CHECK(++timeouts < 400); /* safety net */
+            if (timeouts >= 400) break;
+            while (base < NTASKS && done[base]) base++;
+            sq_task_advance(r, base);
+            continue;
+        }
+        CHECK_EQ(rc, SQ_OK);
+        if (rc != SQ_OK) break;
+        CHECK(e.index >= 0 && e.index < NTASKS);
+        if (e.index < 0 || e.index >= NTASKS) break;
+        CHECK(e.index < base + WINDOW); /* claimed within the window */
+        CHECK(!done[e.index]);
+        done[e.index] = 1;
+        got++;
+        /* advance the window to the first index not done, sometimes lagging */
+        if (rnd(4) != 0) {
+            while (base < NTASKS && done[base]) base++;
+            sq_task_advance(r, base);
+        }
+        if (rnd(100) == 0) sleep_ms(1); /* let the claimers pile up on the window */
+    }
+    while (base < NTASKS && done[base]) base++;
+    CHECK_EQ(base, NTASKS);
+    sq_entry e;
+    CHECK_EQ(sq_ring_pop(r, 0.05, &e, NULL), SQ_TIMEOUT); /* nothing beyond end */
+    sq_ring_close(r);
+    for (int w = 0; w < NPROD; w++) CHECK(reap_ok(pids[w]));
+}
+
+static void test_tasks_epochs(void) {
+    sq_ring *r = ring_new(2, 8, 1024, 1024);
+    int64_t i;
+    uint64_t ep;
+    int deaths;
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_TIMEOUT); /* no epoch yet */
+    CHECK_EQ(sq_task_reset(r, 10, -1, 3), 1); /* unbounded, window 3 */
+    for (int k = 10; k < 13; k++) {
+        CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_OK);
+        CHECK_EQ(i, k);
+        CHECK_EQ(ep, 1);
+    }
+    CHECK_EQ(sq_task_claim(r, 0, 0.01, &i, &ep), SQ_TIMEOUT); /* window */
+    sq_task_advance(r, 12);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(i, 13);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(i, 14);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_TIMEOUT);
+    sq_task_advance(r, 5); /* never moves back */
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_TIMEOUT);
+    /* worker 0 dies holding 14 */
+    CHECK_EQ(sq_worker_reset(r, 0, &i, &deaths), SQ_OK);
+    CHECK_EQ(i, 14);
+    CHECK_EQ(deaths, 1);
+    /* a new epoch empties the retry list and restarts the numbering */
+    CHECK_EQ(sq_task_reset(r, 0, 2, 100), 2);
+    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(i, 0);
+    CHECK_EQ(ep, 2);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(i, 1);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_TIMEOUT); /* end */
+    /* worker 1 held a task of epoch 2; after a new epoch its death requeues nothing */
+    CHECK_EQ(sq_task_reset(r, 0, 1, 1), 3);
+    CHECK_EQ(sq_worker_reset(r, 1, &i, &deaths), SQ_OK);
+    CHECK_EQ(i, -1);
+    CHECK_EQ(deaths, 0);
+    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(i, 0);
+    CHECK_EQ(ep, 3);
+    /* a worker that finished its task (posted) holds nothing */
+    CHECK_EQ(sq_ring_post(r, 1, 0, 3, SQ_KIND_RESULT), SQ_OK);
+    CHECK_EQ(sq_worker_reset(r, 1, &i, &deaths), SQ_OK);
+    CHECK_EQ(i, -1);
+}
+
+/* A producer SIGKILLed while holding a task and a reserved block. */
+static int g_pipe[2];
+
+static void dying_producer(sq_ring *r, int w) {
+    int64_t i;
+    uint64_t ep, off;
+    CHECK_EQ(sq_task_claim(r, w, LONG_WAIT, &i, &ep), SQ_OK);
+    CHECK_EQ(sq_ring_reserve(r, w, 300, LONG_WAIT, &off), SQ_OK);
+    memset((char *)r + off, 0x5a, 300);
+    char c = (char)i;
+    if (write(g_pipe[1], &c, 1) != 1) g_fail++;
+    pause(); /* killed here */
+}
+
+static void test_worker_death(void) {
+    sq_ring *r = ring_new(4, 16, 2048, 2048);
+    int64_t i;
+    uint64_t ep, off_before, off_after;
+    int deaths;
+    char c;
+    sq_entry e;
+    CHECK_EQ(pipe(g_pipe), 0);
+    CHECK_EQ(sq_task_reset(r, 0, 100, 100), 1);
+
+    /* a live block before and after the dead one's */
+    CHECK_EQ(sq_task_claim(r, 2, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(i, 0);
+    CHECK_EQ(sq_ring_reserve(r, 2, 100, 0, &off_before), SQ_OK);
+    pid_t pid = spawn(dying_producer, r, 0);
+    CHECK_EQ(read(g_pipe[0], &c, 1), 1);
+    CHECK_EQ(c, 1); /* it holds task 1 */
+    CHECK_EQ(sq_ring_reserve(r, 3, 100, 0, &off_after), SQ_OK);
+    CHECK_EQ(stats(r).reserved, 3);
+    uint64_t used = stats(r).used;
+    kill_reap(pid);
+
+    CHECK_EQ(sq_worker_reset(r, 0, &i, &deaths), SQ_OK);
+    CHECK_EQ(i, 1);
+    CHECK_EQ(deaths, 1);
+    CHECK_EQ(stats(r).reserved, 2);
+    CHECK_EQ(stats(r).used, used - 384); /* freed in place, between two live blocks */
+    check_invariants(r);
+    /* resetting again finds nothing more */
+    CHECK_EQ(sq_worker_reset(r, 0, &i, &deaths), SQ_OK);
+    CHECK_EQ(i, -1);
+    CHECK_EQ(stats(r).reserved, 2);
+
+    /* the requeued task is claimed first, by anyone; the slot can be reused */
+    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(i, 1);
+    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(i, 2);
+
+    /* a death on another index restarts the count */
+    CHECK_EQ(sq_worker_reset(r, 1, &i, &deaths), SQ_OK); /* as if worker 1 died on 2 */
+    CHECK_EQ(i, 2);
+    CHECK_EQ(deaths, 1);
+    CHECK_EQ(sq_ring_commit(r, 2, off_before, 0, 1, 0), SQ_OK);
+    CHECK_EQ(sq_ring_commit(r, 3, off_after, 0, 1, 0), SQ_OK);
+    for (int k = 0; k < 2; k++) {
+        CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+        CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
+    }
+    check_idle(r);
+
+    /* poison detection: three producers die in turn holding the same index */
+    CHECK_EQ(sq_task_reset(r, 7, 8, 1), 2);
+    for (int k = 1; k <= 3; k++) {
+        pid = spawn(dying_producer, r, 0);
+        CHECK_EQ(read(g_pipe[0], &c, 1), 1);
+        CHECK_EQ(c, 7);
+        kill_reap(pid);
+        CHECK_EQ(sq_worker_reset(r, 0, &i, &deaths), SQ_OK);
+        CHECK_EQ(i, 7);
+        CHECK_EQ(deaths, k);
+        check_idle(r);
+    }
+    /* a producer that dies after committing leaves its result to the consumer */
+    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(i, 7);
+    CHECK_EQ(sq_ring_reserve(r, 1, 10, 0, &off_before), SQ_OK);
+    CHECK_EQ(sq_ring_commit(r, 1, off_before, i, ep, 0), SQ_OK);
+    CHECK_EQ(sq_worker_reset(r, 1, &i, &deaths), SQ_OK);
+    CHECK_EQ(i, -1);
+    CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+    CHECK_EQ(e.index, 7);
+    CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
+    check_idle(r);
+    close(g_pipe[0]);
+    close(g_pipe[1]);
+}
+
+/* Round trip through the ring as worker w: proves the mutex and wake-ups work. */
+static void round_trip(sq_ring *r, int w) {
+    uint64_t off;
+    sq_entry e;
+    CHECK_EQ(sq_ring_reserve(r, w, 64, LONG_WAIT, &off), SQ_OK);
+    CHECK_EQ(sq_ring_commit(r, w, off, 1, 0, 0), SQ_OK);
+    CHECK_EQ(sq_ring_pop(r, LONG_WAIT, &e, NULL), SQ_OK);
+    CHECK_EQ(e.offset, off);
+    CHECK_EQ(sq_ring_release(r, off), SQ_OK);
+}
+
+static void lock_holder(sq_ring *r, int w) {
+    (void)w;
+    CHECK_EQ(ring_lock(r), SQ_OK);
+    char c = 1;
+    if (write(g_pipe[1], &c, 1) != 1) g_fail++;
+    pause(); /* killed holding the mutex */
+}
+
+static void lock_spinner(sq_ring *r, int w) {
+    char c = 1;
+    if (write(g_pipe[1], &c, 1) != 1) g_fail++;
+    for (;;) {
+        sq_stats s;
+        int64_t i;
+        uint64_t ep;
+        sq_ring_stats(r, &s);
+        sq_task_claim(r, w, 0, &i, &ep); /* no task available: changes nothing */
+    }
+}
+
+static void test_killed_holding_mutex(void) {
+    sq_ring *r = ring_new(2, 8, 1024, 1024);
+    char c;
+    CHECK_EQ(pipe(g_pipe), 0);
+    /* deterministic: the child provably holds the mutex when it dies */
+    for (int k = 0; k < 3; k++) {
+        pid_t pid = spawn(lock_holder, r, 0);
+        CHECK_EQ(read(g_pipe[0], &c, 1), 1);
+        kill_reap(pid);
+        check_idle(r); /* stats locks: recovered through EOWNERDEAD */
+        round_trip(r, 1);
+        pid = spawn(round_trip, r, 1); /* and across processes */
+        CHECK(reap_ok(pid));
+    }
+    /* statistical: killed at random points of a tight lock/unlock loop, with a
+     * second spinner contending (so some kills land while it waits for the lock) */
+    for (int k = 0; k < 40; k++) {
+        pid_t a = spawn(lock_spinner, r, 0), b = spawn(lock_spinner, r, 1);
+        CHECK_EQ(read(g_pipe[0], &c, 1), 1);
+        CHECK_EQ(read(g_pipe[0], &c, 1), 1);
+        sleep_ms(0.2 + (double)rnd(3000) / 1000);
+        kill_reap(a);
+        sleep_ms((double)rnd(1000) / 1000);
+        kill_reap(b);
+        check_idle(r);
+        round_trip(r, 1);
+    }
+    close(g_pipe[0]);
+    close(g_pipe[1]);
+}
+
+/* A producer SIGKILLed while asleep in a wait does not wedge the wakers. */
+static void sleeping_reserver(sq_ring *r, int w) {
+    uint64_t off;
+    sq_ring_reserve(r, w, 512, LONG_WAIT, &off); /* killed while waiting */
+    g_fail++;
+}
+
+static void sleeping_claimer(sq_ring *r, int w) {
+    int64_t i;
+    uint64_t ep;
+    sq_task_claim(r, w, LONG_WAIT, &i, &ep);
+    g_fail++;
+}
+
+static void woken_reserver(sq_ring *r, int w) {
+    uint64_t off;
+    /* LONG_WAIT is a safety net: a lost wake-up would time out and fail */
+    CHECK_EQ(sq_ring_reserve(r, w, 512, LONG_WAIT, &off), SQ_OK);
+    CHECK_EQ(sq_ring_commit(r, w, off, 0, 0, 0), SQ_OK);
+}
+
+static void woken_claimer(sq_ring *r, int w) {
+    int64_t i;
+    uint64_t ep;
+    CHECK_EQ(sq_task_claim(r, w, LONG_WAIT, &i, &ep), SQ_OK);
+    CHECK_EQ(i, 0);
+}
+
+static void test_killed_while_waiting(void) {
+    sq_ring *r = ring_new(4, 8, 1024, 1024);
+    uint64_t off;
+    int64_t i;
+    int deaths;
+    sq_entry e;
+    CHECK_EQ(sq_ring_reserve(r, 3, 900, 0, &off), SQ_OK); /* full */
+    pid_t a = spawn(sleeping_reserver, r, 0);
+    pid_t b = spawn(sleeping_claimer, r, 1);
+    CHECK(wait_for(n_space_sleepers, r, 2));
+    CHECK_EQ(stats(r).space_waiters, 1);
+    kill_reap(a);
+    kill_reap(b);
+    /* the slots are reset: the waiter counts go back down */
+    CHECK_EQ(sq_worker_reset(r, 0, &i, &deaths), SQ_OK);
+    CHECK_EQ(sq_worker_reset(r, 1, &i, &deaths), SQ_OK);
+    CHECK_EQ(stats(r).space_waiters, 0);
+    CHECK_EQ(space_sleepers(r), 0);
+
+    pid_t c = spawn(woken_reserver, r, 0);
+    pid_t d = spawn(woken_claimer, r, 1);
+    CHECK(wait_for(n_space_sleepers, r, 2));
+    CHECK_EQ(sq_ring_commit(r, 3, off, 0, 0, 0), SQ_OK);
+    CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+    CHECK_EQ(sq_ring_release(r, off), SQ_OK); /* wakes the reserver */
+    CHECK_EQ(sq_task_reset(r, 0, 1, 1), 1); /* wakes the claimer */
+    CHECK(reap_ok(c));
+    CHECK(reap_ok(d));
+    CHECK_EQ(sq_ring_pop(r, LONG_WAIT, &e, NULL), SQ_OK);
+    CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
+    check_idle(r);
+
+    /* a consumer-side sleeper (pop) killed: producers still make progress */
+    pid_t p = spawn(closed_popper, r, 0);
+    CHECK(wait_for(n_ready_sleepers, r, 1));
+    kill_reap(p);
+    round_trip(r, 2);
+    check_idle(r);
+}
+
+/* A result may span several blocks: commit hands the worker's other reserved
+ * blocks to the consumer with the main one; cancel and death give them back. */
+static void multi_producer(sq_ring *r, int w) {
+    uint64_t aux[3], main_off;
+    for (int k = 0; k < 3; k++) {
+        CHECK_EQ(sq_ring_reserve(r, w, 200 + 64 * k, LONG_WAIT, &aux[k]), SQ_OK);
+        pattern_fill((unsigned char *)r + aux[k], 200 + 64 * k, w, 100 + k);
+    }
+    CHECK_EQ(sq_ring_reserve(r, w, 3 * sizeof(uint64_t), LONG_WAIT, &main_off), SQ_OK);
+    memcpy((char *)r + main_off, aux, sizeof aux); /* the payload names the others */
+    CHECK_EQ(sq_ring_commit(r, w, main_off, 5, 1, 0), SQ_OK);
+}
+
+static void test_multi_block(void) {
+    sq_ring *r = ring_new(3, 8, 8192, 8192);
+    uint64_t other, x, y, aux[3];
+    sq_entry e;
+    int64_t i;
+    int deaths;
+    CHECK_EQ(sq_ring_reserve(r, 1, 100, 0, &other), SQ_OK); /* another worker's */
+    pid_t pid = spawn(multi_producer, r, 0);
+    CHECK_EQ(sq_ring_pop(r, LONG_WAIT, &e, NULL), SQ_OK);
+    CHECK(reap_ok(pid));
+    CHECK_EQ(e.index, 5);
+    sq_stats s = stats(r);
+    CHECK_EQ(s.reserved, 1); /* only worker 1's block */
+    CHECK_EQ(s.committed, 0);
+    CHECK_EQ(s.popped, 4);
+    memcpy(aux, (char *)r + e.offset, sizeof aux);
+    for (int k = 0; k < 3; k++)
+        CHECK(pattern_ok((unsigned char *)r + aux[k], 200 + 64 * k, 0, 100 + k));
+    check_invariants(r);
+    /* released in any order, the main block first */
+    CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
+    CHECK_EQ(sq_ring_release(r, aux[1]), SQ_OK);
+    CHECK_EQ(sq_ring_release(r, aux[2]), SQ_OK);
+    CHECK_EQ(sq_ring_release(r, aux[0]), SQ_OK);
+    CHECK_EQ(sq_ring_release(r, aux[0]), SQ_EINVAL);
+    /* worker 1's reservation was not taken along */
+    CHECK_EQ(sq_ring_commit(r, 1, other, 6, 1, 0), SQ_OK);
+    CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+    CHECK_EQ(e.offset, other);
+    CHECK_EQ(sq_ring_release(r, other), SQ_OK);
+    check_idle(r);
+
+    /* cancel gives back every block of the worker, and only its own */
+    CHECK_EQ(sq_ring_reserve(r, 0, 100, 0, &x), SQ_OK);
+    CHECK_EQ(sq_ring_reserve(r, 0, 100, 0, &y), SQ_OK);
+    CHECK_EQ(sq_ring_reserve(r, 1, 100, 0, &other), SQ_OK);
+    CHECK_EQ(sq_ring_cancel(r, 0), SQ_OK);
+    CHECK_EQ(stats(r).reserved, 1);
+    CHECK_EQ(sq_ring_commit(r, 0, x, 0, 0, 0), SQ_ECORRUPT);
+    CHECK_EQ(sq_ring_cancel(r, 3), SQ_EINVAL);
+    CHECK_EQ(sq_ring_cancel(r, 1), SQ_OK);
+    check_idle(r);
+
+    /* a producer that dies with several blocks reserved: all freed */
+    CHECK_EQ(pipe(g_pipe), 0);
+    CHECK_EQ(sq_task_reset(r, 0, 10, 10), 1);
+    CHECK_EQ(sq_ring_reserve(r, 2, 100, 0, &x), SQ_OK); /* extra block, same slot */
+    pid = spawn(dying_producer, r, 2);
+    char c;
+    CHECK_EQ(read(g_pipe[0], &c, 1), 1);
+    kill_reap(pid);
+    CHECK_EQ(stats(r).reserved, 2);
+    CHECK_EQ(sq_worker_reset(r, 2, &i, &deaths), SQ_OK);
+    CHECK_EQ(i, 0);
+    check_idle(r);
+    close(g_pipe[0]);
+    close(g_pipe[1]);
+}
+
+/* ----------------------------------------------------------------- runner ---- */
+
+static const struct {
+    const char *name;
+    void (*fn)(void);
+} tests[] = {
+    {"basics", test_basics},
+    {"init_check", test_init_check},
+    {"wrap", test_wrap},
+    {"big_block_in_empty_ring", test_big_block_in_empty_ring},
+    {"out_of_order", test_out_of_order},
+    {"backpressure", test_backpressure},
+    {"too_big", test_too_big},
+    {"unsized", test_unsized},
+    {"close", test_close},
+    {"contention", test_contention},
+    {"tasks_window", test_tasks_window},
+    {"tasks_epochs", test_tasks_epochs},
+    {"worker_death", test_worker_death},
+    {"killed_holding_mutex", test_killed_holding_mutex},
+    {"killed_while_waiting", test_killed_while_waiting},
+    {"multi_block", test_multi_block},
+};
+
+int main(int argc, char **argv) {
+    const char *only = argc > 1 ? argv[1] : NULL;
+    const char *env = getenv("SQ_TEST_SEED");
+    struct timespec t0;
+    clock_gettime(CLOCK_REALTIME, &t0);
+    uint64_t seed = env ? strtoull(env, NULL, 10) : (uint64_t)t0.tv_nsec ^ (uint64_t)getpid();
+    int passed = 0, failed = 0;
+
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    printf("ringbuf: seed %llu (replay with SQ_TEST_SEED=%llu)\n", (unsigned long long)seed,
+           (unsigned long long)seed);
+    for (size_t k = 0; k < sizeof tests / sizeof tests[0]; k++) {
+        if (only && !strstr(tests[k].name, only)) continue;
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid < 0) {
+            perror("fork");
+            return 2;
+        }
+        if (pid == 0) {
+            /* own process group, so leftovers of a failed test can be killed */
+            setpgid(0, 0);
+            alarm(TEST_ALARM);
+            g_seed = seed + k;
+            g_fail = 0;
+            tests[k].fn();
+            fflush(NULL);
+            _exit(g_fail ? 1 : 0);
+        }
+        setpgid(pid, pid);
+        int st;
+        waitpid(pid, &st, 0);
+        kill(-pid, SIGKILL); /* any child the test left behind */
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+            passed++;
+            printf("ok   %s\n", tests[k].name);
+        } else {
+            failed++;
+            if (WIFSIGNALED(st))
+                printf("FAIL %s (signal %d%s)\n", tests[k].name, WTERMSIG(st),
+                       WTERMSIG(st) == SIGALRM ? ": timed out, deadlock?" : "");
+            else
+                printf("FAIL %s\n", tests[k].name);
+        }
+    }
+    printf("ringbuf: %d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
