@@ -50,11 +50,17 @@ typedef struct {
  * down: a death in between leaves a count too high (harmless), never too low. */
 enum { SLOT_AWAKE = 0, SLOT_IN_CLAIM = 1, SLOT_IN_RESERVE = 2 };
 
+/* Blocks one task may hold reserved at once: its result's main block and the
+ * blocks its code built arrays in (sq_ring_commit hands them over together). */
+#define SQ_SLOT_BLOCKS 12
+
 typedef struct {
     int64_t task;    /* current task index, -1 when idle */
     uint64_t epoch;  /* epoch of the current task */
     uint32_t asleep; /* SLOT_*, written by the worker */
-    char _pad[44];
+    uint32_t n_held; /* blocks reserved by the current task, positions in held[] */
+    uint64_t held[SQ_SLOT_BLOCKS];
+    char _pad[8];
 } sq_slot;
 
 struct sq_ring {
@@ -354,8 +360,14 @@ int sq_ring_reserve(sq_ring *r, int worker, uint64_t nbytes, double timeout,
                 rc = SQ_ETOOBIG;
                 break;
             }
+            sq_slot *slot = &ring_slots(r)[worker];
+            if (slot->n_held >= SQ_SLOT_BLOCKS) {
+                rc = SQ_EFULL;
+                break;
+            }
             uint64_t pos = ring_alloc(r, worker, need);
             if (pos != UINT64_MAX) {
+                slot->held[slot->n_held++] = pos;
                 *offset = r->data_offset + pos + SQ_BLOCK_HEADER;
                 r->n_reserved++;
                 rc = SQ_OK;
@@ -405,30 +417,32 @@ int sq_ring_commit(sq_ring *r, int worker, uint64_t offset, int64_t index,
     int rc = ring_lock(r);
     if (rc != SQ_OK) return rc;
     sq_block *b = block_of(r, offset);
+    sq_slot *slot = &ring_slots(r)[worker];
     if (b == NULL || b->state != BLK_RESERVED || b->worker != worker) {
         rc = SQ_ECORRUPT;
+    } else if (r->q_write - r->q_read >= (uint64_t)r->qlen) {
+        rc = SQ_EFULL; /* the blocks stay reserved */
     } else {
-        sq_entry e = {offset, b->size - SQ_BLOCK_HEADER, index, epoch, worker, kind};
-        /* Queue first: if the queue is full the blocks stay reserved. */
-        rc = queue_push(r, &e);
-        if (rc == SQ_OK) {
-            b->state = BLK_COMMITTED;
+        /* Every block the task reserved goes over together, in this critical
+         * section: the main block to the queue, the others (arrays its code built
+         * in place, named in the payload) as blocks the consumer holds.  States
+         * change before the entry is queued, so a worker killed in between leaves
+         * committed blocks nobody names (space lost until the ring goes), never
+         * an entry naming a freed block. */
+        for (uint32_t k = 0; k < slot->n_held; k++) {
+            sq_block *x = block_at(r, slot->held[k]);
+            if (x == b || x->state != BLK_RESERVED || x->worker != worker) continue;
+            x->state = BLK_COMMITTED;
             r->n_reserved--;
-            r->n_committed++;
-            /* The worker's other reserved blocks belong to the same result (arrays
-             * it built in place, named in the payload): hand them over with it,
-             * in the same critical section, as blocks the consumer holds. */
-            for (uint64_t pos = 0; pos < r->capacity;) {
-                sq_block *x = block_at(r, pos);
-                if (x->state == BLK_RESERVED && x->worker == worker) {
-                    x->state = BLK_COMMITTED;
-                    r->n_reserved--;
-                    r->n_popped++;
-                }
-                pos += x->size;
-            }
-            slot_done(r, worker);
+            r->n_popped++;
         }
+        b->state = BLK_COMMITTED;
+        r->n_reserved--;
+        r->n_committed++;
+        slot->n_held = 0;
+        sq_entry e = {offset, b->size - SQ_BLOCK_HEADER, index, epoch, worker, kind};
+        queue_push(r, &e); /* cannot fail: space checked above */
+        slot_done(r, worker);
     }
     ring_unlock(r);
     return rc;
@@ -498,19 +512,33 @@ int sq_ring_release(sq_ring *r, uint64_t offset) {
 }
 
 /* Under the lock: free every block `worker` reserved and did not commit. */
-static int free_reserved(sq_ring *r, int worker) {
+static void free_block(sq_ring *r, sq_block *b) {
+    b->state = BLK_FREE;
+    b->magic = 0;
+    r->used -= b->size;
+    r->n_reserved--;
+}
+
+/* Under the lock: free every block `worker` reserved and did not commit.  The
+ * slot's list is enough for a live worker; after a death the whole area is
+ * walked, since it may have died between allocating a block and listing it. */
+static int free_reserved(sq_ring *r, int worker, int walk) {
+    sq_slot *slot = &ring_slots(r)[worker];
     if (r->capacity == 0) return SQ_OK;
-    for (uint64_t pos = 0; pos < r->capacity;) {
-        sq_block *b = block_at(r, pos);
-        if (b->size == 0 || b->size % SQ_ALIGN) return SQ_ECORRUPT;
-        if (b->state == BLK_RESERVED && b->worker == worker) {
-            b->state = BLK_FREE;
-            b->magic = 0;
-            r->used -= b->size;
-            r->n_reserved--;
+    if (!walk) {
+        for (uint32_t k = 0; k < slot->n_held && k < SQ_SLOT_BLOCKS; k++) {
+            sq_block *b = block_at(r, slot->held[k]);
+            if (b->state == BLK_RESERVED && b->worker == worker) free_block(r, b);
         }
-        pos += b->size;
+    } else {
+        for (uint64_t pos = 0; pos < r->capacity;) {
+            sq_block *b = block_at(r, pos);
+            if (b->size == 0 || b->size % SQ_ALIGN) return SQ_ECORRUPT;
+            if (b->state == BLK_RESERVED && b->worker == worker) free_block(r, b);
+            pos += b->size;
+        }
     }
+    slot->n_held = 0;
     ring_wake(&r->space_seq, r->space_sleepers);
     return SQ_OK;
 }
@@ -519,7 +547,7 @@ int sq_ring_cancel(sq_ring *r, int worker) {
     if (worker < 0 || worker >= r->nworkers) return SQ_EINVAL;
     int rc = ring_lock(r);
     if (rc != SQ_OK) return rc;
-    rc = free_reserved(r, worker);
+    rc = free_reserved(r, worker, 0);
     ring_unlock(r);
     return rc;
 }
@@ -531,7 +559,7 @@ int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths) {
     *index = -1;
     *deaths = 0;
     /* Free what it reserved and never committed. */
-    rc = free_reserved(r, worker);
+    rc = free_reserved(r, worker, 1);
     sq_slot *s = &ring_slots(r)[worker];
     if (s->asleep != SLOT_AWAKE) { /* it died asleep: take back its counts */
         if (r->space_sleepers > 0) r->space_sleepers--;

@@ -104,7 +104,8 @@ uint64_t sq_ring_capacity(const sq_ring *r);
  * SQ_ALIGN).  Waits while the ring is full (backpressure) or not yet sized (the
  * request is recorded so the consumer can size it), up to timeout seconds.
  * On SQ_OK *offset is the payload offset.  Returns SQ_OK, SQ_TIMEOUT (call again
- * after checking the parent is alive), SQ_CLOSED, SQ_ETOOBIG, SQ_EINVAL. */
+ * after checking the parent is alive), SQ_CLOSED, SQ_ETOOBIG, SQ_EINVAL, SQ_EFULL
+ * (the task already holds the most blocks one task may hold). */
 int sq_ring_reserve(sq_ring *r, int worker, uint64_t nbytes, double timeout,
                     uint64_t *offset);
 
@@ -112,7 +113,7 @@ int sq_ring_reserve(sq_ring *r, int worker, uint64_t nbytes, double timeout,
  * task it answers.  Every other block the worker holds reserved is handed over
  * with it, atomically, as a block the consumer holds (a result may span several
  * blocks: the payload names the others).  Returns SQ_OK, SQ_EINVAL, SQ_ECORRUPT,
- * SQ_EFULL. */
+ * SQ_EFULL (completion queue full; nothing changed). */
 int sq_ring_commit(sq_ring *r, int worker, uint64_t offset, int64_t index,
                    uint64_t epoch, uint32_t kind);
 

@@ -231,6 +231,10 @@ cdef class Ring:
             raise ValueError(
                 f"a result of {nbytes} bytes does not fit in the shared ring of "
                 f"{sq_ring_capacity(self.r)} bytes")
+        if rc == SQ_EFULL:
+            raise RuntimeError(
+                "one task reserved too many shared-memory blocks (stack fewer "
+                "separate batches per result)")
         _raise(rc, "reserve")
 
     def write(self, uint64_t offset, uint64_t nbytes, list parts):
