@@ -16,18 +16,40 @@ repetition every configuration is timed once, in turn, so that drifts of the mac
 hit them all alike; the table gives the median time per call, its min-max over the
 repetitions, and the ratio of medians to the baseline (below 1: faster).
 
-Run: ``python benchmarks/bench_stack.py [--repeat 30]``.
+Second table, the seed workload (64 random rows of 248 float64 from memory-mapped
+``.npy`` chunks under ``collate([concatenate(chunks), labels])[:-10000]``), in
+batches/s, interleaved, medians with min-max, ratios to numpy fancy indexing:
+
+- one thread: the fused sampler (the seed's sampler written
+  ``seqtools.stack(seqtools.gather(dataset, subset))``), ``seqtools.minibatches``,
+  the seed's own sampler (items read one by one, then ``np.stack``), and numpy
+  fancy indexing per chunk (the baseline);
+- through ``load_buffers(nworkers=2)``: the fused sampler, ``minibatches``, the
+  seed's own sampler;
+- with ``--upstream-python PATH`` (an interpreter with SeqTools 1.4.1, which shares
+  our import name, so it runs in a subprocess): its ``prefetch(method='process',
+  shm_size=...)`` running the seed's sampler and a numpy fancy-indexing sampler.
+
+Run: ``python benchmarks/bench_stack.py [--repeat 30] [--batches 3000]
+[--seed-repeats 5] [--upstream-python PATH]``.
 """
 
 import argparse
+import os
 import platform
 import statistics
+import subprocess
+import sys
+import textwrap
 import time
 
 import numpy as np
 
-import seqtools
-from seqtools.stacking import plan
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import SeedWorkdir, interleaved, load_seed_dataset  # noqa: E402
+
+import seqtools  # noqa: E402
+from seqtools.stacking import plan  # noqa: E402
 
 try:
     import torch
@@ -100,11 +122,210 @@ def calibrate(fn, target_s=0.005):
         number *= 2
 
 
+# -- the seed workload -------------------------------------------------------------
+
+
+class SeedSampler:
+    """The seed example's sampler, unchanged: items one by one, then np.stack."""
+
+    def __init__(self, dataset, batch_size):
+        self.dataset = dataset
+        self.batch_size = batch_size
+
+    def __call__(self):
+        subset = np.random.choice(len(self.dataset), self.batch_size)
+        samples = list(seqtools.gather(self.dataset, subset))
+        return (np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples]))
+
+
+class FusedSampler(SeedSampler):
+    """The seed's sampler written with seqtools calls: a fused read."""
+
+    def __call__(self):
+        subset = np.random.choice(len(self.dataset), self.batch_size)
+        return seqtools.stack(seqtools.gather(self.dataset, subset))
+
+
+class FancySampler:
+    """numpy fancy indexing per chunk (the baseline), same draws as the seed's."""
+
+    def __init__(self, chunks, labels, n, batch_size):
+        self.chunks = [np.asarray(c) for c in chunks]
+        self.offsets = np.cumsum([0] + [len(c) for c in chunks])
+        self.labels = labels
+        self.n = n
+        self.batch_size = batch_size
+
+    def __call__(self):
+        subset = np.random.choice(self.n, self.batch_size)
+        part = np.searchsorted(self.offsets, subset, side="right") - 1
+        out = np.empty((self.batch_size,) + self.chunks[0].shape[1:],
+                       self.chunks[0].dtype)
+        for j, c in enumerate(self.chunks):
+            mask = part == j
+            if mask.any():
+                out[mask] = c[subset[mask] - self.offsets[j]]
+        return out, self.labels[subset]
+
+
+UPSTREAM = textwrap.dedent("""
+    import sys, time, os
+    import numpy as np
+    import seqtools
+    workdir, n, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    labels = np.load(os.path.join(workdir, "labels.npy"))
+    files = sorted(f for f in os.listdir(workdir) if f.startswith("data_"))
+    chunks = [np.load(os.path.join(workdir, f), mmap_mode="r") for f in files]
+    dataset = seqtools.collate([seqtools.concatenate(chunks), labels])[:-10000]
+    offsets = np.cumsum([0] + [len(c) for c in chunks])
+    arrays = [np.asarray(c) for c in chunks]
+    def seed(_):
+        subset = np.random.choice(len(dataset), 64)
+        samples = list(seqtools.gather(dataset, subset))
+        return (np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples]))
+    def fancy(_):
+        subset = np.random.choice(len(dataset), 64)
+        part = np.searchsorted(offsets, subset, side="right") - 1
+        out = np.empty((64, 248))
+        for j, c in enumerate(arrays):
+            m = part == j
+            if m.any():
+                out[m] = c[subset[m] - offsets[j]]
+        return out, labels[subset]
+    batches = seqtools.smap(seed if kind == "seed" else fancy, range(n + 100))
+    loader = seqtools.prefetch(batches, nworkers=2, method="process",
+                               max_buffered=10, shm_size=64 * 1024 ** 2)
+    for i in range(100):
+        x = loader[i]
+    t0 = time.perf_counter()
+    for i in range(100, n + 100):
+        x = loader[i]
+        del x
+    print(n / (time.perf_counter() - t0))
+""")
+
+
+def seed_workload(args):
+    n = args.batches
+    with SeedWorkdir() as workdir:
+        chunks, labels = load_seed_dataset(workdir)
+        dataset = seqtools.collate([seqtools.concatenate(chunks), labels])[:-10000]
+        fused = FusedSampler(dataset, 64)
+        seed = SeedSampler(dataset, 64)
+        fancy = FancySampler(chunks, labels, len(dataset), 64)
+        mini = seqtools.minibatches(dataset, 64, seed=args.seed)
+        np.random.seed(args.seed)
+        for s in (fused, mini):  # the fused samplers return what the seed's does
+            x, y = s()
+            assert x.shape == (64, 248) and x.dtype == np.float64
+            assert y.shape == (64,) and y.dtype == labels.dtype
+        ref_subset = np.random.RandomState(1).choice(len(dataset), 64)
+        got = seqtools.stack(seqtools.gather(dataset, ref_subset))
+        exp = list(seqtools.gather(dataset, ref_subset))
+        assert np.array_equal(got[0], np.stack([e[0] for e in exp]))
+        assert np.array_equal(got[1], np.stack([e[1] for e in exp]))
+        loaders = {
+            "fused": seqtools.load_buffers(fused, max_cached=10, nworkers=2),
+            "minibatches": seqtools.load_buffers(mini, max_cached=10, nworkers=2),
+            "seed": seqtools.load_buffers(seed, max_cached=10, nworkers=2),
+        }
+        for loader in loaders.values():
+            next(loader)
+
+        def inline(fn):
+            def run():
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                return n / (time.perf_counter() - t0)
+            return run
+
+        def through(loader):
+            def run():
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    next(loader)
+                return n / (time.perf_counter() - t0)
+            return run
+
+        def upstream(kind):
+            def run():
+                if not args.upstream_python:
+                    return None
+                out = subprocess.run(
+                    [args.upstream_python, "-c", UPSTREAM, workdir, str(n), kind],
+                    capture_output=True, text=True, timeout=600)
+                if out.returncode != 0:
+                    print("upstream row failed:", out.stderr.strip().splitlines()[-1:],
+                          file=sys.stderr)
+                    return None
+                return float(out.stdout.strip())
+            return run
+
+        configs = [
+            ("numpy fancy indexing per chunk, inline (baseline)", inline(fancy)),
+            ("fused sampler: stack(gather(...)), inline", inline(fused)),
+            ("seqtools.minibatches, inline", inline(mini)),
+            ("seed's own sampler, inline", inline(seed)),
+            ("fused sampler, load_buffers(nworkers=2)", through(loaders["fused"])),
+            ("seqtools.minibatches, load_buffers(nworkers=2)",
+             through(loaders["minibatches"])),
+            ("seed's own sampler, load_buffers(nworkers=2)", through(loaders["seed"])),
+            ("SeqTools 1.4.1 prefetch(process, shm), seed's sampler",
+             upstream("seed")),
+            ("SeqTools 1.4.1 prefetch(process, shm), numpy fancy sampler",
+             upstream("fancy")),
+        ]
+        results = interleaved(configs, args.seed_repeats,
+                              progress=lambda s: print(s, file=sys.stderr))
+        for loader in loaders.values():
+            loader.close()
+    return results
+
+
+def print_seed_table(results, args):
+    load = os.getloadavg()
+    print()
+    print(f"Seed workload: 64 x (248,) float64 + int64 label per batch, {args.batches} "
+          f"batches x {args.seed_repeats} interleaved repetitions, "
+          f"{os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} "
+          "(1 / 5 min) at the end")
+    if not args.upstream_python:
+        print("(SeqTools 1.4.1 rows skipped: pass --upstream-python PATH)")
+    print()
+    base_name = "numpy fancy indexing per chunk, inline (baseline)"
+    base = statistics.median(results[base_name])
+    up = results["SeqTools 1.4.1 prefetch(process, shm), seed's sampler"]
+    up_med = statistics.median(up) if up else None
+    print("| configuration | batches/s (median) | min-max | ratio to fancy "
+          "indexing | ratio to 1.4.1 seed |")
+    print("|---|---:|---:|---:|---:|")
+    for name, values in results.items():
+        if not values:
+            print(f"| {name} | skipped | | | |")
+            continue
+        med = statistics.median(values)
+        to_up = f"{med / up_med:.2f}x" if up_med else ""
+        print(f"| {name} | {med:,.0f} | {min(values):,.0f}-{max(values):,.0f} | "
+              f"{med / base:.2f}x | {to_up} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batches", type=int, default=3000,
+                        help="batches per seed-workload measurement")
+    parser.add_argument("--seed-repeats", type=int, default=5,
+                        help="interleaved repetitions of the seed workload")
+    parser.add_argument("--upstream-python", default=None,
+                        help="interpreter with SeqTools 1.4.1 installed")
+    parser.add_argument("--skip-stacking", action="store_true",
+                        help="only the seed-workload table")
     args = parser.parse_args()
+    if args.skip_stacking:
+        print_seed_table(seed_workload(args), args)
+        return
     if torch is not None:
         # As in DataLoader workers, which set one thread each.
         torch.set_num_threads(1)
@@ -146,6 +367,7 @@ def main():
                 f"| {case} | {name} | {med * 1e6:.1f} | "
                 f"{min(ts) * 1e6:.1f}-{max(ts) * 1e6:.1f} | {med / base:.2f} |"
             )
+    print_seed_table(seed_workload(args), args)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from .errors import EvaluationError, seterr
 from .evaluation import load_buffers, prefetch
 from .indexing import arange, collate, concatenate, gather, take
 from .mapping import smap, starmap
-from .stacking import stack
+from .stacking import minibatches, stack
 from . import instrument
 from .cache import add_cache
 from .combine import case, cycle, interleave, repeat, switch
@@ -18,7 +18,7 @@ __all__ = [
     "smap", "starmap",
     "prefetch",
     "load_buffers",
-    "View", "EvaluationError", "seterr", "stack",
+    "View", "EvaluationError", "seterr", "stack", "minibatches",
     "batch", "unbatch", "split",
     "interleave", "cycle", "repeat", "switch", "case",
     "uniter", "add_cache", "SerializableFunc", "instrument"]

@@ -8,7 +8,7 @@ import numpy as np
 class Layout:
     """The stacked structure planned from one sample."""
 
-    def __init__(self, sample: Any) -> None: ...
+    def __init__(self, sample: Any, labels: Sequence[str] | None = None) -> None: ...
     @property
     def nfields(self) -> int: ...
     def field_info(self) -> list[tuple[str, tuple[int, ...], np.dtype[Any]]]: ...
@@ -20,3 +20,30 @@ def stack_into(
     samples: list[Any] | tuple[Any, ...],
     arrays: list[np.ndarray[Any, Any]] | None = None,
 ) -> list[np.ndarray[Any, Any]]: ...
+
+class RowGather:
+    """Rows of source arrays gathered into outputs: checked now, copied by run()."""
+
+    def __init__(
+        self,
+        fields: list[
+            tuple[
+                Sequence[np.ndarray[Any, Any]],
+                np.ndarray[Any, Any] | None,
+                np.ndarray[Any, Any] | None,
+                np.ndarray[Any, Any],
+            ]
+        ],
+    ) -> None: ...
+    def run(self) -> None: ...
+
+def gather_rows(
+    fields: list[
+        tuple[
+            Sequence[np.ndarray[Any, Any]],
+            np.ndarray[Any, Any] | None,
+            np.ndarray[Any, Any] | None,
+            np.ndarray[Any, Any],
+        ]
+    ],
+) -> None: ...

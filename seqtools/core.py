@@ -13,6 +13,29 @@ read through a plain ``ndarray`` view of the same memory (``np.memmap.__getitem_
 is Python code, ten times slower per item), and views pickle such sources by
 reference (file name, byte position, dtype, shape, strides, mode), so that worker
 processes reopen the file instead of receiving a copy of the dataset.
+
+Fused reads
+-----------
+Reading a whole batch of items as one stacked array need not go through the items
+one by one. ``fuse(seq, indices)`` resolves an int64 array of normalised indices
+(``0 <= i < len(seq)``, checked by the caller) through the view graph, one numpy or
+kernel call per level, into a *fusion plan* shaped like one item:
+
+- :class:`Rows` -- a leaf: row ``k`` is ``sources[part[k]][local[k]]``, whole rows of
+  numpy arrays, which ``seqtools.stack`` copies into its output with one Cython call
+  (``_stack.RowGather``), the GIL released, no per-item Python;
+- a ``tuple`` of plans -- items that are tuples (:func:`seqtools.collate`);
+- :class:`Items` -- the fallback: items ``seq[indices[k]]`` read one by one (views
+  that run user code, lists, object arrays...) and stacked like any sample.
+
+Views take part by overriding ``_fuse(indices)``; the default follows ``_locate``
+(index-only views hand the indices on to their source) and otherwise falls back to
+:class:`Items`, so a view that does not know the protocol is still read correctly.
+Views that fuse: numpy arrays (memory-mapped too) with a dtype holding data,
+``gather``/``take`` and slices (through ``_locate``), ``concatenate`` (parts with one
+row shape and dtype), ``collate`` (each source on its own: the array sources of
+``collate([smap(f, x), labels])`` still fuse), ``arange``, and the padded last
+batch of ``batch(..., pad=...)``.
 """
 
 import itertools
@@ -25,7 +48,7 @@ import numpy as np
 from . import _indexing
 from .errors import creation_site
 
-__all__ = ["View", "SliceView"]
+__all__ = ["View", "SliceView", "Rows", "Items", "fuse"]
 
 
 class View(Sequence):
@@ -74,6 +97,17 @@ class View(Sequence):
         from it in one call.
         """
         return self, indices
+
+    def _fuse(self, indices):
+        """The fusion plan (see the module docstring) of items ``indices``.
+
+        ``indices`` is an int64 array of normalised indices, already checked. The
+        default follows ``_locate`` to the view's source, else reads item by item.
+        """
+        source, local = self._locate(indices)
+        if source is self:
+            return Items(self, indices)
+        return fuse(source, local)
 
     def _bind(self):
         """Rebuild the attributes named in ``_transient`` (after init, unpickling)."""
@@ -208,6 +242,117 @@ def source_length(seq, what="sequence"):
         raise TypeError(
             f"{what} must have a length, got {type(seq).__name__}"
         ) from None
+
+
+# -- fused reads ---------------------------------------------------------------------
+
+
+class Rows:
+    """A fusion-plan leaf: row ``k`` is ``sources[part[k]][local[k]]``.
+
+    ``sources`` is a tuple of numpy arrays (at least 1-D) sharing ``dtype`` and the
+    row shape ``shape``; ``part`` is an int64 array of source numbers (None: all from
+    source 0); ``local`` an int64 array of rows in their source (None: every row of
+    the single source, in order).
+    """
+
+    __slots__ = ("sources", "part", "local", "dtype", "shape")
+
+    def __init__(self, sources, part, local, dtype, shape):
+        self.sources = sources
+        self.part = part
+        self.local = local
+        self.dtype = dtype
+        self.shape = shape
+
+    def __len__(self):
+        return len(self.sources[0]) if self.local is None else len(self.local)
+
+    def __repr__(self):
+        return (f"Rows({len(self)} rows of shape {self.shape} and dtype {self.dtype} "
+                f"from {len(self.sources)} source(s))")
+
+
+class Items:
+    """A fusion-plan leaf read item by item: ``seq[i]`` for ``i`` in ``indices``."""
+
+    __slots__ = ("seq", "indices")
+
+    def __init__(self, seq, indices):
+        self.seq = seq
+        self.indices = indices
+
+    def read(self):
+        """The items, as a list (the fallback path: one Python call per item)."""
+        get = item_getter(self.seq)
+        return [get(i) for i in self.indices.tolist()]
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __repr__(self):
+        return f"Items({len(self)} items of {type(self.seq).__name__})"
+
+
+def row_spec(arr):
+    """``(dtype, row shape)`` if ``arr``'s rows can be copied as bytes, else None.
+
+    That is what reading ``arr[i]`` and stacking it would give: a row of ``arr``'s
+    dtype. Not for object or datetime dtypes (stack refuses them), nor 1-D arrays
+    whose items numpy turns into scalars of another dtype (non-native byte order,
+    strings: ``np.bytes_`` drops trailing NULs).
+    """
+    if not isinstance(arr, np.ndarray) or arr.ndim == 0:
+        return None
+    dtype = arr.dtype
+    if dtype.hasobject or dtype.kind in "mM":
+        return None
+    if arr.ndim == 1 and (dtype.kind not in "biufcV" or not dtype.isnative):
+        return None
+    return dtype, arr.shape[1:]
+
+
+def fuse(seq, indices):
+    """The fusion plan of items ``indices`` (normalised int64 array) of ``seq``."""
+    if isinstance(seq, View):
+        return seq._fuse(indices)
+    if isinstance(seq, np.ndarray):
+        spec = row_spec(seq)
+        if spec is not None:
+            return Rows((seq,), None, indices, *spec)
+    return Items(seq, indices)
+
+
+def merge_plans(plans, positions, n):
+    """One plan of ``n`` rows from ``plans[j]`` giving rows ``positions[j]``.
+
+    The plans must have one structure, and their Rows leaves one dtype and row
+    shape; returns None otherwise (or if a leaf is :class:`Items`), and the caller
+    reads item by item.
+    """
+    first = plans[0]
+    if type(first) is tuple:
+        if any(type(p) is not tuple or len(p) != len(first) for p in plans):
+            return None
+        children = []
+        for k in range(len(first)):
+            child = merge_plans([p[k] for p in plans], positions, n)
+            if child is None:
+                return None
+            children.append(child)
+        return tuple(children)
+    if type(first) is not Rows:
+        return None
+    sources = []
+    part = np.empty(n, np.int64)
+    local = np.empty(n, np.int64)
+    for p, pos in zip(plans, positions):
+        if type(p) is not Rows or p.dtype != first.dtype or p.shape != first.shape:
+            return None
+        part[pos] = len(sources) if p.part is None else p.part + len(sources)
+        local[pos] = np.arange(len(p)) if p.local is None else p.local
+        sources.extend(p.sources)
+    return Rows(tuple(sources), part, local, first.dtype, first.shape)
 
 
 # -- pickling memory-mapped sources by reference -------------------------------------

@@ -64,20 +64,32 @@ def passthrough():
     return _settings["evaluation"] == "passthrough"
 
 
+_inside = {}  # co_filename -> True if the file belongs to this package
+
+
+def _in_package(filename):
+    inside = _inside.get(filename)
+    if inside is None:
+        inside = os.path.abspath(filename).startswith(_PKG_DIR + os.sep)
+        _inside[filename] = inside
+    return inside
+
+
 def creation_site(depth=2):
     """Return ``"file:line"`` of the first caller frame outside the package.
 
-    Cheap (no traceback formatting) so that views created once per batch, such as
-    ``gather(dataset, idx)`` in a sampler, do not pay for it.
+    Cheap (no traceback formatting, one dict lookup per frame) so that views
+    created once per batch, such as ``gather(dataset, idx)`` in a sampler, do not
+    pay for it.
     """
     try:
         frame = sys._getframe(depth)
     except ValueError:
         return "<unknown>"
     while frame is not None:
-        filename = frame.f_code.co_filename
-        if not os.path.abspath(filename).startswith(_PKG_DIR + os.sep):
-            return f"{filename}:{frame.f_lineno}"
+        code = frame.f_code
+        if not _in_package(code.co_filename):
+            return f"{code.co_filename}:{frame.f_lineno}"
         frame = frame.f_back
     return "<unknown>"
 

@@ -7,17 +7,28 @@ shuffled, paired view of the whole dataset that reads one item only when asked.
 Index arithmetic runs in the ``_indexing`` kernels; stacked index views collapse
 into one (a gather of a gather or of a slice is one gather over the innermost source,
 with one int64 index array), so that reading an item costs few Python calls.
+
+All four take part in fused reads (see :mod:`seqtools.core`): ``seqtools.stack`` of
+a gather over ``collate([concatenate(chunks), labels])`` resolves the whole batch of
+indices with one kernel call per level and copies rows straight from the chunks.
 """
 
 import itertools
 
+import numpy as np
+
 from . import _indexing
 from .core import (
+    Items,
+    Rows,
     SliceView,
     View,
     as_source,
+    fuse,
     item_getter,
     item_setter,
+    merge_plans,
+    row_spec,
     source_length,
 )
 
@@ -25,6 +36,7 @@ __all__ = ["arange", "gather", "take", "concatenate", "collate"]
 
 # Gathers iterate over their indices by blocks converted with one ``tolist`` call.
 _ITER_BLOCK = 4096
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class Arange(View):
@@ -50,6 +62,14 @@ class Arange(View):
 
     def _iter(self):
         return iter(self._range)
+
+    def _fuse(self, indices):
+        r = self._range
+        lo, hi = min(r.start, r.stop), max(r.start, r.stop)
+        if not (_INT64_MIN <= lo and hi <= _INT64_MAX):
+            return Items(self, indices)
+        values = indices * r.step + r.start  # int64: stacked Python ints are int64
+        return Rows((values,), None, None, values.dtype, ())
 
     def __repr__(self):
         r = self._range
@@ -216,8 +236,8 @@ def take(sequence, indexes):
 class Concatenation(View):
     """The items of several finite sequences, one after the other."""
 
-    __slots__ = ("_parts", "_table", "_fast")
-    _transient = ("_fast",)
+    __slots__ = ("_parts", "_table", "_fast", "_rows")
+    _transient = ("_fast", "_rows")
 
     def __init__(self, parts):
         table = _indexing.OffsetTable([source_length(p) for p in parts])
@@ -230,6 +250,10 @@ class Concatenation(View):
         # The table finds the part and calls its getter in one C call.
         self._table.set_getters([item_getter(p) for p in self._parts])
         self._fast = self._table.read
+        # (dtype, row shape) when every part is an array with these rows: a batch
+        # is then one Rows over the parts, straight from ``locate_many``.
+        specs = {row_spec(p) for p in self._parts}
+        self._rows = specs.pop() if len(specs) == 1 else None
 
     def _getter(self):
         return self._fast
@@ -247,6 +271,20 @@ class Concatenation(View):
     def _locate_parts(self, indices):
         """``(parts, local)`` int64 arrays for normalised item ``indices``."""
         return self._table.locate_many(indices)
+
+    def _fuse(self, indices):
+        part, local = self._table.locate_many(indices)
+        if self._rows is not None:
+            return Rows(self._parts, part, local, *self._rows)
+        # Mixed parts: a plan per part for the rows it holds, merged if they agree.
+        used = np.unique(part)
+        plans, positions = [], []
+        for j in used.tolist():
+            pos = np.flatnonzero(part == j)
+            plans.append(fuse(self._parts[j], local[pos]))
+            positions.append(pos)
+        merged = merge_plans(plans, positions, len(indices)) if plans else None
+        return Items(self, indices) if merged is None else merged
 
 
 def concatenate(sequences):
@@ -320,6 +358,9 @@ class Collation(View):
             )
         for s, v in zip(self._sources, value):
             item_setter(s)(i, v)
+
+    def _fuse(self, indices):
+        return tuple([fuse(s, indices) for s in self._sources])
 
     def _iter(self):
         # Each source iterates by its fastest path (views iterate faster than they

@@ -13,7 +13,7 @@ import operator
 import numpy as np
 
 from . import _indexmaps
-from .core import SliceView, View
+from .core import Items, Rows, SliceView, View, fuse, merge_plans
 from .errors import raise_evaluation_error
 
 __all__ = ["batch", "unbatch", "split"]
@@ -114,6 +114,39 @@ class _PaddedView(View):
             raise TypeError("padding items of a batch cannot be assigned")
         self._seq[i] = value
 
+    def _fuse(self, indices):
+        # The padding is stacked once, as a one-row source repeated where needed.
+        from .stacking import stack
+
+        inside = np.flatnonzero(indices < self._m)
+        outside = np.flatnonzero(indices >= self._m)
+        plans, positions = [], []
+        if len(inside):
+            plans.append(fuse(self._seq, indices[inside]))
+            positions.append(inside)
+        if len(outside):
+            try:
+                pad = _repeat_plan(stack([self._pad]), len(outside))
+            except (TypeError, ValueError):
+                pad = None
+            if pad is None:
+                return Items(self, indices)
+            plans.append(pad)
+            positions.append(outside)
+        merged = merge_plans(plans, positions, len(indices))
+        return Items(self, indices) if merged is None else merged
+
+
+def _repeat_plan(stacked, count):
+    """A plan repeating the one-sample stack ``stacked`` count times, or None."""
+    if type(stacked) is tuple:
+        children = [_repeat_plan(x, count) for x in stacked]
+        return None if None in children else tuple(children)
+    if isinstance(stacked, np.ndarray):
+        return Rows((stacked,), None, np.zeros(count, np.int64), stacked.dtype,
+                    stacked.shape[1:])
+    return None
+
 
 class BatchView(View):
     """Batches of ``k`` consecutive items of a sequence (see :func:`batch`)."""
@@ -179,8 +212,14 @@ def batch(seq, k, drop_last=False, pad=None, collate_fn=None):
         Value used to fill the last batch up to ``k`` items; ``None`` (the default)
         leaves it short.
     collate_fn : callable, optional
-        Called on each batch of items to consolidate it, e.g. :func:`numpy.stack`.
-        Its failures raise :class:`~seqtools.EvaluationError` naming the batch.
+        Called on each batch of items to consolidate it. ``None`` (the default)
+        returns the items themselves (a list, array or view, as above). Pass
+        :func:`seqtools.stack` for stacked batches (one array per field): when
+        `seq` is a view graph over arrays (gather, slices, concatenate, collate of
+        numpy or memory-mapped arrays) the batch is read fused, rows copied
+        straight from the sources by one kernel call, padding included; parts that
+        run user code (smap...) are read item by item. Failures of `collate_fn`
+        raise :class:`~seqtools.EvaluationError` naming the batch.
 
     Returns
     -------
@@ -204,6 +243,12 @@ def batch(seq, k, drop_last=False, pad=None, collate_fn=None):
     ([0, 1, 2, 3], [8, 9, -1, -1])
     >>> len(seqtools.batch(data, 4, drop_last=True))
     2
+    >>> import numpy as np
+    >>> pairs = seqtools.collate([np.arange(20.0).reshape(10, 2), data])
+    >>> x, y = seqtools.batch(pairs, 4, pad=(np.zeros(2), -1),
+    ...                       collate_fn=seqtools.stack)[-1]
+    >>> x.shape, y
+    ((4, 2), array([ 8,  9, -1, -1]))
     """
     k = _check_int(k, "k (the batch size)", "batch", 1)
     if collate_fn is not None and not callable(collate_fn):

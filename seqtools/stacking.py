@@ -32,17 +32,37 @@ Rules shared by both functions:
   e.g. ``sample[3][1]['label']: expected shape (248,) and dtype float64 (as in
   sample[0][1]['label']), got shape (247,) ...``; nothing is written to ``out``
   unless every sample passed.
+
+**Fused reads.** When ``samples`` is a view (or a numpy array), :func:`stack` does
+not read it item by item: it asks the view graph for a fusion plan (see
+:mod:`seqtools.core`) and copies whole rows from the underlying arrays straight into
+the output, one Cython call for all fields, the GIL released. Views that fuse:
+numpy and memory-mapped arrays, ``gather``/``take``, slices, ``concatenate``,
+``collate``, ``arange``, and batches of ``batch(..., collate_fn=stack)`` (padding
+included). Parts that run user code (``smap``...) or hold Python objects (lists)
+are read item by item and stacked as usual, in the same call. The result is the
+same as ``stack(list(view))``, bit for bit.
+
+**Shared memory.** Inside a worker process of :func:`seqtools.load_buffers` or
+``prefetch(method='process')``, :func:`stack` without ``out`` writes the batch
+straight into one block of the workers' shared-memory ring: returned from the
+worker, it reaches the parent with no copy at all.
+
+:func:`minibatches` builds a random minibatch sampler on top of the fused path.
 """
 
 import dataclasses
 import math
+import os
 from collections.abc import Mapping
 
 import numpy as np
 
-from . import _stack
+from . import _stack, _transport
+from .core import Items, Rows, View, fuse, pickle_source, source_length
 
-__all__ = ["ALIGNMENT", "FieldPlan", "StackPlan", "plan", "stack"]
+__all__ = ["ALIGNMENT", "FieldPlan", "StackPlan", "plan", "stack", "minibatches",
+           "MinibatchSampler"]
 
 #: Byte alignment of each field in :attr:`StackPlan.nbytes` layouts (a cache line).
 ALIGNMENT = 64
@@ -75,7 +95,9 @@ def stack(samples, out=None):
     samples : sequence
         The samples, all with the structure of ``samples[0]``: arrays, numpy or
         Python scalars, buffer-protocol objects, or tuples, lists and dicts of
-        them, nested (see the module documentation for the rules).
+        them, nested (see the module documentation for the rules). A view over
+        arrays (``gather``, slices, ``concatenate``, ``collate``...) is read
+        fused: rows are copied from the arrays with no per-item Python.
     out : structure of numpy.ndarray, optional
         Where to write the result: the structure of the result, with C-contiguous,
         writable arrays of the exact shapes and dtypes (for instance
@@ -98,9 +120,14 @@ def stack(samples, out=None):
         If a leaf holds Python objects (object dtype) or a datetime dtype, or
         ``out`` holds something other than numpy arrays.
 
+    IndexError
+        If a fused read meets an index out of range (the message names the row).
+
     Notes
     -----
-    Usable directly as the ``collate_fn`` of :func:`seqtools.batch`.
+    Usable directly as the ``collate_fn`` of :func:`seqtools.batch` (fused reads).
+    Inside a ``load_buffers``/``prefetch(method='process')`` worker, the result
+    without ``out`` lives in the shared-memory ring and is handed over uncopied.
 
     Examples
     --------
@@ -112,13 +139,146 @@ def stack(samples, out=None):
     ((4, 3), dtype('float32'))
     >>> targets["label"]
     array([0, 1, 2, 3])
+
+    A view over arrays is stacked in one pass over its rows:
+
+    >>> import seqtools
+    >>> data = seqtools.collate([np.arange(10.0), np.arange(10) % 3])
+    >>> seqtools.stack(seqtools.gather(data, [7, 2, 2]))
+    (array([7., 2., 2.]), array([1, 2, 2]))
     """
+    if isinstance(samples, View) or (
+        isinstance(samples, np.ndarray) and samples.ndim > 0
+    ):
+        n = source_length(samples)
+        if n is None:
+            raise TypeError(
+                f"cannot stack an infinite {type(samples).__name__}: take a finite "
+                "slice first, e.g. view[:1000]"
+            )
+        if n > 0:
+            node = fuse(samples, np.arange(n, dtype=np.int64))
+            if type(node) is not Items:
+                return _stack_plan(node, n, out)
     samples = _as_list(samples)
     layout = _stack.Layout(samples[0])
     if out is None:
-        return layout.unflatten(_stack.stack_into(layout, samples))
+        arrays = _shared_arrays(layout.field_info(), len(samples))
+        return layout.unflatten(_stack.stack_into(layout, samples, arrays))
     _stack.stack_into(layout, samples, layout.flatten_out(out, len(samples)))
     return out
+
+
+def _shared_arrays(field_info, n):
+    """Outputs in one block of the worker's ring, or None outside a worker."""
+    if _transport._task is None:
+        return None
+    offsets, nbytes = _layout([(shape, dtype) for _, shape, dtype in field_info], n)
+    block = _transport.out_block(nbytes)
+    if block is None:
+        return None
+    return [
+        block[o : o + n * math.prod(shape) * dtype.itemsize]
+        .view(dtype)
+        .reshape((n,) + shape)
+        for o, (_, shape, dtype) in zip(offsets, field_info)
+    ]
+
+
+def _layout(fields, n):
+    """Byte offsets of ``(shape, dtype)`` fields of n rows, and the total size."""
+    offsets = []
+    offset = 0
+    for shape, dtype in fields:
+        offsets.append(offset)
+        nbytes = n * math.prod(shape) * dtype.itemsize
+        offset += -(-nbytes // ALIGNMENT) * ALIGNMENT
+    return offsets, offset
+
+
+def _walk(node, path, leaves):
+    """Append the ``(path, leaf)`` of a plan in order; return its signature.
+
+    The signature names the output structure, dtypes and row shapes; it is None
+    when a leaf is read item by item (the items decide the structure).
+    """
+    t = type(node)
+    if t is Rows:
+        leaves.append((path, node))
+        return ("R", node.dtype, node.shape)
+    if t is tuple:
+        sig = ["T"]
+        for k, child in enumerate(node):
+            sig.append(_walk(child, f"{path}[{k}]", leaves))
+        return None if None in sig else tuple(sig)
+    leaves.append((path, node))
+    return None
+
+
+def _prototype(node, values):
+    """A sample shaped like the plan's output, for planning the Layout."""
+    if type(node) is tuple:
+        return tuple([_prototype(child, values) for child in node])
+    if type(node) is Rows:
+        return np.empty(node.shape, node.dtype)
+    return values[id(node)][0]
+
+
+# Layouts of plans without Items, by signature: a sampler stacks batches of one
+# structure over and over, and planning it is most of the Python left per batch.
+_layouts = {}
+
+
+def _stack_plan(node, n, out):
+    """Stack the n rows described by a fusion plan (see seqtools.core)."""
+    leaves = []
+    sig = _walk(node, "", leaves)
+    cached = _layouts.get(sig) if sig is not None else None
+    values = {}
+    if cached is not None:
+        layout, info = cached
+    else:
+        for _, leaf in leaves:
+            if type(leaf) is Items:
+                values[id(leaf)] = leaf.read()
+        # The Layout of a prototype sample gives the output structure, the field
+        # order and the checks of `out`, exactly as for stack(list(view)).
+        layout = _stack.Layout(_prototype(node, values))
+        info = layout.field_info()
+        if sig is not None:
+            if len(_layouts) >= 64:
+                _layouts.clear()
+            _layouts[sig] = layout, info
+    if out is not None:
+        arrays = layout.flatten_out(out, n)
+    else:
+        arrays = _shared_arrays(info, n)
+        if arrays is None:
+            arrays = [np.empty((n,) + shape, dtype) for _, shape, dtype in info]
+    if not values:
+        gather = _stack.RowGather(
+            [(leaf.sources, leaf.part, leaf.local, a) for (_, leaf), a
+             in zip(leaves, arrays)])
+        gather.run()
+        return out if out is not None else layout.unflatten(arrays)
+    # Split the fields between Rows leaves (one field each) and Items leaves.
+    rows, item_arrays, items, labels = [], [], [], []
+    f = 0
+    for path, leaf in leaves:
+        if type(leaf) is Rows:
+            rows.append((leaf.sources, leaf.part, leaf.local, arrays[f]))
+            f += 1
+        else:
+            count = _stack.Layout(values[id(leaf)][0]).nfields
+            item_arrays.extend(arrays[f : f + count])
+            f += count
+            items.append(values[id(leaf)])
+            labels.append(path)
+    gather = _stack.RowGather(rows)  # every index checked before anything is written
+    per_item = list(zip(*items))
+    _stack.stack_into(_stack.Layout(per_item[0], labels), per_item, item_arrays)
+    gather.run()
+    return out if out is not None else layout.unflatten(arrays)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,3 +443,107 @@ def plan(samples):
         length=n,
         nbytes=offset,
     )
+
+
+class MinibatchSampler:
+    """Draws random minibatches of a dataset, stacked: see :func:`minibatches`."""
+
+    def __init__(self, dataset, batch_size, seed):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.seed = seed
+        self._n = source_length(dataset, "minibatches: dataset")
+        self._rng = None
+        self._owner = None  # (pid, worker slot) the generator was made for
+
+    def generator(self):
+        """The ``numpy.random.Generator`` of this process (and worker), made once."""
+        task = _transport._task
+        owner = (os.getpid(), None if task is None else task.slot)
+        if self._owner != owner:
+            key = () if owner[1] is None else (owner[1],)
+            self._rng = np.random.default_rng(
+                np.random.SeedSequence(self.seed, spawn_key=key))
+            self._owner = owner
+        return self._rng
+
+    def __call__(self):
+        indices = self.generator().integers(
+            0, self._n, size=self.batch_size, dtype=np.int64)
+        node = fuse(self.dataset, indices)
+        if type(node) is Items:
+            return stack(node.read())
+        return _stack_plan(node, self.batch_size, None)
+
+    def __getstate__(self):
+        # The generator is per process: a worker makes its own from the seed.
+        return {"dataset": pickle_source(self.dataset), "batch_size": self.batch_size,
+                "seed": self.seed, "_n": self._n, "_rng": None, "_owner": None}
+
+    def __repr__(self):
+        return (f"<seqtools.MinibatchSampler of {self.batch_size} items from "
+                f"{self._n}, seed={self.seed}>")
+
+
+def minibatches(dataset, batch_size, seed=None):
+    """Return a sampler of random minibatches: each call draws and stacks one.
+
+    ``sampler()`` draws ``batch_size`` indices uniformly, with replacement, and
+    returns ``stack(gather(dataset, indices))``: a fused read when ``dataset`` is a
+    view graph over arrays (see :func:`stack`), with no per-item Python. Made for
+    :func:`seqtools.load_buffers`: the sampler is picklable (memory-mapped arrays
+    travel by reference), and in a worker its batches are stacked straight into
+    shared memory and reach the parent uncopied.
+
+    Parameters
+    ----------
+    dataset : sequence
+        The samples (a finite view, array, list...).
+    batch_size : int
+        Samples per batch, ``>= 1``.
+    seed : int or sequence of int, optional
+        Entropy for the random streams; None draws fresh entropy now, kept in
+        ``sampler.seed`` so that a run can be replayed.
+
+    Returns
+    -------
+    MinibatchSampler
+        A callable without arguments returning one stacked minibatch.
+
+    Notes
+    -----
+    Each process draws from its own ``numpy.random.Generator``, made on the first
+    call from ``numpy.random.SeedSequence(seed, spawn_key=key)``: ``key`` is ``()``
+    in the process that is not a worker, and ``(w,)`` in worker ``w`` of
+    ``load_buffers``/``prefetch(method='process')`` (``w`` is its slot,
+    ``0 <= w < nworkers``). The stream of each worker is thus reproducible from the
+    seed and different from every other worker's and from the parent's; the order
+    in which ``load_buffers`` yields the workers' batches is not. A worker
+    restarted after a crash starts its slot's stream again. The generator is not
+    shared between threads safely: use one sampler per thread.
+
+    Examples
+    --------
+    >>> import numpy as np, seqtools
+    >>> data = seqtools.collate([np.random.rand(100, 3), np.arange(100)])
+    >>> sample = seqtools.minibatches(data, 8, seed=0)
+    >>> x, y = sample()
+    >>> x.shape, y.shape
+    ((8, 3), (8,))
+    >>> bool((x == np.stack([data[i][0] for i in y])).all())
+    True
+    >>> y2 = seqtools.minibatches(data, 8, seed=0)()[1]
+    >>> bool((y == y2).all())  # the same seed draws the same batches
+    True
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise TypeError(
+            f"minibatches: batch_size must be an integer, got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"minibatches: batch_size must be >= 1, got {batch_size}")
+    n = source_length(dataset, "minibatches: dataset")
+    if n is None or n == 0:
+        raise ValueError("minibatches: the dataset must be finite and not empty")
+    if seed is None:
+        seed = np.random.SeedSequence().entropy
+    return MinibatchSampler(dataset, int(batch_size), seed)

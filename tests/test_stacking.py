@@ -154,6 +154,10 @@ def test_many_dimensions(rng):
 
 def test_numpy_scalars(rng):
     for dtype in DTYPES:
+        if np.dtype(dtype).kind in "SU":
+            # A bytes/str scalar drops trailing NULs, hence its itemsize: such
+            # samples legitimately differ in dtype (tested as mismatches elsewhere).
+            continue
         samples = [random_array(rng, (), dtype)[()] for _ in range(5)]
         assert all(isinstance(s, np.generic) for s in samples)
         assert_same(stack(samples), reference_stack(samples))
