@@ -27,7 +27,8 @@ def make_seed_dataset(workdir, seed=0):
     n_chunks = -(-N_SAMPLES // CHUNK_SIZE)
     for i in range(n_chunks):
         lo, hi = i * CHUNK_SIZE, min((i + 1) * CHUNK_SIZE, N_SAMPLES)
-        data = means[labels[lo:hi]] + rng.standard_normal((hi - lo, *SAMPLE_SHAPE)) * 0.1
+        noise = rng.standard_normal((hi - lo, *SAMPLE_SHAPE)) * 0.1
+        data = means[labels[lo:hi]] + noise
         np.save(os.path.join(workdir, f"data_{i:02d}.npy"), data)
 
 
@@ -88,3 +89,190 @@ def summarize(results, baseline=None, unit="batches/s"):
         lines.append(f"| {name} | {med:,.0f} | {min(values):,.0f}-{max(values):,.0f} "
                      f"| {ratio} |")
     return "\n".join(lines)
+
+
+# -- The machine a run happened on, and the plot ---------------------------------------
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+def _upstream_version(python):
+    import subprocess
+
+    code = ("import importlib.metadata as m, numpy, sys; "
+            "print(m.version('seqtools'), numpy.__version__, sys.version.split()[0])")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    try:
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True,
+                             timeout=60, cwd=tempfile.gettempdir(), env=env)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    parts = out.stdout.split()
+    if out.returncode or len(parts) != 3:
+        return None
+    return f"SeqTools {parts[0]} (numpy {parts[1]}, Python {parts[2]})"
+
+
+def machine_info(upstream_python=None):
+    """What a result depends on: cores, CPU, memory, versions, and the load now."""
+    import platform
+
+    info = {
+        "cores": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "memory": f"{_memory_gib():.1f} GiB" if _memory_gib() else "?",
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+    try:
+        from importlib.metadata import version
+
+        info["seqtools"] = version("seqtools")
+    except Exception:
+        info["seqtools"] = "?"
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        info["torch"] = "not installed"
+    if upstream_python:
+        info["upstream"] = _upstream_version(upstream_python) or "not found"
+    info["load average at start (1, 5, 15 min)"] = " ".join(
+        f"{x:.2f}" for x in os.getloadavg())
+    return info
+
+
+class LoadMonitor:
+    """CPU time the *other* processes took while a run went on.
+
+    The machine's busy time (``/proc/stat``) minus this process's and its waited-for
+    descendants' (``os.times``: benchmark subprocesses, worker processes, the
+    upstream interpreter). The load average cannot tell them apart: it counts this
+    run's own workers too.
+    """
+
+    def __init__(self):
+        self.start = self._snapshot()
+
+    @staticmethod
+    def _snapshot():
+        busy = steal = None
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+            hz = os.sysconf("SC_CLK_TCK")
+            busy = (v[0] + v[1] + v[2] + v[5] + v[6]) / hz  # user nice system irq soft
+            steal = v[7] / hz if len(v) > 7 else 0.0
+        except (OSError, ValueError, IndexError):
+            pass
+        t = os.times()
+        own = t.user + t.system + t.children_user + t.children_system
+        return time.monotonic(), busy, steal, own
+
+    def summary(self):
+        """{'wall_s', 'others_cpu_s', 'others_share', 'steal_s'}, or {} off Linux."""
+        t1, b1, s1, o1 = self._snapshot()
+        t0, b0, s0, o0 = self.start
+        if b0 is None or b1 is None:
+            return {}
+        wall = t1 - t0
+        others = max(0.0, (b1 - b0) - (o1 - o0))
+        return {"wall_s": wall, "others_cpu_s": others,
+                "others_share": others / (wall * (os.cpu_count() or 1)),
+                "steal_s": s1 - s0}
+
+
+def machine_markdown(info, load=None):
+    """``info`` (and a LoadMonitor summary) as a markdown list, saying if shared."""
+    lines = [f"- {k}: {v}" for k, v in info.items()]
+    if load:
+        share = load["others_share"]
+        lines.append(
+            f"- other processes during the run: {load['others_cpu_s']:.0f} core-s in "
+            f"{load['wall_s']:.0f} s, {share:.0%} of the machine's {info['cores']} "
+            f"cores (hypervisor steal: {load['steal_s']:.0f} s)")
+        if share > 0.05:
+            lines.append("- **note: the machine was shared during this run; the "
+                         "parallel rows suffer most, expect noise**")
+    return "\n".join(lines)
+
+
+def plot_workers(report, path):
+    """PNG of throughput against nworkers, one panel per workload, one line per loader.
+
+    ``report`` is bench_peers' report: ``{"workloads": {name: {"rows": [...]}}}``
+    where each row has ``family``, ``nworkers`` and ``rates``. Rows measured at one
+    worker count only (inline, memcpy) are drawn as horizontal lines.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = report["workloads"]
+    fig, axes = plt.subplots(1, len(workloads), figsize=(5.2 * len(workloads), 4.8),
+                             squeeze=False)
+    colors = {}  # one colour per loader family, the same in every panel
+    for ax, (name, wl) in zip(axes[0], workloads.items()):
+        families = {}
+        for row in wl["rows"]:
+            if row["rates"]:
+                families.setdefault(row["family"], []).append(
+                    (row["nworkers"], statistics.median(row["rates"]),
+                     min(row["rates"]), max(row["rates"])))
+        for family, points in families.items():
+            color = "black" if family == "memcpy" else colors.setdefault(
+                family, plt.get_cmap("tab20")(2 * (len(colors) % 10)))
+            points.sort()
+            xs = [p[0] for p in points]
+            med = [p[1] for p in points]
+            err = [[m - p[2] for m, p in zip(med, points)],
+                   [p[3] - m for m, p in zip(med, points)]]
+            if len(points) == 1:  # inline, memcpy: a reference level across the plot
+                ax.axhline(med[0], color=color, linewidth=1,
+                           linestyle=":" if family == "memcpy" else "--")
+                ax.errorbar(xs, med, yerr=err, marker="s", capsize=3, color=color,
+                            linestyle="none", label=family)
+                continue
+            ax.errorbar(xs, med, yerr=err, marker="o", capsize=3, color=color,
+                        label=family)
+        ax.set_yscale("log")
+        ax.set_xticks([0, 1, 2])
+        ax.set_xlabel("workers (0: in the main process)")
+        ax.set_ylabel("batches/s (median, bars: min-max)")
+        ax.set_title(f"{name}: {wl['batch_bytes'] / 1e6:.2f} MB/batch", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    handles, labels = [], []
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

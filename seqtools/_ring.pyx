@@ -84,6 +84,22 @@ KIND_USER = SQ_KIND_USER
 ALIGN = SQ_ALIGN
 
 
+def address(obj):
+    """Address of the first byte of a C-contiguous buffer (-1 if not contiguous).
+
+    Cheaper than ``ndarray.__array_interface__`` (which builds a dict), for the
+    worker's per-batch check of which arrays already lie in the ring.
+    """
+    cdef Py_buffer view
+    try:
+        PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS)
+    except (BufferError, TypeError, ValueError):  # numpy: ValueError
+        return -1
+    addr = <size_t>view.buf
+    PyBuffer_Release(&view)
+    return addr
+
+
 def header_size(int nworkers, int qlen):
     return sq_ring_header_size(nworkers, qlen)
 

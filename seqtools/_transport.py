@@ -21,6 +21,8 @@ import pickle
 
 import numpy as np
 
+from ._ring import address
+
 __all__ = ["encode", "write", "decode", "out_block"]
 
 _HEAD = 8
@@ -88,7 +90,7 @@ class _TaskBlocks:
         offset = self.reserve(nbytes)
         block = self.ring.block(offset, nbytes)
         view = np.frombuffer(block, np.uint8)
-        start = view.__array_interface__["data"][0]
+        start = address(view)
         self.blocks.append((start, start + nbytes, offset, nbytes, block))
         return view
 
@@ -96,7 +98,7 @@ class _TaskBlocks:
         """(aux index, position) of array ``a`` if it lies in a task block."""
         if not self.blocks or not a.flags.c_contiguous:
             return None
-        addr = a.__array_interface__["data"][0]
+        addr = address(a)
         for k, (start, end, _, _, _) in enumerate(self.blocks):
             if start <= addr and addr + a.nbytes <= end:
                 return k, addr - start

@@ -1,0 +1,1 @@
+"""Benchmarks of seqtools; ``python -m benchmarks`` runs them all (see run.py)."""

@@ -1,0 +1,584 @@
+"""seqtools' loaders against their peers on three workloads, in one interleaved run.
+
+Workloads (data written to a temporary folder, read through memory maps):
+
+- **W1** the seed workload: 64 x (248,) float64 rows plus int labels per batch,
+  drawn at random from memory-mapped ``.npy`` chunks
+  (``collate([concatenate(chunks), labels])[:-10000]``); no per-sample work.
+- **W2** image-like: 128 samples per batch from 3000 memory-mapped 3x128x128 uint8
+  images; per sample, in Python: random 112x112 crop, random horizontal flip,
+  conversion to float32 normalised by channel mean and std.
+- **W3** large rows: 16 samples of 1 MiB (512x512 float32) per batch from 384
+  memory-mapped rows; no per-sample work, so copy bandwidth dominates.
+
+Every row runs the same workload code (this file's ``Workload`` classes, plain numpy
+plus ``seqtools.gather/smap/batch/collate/concatenate``, which SeqTools 1.4.1 has
+too) and consumes batches the same way: take the next batch and drop it, without
+reading it. Rows, with nworkers 1 and 2 for the loaders:
+
+- ``inline``: the workload's sampler called in the loop (``np.random.choice`` of
+  indices, ``gather``, per-sample transform, ``np.stack`` per field).
+- ``inline stack(gather)``: the same, collated by ``seqtools.stack`` over the
+  ``gather`` (``smap`` for W2) view instead of a list and ``np.stack``.
+- ``prefetch thread`` / ``prefetch process``: ``seqtools.prefetch`` over
+  ``batch(smap(transform, gather(dataset, shuffled order)), B, collate_fn=...)``.
+- ``load_buffers``: the sampler through ``seqtools.load_buffers``.
+- ``load_buffers stack(gather)``: the ``seqtools.stack`` sampler through it (the
+  fused path when ``seqtools.stack`` exists; skipped, with a message, otherwise).
+- ``minibatches``: ``seqtools.minibatches(dataset, B)`` (over
+  ``smap(transform, dataset)`` for W2), inline and through ``load_buffers``;
+  skipped, with a message, when seqtools has no ``minibatches``.
+- ``SeqTools 1.4.1 prefetch process``: upstream's ``prefetch(method='process',
+  shm_size=...)`` over the same batch sequence, run by this file in the interpreter
+  named by ``--upstream-python`` (a subprocess; it has no ``load_buffers``).
+- ``torch DataLoader``: ``num_workers`` 0, 1 and 2 over a ``Dataset`` whose item is
+  the transformed sample, ``batch_size=B``, random sampling with replacement,
+  default collate, ``torch.set_num_threads(1)``; skipped if torch is absent.
+- ``memcpy``: ``np.copyto`` of one batch's bytes into a preallocated batch, in one
+  thread: the bandwidth reference (loaders whose workers copy in parallel and hand
+  batches over without a copy can exceed it).
+
+Each measurement builds its loader, warms it up (untimed: a tenth of N batches, and
+at least the dataset's size in samples, so fresh worker processes have mapped the
+data), times the next N batches, then closes the loader, so no workers compete with
+the next row.
+Configurations are interleaved within each repetition; tables give the median rate,
+its min-max, and ratios of medians to the upstream row with the same nworkers and to
+memcpy, all from this run.
+
+Usage: python benchmarks/bench_peers.py [--workloads W1,W2,W3] [--batches N]
+       [--scale F] [--repeats R] [--upstream-python PATH] [--out DIR]
+"""
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
+
+import seqtools  # noqa: E402  (SeqTools 1.4.1 when run as the upstream child)
+
+MAX_BUFFERED = 10  # prefetch's and load_buffers' window, ours and upstream's
+
+
+def _np_collate(samples):
+    """The workloads' collate: ``np.stack`` per field of (array, label) samples.
+
+    ``list`` first: this seqtools' ``batch`` hands ``collate_fn`` a lazy view (SeqTools
+    1.4.1 a list), and reading a view of ``smap`` twice runs the transform twice.
+    """
+    samples = list(samples)
+    return (np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples]))
+
+
+class Workload:
+    """Files, dataset view, per-sample transform and batch size of one workload."""
+
+    name = title = ""
+    batch_size = 0
+    default_batches = 0
+    transform = None  # per-sample function, or None
+
+    def make(self, workdir):
+        raise NotImplementedError
+
+    def open(self, workdir):
+        raise NotImplementedError
+
+    def samples(self, dataset, idx):
+        """The view of transformed samples at ``idx``."""
+        view = seqtools.gather(dataset, idx)
+        if self.transform is not None:
+            view = seqtools.smap(self.transform, view)
+        return view
+
+    def batches(self, dataset, n, seed=0):
+        """A sequence of ``n`` batches over shuffled epochs (prefetch's input)."""
+        rng = np.random.default_rng(seed)
+        need = n * self.batch_size
+        order = np.concatenate(
+            [rng.permutation(len(dataset)) for _ in range(-(-need // len(dataset)))]
+        )[:need]
+        return seqtools.batch(self.samples(dataset, order), self.batch_size,
+                              drop_last=True, collate_fn=_np_collate)
+
+
+class Sampler:
+    """Random minibatch sampler of a workload: gather, transform, collate."""
+
+    def __init__(self, workload, dataset, fused=False):
+        self.workload = workload
+        self.dataset = dataset
+        self.fused = fused
+
+    def __call__(self):
+        wl = self.workload
+        idx = np.random.choice(len(self.dataset), wl.batch_size)
+        samples = wl.samples(self.dataset, idx)
+        if self.fused:
+            return seqtools.stack(samples)
+        return _np_collate(list(samples))
+
+
+class W1(Workload):
+    name = "W1"
+    title = "seed workload: 64 x (248,) float64 + int label, from memmapped chunks"
+    batch_size = 64
+    default_batches = 600
+
+    def make(self, workdir):
+        _common.make_seed_dataset(workdir)
+
+    def open(self, workdir):
+        chunks, labels = _common.load_seed_dataset(workdir)
+        return seqtools.collate([seqtools.concatenate(chunks), labels])[:-10000]
+
+
+IMG_N, IMG_SIDE, CROP = 3000, 128, 112
+MEAN = (np.array([0.485, 0.456, 0.406], np.float32) * 255).reshape(3, 1, 1)
+INV_STD = (1 / (np.array([0.229, 0.224, 0.225], np.float32) * 255)).reshape(3, 1, 1)
+
+
+def augment(sample):
+    """W2's per-sample transform: random crop, random flip, normalised float32."""
+    image, label = sample
+    top, left = np.random.randint(0, IMG_SIDE - CROP + 1, size=2)
+    crop = image[:, top:top + CROP, left:left + CROP]
+    if np.random.randint(2):
+        crop = crop[:, :, ::-1]
+    return (crop.astype(np.float32) - MEAN) * INV_STD, label
+
+
+class W2(Workload):
+    name = "W2"
+    title = (f"image-like: 128 x (3,{IMG_SIDE},{IMG_SIDE}) uint8 -> crop {CROP}, "
+             "flip, normalised float32, per sample in Python")
+    batch_size = 128
+    default_batches = 40
+    transform = staticmethod(augment)
+
+    def make(self, workdir):
+        rng = np.random.default_rng(1)
+        images = np.lib.format.open_memmap(
+            os.path.join(workdir, "images.npy"), mode="w+", dtype=np.uint8,
+            shape=(IMG_N, 3, IMG_SIDE, IMG_SIDE))
+        for lo in range(0, IMG_N, 500):
+            images[lo:lo + 500] = rng.integers(0, 256, images[lo:lo + 500].shape,
+                                               dtype=np.uint8)
+        images.flush()
+        del images
+        np.save(os.path.join(workdir, "image_labels.npy"),
+                rng.integers(0, 1000, IMG_N))
+
+    def open(self, workdir):
+        images = np.load(os.path.join(workdir, "images.npy"), mmap_mode="r")
+        labels = np.load(os.path.join(workdir, "image_labels.npy"))
+        return seqtools.collate([images, labels])
+
+
+ROW_N, ROW_SHAPE = 384, (512, 512)  # float32: 1 MiB per row
+
+
+class W3(Workload):
+    name = "W3"
+    title = "large rows: 16 x (512,512) float32 (1 MiB) + int label, no transform"
+    batch_size = 16
+    default_batches = 150
+
+    def make(self, workdir):
+        rng = np.random.default_rng(2)
+        rows = np.lib.format.open_memmap(
+            os.path.join(workdir, "rows.npy"), mode="w+", dtype=np.float32,
+            shape=(ROW_N, *ROW_SHAPE))
+        for lo in range(0, ROW_N, 64):
+            rows[lo:lo + 64] = rng.random((min(64, ROW_N - lo), *ROW_SHAPE),
+                                          dtype=np.float32)
+        rows.flush()
+        del rows
+        np.save(os.path.join(workdir, "row_labels.npy"), rng.integers(0, 10, ROW_N))
+
+    def open(self, workdir):
+        rows = np.load(os.path.join(workdir, "rows.npy"), mmap_mode="r")
+        labels = np.load(os.path.join(workdir, "row_labels.npy"))
+        return seqtools.collate([rows, labels])
+
+
+WORKLOADS = {w.name: w for w in (W1(), W2(), W3())}
+
+
+def batch_nbytes(batch):
+    return sum(np.asarray(a).nbytes for a in batch)
+
+
+def warmup_count(n, dataset_len=0, batch_size=1):
+    """Untimed batches before a measurement: a tenth of it, and at least one pass
+    over the dataset's size, so that fresh worker processes have mapped the data."""
+    return max(5, n // 10, -(-dataset_len // batch_size))
+
+
+# -- Timed loops: each builds its loader, warms it up, times n batches, closes it ----
+
+
+def _time_next(get, warm, n):
+    for _ in range(warm):
+        get()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        get()
+    return n / (time.perf_counter() - t0)
+
+
+def run_inline(sampler, warm, n):
+    return _time_next(sampler, warm, n)
+
+
+def run_prefetch(workload, dataset, warm, n, nworkers, method):
+    loader = seqtools.prefetch(workload.batches(dataset, warm + n), nworkers=nworkers,
+                               method=method, max_buffered=MAX_BUFFERED)
+    try:
+        it = iter(range(warm + n))
+        return _time_next(lambda: loader[next(it)], warm, n)
+    finally:
+        loader.close()  # workers stop now, not when the view is collected
+
+
+def run_load_buffers(sampler, warm, n, nworkers):
+    loader = seqtools.load_buffers(sampler, max_cached=MAX_BUFFERED, nworkers=nworkers)
+    try:
+        return _time_next(loader.__next__, warm, n)
+    finally:
+        loader.close()
+
+
+class _TorchDataset:
+    """Map-style dataset for DataLoader: item i is the transformed sample i."""
+
+    def __init__(self, workload, dataset):
+        self.transform = workload.transform
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        sample = self.dataset[i]
+        return sample if self.transform is None else self.transform(sample)
+
+
+def run_torch(workload, dataset, warm, n, nworkers):
+    import warnings
+
+    from torch.utils.data import DataLoader, RandomSampler
+
+    # default_collate warns once that memory-mapped (read-only) rows make read-only
+    # tensors; it then stacks them into a new tensor, so the warning does not apply.
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    ds = _TorchDataset(workload, dataset)
+    sampler = RandomSampler(ds, replacement=True,
+                            num_samples=(warm + n) * workload.batch_size)
+    loader = DataLoader(ds, batch_size=workload.batch_size, sampler=sampler,
+                        num_workers=nworkers, drop_last=True)
+    it = iter(loader)
+    try:
+        return _time_next(lambda: next(it), warm, n)
+    finally:
+        if hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()  # what its __del__ does; now, not at collection
+
+
+def run_memcpy(batch, warm, n):
+    src = [np.ascontiguousarray(a) for a in batch]
+    dst = [np.empty_like(a) for a in src]
+
+    def copy():
+        for d, s in zip(dst, src):
+            np.copyto(d, s)
+
+    return _time_next(copy, warm, n)
+
+
+def upstream_shm_size(workload, dataset):
+    """shm_size for upstream prefetch: MAX_BUFFERED slots of one batch (+ margin)."""
+    nbytes = batch_nbytes(workload.batches(dataset, 1)[0])
+    return MAX_BUFFERED * (nbytes + 64 * 1024)
+
+
+def child_upstream(spec):
+    """In the upstream interpreter: time prefetch(process, shm) on a workload."""
+    workload = WORKLOADS[spec["workload"]]
+    dataset = workload.open(spec["workdir"])
+    n, nworkers, warm = spec["batches"], spec["nworkers"], spec["warmup"]
+    batches = workload.batches(dataset, warm + n)
+    loader = seqtools.prefetch(batches, nworkers=nworkers, method="process",
+                               max_buffered=MAX_BUFFERED,
+                               shm_size=upstream_shm_size(workload, dataset))
+    it = iter(range(warm + n))
+
+    def get():
+        x = loader[next(it)]
+        del x  # upstream's shm slots come back when results are dropped
+
+    rate = _time_next(get, warm, n)
+    first = batches[0]
+    try:
+        from importlib.metadata import version
+        release = version("seqtools")
+    except Exception:
+        release = getattr(seqtools, "__version__", "?")
+    print(json.dumps({"rate": rate, "version": release, "file": seqtools.__file__,
+                      "shapes": [list(np.shape(a)) for a in first]}))
+
+
+def run_upstream(python, workload, workdir, warm, n, nworkers, expect_shapes, log):
+    spec = {"workload": workload.name, "workdir": workdir, "batches": n,
+            "warmup": warm, "nworkers": nworkers}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    try:
+        out = subprocess.run(
+            [python, os.path.abspath(__file__), "--child", json.dumps(spec)],
+            capture_output=True, text=True, timeout=600, cwd=workdir, env=env)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log(f"upstream row failed: {e}")
+        return None
+    if out.returncode != 0:
+        log("upstream row failed: " + " | ".join(out.stderr.strip().splitlines()[-3:]))
+        return None
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    if info["shapes"] != expect_shapes:
+        raise SystemExit(
+            f"upstream batches differ: {info['shapes']} != {expect_shapes}")
+    run_upstream.version = info["version"]
+    return info["rate"]
+
+
+run_upstream.version = None
+
+
+# -- One workload: its configurations, interleaved ----------------------------------
+
+
+def torch_available():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def measure(workload, workdir, n, repeats, upstream_python, log):
+    """Rates of every configuration on ``workload``: (rows, notes, batch bytes)."""
+    dataset = workload.open(workdir)
+    sampler = Sampler(workload, dataset)
+    batch = sampler()
+    nbytes = batch_nbytes(batch)
+    shapes = [list(np.shape(a)) for a in batch]
+    notes = []
+    warm = warmup_count(n, len(dataset), workload.batch_size)
+    fused = hasattr(seqtools, "stack")
+    fused_sampler = Sampler(workload, dataset, fused=True) if fused else None
+    if fused:
+        got = fused_sampler()
+        assert [list(a.shape) for a in got] == shapes, "stack(gather) batch differs"
+    else:
+        notes.append("stack(gather) rows skipped: this seqtools has no seqtools.stack")
+    mini = None
+    if hasattr(seqtools, "minibatches"):
+        source = (dataset if workload.transform is None
+                  else seqtools.smap(workload.transform, dataset))
+        mini = seqtools.minibatches(source, workload.batch_size, seed=0)
+        got = mini()
+        assert [list(a.shape) for a in got] == shapes, "minibatches batch differs"
+    else:
+        notes.append("minibatches rows skipped: this seqtools has no "
+                     "seqtools.minibatches")
+    has_torch = torch_available()
+    if not has_torch:
+        notes.append("torch DataLoader rows skipped: torch is not importable")
+    if not upstream_python:
+        notes.append("SeqTools 1.4.1 rows skipped: pass --upstream-python PATH")
+
+    # (key, loader family, nworkers, what it runs, fn or None when skipped)
+    rows = [("inline", "inline", 0, "sampler called in the loop, np.stack collate",
+             lambda: run_inline(sampler, warm, n))]
+    rows.append(("inline stack(gather)", "inline stack(gather)", 0,
+                 "sampler called in the loop, seqtools.stack over the samples view",
+                 (lambda: run_inline(fused_sampler, warm, n)) if fused else None))
+    rows.append(("inline minibatches", "inline minibatches", 0,
+                 "seqtools.minibatches(dataset, B) called in the loop",
+                 (lambda: run_inline(mini, warm, n)) if mini else None))
+    for k in (1, 2):
+        rows += [
+            (f"prefetch thread nw={k}", "prefetch thread", k,
+             "seqtools.prefetch(batch(smap(transform, gather)), method='thread')",
+             lambda k=k: run_prefetch(workload, dataset, warm, n, k, "thread")),
+            (f"prefetch process nw={k}", "prefetch process", k,
+             "seqtools.prefetch(batch(smap(transform, gather)), method='process')",
+             lambda k=k: run_prefetch(workload, dataset, warm, n, k, "process")),
+            (f"load_buffers nw={k}", "load_buffers", k,
+             "seqtools.load_buffers(sampler), np.stack collate",
+             lambda k=k: run_load_buffers(sampler, warm, n, k)),
+            (f"load_buffers stack(gather) nw={k}", "load_buffers stack(gather)", k,
+             "seqtools.load_buffers(sampler), seqtools.stack(gather/smap view)",
+             (lambda k=k: run_load_buffers(fused_sampler, warm, n, k))
+             if fused else None),
+            (f"load_buffers minibatches nw={k}", "load_buffers minibatches", k,
+             "seqtools.load_buffers(seqtools.minibatches(dataset, B))",
+             (lambda k=k: run_load_buffers(mini, warm, n, k)) if mini else None),
+            (f"SeqTools 1.4.1 prefetch process nw={k}",
+             "SeqTools 1.4.1 prefetch process", k,
+             "upstream prefetch(batch(smap(transform, gather)), method='process', "
+             "shm_size)",
+             (lambda k=k: run_upstream(upstream_python, workload, workdir, warm, n, k,
+                                       shapes, log)) if upstream_python else None),
+        ]
+    for k in (0, 1, 2):
+        rows.append((f"torch DataLoader nw={k}", "torch DataLoader", k,
+                     "DataLoader(Dataset of transformed samples, batch_size, "
+                     "RandomSampler, default collate)",
+                     (lambda k=k: run_torch(workload, dataset, warm, n, k))
+                     if has_torch else None))
+    rows.append(("memcpy", "memcpy", 0,
+                 "np.copyto of one batch's bytes, 1 thread (bandwidth reference)",
+                 lambda: run_memcpy(batch, warm, n)))
+
+    def collected(fn):
+        def run():
+            try:
+                return fn()
+            finally:
+                gc.collect()  # loaders and their results go before the next row
+        return run
+
+    configs = [(key, collected(fn)) for key, _, _, _, fn in rows if fn is not None]
+    results = _common.interleaved(
+        configs, repeats, progress=lambda s: log(f"{workload.name} {s}"))
+    table = [
+        {"key": key, "family": family, "nworkers": k, "runs": what,
+         "rates": results.get(key, [])}
+        for key, family, k, what, _ in rows
+    ]
+    return table, notes, nbytes, warm
+
+
+def ratio(a, b):
+    if not (a and b):
+        return ""
+    r = a / b
+    return f"{r:.2f}x" if r >= 0.1 else f"{r:.2g}x"
+
+
+def markdown(workload, table, nbytes, warm, n, repeats):
+    """The workload's table: medians, min-max, MB/s, ratios to upstream and memcpy."""
+    med = {r["key"]: statistics.median(r["rates"]) for r in table if r["rates"]}
+    memcpy = med.get("memcpy")
+    lines = [
+        f"**{workload.name}** {workload.title}; {nbytes / 1e6:.2f} MB per batch, "
+        f"{warm} untimed then {n} timed batches per measurement, {repeats} "
+        "interleaved repetitions.",
+        "",
+        "| configuration | runs | batches/s median | min-max | MB/s | "
+        "vs SeqTools 1.4.1 same nw | vs memcpy |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in table:
+        if not r["rates"]:
+            lines.append(f"| {r['key']} | {r['runs']} | skipped | | | | |")
+            continue
+        m = med[r["key"]]
+        up = med.get(f"SeqTools 1.4.1 prefetch process nw={r['nworkers']}")
+        vs_up = ratio(m, up) if r["nworkers"] and not r["family"].startswith(
+            ("SeqTools", "torch")) else ""
+        lines.append(
+            f"| {r['key']} | {r['runs']} | {m:,.1f} | "
+            f"{min(r['rates']):,.1f}-{max(r['rates']):,.1f} | "
+            f"{m * nbytes / 1e6:,.0f} | {vs_up} | {ratio(m, memcpy)} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workloads", default="W1,W2,W3",
+                        help="comma-separated subset of W1,W2,W3")
+    parser.add_argument("--batches", type=int, default=None,
+                        help="timed batches per measurement, for every workload "
+                        "(default: W1 600, W2 40, W3 150, times --scale)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiplies the default batch counts")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--upstream-python", default=None,
+                        help="interpreter with SeqTools 1.4.1 installed")
+    parser.add_argument("--out", default=None,
+                        help="folder for peers.md, peers.json and peers.png")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child_upstream(json.loads(args.child))
+
+    names = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    for name in names:
+        if name not in WORKLOADS:
+            parser.error(f"unknown workload {name!r}; choose from {list(WORKLOADS)}")
+    if torch_available():
+        import torch
+
+        torch.set_num_threads(1)  # as in DataLoader workers; one thread per core
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    info = _common.machine_info(upstream_python=args.upstream_python)
+    monitor = _common.LoadMonitor()
+    report = {"machine": info, "workloads": {}}
+    sections = []
+    with tempfile.TemporaryDirectory(prefix="seqtools-peers-") as workdir:
+        for name in names:
+            wl = WORKLOADS[name]
+            n = args.batches or max(1, round(wl.default_batches * args.scale))
+            sub = os.path.join(workdir, name)
+            os.mkdir(sub)
+            log(f"{name}: writing data")
+            wl.make(sub)
+            wl_load = _common.LoadMonitor()
+            table, notes, nbytes, warm = measure(wl, sub, n, args.repeats,
+                                                 args.upstream_python, log)
+            others = wl_load.summary().get("others_share")
+            if others is not None:
+                notes.append(f"other processes took {others:.0%} of the machine "
+                             "while this workload ran")
+            report["workloads"][name] = {"title": wl.title, "batch_bytes": nbytes,
+                                         "batches": n, "warmup": warm,
+                                         "repeats": args.repeats,
+                                         "rows": table, "notes": notes}
+            section = markdown(wl, table, nbytes, warm, n, args.repeats)
+            if notes:
+                section += "\n\n" + "\n".join(f"- {x}" for x in notes)
+            sections.append(section)
+            print(section + "\n", flush=True)
+    if run_upstream.version:
+        report["machine"]["upstream seqtools"] = run_upstream.version
+    text = "\n\n".join(sections)
+    report["load"] = monitor.summary()
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "peers.json"), "w") as f:
+            json.dump(report, f, indent=1)
+        with open(os.path.join(args.out, "peers.md"), "w") as f:
+            machine = _common.machine_markdown(report["machine"], report["load"])
+            f.write(f"{machine}\n\n{text}\n")
+        png = os.path.join(args.out, "peers.png")
+        _common.plot_workers(report, png)
+        log(f"wrote {args.out}/peers.md, peers.json, peers.png")
+    return report
+
+
+if __name__ == "__main__":
+    main()
