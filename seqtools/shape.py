@@ -15,6 +15,7 @@ import numpy as np
 from . import _indexmaps
 from .core import Items, Rows, SliceView, View, fuse, merge_plans
 from .errors import raise_evaluation_error
+from .stacking import stack
 
 __all__ = ["batch", "unbatch", "split"]
 
@@ -170,6 +171,12 @@ class BatchView(View):
             chunk = _pad_batch(chunk, self._pad, self._k - (stop - start))
         if self._collate is None:
             return chunk
+        if self._collate is not stack and isinstance(chunk, View):
+            # A collate function may read the items more than once (the seed
+            # example's reads them once per field): hand it a list, as SeqTools
+            # 1.x does, so that items computed by smap & co. are computed once.
+            # stack reads views in one fused pass, so it gets the view itself.
+            chunk = list(chunk)
         try:
             return self._collate(chunk)
         except Exception as exc:

@@ -480,3 +480,18 @@ def test_kernels_refuse_non_integer_indices(bad):
         args = {"n": 10, "k": 2, name: bad}
         with pytest.raises(TypeError, match="must be an integer"):
             _indexmaps.unbatch_locate(0, args["n"], args["k"])
+
+
+def test_collate_fn_gets_a_list_so_items_are_computed_once():
+    calls = []
+
+    def compute(x):
+        calls.append(x)
+        return x * 10
+
+    def two_fields(samples):  # reads the samples twice, as the seed example does
+        return [s for s in samples], [s + 1 for s in samples]
+
+    b = seqtools.batch(seqtools.smap(compute, range(10)), 4, collate_fn=two_fields)
+    assert b[1] == ([40, 50, 60, 70], [41, 51, 61, 71])
+    assert sorted(calls) == [4, 5, 6, 7]
