@@ -28,7 +28,13 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import SeedWorkdir, interleaved, load_seed_dataset, summarize  # noqa: E402
+from _common import (  # noqa: E402
+    SeedWorkdir,
+    copy_target,
+    interleaved,
+    load_seed_dataset,
+    summarize,
+)
 
 import seqtools  # noqa: E402
 
@@ -106,7 +112,7 @@ def main():
         noop_loader = seqtools.load_buffers(Noop(), max_cached=10, nworkers=2)
         next(seed_loader), next(noop_loader)
         src = sampler()
-        dst = (np.empty_like(src[0]), np.empty_like(src[1]))
+        dst = (copy_target(src[0]), copy_target(src[1]))
         parent_cpu = []
 
         def inline():

@@ -297,7 +297,7 @@ def run_torch(workload, dataset, warm, n, nworkers):
 
 def run_memcpy(batch, warm, n):
     src = [np.ascontiguousarray(a) for a in batch]
-    dst = [np.empty_like(a) for a in src]
+    dst = [_common.copy_target(a) for a in src]  # away from 4K aliasing
 
     def copy():
         for d, s in zip(dst, src):
