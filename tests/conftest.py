@@ -11,3 +11,25 @@ def rng(request):
     seed = int(os.environ.get("SEQTOOLS_TEST_SEED", random.randrange(2**32)))
     print(f"rng seed: {seed} (replay with SEQTOOLS_TEST_SEED={seed})")
     return np.random.default_rng(seed)
+
+
+def shm_listing():
+    """Names in /dev/shm ([] where there is no such folder)."""
+    return sorted(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else []
+
+
+def shm_leftovers(before, settle=3.0):
+    """Names in /dev/shm now that were not in ``before``, once transient ones are gone.
+
+    Other processes on the machine (another test run, multiprocessing's own
+    semaphores) may create and remove entries at any moment; a leak is an entry
+    that stays, so differences are given a few seconds to disappear.
+    """
+    import time
+
+    deadline = time.monotonic() + settle
+    while True:
+        extra = sorted(set(shm_listing()) - set(before))
+        if not extra or time.monotonic() > deadline:
+            return extra
+        time.sleep(0.1)

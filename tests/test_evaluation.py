@@ -15,20 +15,17 @@ import numpy as np
 import pytest
 
 import seqtools
+from conftest import shm_leftovers, shm_listing
 from seqtools import EvaluationError
 
 METHODS = ["fork", "spawn", "forkserver"]
-
-
-def shm_listing():
-    return sorted(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else []
 
 
 @pytest.fixture(autouse=True)
 def no_shm_leak():
     before = shm_listing()
     yield
-    assert shm_listing() == before
+    assert shm_leftovers(before) == []
 
 
 class Items:

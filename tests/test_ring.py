@@ -22,6 +22,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import shm_leftovers, shm_listing
 from seqtools._ring import ALIGN, RingClosed, Ring
 
 METHODS = [
@@ -293,7 +294,7 @@ def test_forked_child_dropping_inherited_lease_keeps_it():
 def test_nothing_left_behind(ctx):
     # warm up the context (forkserver, resource tracker) so its own fds are open
     join_ok(run(ctx, gc.collect))
-    shm_before = sorted(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else []
+    shm_before = shm_listing()
     nfd_before = len(os.listdir("/proc/self/fd"))
 
     ring = Ring.create(2, 16, 1 << 16, 1 << 16)
@@ -313,8 +314,7 @@ def test_nothing_left_behind(ctx):
     assert memfd_links() == []
     assert not ring_mapped()
     assert len(os.listdir("/proc/self/fd")) == nfd_before
-    if os.path.isdir("/dev/shm"):
-        assert sorted(os.listdir("/dev/shm")) == shm_before
+    assert shm_leftovers(shm_before) == []
 
 
 @pytest.mark.skipif(
