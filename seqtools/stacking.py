@@ -455,6 +455,8 @@ class MinibatchSampler:
         self._n = source_length(dataset, "minibatches: dataset")
         self._rng = None
         self._owner = None  # (pid, worker slot) the generator was made for
+        self._drawn = None  # indices drawn ahead, in one call for many batches
+        self._next = 0
 
     def generator(self):
         """The ``numpy.random.Generator`` of this process (and worker), made once."""
@@ -465,11 +467,24 @@ class MinibatchSampler:
             self._rng = np.random.default_rng(
                 np.random.SeedSequence(self.seed, spawn_key=key))
             self._owner = owner
+            self._drawn = None
         return self._rng
 
+    def _indices(self):
+        # Generator.integers costs several microseconds per call whatever its
+        # size: draw for 256 batches at once. The stream stays a function of the
+        # seed and the worker, batch after batch.
+        rng = self.generator()
+        drawn, k, b = self._drawn, self._next, self.batch_size
+        if drawn is None or k + b > len(drawn):
+            drawn = self._drawn = rng.integers(0, self._n, size=256 * b,
+                                               dtype=np.int64)
+            k = 0
+        self._next = k + b
+        return drawn[k : k + b]
+
     def __call__(self):
-        indices = self.generator().integers(
-            0, self._n, size=self.batch_size, dtype=np.int64)
+        indices = self._indices()
         node = fuse(self.dataset, indices)
         if type(node) is Items:
             return stack(node.read())
@@ -478,7 +493,8 @@ class MinibatchSampler:
     def __getstate__(self):
         # The generator is per process: a worker makes its own from the seed.
         return {"dataset": pickle_source(self.dataset), "batch_size": self.batch_size,
-                "seed": self.seed, "_n": self._n, "_rng": None, "_owner": None}
+                "seed": self.seed, "_n": self._n, "_rng": None, "_owner": None,
+                "_drawn": None, "_next": 0}
 
     def __repr__(self):
         return (f"<seqtools.MinibatchSampler of {self.batch_size} items from "
