@@ -32,6 +32,28 @@ def make_seed_dataset(workdir, seed=0):
         np.save(os.path.join(workdir, f"data_{i:02d}.npy"), data)
 
 
+def seed_collate(samples):
+    """The seed example's collate: np.stack per field."""
+    batch_data = np.stack([sample[0] for sample in samples])
+    batch_labels = np.stack([sample[1] for sample in samples])
+    return batch_data, batch_labels
+
+
+class SeedSampler:
+    """The seed example's sampler, unchanged: items one by one, then np.stack."""
+
+    def __init__(self, dataset, batch_size):
+        self.dataset = dataset
+        self.batch_size = batch_size
+
+    def __call__(self):
+        import seqtools
+
+        subset = np.random.choice(len(self.dataset), self.batch_size)
+        samples = list(seqtools.gather(self.dataset, subset))
+        return seed_collate(samples)
+
+
 def load_seed_dataset(workdir):
     """(data_chunks as read-only memory maps, labels) of a seed dataset folder."""
     labels = np.load(os.path.join(workdir, "labels.npy"))

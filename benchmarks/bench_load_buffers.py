@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
+    SeedSampler,
     SeedWorkdir,
     copy_target,
     interleaved,
@@ -37,25 +38,6 @@ from _common import (  # noqa: E402
 )
 
 import seqtools  # noqa: E402
-
-
-def collate(samples):
-    batch_data = np.stack([sample[0] for sample in samples])
-    batch_labels = np.stack([sample[1] for sample in samples])
-    return batch_data, batch_labels
-
-
-class MinibatchSampler:
-    """The seed example's sampler, unchanged."""
-
-    def __init__(self, dataset, batch_size):
-        self.dataset = dataset
-        self.batch_size = batch_size
-
-    def __call__(self):
-        subset = np.random.choice(len(self.dataset), self.batch_size)
-        samples = list(seqtools.gather(self.dataset, subset))
-        return collate(samples)
 
 
 class Noop:
@@ -107,7 +89,7 @@ def main():
     with SeedWorkdir() as workdir:
         chunks, labels = load_seed_dataset(workdir)
         dataset = seqtools.collate([seqtools.concatenate(chunks), labels])
-        sampler = MinibatchSampler(dataset[:-10000], 64)
+        sampler = SeedSampler(dataset[:-10000], 64)
         seed_loader = seqtools.load_buffers(sampler, max_cached=10, nworkers=2)
         noop_loader = seqtools.load_buffers(Noop(), max_cached=10, nworkers=2)
         next(seed_loader), next(noop_loader)

@@ -46,7 +46,12 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import SeedWorkdir, interleaved, load_seed_dataset  # noqa: E402
+from _common import (  # noqa: E402
+    SeedSampler,
+    SeedWorkdir,
+    interleaved,
+    load_seed_dataset,
+)
 
 import seqtools  # noqa: E402
 from seqtools.stacking import plan  # noqa: E402
@@ -123,19 +128,6 @@ def calibrate(fn, target_s=0.005):
 
 
 # -- the seed workload -------------------------------------------------------------
-
-
-class SeedSampler:
-    """The seed example's sampler, unchanged: items one by one, then np.stack."""
-
-    def __init__(self, dataset, batch_size):
-        self.dataset = dataset
-        self.batch_size = batch_size
-
-    def __call__(self):
-        subset = np.random.choice(len(self.dataset), self.batch_size)
-        samples = list(seqtools.gather(self.dataset, subset))
-        return (np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples]))
 
 
 class FusedSampler(SeedSampler):
