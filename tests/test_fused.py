@@ -404,12 +404,16 @@ def ring_block(a):
 def test_minibatches_through_load_buffers_no_copy(rng, tmp_path):
     dataset, data, _ = seed_like_dataset(rng, tmp_path)
     sampler = seqtools.minibatches(dataset, 8, seed=7)
-    streams = {s: worker_slot_stream(7, s, 40, len(dataset)) for s in range(2)}
+    streams = {s: worker_slot_stream(7, s, 400, len(dataset)) for s in range(2)}
     expected = {tuple(i.tolist()): s for s, st_ in streams.items() for i in st_}
     plan = seqtools.stacking.plan(dataset[:8])
     seen = set()
     with seqtools.load_buffers(sampler, max_cached=4, nworkers=2) as loader:
-        for _ in range(30):
+        # At least 30 batches, and on until both workers have delivered (one may
+        # start late on a loaded machine); the streams cover 400 batches each.
+        for k in range(400):
+            if k >= 30 and seen == {0, 1}:
+                break
             x, y = next(loader)
             # each batch comes from one worker's stream, derived from the seed and
             # the worker's slot; its rows are right
