@@ -369,10 +369,10 @@ SCRIPT = textwrap.dedent("""
 
     it = seqtools.load_buffers(sample, max_cached=2, nworkers=2)
     next(it)
-    print(" ".join(str(p.pid) for p in it._pool.procs), flush=True)
-    if sys.argv[1] == "die":
-        os.kill(os.getpid(), signal.SIGKILL)
-    try:
+    try:  # from here on, Ctrl-C must end in the except clause below
+        print(" ".join(str(p.pid) for p in it._pool.procs), flush=True)
+        if sys.argv[1] == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
         while True:
             next(it)
     except KeyboardInterrupt:
