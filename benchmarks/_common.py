@@ -8,6 +8,7 @@ min-max and ratios to a baseline measured in the same run.
 import os
 import statistics
 import tempfile
+import textwrap
 import time
 
 import numpy as np
@@ -313,3 +314,44 @@ def copy_target(src):
     raw = np.empty(src.nbytes + 8192, dtype=np.uint8)
     shift = (src.ctypes.data - raw.ctypes.data - 2048) % 4096
     return raw[shift : shift + src.nbytes].view(src.dtype).reshape(src.shape)
+
+
+# SeqTools 1.4.1's process prefetch with shared memory over the seed workload, run
+# in the interpreter where it is installed (it shares our import name):
+#   python -c UPSTREAM_PREFETCH WORKDIR N KIND   -> prints batches/s
+# KIND "seed": the seed example's sampler; "fancy": numpy fancy indexing per chunk.
+UPSTREAM_PREFETCH = textwrap.dedent("""
+    import sys, time, os
+    import numpy as np
+    import seqtools
+    workdir, n, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    labels = np.load(os.path.join(workdir, "labels.npy"))
+    files = sorted(f for f in os.listdir(workdir) if f.startswith("data_"))
+    chunks = [np.load(os.path.join(workdir, f), mmap_mode="r") for f in files]
+    dataset = seqtools.collate([seqtools.concatenate(chunks), labels])[:-10000]
+    offsets = np.cumsum([0] + [len(c) for c in chunks])
+    arrays = [np.asarray(c) for c in chunks]
+    def seed(_):
+        subset = np.random.choice(len(dataset), 64)
+        samples = list(seqtools.gather(dataset, subset))
+        return (np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples]))
+    def fancy(_):
+        subset = np.random.choice(len(dataset), 64)
+        part = np.searchsorted(offsets, subset, side="right") - 1
+        out = np.empty((64, 248))
+        for j, c in enumerate(arrays):
+            m = part == j
+            if m.any():
+                out[m] = c[subset[m] - offsets[j]]
+        return out, labels[subset]
+    batches = seqtools.smap(seed if kind == "seed" else fancy, range(n + 100))
+    loader = seqtools.prefetch(batches, nworkers=2, method="process",
+                               max_buffered=10, shm_size=64 * 1024 ** 2)
+    for i in range(100):
+        x = loader[i]
+    t0 = time.perf_counter()
+    for i in range(100, n + 100):
+        x = loader[i]
+        del x
+    print(n / (time.perf_counter() - t0))
+""")

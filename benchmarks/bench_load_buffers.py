@@ -22,13 +22,13 @@ import argparse
 import os
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
+    UPSTREAM_PREFETCH,
     SeedSampler,
     SeedWorkdir,
     copy_target,
@@ -50,31 +50,7 @@ class Noop:
         return self.batch
 
 
-UPSTREAM = textwrap.dedent("""
-    import sys, time, os
-    import numpy as np
-    import seqtools
-    workdir, n = sys.argv[1], int(sys.argv[2])
-    labels = np.load(os.path.join(workdir, "labels.npy"))
-    files = sorted(f for f in os.listdir(workdir) if f.startswith("data_"))
-    chunks = [np.load(os.path.join(workdir, f), mmap_mode="r") for f in files]
-    dataset = seqtools.collate([seqtools.concatenate(chunks), labels])[:-10000]
-    def collate(samples):
-        return (np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples]))
-    def sample(_):
-        subset = np.random.choice(len(dataset), 64)
-        return collate(list(seqtools.gather(dataset, subset)))
-    batches = seqtools.smap(sample, range(n + 100))
-    loader = seqtools.prefetch(batches, nworkers=2, method="process",
-                               max_buffered=10, shm_size=64 * 1024 ** 2)
-    for i in range(100):
-        x = loader[i]
-    t0 = time.perf_counter()
-    for i in range(100, n + 100):
-        x = loader[i]
-        del x
-    print(n / (time.perf_counter() - t0))
-""")
+
 
 
 def main():
@@ -125,7 +101,8 @@ def main():
             if not args.upstream_python:
                 return None
             out = subprocess.run(
-                [args.upstream_python, "-c", UPSTREAM, workdir, str(n)],
+                [args.upstream_python, "-c", UPSTREAM_PREFETCH, workdir, str(n),
+                 "seed"],
                 capture_output=True, text=True, timeout=600)
             if out.returncode != 0:
                 print("upstream row failed:", out.stderr.strip().splitlines()[-1:],

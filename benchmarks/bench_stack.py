@@ -40,13 +40,13 @@ import platform
 import statistics
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
+    UPSTREAM_PREFETCH,
     SeedSampler,
     SeedWorkdir,
     interleaved,
@@ -160,41 +160,7 @@ class FancySampler:
         return out, self.labels[subset]
 
 
-UPSTREAM = textwrap.dedent("""
-    import sys, time, os
-    import numpy as np
-    import seqtools
-    workdir, n, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    labels = np.load(os.path.join(workdir, "labels.npy"))
-    files = sorted(f for f in os.listdir(workdir) if f.startswith("data_"))
-    chunks = [np.load(os.path.join(workdir, f), mmap_mode="r") for f in files]
-    dataset = seqtools.collate([seqtools.concatenate(chunks), labels])[:-10000]
-    offsets = np.cumsum([0] + [len(c) for c in chunks])
-    arrays = [np.asarray(c) for c in chunks]
-    def seed(_):
-        subset = np.random.choice(len(dataset), 64)
-        samples = list(seqtools.gather(dataset, subset))
-        return (np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples]))
-    def fancy(_):
-        subset = np.random.choice(len(dataset), 64)
-        part = np.searchsorted(offsets, subset, side="right") - 1
-        out = np.empty((64, 248))
-        for j, c in enumerate(arrays):
-            m = part == j
-            if m.any():
-                out[m] = c[subset[m] - offsets[j]]
-        return out, labels[subset]
-    batches = seqtools.smap(seed if kind == "seed" else fancy, range(n + 100))
-    loader = seqtools.prefetch(batches, nworkers=2, method="process",
-                               max_buffered=10, shm_size=64 * 1024 ** 2)
-    for i in range(100):
-        x = loader[i]
-    t0 = time.perf_counter()
-    for i in range(100, n + 100):
-        x = loader[i]
-        del x
-    print(n / (time.perf_counter() - t0))
-""")
+
 
 
 def seed_workload(args):
@@ -245,7 +211,8 @@ def seed_workload(args):
                 if not args.upstream_python:
                     return None
                 out = subprocess.run(
-                    [args.upstream_python, "-c", UPSTREAM, workdir, str(n), kind],
+                    [args.upstream_python, "-c", UPSTREAM_PREFETCH, workdir, str(n),
+                     kind],
                     capture_output=True, text=True, timeout=600)
                 if out.returncode != 0:
                     print("upstream row failed:", out.stderr.strip().splitlines()[-1:],

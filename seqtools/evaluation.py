@@ -256,7 +256,6 @@ class _ProcessPrefetch(View):
                  start_method):
         View.__init__(self, n)
         self._origin = creation_site(3)
-        self._seq = seq
         self._pool = _Pool(seq, False, nworkers, max_buffered, start_hook,
                            shm_size, start_method, self._origin)
         self._end = -1 if n is None else n
