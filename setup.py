@@ -8,6 +8,7 @@ Environment switches:
 
 import os
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -45,6 +46,9 @@ extensions = [
         extra_compile_args=["-pthread"],
         extra_link_args=["-pthread"],
     ),
+    # Reads and writes ring payloads in place; calls the ring through _ring.Ring.
+    ext("seqtools._transport", ["seqtools/_transport.pyx"],
+        include_dirs=[numpy.get_include(), "csrc"]),
 ]
 
 setup(

@@ -1,5 +1,9 @@
-# Declarations of the C ring buffer (csrc/ringbuf.h); cimported by _ring.pyx only.
+# Declarations of the C ring buffer (csrc/ringbuf.h), cimported by _ring.pyx, and of
+# the Ring and Block classes, cimported by _transport.pyx (which reads and writes
+# payloads in place and calls the ring through Ring's Python methods only, so that
+# the C ring is linked into _ring alone).
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from posix.types cimport pid_t
 
 
 cdef extern from "ringbuf.h" nogil:
@@ -62,3 +66,25 @@ cdef extern from "ringbuf.h" nogil:
     void sq_task_advance(sq_ring *r, int64_t base)
     void sq_ring_close(sq_ring *r)
     int sq_ring_stats(sq_ring *r, sq_stats *out)
+
+
+cdef class Ring:
+    cdef sq_ring *r
+    cdef char *base
+    cdef size_t map_size
+    cdef int fd
+    cdef readonly int nworkers
+    cdef int _map(self, int fd, size_t map_size) except -1
+
+
+cdef class Block:
+    cdef Ring ring
+    cdef readonly uint64_t offset
+    cdef readonly uint64_t nbytes
+    cdef bint leased
+    cdef pid_t owner
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+
+
+cdef Block make_block(Ring ring, uint64_t offset, uint64_t nbytes, bint leased)

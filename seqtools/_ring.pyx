@@ -111,12 +111,6 @@ def _attach_dupfd(dupfd, map_size):
 cdef class Ring:
     """A mapping of the shared region; see csrc/ringbuf.h for the protocol."""
 
-    cdef sq_ring *r
-    cdef char *base
-    cdef size_t map_size
-    cdef int fd
-    cdef readonly int nworkers
-
     def __cinit__(self):
         self.r = NULL
         self.base = NULL
@@ -275,7 +269,7 @@ cdef class Ring:
 
     def block(self, uint64_t offset, uint64_t nbytes):
         """A writable buffer over a reserved payload (not released when dropped)."""
-        return _make_block(self, offset, nbytes, False)
+        return make_block(self, offset, nbytes, False)
 
     def commit(self, int worker, uint64_t offset, int64_t index, uint64_t epoch,
                unsigned int kind=SQ_KIND_RESULT):
@@ -313,7 +307,7 @@ cdef class Ring:
 
     def lease(self, uint64_t offset, uint64_t nbytes):
         """A writable buffer over a popped payload, released when garbage-collected."""
-        return _make_block(self, offset, nbytes, True)
+        return make_block(self, offset, nbytes, True)
 
     def release(self, uint64_t offset):
         cdef int rc = sq_ring_release(self.r, offset)
@@ -358,14 +352,6 @@ cdef class Block:
     is garbage-collected, i.e. when the last numpy array viewing it is gone.
     """
 
-    cdef Ring ring
-    cdef readonly uint64_t offset
-    cdef readonly uint64_t nbytes
-    cdef bint leased
-    cdef pid_t owner
-    cdef Py_ssize_t shape[1]
-    cdef Py_ssize_t strides[1]
-
     def __getbuffer__(self, Py_buffer *buffer, int flags):
         self.shape[0] = <Py_ssize_t>self.nbytes
         self.strides[0] = 1
@@ -387,11 +373,24 @@ cdef class Block:
     def __dealloc__(self):
         # Only in the process that leased it: a forked child dropping its copy of
         # a parent's lease must not free a block the parent still views.
-        if self.leased and self.ring is not None and getpid() == self.owner:
+        if self.leased and self.ring is not None and _pid == self.owner:
             sq_ring_release(self.ring.r, self.offset)
 
 
-cdef Block _make_block(Ring ring, uint64_t offset, uint64_t nbytes, bint leased):
+# This process's id, kept current across fork: getpid() is a system call, and the
+# parent makes a Block for every result it receives.
+cdef pid_t _pid = getpid()
+
+
+def _after_fork():
+    global _pid
+    _pid = getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+cdef Block make_block(Ring ring, uint64_t offset, uint64_t nbytes, bint leased):
     cdef Block b
     if offset < sq_ring_data_offset(ring.r) or \
             offset + nbytes > sq_ring_data_offset(ring.r) + sq_ring_capacity(ring.r):
@@ -401,5 +400,5 @@ cdef Block _make_block(Ring ring, uint64_t offset, uint64_t nbytes, bint leased)
     b.offset = offset
     b.nbytes = nbytes
     b.leased = leased
-    b.owner = getpid()
+    b.owner = _pid
     return b

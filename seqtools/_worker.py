@@ -81,15 +81,18 @@ def _loop(ring, slot, errconn, target, call, parent_pid, ppid0):
             if not _parent_alive(parent_pid, ppid0):
                 raise RingClosed("the parent process is gone")
 
+    task = _transport.TaskBlocks(ring, slot, reserve)
+    claim = ring.claim
+    send = _transport.send
     while True:
-        task = ring.claim(slot, POLL)
-        if task is None:
+        claimed = claim(slot, POLL)
+        if claimed is None:
             if not _parent_alive(parent_pid, ppid0):
                 return
             continue
-        index, epoch = task
-        blocks = _transport._TaskBlocks(ring, slot, reserve)
-        _transport._task = blocks
+        index, epoch = claimed
+        task.reset()
+        _transport._task = task
         try:
             result = target() if call else target[index]
         except RingClosed:
@@ -100,25 +103,13 @@ def _loop(ring, slot, errconn, target, call, parent_pid, ppid0):
         finally:
             _transport._task = None
         try:
-            meta, arrays, positions, base, nbytes = _transport.encode(result, blocks)
-        except Exception as e:
-            text = (
-                f"the result cannot be sent to the parent process "
-                f"({type(e).__name__}: {e}); return numpy arrays, scalars and "
-                "picklable objects (tuples, lists, dicts of them)"
-            )
-            _fail(ring, errconn, slot, index, epoch, ERR_TRANSFER, text)
-            continue
-        del result
-        try:
-            offset = reserve(nbytes)
+            send(ring, slot, index, epoch, result, task)
+        except _transport.Unsendable as e:
+            _fail(ring, errconn, slot, index, epoch, ERR_TRANSFER, str(e))
         except ValueError as e:  # larger than the ring
             _fail(ring, errconn, slot, index, epoch, ERR_TRANSFER,
                   f"{e}; pass a larger shm_size")
-            continue
-        _transport.write(ring, offset, nbytes, meta, arrays, positions, base)
-        del arrays, blocks
-        ring.commit(slot, offset, index, epoch, KIND_RESULT)
+        del result
 
 
 def _fail(ring, errconn, slot, index, epoch, code, text):

@@ -421,10 +421,13 @@ def test_minibatches_through_load_buffers_no_copy(rng, tmp_path):
             seen.add(expected[tuple(y.tolist())])
             assert (x == data[y]).all()
             # stacked straight in the ring: both fields in one block of the plan's
-            # size (an auxiliary block), not copied into the result's main block
+            # size after the block's headroom, which holds the result's header, so
+            # that this block is the whole result (nothing copied, no other block)
             bx, by = ring_block(x), ring_block(y)
             assert type(bx).__name__ == "Block" and bx is by
-            assert bx.nbytes == plan.nbytes
+            assert bx.nbytes == _transport.HEADROOM + plan.nbytes
+            start = np.frombuffer(bx, np.uint8).ctypes.data + _transport.HEADROOM
+            assert x.ctypes.data == start
     assert seen == {0, 1}  # both workers drew, each its own stream
 
 

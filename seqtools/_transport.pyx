@@ -1,0 +1,473 @@
+# Moving one result from a worker process to the parent through ring blocks; used
+# by seqtools/_worker.py (send), seqtools/evaluation.py (decode) and
+# seqtools/stacking.py (out_block).
+"""Moving one result from a worker process to the parent through ring blocks.
+
+A result (arrays, buffer objects, scalars and any picklable objects, nested in
+tuples, lists and dicts) is split into a *skeleton* -- the structure with each array
+replaced by a placeholder -- and the arrays' bytes. The result's main block holds::
+
+    [u32 meta length | u32 naux] [naux x (u64 offset, u64 size)] [meta] pad
+    [array 0] pad [array 1] ...
+
+``meta`` is the pickled ``(skeleton, specs)``: one ``(dtype, shape, position,
+block)`` per array, ``block`` -1 for the main block (position counted after the
+header), -2 for the main block (counted from its start), ``k`` for auxiliary block
+``k``. Every array is 64-byte aligned. Array bytes are copied once into shared
+memory by the worker (GIL released) and viewed in place by the parent, zero-copy:
+the parent's arrays keep their block leased until the last of them is
+garbage-collected.
+
+Arrays the worker's code built inside the ring (``seqtools.stack`` in a worker
+writes batches straight into blocks reserved with :func:`out_block`) are not copied
+at all: the specs name their *auxiliary* block, which the commit hands over
+together with the main block. Each such block starts with :data:`HEADROOM` spare
+bytes, so that the commonest result -- one stacked batch in one block -- carries
+its own header and goes over as the main block, with no second block at all.
+
+Per batch, the cost is kept off the Python level: a sampler sends results of one
+layout over and over, so the worker keeps the pickled ``meta`` of each layout it
+has sent (keyed by structure, dtypes, shapes and positions, never by values) and
+the parent the unpickled form of each ``meta`` it has received; arrays are made
+with the numpy C API. Block positions travel outside ``meta`` so that it stays the
+same from batch to batch.
+"""
+
+cimport numpy as cnp
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint32_t, uint64_t
+from cpython.ref cimport Py_INCREF
+from libc.string cimport memcpy
+
+from ._ring cimport Block, Ring, make_block
+
+import pickle
+
+import numpy as np
+
+cnp.import_array()
+
+
+cdef extern from "numpy/arrayobject.h":
+    # Steals a reference to descr.
+    object PyArray_NewFromDescr(type subtype, cnp.dtype descr, int nd,
+                                cnp.npy_intp *dims, cnp.npy_intp *strides, void *data,
+                                int flags, object obj)
+
+__all__ = ["REF", "HEADROOM", "TaskBlocks", "Unsendable", "out_block", "send",
+           "decode"]
+
+cdef enum:
+    _HEAD = 8
+    _ALIGN = 64
+    _MAX_BLOCKS = 16  # more than the ring lets one task hold (SQ_SLOT_BLOCKS)
+    _CACHE = 256  # layouts remembered on each side
+    _HEADROOM = 512
+    # Where a spec's array lies (its last field); k >= 0 is auxiliary block k.
+    _MAIN = -1  # in the main block, after the header
+    _MAIN_ABS = -2  # in the main block, from its start (a merged out_block)
+
+#: Spare bytes at the start of every block from :func:`out_block`, for the header.
+HEADROOM = _HEADROOM
+
+
+cdef inline Py_ssize_t _align(Py_ssize_t n) noexcept nogil:
+    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+class Unsendable(Exception):
+    """The result cannot be sent to the parent process (the message says why)."""
+
+
+cdef class _RefType:
+    """The placeholder for an array in a skeleton (one instance, pickled by name)."""
+
+    def __reduce__(self):
+        return "REF"
+
+    def __repr__(self):
+        return "REF"
+
+
+REF = _RefType()
+
+
+# -- worker side ------------------------------------------------------------------------
+
+
+cdef class TaskBlocks:
+    """Blocks reserved in the ring by the worker's own code for the current task.
+
+    One per worker, emptied when a task starts (:meth:`reset`). ``reserve(nbytes)``
+    returns the offset of a new block, waiting as needed.
+    """
+
+    cdef readonly Ring ring
+    cdef readonly int slot
+    cdef object reserve
+    cdef int n
+    cdef uint64_t offsets[_MAX_BLOCKS]
+    cdef uint64_t sizes[_MAX_BLOCKS]
+
+    def __init__(self, Ring ring, int slot, reserve):
+        self.ring = ring
+        self.slot = slot
+        self.reserve = reserve
+        self.n = 0
+
+    def reset(self):
+        self.n = 0
+
+    def new(self, Py_ssize_t nbytes):
+        """A writable uint8 array of ``nbytes`` in a new block, after its headroom."""
+        cdef cnp.npy_intp dims[1]
+        cdef uint64_t offset
+        if nbytes < 0:
+            raise ValueError(f"out_block: nbytes must be >= 0, got {nbytes}")
+        if self.n == _MAX_BLOCKS:
+            raise RuntimeError(
+                "one task reserved too many shared-memory blocks (stack fewer "
+                "separate batches per result)")
+        offset = self.reserve(_HEADROOM + nbytes)
+        self.offsets[self.n] = offset
+        self.sizes[self.n] = _HEADROOM + nbytes
+        self.n += 1
+        dims[0] = nbytes
+        a = cnp.PyArray_SimpleNewFromData(1, dims, cnp.NPY_UINT8,
+                                          self.ring.base + offset + _HEADROOM)
+        cnp.set_array_base(a, self.ring)  # the mapping outlives the array
+        return a
+
+    cdef int find(self, cnp.ndarray a, uint64_t *pos) noexcept:
+        """Block number of ``a`` (and its position there) if it lies in one, else -1."""
+        cdef char *p
+        cdef uint64_t start
+        cdef Py_ssize_t size
+        cdef int k
+        if self.n == 0 or not cnp.PyArray_IS_C_CONTIGUOUS(a):
+            return -1
+        p = <char *>cnp.PyArray_DATA(a)
+        size = cnp.PyArray_NBYTES(a)
+        for k in range(self.n):
+            start = <uint64_t>(p - self.ring.base)
+            if p >= self.ring.base and start >= self.offsets[k] and \
+                    start + size <= self.offsets[k] + self.sizes[k]:
+                pos[0] = start - self.offsets[k]
+                return k
+        return -1
+
+
+_task = None  # the TaskBlocks of the task a worker runs now, else None
+
+
+def out_block(nbytes):
+    """A writable uint8 array of ``nbytes`` in the ring, for the running task.
+
+    Only inside a worker process of ``prefetch``/``load_buffers`` (else None):
+    arrays built in it are handed to the parent without any copy.
+    """
+    if _task is None:
+        return None
+    return (<TaskBlocks>_task).new(nbytes)
+
+
+cdef class _Flat:
+    """What flattening a result found: its arrays, and a signature of its structure
+    (None when the skeleton holds values, so that it cannot be shared)."""
+
+    cdef list arrays
+    cdef list sig
+
+    def __cinit__(self):
+        self.arrays = []
+        self.sig = []
+
+
+cdef object _flatten(object obj, _Flat f):
+    """Return the skeleton of ``obj``, appending its arrays to ``f.arrays``."""
+    cdef type t = type(obj)
+    cdef list items
+    if t is cnp.ndarray or isinstance(obj, cnp.ndarray):
+        if (<cnp.ndarray>obj).dtype.hasobject:
+            f.sig = None
+            return obj  # pickled with the skeleton
+        f.arrays.append(obj)
+        return REF
+    if t is tuple:
+        if f.sig is not None:
+            f.sig.append(len(<tuple>obj))
+        return tuple([_flatten(x, f) for x in <tuple>obj])
+    if t is list:
+        if f.sig is not None:
+            f.sig.append(list)
+            f.sig.append(len(<list>obj))
+        return [_flatten(x, f) for x in <list>obj]
+    if t is dict:
+        if f.sig is not None:
+            f.sig.append(dict)
+            for k in <dict>obj:
+                if type(k) is not str:
+                    f.sig = None
+                    break
+                f.sig.append(k)
+        return {k: _flatten(v, f) for k, v in (<dict>obj).items()}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
+        if f.sig is not None:
+            f.sig.append(t)
+        return t(*[_flatten(x, f) for x in obj])
+    f.sig = None  # a value: the skeleton differs from result to result
+    if t in (int, float, bool, str, bytes, type(None)) or isinstance(obj, np.generic):
+        return obj
+    try:  # anything else with the buffer protocol travels as an array
+        view = memoryview(obj)
+    except TypeError:
+        return obj
+    return _flatten(np.asarray(view), f)
+
+
+_metas = {}  # layout key -> pickled (skeleton, specs)
+
+
+cdef bytes _meta(object skeleton, list specs, _Flat f):
+    key = None
+    if f.sig is not None:
+        key = (tuple(f.sig), tuple(specs))
+        meta = _metas.get(key)
+        if meta is not None:
+            return meta
+    try:
+        meta = pickle.dumps((skeleton, specs), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:
+        raise Unsendable(
+            f"the result cannot be sent to the parent process "
+            f"({type(e).__name__}: {e}); return numpy arrays, scalars and "
+            "picklable objects (tuples, lists, dicts of them)") from None
+    if key is not None:
+        if len(_metas) >= _CACHE:
+            _metas.clear()
+        _metas[key] = meta
+    return meta
+
+
+cdef object _dtype_spec(cnp.dtype d):
+    # A plain dtype travels as its string, which pickles and hashes faster.
+    return d if cnp.PyDataType_HASFIELDS(d) else (<object>d).str
+
+
+cdef inline void _put_u64(char *p, uint64_t v) noexcept nogil:
+    memcpy(p, &v, 8)
+
+
+cdef inline uint64_t _get_u64(const char *p) noexcept nogil:
+    cdef uint64_t v
+    memcpy(&v, p, 8)
+    return v
+
+
+def send(Ring ring, int slot, long long index, unsigned long long epoch, result,
+         TaskBlocks task not None):
+    """Write ``result`` into the ring and commit it as the answer to ``index``.
+
+    ``task`` holds the blocks the worker's code reserved for this result (with
+    :func:`out_block`) and reserves the main block. Raises :class:`Unsendable` for
+    results that cannot cross (nothing is committed), and ValueError from the
+    reserve for a result larger than the ring.
+    """
+    cdef _Flat f = _Flat()
+    cdef cnp.ndarray a
+    cdef list specs = [], copies = []
+    cdef Py_ssize_t pos = 0, base, nbytes, n_in = 0, p, n
+    cdef uint64_t where = 0, offset
+    cdef int k
+    cdef bytes meta
+    cdef char *dst
+    cdef const char *src
+    skeleton = _flatten(result, f)
+    for a in f.arrays:
+        shape = (<object>a).shape
+        dt = _dtype_spec(a.dtype)
+        k = task.find(a, &where)
+        if k >= 0:
+            specs.append((dt, shape, <Py_ssize_t>where, k))
+            n_in += 1
+        else:
+            pos = _align(pos)
+            specs.append((dt, shape, pos, _MAIN))
+            copies.append((a, pos))
+            pos += cnp.PyArray_NBYTES(a)
+    if task.n == 1 and n_in == len(specs):
+        # One block holds every array: it carries the header in its headroom and
+        # goes over as the main block.
+        meta = _meta(skeleton, [(s[0], s[1], s[2], _MAIN_ABS) for s in specs], f)
+        if _HEAD + PyBytes_GET_SIZE(meta) <= _HEADROOM:
+            offset = task.offsets[0]
+            _write_head(ring.base + offset, meta, task, 0)
+            ring.commit(slot, offset, index, epoch)
+            return
+    meta = _meta(skeleton, specs, f)
+    base = _align(_HEAD + 16 * task.n + PyBytes_GET_SIZE(meta))
+    nbytes = base + pos
+    offset = task.reserve(nbytes)
+    dst = ring.base + offset
+    _write_head(dst, meta, task, task.n)
+    for a, p in copies:
+        if cnp.PyArray_IS_C_CONTIGUOUS(a):
+            src = <const char *>cnp.PyArray_DATA(a)
+            n = cnp.PyArray_NBYTES(a)
+            with nogil:
+                memcpy(dst + base + p, src, n)
+        else:  # numpy copies strided data with the GIL released
+            np.copyto(_array_at(a.dtype, (<object>a).shape, dst + base + p, ring), a)
+    ring.commit(slot, offset, index, epoch)
+
+
+cdef void _write_head(char *dst, bytes meta, TaskBlocks task, int naux):
+    cdef Py_ssize_t m = PyBytes_GET_SIZE(meta)
+    cdef int k
+    _put_u64(dst, <uint64_t>m | (<uint64_t>naux << 32))
+    for k in range(naux):
+        _put_u64(dst + _HEAD + 16 * k, task.offsets[k])
+        _put_u64(dst + _HEAD + 16 * k + 8, task.sizes[k])
+    memcpy(dst + _HEAD + 16 * naux, PyBytes_AS_STRING(meta), m)
+
+
+# -- parent side --------------------------------------------------------------------------
+
+
+_IMMUTABLE = (int, float, bool, str, bytes, type(None), complex, np.generic)
+
+
+def _shareable(skel):
+    """True if a skeleton holds nothing mutable that results could come to share."""
+    t = type(skel)
+    if skel is REF or isinstance(skel, _IMMUTABLE):
+        return True
+    if t is tuple or t is list or (isinstance(skel, tuple) and hasattr(skel, "_fields")):
+        return all(_shareable(x) for x in skel)
+    if t is dict:
+        return all(_shareable(v) for v in skel.values())
+    return False
+
+
+cdef class _Spec:
+    cdef cnp.dtype dtype
+    cdef int ndim
+    cdef cnp.npy_intp dims[32]
+    cdef Py_ssize_t pos
+    cdef Py_ssize_t nbytes
+    cdef int block
+
+
+cdef _Spec _make_spec(spec):
+    dt, shape, pos, k = spec
+    cdef _Spec s = _Spec()
+    s.dtype = np.dtype(dt)
+    s.ndim = len(shape)
+    if s.ndim > 32:
+        raise RuntimeError("corrupt result header: too many dimensions")
+    s.nbytes = s.dtype.itemsize
+    for j in range(s.ndim):
+        s.dims[j] = shape[j]
+        s.nbytes *= shape[j]
+    s.pos = pos
+    s.block = k
+    return s
+
+
+_layouts = {}  # meta bytes -> (skeleton, [_Spec]), for skeletons safe to share
+
+
+cdef object _rebuild(object skel, list arrays, Py_ssize_t *next_):
+    t = type(skel)
+    if skel is REF:
+        next_[0] += 1
+        return arrays[next_[0] - 1]
+    if t is tuple:
+        return tuple([_rebuild(x, arrays, next_) for x in <tuple>skel])
+    if t is list:
+        return [_rebuild(x, arrays, next_) for x in <list>skel]
+    if t is dict:
+        return {k: _rebuild(v, arrays, next_) for k, v in (<dict>skel).items()}
+    if isinstance(skel, tuple) and hasattr(skel, "_fields"):
+        return t(*[_rebuild(x, arrays, next_) for x in skel])
+    return skel
+
+
+cdef object _array_at(cnp.dtype dtype, tuple shape, char *data, base):
+    """A C-contiguous array of ``dtype`` and ``shape`` over ``data``, kept alive by
+    ``base``."""
+    cdef cnp.npy_intp dims[32]
+    cdef int ndim = len(shape)
+    if ndim > 32:
+        raise ValueError("too many dimensions")
+    for j in range(ndim):
+        dims[j] = shape[j]
+    Py_INCREF(dtype)  # PyArray_NewFromDescr steals it
+    a = PyArray_NewFromDescr(cnp.ndarray, dtype, ndim, dims, NULL, data,
+                                 cnp.NPY_ARRAY_CARRAY, None)
+    cnp.set_array_base(a, base)
+    return a
+
+
+cdef object _view(_Spec s, Block b, Py_ssize_t start):
+    """The array of spec ``s`` in block ``b``, ``start`` bytes after the payload start."""
+    cdef Py_ssize_t pos = start + s.pos
+    if s.pos < 0 or pos + s.nbytes > <Py_ssize_t>b.nbytes:
+        raise RuntimeError("corrupt result header: an array lies outside its block")
+    Py_INCREF(s.dtype)  # PyArray_NewFromDescr steals it
+    a = PyArray_NewFromDescr(
+        cnp.ndarray, s.dtype, s.ndim, s.dims, NULL,
+        b.ring.base + b.offset + pos, cnp.NPY_ARRAY_CARRAY, None)
+    cnp.set_array_base(a, b)
+    return a
+
+
+def decode(Ring ring, uint64_t offset, uint64_t nbytes):
+    """Rebuild the result in block ``offset`` as arrays viewing shared memory.
+
+    The blocks are released when the last array viewing them is garbage-collected
+    (at once if the result holds no array).
+    """
+    cdef Block main = make_block(ring, offset, nbytes, True)
+    cdef const char *p = ring.base + offset
+    cdef uint64_t word, m, naux
+    cdef list aux = [], arrays
+    cdef _Spec s
+    cdef Py_ssize_t next_ = 0, base
+    cdef uint64_t k
+    if nbytes < _HEAD:
+        raise RuntimeError("corrupt result header: block too small")
+    word = _get_u64(p)
+    m = word & 0xffffffffu
+    naux = word >> 32
+    if naux > _MAX_BLOCKS or _HEAD + 16 * naux + m > nbytes:
+        raise RuntimeError("corrupt result header")
+    for k in range(naux):
+        aux.append(make_block(ring, _get_u64(p + _HEAD + 16 * k),
+                              _get_u64(p + _HEAD + 16 * k + 8), True))
+    meta = PyBytes_FromStringAndSize(p + _HEAD + 16 * naux, m)
+    cached = _layouts.get(meta)
+    if cached is None:
+        skeleton, specs = pickle.loads(meta)
+        cached = (skeleton, [_make_spec(x) for x in specs])
+        if _shareable(skeleton):
+            if len(_layouts) >= _CACHE:
+                _layouts.clear()
+            _layouts[meta] = cached
+    skeleton, specs = cached
+    if not specs:
+        return skeleton
+    base = _align(_HEAD + 16 * naux + m)
+    arrays = []
+    for s in specs:
+        if s.block == _MAIN:
+            arrays.append(_view(s, main, base))
+        elif s.block == _MAIN_ABS:
+            arrays.append(_view(s, main, 0))
+        elif 0 <= s.block < len(aux):
+            arrays.append(_view(s, aux[s.block], 0))
+        else:
+            raise RuntimeError("corrupt result header: no such block")
+    if skeleton is REF:
+        return arrays[0]
+    return _rebuild(skeleton, arrays, &next_)
