@@ -9,7 +9,9 @@ Conventions: a length ``n < 0`` in a kernel means "infinite" (``None`` in Python
 array kernels return ``-1`` on success, else the position of the offending element.
 """
 
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBuffer_Release, PyObject_GetBuffer
 from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t
+from libc.stdlib cimport calloc, free
 from cpython.slice cimport PySlice_Unpack
 from libc.stdint cimport (
     INT64_MAX,
@@ -646,3 +648,222 @@ cdef class OffsetTable:
 
     def __reduce__(self):
         return OffsetTable, (np.diff(self.offsets),)
+
+
+# -- compiled index maps: fused reads of a whole view graph -------------------------
+
+cdef enum:
+    OP_AFFINE = 0          # i -> start + i * step (a slice)
+    OP_TAKE = 1            # i -> table[i] (a gather)
+
+
+cdef struct MapOp:
+    int kind
+    Py_ssize_t start
+    Py_ssize_t step
+    const int64_t *table
+    Py_ssize_t length      # of table
+
+
+cdef struct LeafMap:
+    # The maps from the root's indices to one leaf, root first, then the split of
+    # the leaf's concatenated parts (offsets == NULL: one part, no split).
+    MapOp *ops
+    Py_ssize_t nops
+    const int64_t *offsets
+    Py_ssize_t nparts
+
+
+cdef Py_ssize_t _check_range(const int64_t *idx, Py_ssize_t m,
+                             Py_ssize_t n) noexcept nogil:
+    """The first position of ``idx`` outside ``[0, n)`` (n < 0: ``[0, inf)``), or -1."""
+    cdef Py_ssize_t k
+    cdef int64_t i
+    for k in range(m):
+        i = idx[k]
+        if i < 0 or (n >= 0 and i >= n):
+            return k
+    return -1
+
+
+cdef Py_ssize_t _resolve_leaf(const LeafMap *leaf, const int64_t *idx, Py_ssize_t m,
+                              int64_t *part, int64_t *local) noexcept nogil:
+    """Map ``idx`` to ``(part, local)`` through one leaf's maps (part unused when the
+    leaf has one part); -1, or the first position that leaves a table or overflows."""
+    cdef Py_ssize_t k, o, p, v
+    cdef int64_t i
+    cdef const MapOp *op
+    for k in range(m):
+        i = idx[k]
+        for o in range(leaf.nops):
+            op = &leaf.ops[o]
+            if op.kind == OP_AFFINE:
+                if __builtin_mul_overflow(<Py_ssize_t>i, op.step, &v):
+                    return k
+                if __builtin_add_overflow(op.start, v, &v):
+                    return k
+                i = v
+            else:
+                if i < 0 or i >= op.length:
+                    return k
+                i = op.table[i]
+        if leaf.offsets != NULL:
+            if i < 0 or i >= leaf.offsets[leaf.nparts]:
+                return k
+            p = _upper_part(leaf.offsets, leaf.nparts, i)
+            part[k] = p
+            i -= leaf.offsets[p]
+        local[k] = i
+    return -1
+
+
+cdef object _INT64 = np.dtype(np.int64)
+cdef object _ndarray = np.ndarray
+cdef object _empty = np.empty
+
+
+cdef class Resolver:
+    """Index maps from a view to the leaves of its graph, compiled once.
+
+    Parameters
+    ----------
+    n : int or None
+        Length of the view (None: infinite); the indices resolved must lie in
+        ``[0, n)``.
+    leaves : list of (ops, offsets)
+        Per leaf, the maps from the view's indices to the leaf's, root first: a
+        tuple of ``("affine", start, step)`` (item ``i`` is item ``start + i * step``
+        of the next level) and ``("take", table)`` (item ``table[i]``, ``table`` a
+        1-D int64 array); then ``offsets``, the int64 part offsets of a
+        concatenated leaf (``[0, len0, len0 + len1, ...]``), or None.
+
+    ``resolve(indices)`` then maps a whole batch of indices to every leaf in one call.
+    """
+
+    cdef Py_ssize_t n
+    cdef LeafMap *leaves
+    cdef Py_ssize_t nleaves
+    cdef MapOp *ops
+    cdef Py_buffer *bufs          # tables and offsets, held for the pointers above
+    cdef Py_ssize_t nbufs
+    cdef tuple identity           # per leaf: True if it maps indices to themselves
+
+    def __cinit__(self, n, list leaves):
+        cdef Py_ssize_t nops = 0, used = 0, j, o
+        cdef LeafMap *leaf
+        cdef MapOp *op
+        self.n = _length_arg(n)
+        for ops, _ in leaves:
+            nops += len(ops)
+        self.nleaves = len(leaves)
+        self.leaves = <LeafMap*>calloc(max(self.nleaves, 1), sizeof(LeafMap))
+        self.ops = <MapOp*>calloc(max(nops, 1), sizeof(MapOp))
+        self.bufs = <Py_buffer*>calloc(nops + self.nleaves + 1, sizeof(Py_buffer))
+        if self.leaves == NULL or self.ops == NULL or self.bufs == NULL:
+            raise MemoryError()
+        identity = []
+        for j in range(self.nleaves):
+            ops, offsets = leaves[j]
+            leaf = &self.leaves[j]
+            leaf.ops = &self.ops[used]
+            leaf.nops = len(ops)
+            used += leaf.nops
+            for o in range(leaf.nops):
+                op = &leaf.ops[o]
+                if ops[o][0] == "affine":
+                    _, start, step = ops[o]
+                    op.kind = OP_AFFINE
+                    op.start = start
+                    op.step = step
+                elif ops[o][0] == "take":
+                    op.kind = OP_TAKE
+                    op.table = self._int64_data(ops[o][1], "a take table")
+                    op.length = len(ops[o][1])
+                else:
+                    raise ValueError(f"unknown index map {ops[o][0]!r}")
+            if offsets is not None:
+                leaf.offsets = self._int64_data(offsets, "offsets")
+                leaf.nparts = len(offsets) - 1
+                if leaf.nparts < 1:
+                    raise ValueError("offsets need at least two entries")
+            identity.append(leaf.nops == 0 and leaf.offsets == NULL)
+        self.identity = tuple(identity)
+
+    cdef const int64_t *_int64_data(self, a, str what) except NULL:
+        _check_index_array(a, what)
+        PyObject_GetBuffer(a, &self.bufs[self.nbufs], PyBUF_C_CONTIGUOUS)
+        self.nbufs += 1
+        return <const int64_t*>self.bufs[self.nbufs - 1].buf
+
+    def resolve(self, indices):
+        """Map a 1-D int64 array of indices of the view to each leaf.
+
+        Returns a list with one ``(part, local)`` per leaf: ``local`` the indices in
+        the leaf (``indices`` itself when the leaf's maps are the identity), ``part``
+        an int64 array of part numbers for concatenated leaves, else None. Raises
+        IndexError naming the first index out of ``[0, n)``.
+        """
+        cdef Py_buffer src
+        cdef Py_buffer dst[2]
+        cdef Py_ssize_t m, j, bad
+        cdef const int64_t *idx
+        cdef int64_t *part
+        cdef list out = []
+        if (type(indices) is not _ndarray or indices.ndim != 1
+                or (indices.dtype is not _INT64 and indices.dtype != _INT64)):
+            raise TypeError(f"indices must be a 1-D int64 array, got {indices!r}")
+        if not indices.flags.c_contiguous:
+            indices = np.ascontiguousarray(indices)
+        PyObject_GetBuffer(indices, &src, PyBUF_C_CONTIGUOUS)
+        try:
+            idx = <const int64_t*>src.buf
+            m = src.shape[0]
+            with nogil:
+                bad = _check_range(idx, m, self.n)
+            if bad >= 0:
+                raise IndexError(
+                    f"index {idx[bad]} at position {bad} is out of range for a "
+                    "sequence of "
+                    + ("infinite length" if self.n < 0 else f"{self.n} items")
+                )
+            for j in range(self.nleaves):
+                if self.identity[j]:
+                    out.append((None, indices))
+                    continue
+                local = _empty(m, _INT64)
+                parts = None if self.leaves[j].offsets == NULL else _empty(m, _INT64)
+                PyObject_GetBuffer(local, &dst[0], PyBUF_C_CONTIGUOUS)
+                part = NULL
+                if parts is not None:
+                    PyObject_GetBuffer(parts, &dst[1], PyBUF_C_CONTIGUOUS)
+                    part = <int64_t*>dst[1].buf
+                if m > NOGIL_THRESHOLD:
+                    with nogil:
+                        bad = _resolve_leaf(&self.leaves[j], idx, m, part,
+                                            <int64_t*>dst[0].buf)
+                else:
+                    bad = _resolve_leaf(&self.leaves[j], idx, m, part,
+                                        <int64_t*>dst[0].buf)
+                PyBuffer_Release(&dst[0])
+                if parts is not None:
+                    PyBuffer_Release(&dst[1])
+                if bad >= 0:
+                    # Cannot happen for maps compiled from views (their tables were
+                    # checked when built): guards the reads above.
+                    raise IndexError(
+                        f"index {idx[bad]} at position {bad} leaves the index maps "
+                        f"of leaf {j} (out of a gather's table, or overflowing)"
+                    )
+                out.append((parts, local))
+        finally:
+            PyBuffer_Release(&src)
+        return out
+
+    def __dealloc__(self):
+        cdef Py_ssize_t k
+        if self.bufs != NULL:
+            for k in range(self.nbufs):
+                PyBuffer_Release(&self.bufs[k])
+            free(self.bufs)
+        free(self.ops)
+        free(self.leaves)
