@@ -9,7 +9,13 @@ Conventions: a length ``n < 0`` in a kernel means "infinite" (``None`` in Python
 array kernels return ``-1`` on success, else the position of the offending element.
 """
 
-from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport (
+    PyBUF_C_CONTIGUOUS,
+    PyBUF_STRIDES,
+    PyBUF_WRITABLE,
+    PyBuffer_Release,
+    PyObject_GetBuffer,
+)
 from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t
 from libc.stdlib cimport calloc, free
 from cpython.slice cimport PySlice_Unpack
@@ -48,12 +54,9 @@ cdef enum:
     ERR_NEG_INFINITE = 2   # negative index on an infinite sequence
     ERR_OVERFLOW = 3       # arithmetic overflow
 
-_INDEX_DTYPES = frozenset(
-    np.dtype(t) for t in (
-        np.int8, np.int16, np.int32, np.int64,
-        np.uint8, np.uint16, np.uint32, np.uint64,
-    )
-)
+cdef object _INT64 = np.dtype(np.int64)
+cdef object _ndarray = np.ndarray
+cdef object _empty = np.empty
 
 cdef enum:
     # Above this many elements, array kernels release the GIL; below it the
@@ -115,26 +118,29 @@ cdef int _compose_slice(Py_ssize_t start1, Py_ssize_t step1,
     return OK
 
 
-cdef Py_ssize_t _wrap_indices(const index_t[:] src, int64_t[::1] out,
-                              Py_ssize_t n) noexcept nogil:
-    """``out[k] = src[k]`` wrapped into ``[0, n)``; -1, or the first bad position."""
+cdef Py_ssize_t _wrap_indices(const char *src, Py_ssize_t stride, Py_ssize_t m,
+                              int64_t *out, Py_ssize_t n, index_t tag) noexcept nogil:
+    """``out[k] = src[k]`` (m items of type index_t, ``stride`` bytes apart) wrapped
+    into ``[0, n)``; -1, or the first bad position. ``tag`` picks the type."""
     cdef Py_ssize_t k, i
-    for k in range(src.shape[0]):
+    cdef index_t v
+    for k in range(m):
+        v = (<const index_t*>(src + k * stride))[0]
         if index_t is uint64_t:
-            if src[k] > <uint64_t>INT64_MAX:
+            if v > <uint64_t>INT64_MAX:
                 return k
-        i = <Py_ssize_t>src[k]
+        i = <Py_ssize_t>v
         if _normalize(&i, n) != OK:
             return k
         out[k] = i
     return -1
 
 
-cdef Py_ssize_t _affine_indices(const int64_t[:] idx, int64_t[::1] out,
+cdef Py_ssize_t _affine_indices(const int64_t *idx, Py_ssize_t m, int64_t *out,
                                 Py_ssize_t start, Py_ssize_t step) noexcept nogil:
     """``out[k] = start + idx[k] * step``; -1, or the first position that overflows."""
     cdef Py_ssize_t k, v
-    for k in range(idx.shape[0]):
+    for k in range(m):
         if __builtin_mul_overflow(<Py_ssize_t>idx[k], step, &v):
             return k
         if __builtin_add_overflow(start, v, &v):
@@ -143,12 +149,13 @@ cdef Py_ssize_t _affine_indices(const int64_t[:] idx, int64_t[::1] out,
     return -1
 
 
-cdef Py_ssize_t _compose_indices(const int64_t[:] inner, const int64_t[:] outer,
-                                 int64_t[::1] out) noexcept nogil:
+cdef Py_ssize_t _compose_indices(const int64_t *inner, Py_ssize_t n,
+                                 const int64_t *outer, Py_ssize_t m,
+                                 int64_t *out) noexcept nogil:
     """``out[k] = inner[outer[k]]``; -1, or the first position out of ``inner``."""
-    cdef Py_ssize_t k, n = inner.shape[0]
+    cdef Py_ssize_t k
     cdef int64_t j
-    for k in range(outer.shape[0]):
+    for k in range(m):
         j = outer[k]
         if j < 0 or j >= n:
             return k
@@ -327,7 +334,7 @@ def as_indices(indices, n):
         )
     dtype = indices.dtype
     if indices.shape[0] == 0:  # np.array([]) is float64; nothing to check
-        out = np.empty(0, dtype=np.int64)
+        out = _empty(0, _INT64)
         out.setflags(write=False)
         return out
     if dtype.kind == "b":
@@ -336,10 +343,11 @@ def as_indices(indices, n):
         )
     if dtype.kind not in "iu":
         raise TypeError(f"indices must be integers, got an array of dtype {dtype}")
-    if dtype not in _INDEX_DTYPES:  # non-native byte order, exotic ints
+    if not dtype.isnative or dtype.itemsize not in (1, 2, 4, 8):  # exotic ints
         indices = indices.astype(np.uint64 if dtype.kind == "u" else np.int64)
-    out = np.empty(indices.shape[0], dtype=np.int64)
-    bad = _dispatch_wrap(indices, out, length)
+        dtype = indices.dtype
+    out = _empty(indices.shape[0], _INT64)
+    bad = _dispatch_wrap(indices, dtype.kind == "u", dtype.itemsize, out, length)
     if bad >= 0:
         value = _item_or(original, indices, bad)
         raise IndexError(
@@ -350,38 +358,46 @@ def as_indices(indices, n):
     return out
 
 
-cdef Py_ssize_t _dispatch_wrap(arr, int64_t[::1] out, Py_ssize_t n) except -2:
-    # Typed memoryviews pick the fused specialisation from the buffer format.
-    cdef str code = arr.dtype.str[1:]
-    cdef Py_ssize_t bad
-    if code == "i8":
-        bad = _run_wrap[int64_t](arr, out, n)
-    elif code == "i4":
-        bad = _run_wrap[int32_t](arr, out, n)
-    elif code == "i2":
-        bad = _run_wrap[int16_t](arr, out, n)
-    elif code == "i1":
-        bad = _run_wrap[int8_t](arr, out, n)
-    elif code == "u8":
-        bad = _run_wrap[uint64_t](arr, out, n)
-    elif code == "u4":
-        bad = _run_wrap[uint32_t](arr, out, n)
-    elif code == "u2":
-        bad = _run_wrap[uint16_t](arr, out, n)
-    else:
-        bad = _run_wrap[uint8_t](arr, out, n)
+cdef Py_ssize_t _dispatch_wrap(arr, bint unsigned, Py_ssize_t size, out,
+                               Py_ssize_t n) except -2:
+    # Raw buffers rather than typed memoryviews: making a memoryview costs more
+    # than wrapping a batch of indices.
+    cdef Py_buffer src, dst
+    cdef Py_ssize_t bad = -1, m, stride
+    cdef const char *p
+    cdef int64_t *q
+    PyObject_GetBuffer(arr, &src, PyBUF_STRIDES)
+    try:
+        PyObject_GetBuffer(out, &dst, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)
+        p = <const char*>src.buf
+        m = src.shape[0]
+        stride = src.strides[0]
+        q = <int64_t*>dst.buf
+        if m > NOGIL_THRESHOLD:
+            with nogil:
+                bad = _wrap_any(p, stride, m, q, n, unsigned, size)
+        else:
+            bad = _wrap_any(p, stride, m, q, n, unsigned, size)
+        PyBuffer_Release(&dst)
+    finally:
+        PyBuffer_Release(&src)
     return bad
 
 
-cdef Py_ssize_t _run_wrap(const index_t[:] src, int64_t[::1] out,
-                          Py_ssize_t n) except -2:
-    cdef Py_ssize_t bad
-    if src.shape[0] > NOGIL_THRESHOLD:
-        with nogil:
-            bad = _wrap_indices(src, out, n)
-    else:
-        bad = _wrap_indices(src, out, n)
-    return bad
+cdef Py_ssize_t _wrap_any(const char *p, Py_ssize_t stride, Py_ssize_t m, int64_t *q,
+                          Py_ssize_t n, bint unsigned, Py_ssize_t size) noexcept nogil:
+    """_wrap_indices for integers of ``size`` bytes, signed or not."""
+    if size == 8:
+        return (_wrap_indices(p, stride, m, q, n, <uint64_t>0) if unsigned
+                else _wrap_indices(p, stride, m, q, n, <int64_t>0))
+    if size == 4:
+        return (_wrap_indices(p, stride, m, q, n, <uint32_t>0) if unsigned
+                else _wrap_indices(p, stride, m, q, n, <int32_t>0))
+    if size == 2:
+        return (_wrap_indices(p, stride, m, q, n, <uint16_t>0) if unsigned
+                else _wrap_indices(p, stride, m, q, n, <int16_t>0))
+    return (_wrap_indices(p, stride, m, q, n, <uint8_t>0) if unsigned
+            else _wrap_indices(p, stride, m, q, n, <int8_t>0))
 
 
 def _sequence_to_array(seq):
@@ -420,9 +436,22 @@ def _item_or(original, converted, k):
         return converted[k]
 
 
-def _check_index_array(a, name):
-    if not isinstance(a, np.ndarray) or a.dtype != np.int64 or a.ndim != 1:
+cdef inline bint _is_int64_vector(a):
+    return (isinstance(a, _ndarray) and a.ndim == 1
+            and (a.dtype is _INT64 or a.dtype == _INT64))
+
+
+cdef object _int64_buffer(a, Py_buffer *view, str name):
+    """Acquire 1-D int64 array ``a`` as a C-contiguous buffer (released by the
+    caller), copying it first if strided; returns the array acquired."""
+    if not _is_int64_vector(a):
         raise TypeError(f"{name} must be a 1-D int64 array")
+    try:
+        PyObject_GetBuffer(a, view, PyBUF_C_CONTIGUOUS)
+    except (BufferError, ValueError):
+        a = np.ascontiguousarray(a)
+        PyObject_GetBuffer(a, view, PyBUF_C_CONTIGUOUS)
+    return a
 
 
 def affine_indices(idx, Py_ssize_t start, Py_ssize_t step):
@@ -431,16 +460,23 @@ def affine_indices(idx, Py_ssize_t start, Py_ssize_t step):
     Used to push a gather through a slice. Raises OverflowError naming the first
     position whose result does not fit into an index-sized integer.
     """
-    cdef Py_ssize_t bad
-    _check_index_array(idx, "idx")
-    out = np.empty(idx.shape[0], dtype=np.int64)
-    cdef const int64_t[:] src = idx
-    cdef int64_t[::1] dst = out
-    if src.shape[0] > NOGIL_THRESHOLD:
-        with nogil:
-            bad = _affine_indices(src, dst, start, step)
-    else:
-        bad = _affine_indices(src, dst, start, step)
+    cdef Py_buffer src, dst
+    cdef Py_ssize_t bad, m
+    idx = _int64_buffer(idx, &src, "idx")
+    try:
+        m = src.shape[0]
+        out = _empty(m, _INT64)
+        PyObject_GetBuffer(out, &dst, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)
+        if m > NOGIL_THRESHOLD:
+            with nogil:
+                bad = _affine_indices(<const int64_t*>src.buf, m, <int64_t*>dst.buf,
+                                      start, step)
+        else:
+            bad = _affine_indices(<const int64_t*>src.buf, m, <int64_t*>dst.buf,
+                                  start, step)
+        PyBuffer_Release(&dst)
+    finally:
+        PyBuffer_Release(&src)
     if bad >= 0:
         raise OverflowError(
             f"index {start} + {idx[bad]} * {step} at position {bad} does not fit into "
@@ -455,18 +491,27 @@ def compose_indices(inner, outer):
 
     Raises IndexError naming the first position of ``outer`` out of ``inner``.
     """
-    cdef Py_ssize_t bad
-    _check_index_array(inner, "inner")
-    _check_index_array(outer, "outer")
-    out = np.empty(outer.shape[0], dtype=np.int64)
-    cdef const int64_t[:] a = inner
-    cdef const int64_t[:] b = outer
-    cdef int64_t[::1] dst = out
-    if b.shape[0] > NOGIL_THRESHOLD:
-        with nogil:
-            bad = _compose_indices(a, b, dst)
-    else:
-        bad = _compose_indices(a, b, dst)
+    cdef Py_buffer a, b, dst
+    cdef Py_ssize_t bad, m
+    inner = _int64_buffer(inner, &a, "inner")
+    try:
+        outer = _int64_buffer(outer, &b, "outer")
+        try:
+            m = b.shape[0]
+            out = _empty(m, _INT64)
+            PyObject_GetBuffer(out, &dst, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)
+            if m > NOGIL_THRESHOLD:
+                with nogil:
+                    bad = _compose_indices(<const int64_t*>a.buf, a.shape[0],
+                                           <const int64_t*>b.buf, m, <int64_t*>dst.buf)
+            else:
+                bad = _compose_indices(<const int64_t*>a.buf, a.shape[0],
+                                       <const int64_t*>b.buf, m, <int64_t*>dst.buf)
+            PyBuffer_Release(&dst)
+        finally:
+            PyBuffer_Release(&b)
+    finally:
+        PyBuffer_Release(&a)
     if bad >= 0:
         raise IndexError(
             f"index {outer[bad]} at position {bad} is out of range for a sequence of "
@@ -489,7 +534,8 @@ cdef class IndexTable:
     cdef object _getter
 
     def __cinit__(self, array):
-        _check_index_array(array, "array")
+        if not _is_int64_vector(array):
+            raise TypeError("array must be a 1-D int64 array")
         self.array = array
         self._mv = array
         self._n = array.shape[0]
@@ -717,11 +763,6 @@ cdef Py_ssize_t _resolve_leaf(const LeafMap *leaf, const int64_t *idx, Py_ssize_
     return -1
 
 
-cdef object _INT64 = np.dtype(np.int64)
-cdef object _ndarray = np.ndarray
-cdef object _empty = np.empty
-
-
 cdef class Resolver:
     """Index maps from a view to the leaves of its graph, compiled once.
 
@@ -790,7 +831,8 @@ cdef class Resolver:
         self.identity = tuple(identity)
 
     cdef const int64_t *_int64_data(self, a, str what) except NULL:
-        _check_index_array(a, what)
+        if not _is_int64_vector(a):
+            raise TypeError(f"{what} must be a 1-D int64 array")
         PyObject_GetBuffer(a, &self.bufs[self.nbufs], PyBUF_C_CONTIGUOUS)
         self.nbufs += 1
         return <const int64_t*>self.bufs[self.nbufs - 1].buf
@@ -809,12 +851,7 @@ cdef class Resolver:
         cdef const int64_t *idx
         cdef int64_t *part
         cdef list out = []
-        if (type(indices) is not _ndarray or indices.ndim != 1
-                or (indices.dtype is not _INT64 and indices.dtype != _INT64)):
-            raise TypeError(f"indices must be a 1-D int64 array, got {indices!r}")
-        if not indices.flags.c_contiguous:
-            indices = np.ascontiguousarray(indices)
-        PyObject_GetBuffer(indices, &src, PyBUF_C_CONTIGUOUS)
+        indices = _int64_buffer(indices, &src, "indices")
         try:
             idx = <const int64_t*>src.buf
             m = src.shape[0]

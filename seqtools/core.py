@@ -214,7 +214,7 @@ def item_getter(seq):
     Views hand out ``_getter()``, which skips the index checks already done by the
     caller.
     """
-    if isinstance(seq, View):
+    if View in type(seq).__mro__:  # cheaper than isinstance on the ABC
         return seq._getter()
     return seq.__getitem__
 
@@ -243,7 +243,7 @@ def as_source(seq):
 
 def source_length(seq, what="sequence"):
     """``len(seq)``, or None for an infinite view; TypeError for non-sequences."""
-    if isinstance(seq, View):
+    if View in type(seq).__mro__:
         return seq._n
     if not hasattr(seq, "__getitem__"):
         raise TypeError(f"{what} must be indexable, got {type(seq).__name__}")

@@ -219,7 +219,8 @@ def gather(sequence, indexes):
         if kind is Gathering:
             idx = _indexing.compose_indices(seq._table.array, idx)
         elif kind is SliceView:
-            idx = _indexing.affine_indices(idx, seq._start, seq._step)
+            if seq._start != 0 or seq._step != 1:  # view[:n] keeps the indices
+                idx = _indexing.affine_indices(idx, seq._start, seq._step)
         else:
             break
         seq = seq._base
