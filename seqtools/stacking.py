@@ -148,7 +148,7 @@ def stack(samples, out=None):
     >>> seqtools.stack(seqtools.gather(data, [7, 2, 2]))
     (array([7., 2., 2.]), array([1, 2, 2]))
     """
-    if isinstance(samples, View) or (
+    if View in type(samples).__mro__ or (
         isinstance(samples, np.ndarray) and samples.ndim > 0
     ):
         n = source_length(samples)
@@ -268,7 +268,7 @@ class _Stacker:
     copy (GIL released).
     """
 
-    __slots__ = ("resolve", "layout", "fields", "copy", "blocks")
+    __slots__ = ("resolve", "layout", "fields", "copy", "shapes", "blocks")
 
     def __init__(self, prog):
         self.resolve = prog.resolver.resolve
@@ -277,6 +277,7 @@ class _Stacker:
         self.layout = _stack.Layout(_prototype(prog.structure, prog.leaves))
         self.fields = [(shape, dtype) for _, shape, dtype in self.layout.field_info()]
         self.copy = _stack.RowSources([leaf.seq for leaf in prog.leaves]).copy
+        self.shapes = {}  # batch size -> [(stacked shape, dtype)]
         self.blocks = {}  # batch size -> _block_layout
 
     def __call__(self, indices, out):
@@ -289,14 +290,25 @@ class _Stacker:
         if _transport._task is not None:
             layout = self.blocks.get(n)
             if layout is None:
-                if len(self.blocks) >= 16:
-                    self.blocks.clear()
-                layout = self.blocks[n] = _block_layout(self.fields, n)
+                layout = _bounded_put(self.blocks, n, _block_layout(self.fields, n))
             arrays = _block_arrays(layout)
         if arrays is None:
-            arrays = [np.empty((n,) + shape, dtype) for shape, dtype in self.fields]
+            shapes = self.shapes.get(n)
+            if shapes is None:
+                shapes = _bounded_put(self.shapes, n, [((n,) + shape, dtype) for
+                                                       shape, dtype in self.fields])
+            arrays = [np.empty(shape, dtype) for shape, dtype in shapes]
         self.copy(resolved, arrays)
         return self.layout.unflatten(arrays)
+
+
+def _bounded_put(cache, key, value):
+    """``cache[key] = value``, emptying the cache first when it holds 16 entries
+    (batch sizes: a sampler uses one or two)."""
+    if len(cache) >= 16:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def _prototype(structure, leaves):
