@@ -13,6 +13,8 @@
 # source arrays, picked by int64 (source, row) index arrays, copied straight into
 # the outputs. No per-row Python object exists: the sources' buffers are acquired
 # once per call, every index is checked, and the copy runs with the GIL released.
+# RowSources is the same copy for a compiled view graph (seqtools.core.Program): the
+# sources' buffers are acquired once, and each batch pays only for its indices.
 
 from cpython.buffer cimport (
     PyBUF_C_CONTIGUOUS,
