@@ -40,3 +40,13 @@ class OffsetTable:
     def locate_many(
         self, indices: npt.ArrayLike
     ) -> tuple[_Int64Array, _Int64Array]: ...
+
+class Resolver:
+    def __init__(
+        self,
+        n: int | None,
+        leaves: list[tuple[tuple[tuple[Any, ...], ...], _Int64Array | None]],
+    ) -> None: ...
+    def resolve(
+        self, indices: _Int64Array
+    ) -> list[tuple[_Int64Array | None, _Int64Array]]: ...

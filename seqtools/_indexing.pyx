@@ -9,7 +9,15 @@ Conventions: a length ``n < 0`` in a kernel means "infinite" (``None`` in Python
 array kernels return ``-1`` on success, else the position of the offending element.
 """
 
+from cpython.buffer cimport (
+    PyBUF_C_CONTIGUOUS,
+    PyBUF_STRIDES,
+    PyBUF_WRITABLE,
+    PyBuffer_Release,
+    PyObject_GetBuffer,
+)
 from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t
+from libc.stdlib cimport calloc, free
 from cpython.slice cimport PySlice_Unpack
 from libc.stdint cimport (
     INT64_MAX,
@@ -46,12 +54,9 @@ cdef enum:
     ERR_NEG_INFINITE = 2   # negative index on an infinite sequence
     ERR_OVERFLOW = 3       # arithmetic overflow
 
-_INDEX_DTYPES = frozenset(
-    np.dtype(t) for t in (
-        np.int8, np.int16, np.int32, np.int64,
-        np.uint8, np.uint16, np.uint32, np.uint64,
-    )
-)
+cdef object _INT64 = np.dtype(np.int64)
+cdef object _ndarray = np.ndarray
+cdef object _empty = np.empty
 
 cdef enum:
     # Above this many elements, array kernels release the GIL; below it the
@@ -113,26 +118,29 @@ cdef int _compose_slice(Py_ssize_t start1, Py_ssize_t step1,
     return OK
 
 
-cdef Py_ssize_t _wrap_indices(const index_t[:] src, int64_t[::1] out,
-                              Py_ssize_t n) noexcept nogil:
-    """``out[k] = src[k]`` wrapped into ``[0, n)``; -1, or the first bad position."""
+cdef Py_ssize_t _wrap_indices(const char *src, Py_ssize_t stride, Py_ssize_t m,
+                              int64_t *out, Py_ssize_t n, index_t tag) noexcept nogil:
+    """``out[k] = src[k]`` (m items of type index_t, ``stride`` bytes apart) wrapped
+    into ``[0, n)``; -1, or the first bad position. ``tag`` picks the type."""
     cdef Py_ssize_t k, i
-    for k in range(src.shape[0]):
+    cdef index_t v
+    for k in range(m):
+        v = (<const index_t*>(src + k * stride))[0]
         if index_t is uint64_t:
-            if src[k] > <uint64_t>INT64_MAX:
+            if v > <uint64_t>INT64_MAX:
                 return k
-        i = <Py_ssize_t>src[k]
+        i = <Py_ssize_t>v
         if _normalize(&i, n) != OK:
             return k
         out[k] = i
     return -1
 
 
-cdef Py_ssize_t _affine_indices(const int64_t[:] idx, int64_t[::1] out,
+cdef Py_ssize_t _affine_indices(const int64_t *idx, Py_ssize_t m, int64_t *out,
                                 Py_ssize_t start, Py_ssize_t step) noexcept nogil:
     """``out[k] = start + idx[k] * step``; -1, or the first position that overflows."""
     cdef Py_ssize_t k, v
-    for k in range(idx.shape[0]):
+    for k in range(m):
         if __builtin_mul_overflow(<Py_ssize_t>idx[k], step, &v):
             return k
         if __builtin_add_overflow(start, v, &v):
@@ -141,12 +149,13 @@ cdef Py_ssize_t _affine_indices(const int64_t[:] idx, int64_t[::1] out,
     return -1
 
 
-cdef Py_ssize_t _compose_indices(const int64_t[:] inner, const int64_t[:] outer,
-                                 int64_t[::1] out) noexcept nogil:
+cdef Py_ssize_t _compose_indices(const int64_t *inner, Py_ssize_t n,
+                                 const int64_t *outer, Py_ssize_t m,
+                                 int64_t *out) noexcept nogil:
     """``out[k] = inner[outer[k]]``; -1, or the first position out of ``inner``."""
-    cdef Py_ssize_t k, n = inner.shape[0]
+    cdef Py_ssize_t k
     cdef int64_t j
-    for k in range(outer.shape[0]):
+    for k in range(m):
         j = outer[k]
         if j < 0 or j >= n:
             return k
@@ -325,7 +334,7 @@ def as_indices(indices, n):
         )
     dtype = indices.dtype
     if indices.shape[0] == 0:  # np.array([]) is float64; nothing to check
-        out = np.empty(0, dtype=np.int64)
+        out = _empty(0, _INT64)
         out.setflags(write=False)
         return out
     if dtype.kind == "b":
@@ -334,10 +343,11 @@ def as_indices(indices, n):
         )
     if dtype.kind not in "iu":
         raise TypeError(f"indices must be integers, got an array of dtype {dtype}")
-    if dtype not in _INDEX_DTYPES:  # non-native byte order, exotic ints
+    if not dtype.isnative or dtype.itemsize not in (1, 2, 4, 8):  # exotic ints
         indices = indices.astype(np.uint64 if dtype.kind == "u" else np.int64)
-    out = np.empty(indices.shape[0], dtype=np.int64)
-    bad = _dispatch_wrap(indices, out, length)
+        dtype = indices.dtype
+    out = _empty(indices.shape[0], _INT64)
+    bad = _dispatch_wrap(indices, dtype.kind == "u", dtype.itemsize, out, length)
     if bad >= 0:
         value = _item_or(original, indices, bad)
         raise IndexError(
@@ -348,38 +358,46 @@ def as_indices(indices, n):
     return out
 
 
-cdef Py_ssize_t _dispatch_wrap(arr, int64_t[::1] out, Py_ssize_t n) except -2:
-    # Typed memoryviews pick the fused specialisation from the buffer format.
-    cdef str code = arr.dtype.str[1:]
-    cdef Py_ssize_t bad
-    if code == "i8":
-        bad = _run_wrap[int64_t](arr, out, n)
-    elif code == "i4":
-        bad = _run_wrap[int32_t](arr, out, n)
-    elif code == "i2":
-        bad = _run_wrap[int16_t](arr, out, n)
-    elif code == "i1":
-        bad = _run_wrap[int8_t](arr, out, n)
-    elif code == "u8":
-        bad = _run_wrap[uint64_t](arr, out, n)
-    elif code == "u4":
-        bad = _run_wrap[uint32_t](arr, out, n)
-    elif code == "u2":
-        bad = _run_wrap[uint16_t](arr, out, n)
-    else:
-        bad = _run_wrap[uint8_t](arr, out, n)
+cdef Py_ssize_t _dispatch_wrap(arr, bint unsigned, Py_ssize_t size, out,
+                               Py_ssize_t n) except -2:
+    # Raw buffers rather than typed memoryviews: making a memoryview costs more
+    # than wrapping a batch of indices.
+    cdef Py_buffer src, dst
+    cdef Py_ssize_t bad = -1, m, stride
+    cdef const char *p
+    cdef int64_t *q
+    PyObject_GetBuffer(arr, &src, PyBUF_STRIDES)
+    try:
+        PyObject_GetBuffer(out, &dst, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)
+        p = <const char*>src.buf
+        m = src.shape[0]
+        stride = src.strides[0]
+        q = <int64_t*>dst.buf
+        if m > NOGIL_THRESHOLD:
+            with nogil:
+                bad = _wrap_any(p, stride, m, q, n, unsigned, size)
+        else:
+            bad = _wrap_any(p, stride, m, q, n, unsigned, size)
+        PyBuffer_Release(&dst)
+    finally:
+        PyBuffer_Release(&src)
     return bad
 
 
-cdef Py_ssize_t _run_wrap(const index_t[:] src, int64_t[::1] out,
-                          Py_ssize_t n) except -2:
-    cdef Py_ssize_t bad
-    if src.shape[0] > NOGIL_THRESHOLD:
-        with nogil:
-            bad = _wrap_indices(src, out, n)
-    else:
-        bad = _wrap_indices(src, out, n)
-    return bad
+cdef Py_ssize_t _wrap_any(const char *p, Py_ssize_t stride, Py_ssize_t m, int64_t *q,
+                          Py_ssize_t n, bint unsigned, Py_ssize_t size) noexcept nogil:
+    """_wrap_indices for integers of ``size`` bytes, signed or not."""
+    if size == 8:
+        return (_wrap_indices(p, stride, m, q, n, <uint64_t>0) if unsigned
+                else _wrap_indices(p, stride, m, q, n, <int64_t>0))
+    if size == 4:
+        return (_wrap_indices(p, stride, m, q, n, <uint32_t>0) if unsigned
+                else _wrap_indices(p, stride, m, q, n, <int32_t>0))
+    if size == 2:
+        return (_wrap_indices(p, stride, m, q, n, <uint16_t>0) if unsigned
+                else _wrap_indices(p, stride, m, q, n, <int16_t>0))
+    return (_wrap_indices(p, stride, m, q, n, <uint8_t>0) if unsigned
+            else _wrap_indices(p, stride, m, q, n, <int8_t>0))
 
 
 def _sequence_to_array(seq):
@@ -418,9 +436,22 @@ def _item_or(original, converted, k):
         return converted[k]
 
 
-def _check_index_array(a, name):
-    if not isinstance(a, np.ndarray) or a.dtype != np.int64 or a.ndim != 1:
+cdef inline bint _is_int64_vector(a):
+    return (isinstance(a, _ndarray) and a.ndim == 1
+            and (a.dtype is _INT64 or a.dtype == _INT64))
+
+
+cdef object _int64_buffer(a, Py_buffer *view, str name):
+    """Acquire 1-D int64 array ``a`` as a C-contiguous buffer (released by the
+    caller), copying it first if strided; returns the array acquired."""
+    if not _is_int64_vector(a):
         raise TypeError(f"{name} must be a 1-D int64 array")
+    try:
+        PyObject_GetBuffer(a, view, PyBUF_C_CONTIGUOUS)
+    except (BufferError, ValueError):
+        a = np.ascontiguousarray(a)
+        PyObject_GetBuffer(a, view, PyBUF_C_CONTIGUOUS)
+    return a
 
 
 def affine_indices(idx, Py_ssize_t start, Py_ssize_t step):
@@ -429,16 +460,23 @@ def affine_indices(idx, Py_ssize_t start, Py_ssize_t step):
     Used to push a gather through a slice. Raises OverflowError naming the first
     position whose result does not fit into an index-sized integer.
     """
-    cdef Py_ssize_t bad
-    _check_index_array(idx, "idx")
-    out = np.empty(idx.shape[0], dtype=np.int64)
-    cdef const int64_t[:] src = idx
-    cdef int64_t[::1] dst = out
-    if src.shape[0] > NOGIL_THRESHOLD:
-        with nogil:
-            bad = _affine_indices(src, dst, start, step)
-    else:
-        bad = _affine_indices(src, dst, start, step)
+    cdef Py_buffer src, dst
+    cdef Py_ssize_t bad, m
+    idx = _int64_buffer(idx, &src, "idx")
+    try:
+        m = src.shape[0]
+        out = _empty(m, _INT64)
+        PyObject_GetBuffer(out, &dst, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)
+        if m > NOGIL_THRESHOLD:
+            with nogil:
+                bad = _affine_indices(<const int64_t*>src.buf, m, <int64_t*>dst.buf,
+                                      start, step)
+        else:
+            bad = _affine_indices(<const int64_t*>src.buf, m, <int64_t*>dst.buf,
+                                  start, step)
+        PyBuffer_Release(&dst)
+    finally:
+        PyBuffer_Release(&src)
     if bad >= 0:
         raise OverflowError(
             f"index {start} + {idx[bad]} * {step} at position {bad} does not fit into "
@@ -453,18 +491,27 @@ def compose_indices(inner, outer):
 
     Raises IndexError naming the first position of ``outer`` out of ``inner``.
     """
-    cdef Py_ssize_t bad
-    _check_index_array(inner, "inner")
-    _check_index_array(outer, "outer")
-    out = np.empty(outer.shape[0], dtype=np.int64)
-    cdef const int64_t[:] a = inner
-    cdef const int64_t[:] b = outer
-    cdef int64_t[::1] dst = out
-    if b.shape[0] > NOGIL_THRESHOLD:
-        with nogil:
-            bad = _compose_indices(a, b, dst)
-    else:
-        bad = _compose_indices(a, b, dst)
+    cdef Py_buffer a, b, dst
+    cdef Py_ssize_t bad, m
+    inner = _int64_buffer(inner, &a, "inner")
+    try:
+        outer = _int64_buffer(outer, &b, "outer")
+        try:
+            m = b.shape[0]
+            out = _empty(m, _INT64)
+            PyObject_GetBuffer(out, &dst, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)
+            if m > NOGIL_THRESHOLD:
+                with nogil:
+                    bad = _compose_indices(<const int64_t*>a.buf, a.shape[0],
+                                           <const int64_t*>b.buf, m, <int64_t*>dst.buf)
+            else:
+                bad = _compose_indices(<const int64_t*>a.buf, a.shape[0],
+                                       <const int64_t*>b.buf, m, <int64_t*>dst.buf)
+            PyBuffer_Release(&dst)
+        finally:
+            PyBuffer_Release(&b)
+    finally:
+        PyBuffer_Release(&a)
     if bad >= 0:
         raise IndexError(
             f"index {outer[bad]} at position {bad} is out of range for a sequence of "
@@ -487,7 +534,8 @@ cdef class IndexTable:
     cdef object _getter
 
     def __cinit__(self, array):
-        _check_index_array(array, "array")
+        if not _is_int64_vector(array):
+            raise TypeError("array must be a 1-D int64 array")
         self.array = array
         self._mv = array
         self._n = array.shape[0]
@@ -646,3 +694,213 @@ cdef class OffsetTable:
 
     def __reduce__(self):
         return OffsetTable, (np.diff(self.offsets),)
+
+
+# -- compiled index maps: fused reads of a whole view graph -------------------------
+
+cdef enum:
+    OP_AFFINE = 0          # i -> start + i * step (a slice)
+    OP_TAKE = 1            # i -> table[i] (a gather)
+
+
+cdef struct MapOp:
+    int kind
+    Py_ssize_t start
+    Py_ssize_t step
+    const int64_t *table
+    Py_ssize_t length      # of table
+
+
+cdef struct LeafMap:
+    # The maps from the root's indices to one leaf, root first, then the split of
+    # the leaf's concatenated parts (offsets == NULL: one part, no split).
+    MapOp *ops
+    Py_ssize_t nops
+    const int64_t *offsets
+    Py_ssize_t nparts
+
+
+cdef Py_ssize_t _check_range(const int64_t *idx, Py_ssize_t m,
+                             Py_ssize_t n) noexcept nogil:
+    """The first position of ``idx`` outside ``[0, n)`` (n < 0: ``[0, inf)``), or -1."""
+    cdef Py_ssize_t k
+    cdef int64_t i
+    for k in range(m):
+        i = idx[k]
+        if i < 0 or (n >= 0 and i >= n):
+            return k
+    return -1
+
+
+cdef Py_ssize_t _resolve_leaf(const LeafMap *leaf, const int64_t *idx, Py_ssize_t m,
+                              int64_t *part, int64_t *local) noexcept nogil:
+    """Map ``idx`` to ``(part, local)`` through one leaf's maps (part unused when the
+    leaf has one part); -1, or the first position that leaves a table or overflows."""
+    cdef Py_ssize_t k, o, p, v
+    cdef int64_t i
+    cdef const MapOp *op
+    for k in range(m):
+        i = idx[k]
+        for o in range(leaf.nops):
+            op = &leaf.ops[o]
+            if op.kind == OP_AFFINE:
+                if __builtin_mul_overflow(<Py_ssize_t>i, op.step, &v):
+                    return k
+                if __builtin_add_overflow(op.start, v, &v):
+                    return k
+                i = v
+            else:
+                if i < 0 or i >= op.length:
+                    return k
+                i = op.table[i]
+        if leaf.offsets != NULL:
+            if i < 0 or i >= leaf.offsets[leaf.nparts]:
+                return k
+            p = _upper_part(leaf.offsets, leaf.nparts, i)
+            part[k] = p
+            i -= leaf.offsets[p]
+        local[k] = i
+    return -1
+
+
+cdef class Resolver:
+    """Index maps from a view to the leaves of its graph, compiled once.
+
+    Parameters
+    ----------
+    n : int or None
+        Length of the view (None: infinite); the indices resolved must lie in
+        ``[0, n)``.
+    leaves : list of (ops, offsets)
+        Per leaf, the maps from the view's indices to the leaf's, root first: a
+        tuple of ``("affine", start, step)`` (item ``i`` is item ``start + i * step``
+        of the next level) and ``("take", table)`` (item ``table[i]``, ``table`` a
+        1-D int64 array); then ``offsets``, the int64 part offsets of a
+        concatenated leaf (``[0, len0, len0 + len1, ...]``), or None.
+
+    ``resolve(indices)`` then maps a whole batch of indices to every leaf in one call.
+    """
+
+    cdef Py_ssize_t n
+    cdef LeafMap *leaves
+    cdef Py_ssize_t nleaves
+    cdef MapOp *ops
+    cdef Py_buffer *bufs          # tables and offsets, held for the pointers above
+    cdef Py_ssize_t nbufs
+    cdef tuple identity           # per leaf: True if it maps indices to themselves
+
+    def __cinit__(self, n, list leaves):
+        cdef Py_ssize_t nops = 0, used = 0, j, o
+        cdef LeafMap *leaf
+        cdef MapOp *op
+        self.n = _length_arg(n)
+        for ops, _ in leaves:
+            nops += len(ops)
+        self.nleaves = len(leaves)
+        self.leaves = <LeafMap*>calloc(max(self.nleaves, 1), sizeof(LeafMap))
+        self.ops = <MapOp*>calloc(max(nops, 1), sizeof(MapOp))
+        self.bufs = <Py_buffer*>calloc(nops + self.nleaves + 1, sizeof(Py_buffer))
+        if self.leaves == NULL or self.ops == NULL or self.bufs == NULL:
+            raise MemoryError()
+        identity = []
+        for j in range(self.nleaves):
+            ops, offsets = leaves[j]
+            leaf = &self.leaves[j]
+            leaf.ops = &self.ops[used]
+            leaf.nops = len(ops)
+            used += leaf.nops
+            for o in range(leaf.nops):
+                op = &leaf.ops[o]
+                if ops[o][0] == "affine":
+                    _, start, step = ops[o]
+                    op.kind = OP_AFFINE
+                    op.start = start
+                    op.step = step
+                elif ops[o][0] == "take":
+                    op.kind = OP_TAKE
+                    op.table = self._int64_data(ops[o][1], "a take table")
+                    op.length = len(ops[o][1])
+                else:
+                    raise ValueError(f"unknown index map {ops[o][0]!r}")
+            if offsets is not None:
+                leaf.offsets = self._int64_data(offsets, "offsets")
+                leaf.nparts = len(offsets) - 1
+                if leaf.nparts < 1:
+                    raise ValueError("offsets need at least two entries")
+            identity.append(leaf.nops == 0 and leaf.offsets == NULL)
+        self.identity = tuple(identity)
+
+    cdef const int64_t *_int64_data(self, a, str what) except NULL:
+        if not _is_int64_vector(a):
+            raise TypeError(f"{what} must be a 1-D int64 array")
+        PyObject_GetBuffer(a, &self.bufs[self.nbufs], PyBUF_C_CONTIGUOUS)
+        self.nbufs += 1
+        return <const int64_t*>self.bufs[self.nbufs - 1].buf
+
+    def resolve(self, indices):
+        """Map a 1-D int64 array of indices of the view to each leaf.
+
+        Returns a list with one ``(part, local)`` per leaf: ``local`` the indices in
+        the leaf (``indices`` itself when the leaf's maps are the identity), ``part``
+        an int64 array of part numbers for concatenated leaves, else None. Raises
+        IndexError naming the first index out of ``[0, n)``.
+        """
+        cdef Py_buffer src
+        cdef Py_buffer dst[2]
+        cdef Py_ssize_t m, j, bad
+        cdef const int64_t *idx
+        cdef int64_t *part
+        cdef list out = []
+        indices = _int64_buffer(indices, &src, "indices")
+        try:
+            idx = <const int64_t*>src.buf
+            m = src.shape[0]
+            with nogil:
+                bad = _check_range(idx, m, self.n)
+            if bad >= 0:
+                raise IndexError(
+                    f"index {idx[bad]} at position {bad} is out of range for a "
+                    "sequence of "
+                    + ("infinite length" if self.n < 0 else f"{self.n} items")
+                )
+            for j in range(self.nleaves):
+                if self.identity[j]:
+                    out.append((None, indices))
+                    continue
+                local = _empty(m, _INT64)
+                parts = None if self.leaves[j].offsets == NULL else _empty(m, _INT64)
+                PyObject_GetBuffer(local, &dst[0], PyBUF_C_CONTIGUOUS)
+                part = NULL
+                if parts is not None:
+                    PyObject_GetBuffer(parts, &dst[1], PyBUF_C_CONTIGUOUS)
+                    part = <int64_t*>dst[1].buf
+                if m > NOGIL_THRESHOLD:
+                    with nogil:
+                        bad = _resolve_leaf(&self.leaves[j], idx, m, part,
+                                            <int64_t*>dst[0].buf)
+                else:
+                    bad = _resolve_leaf(&self.leaves[j], idx, m, part,
+                                        <int64_t*>dst[0].buf)
+                PyBuffer_Release(&dst[0])
+                if parts is not None:
+                    PyBuffer_Release(&dst[1])
+                if bad >= 0:
+                    # Cannot happen for maps compiled from views (their tables were
+                    # checked when built): guards the reads above.
+                    raise IndexError(
+                        f"index {idx[bad]} at position {bad} leaves the index maps "
+                        f"of leaf {j} (out of a gather's table, or overflowing)"
+                    )
+                out.append((parts, local))
+        finally:
+            PyBuffer_Release(&src)
+        return out
+
+    def __dealloc__(self):
+        cdef Py_ssize_t k
+        if self.bufs != NULL:
+            for k in range(self.nbufs):
+                PyBuffer_Release(&self.bufs[k])
+            free(self.bufs)
+        free(self.ops)
+        free(self.leaves)

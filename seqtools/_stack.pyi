@@ -37,6 +37,17 @@ class RowGather:
     ) -> None: ...
     def run(self) -> None: ...
 
+class RowSources:
+    """The source arrays of fused fields, acquired once for many batches."""
+
+    sources: tuple[tuple[np.ndarray[Any, Any], ...], ...]
+    def __init__(self, fields: list[Sequence[np.ndarray[Any, Any]]]) -> None: ...
+    def copy(
+        self,
+        resolved: list[tuple[np.ndarray[Any, Any] | None, np.ndarray[Any, Any]]],
+        outs: list[np.ndarray[Any, Any]],
+    ) -> None: ...
+
 def gather_rows(
     fields: list[
         tuple[

@@ -13,6 +13,8 @@
 # source arrays, picked by int64 (source, row) index arrays, copied straight into
 # the outputs. No per-row Python object exists: the sources' buffers are acquired
 # once per call, every index is checked, and the copy runs with the GIL released.
+# RowSources is the same copy for a compiled view graph (seqtools.core.Program): the
+# sources' buffers are acquired once, and each batch pays only for its indices.
 
 from cpython.buffer cimport (
     PyBUF_C_CONTIGUOUS,
@@ -798,6 +800,84 @@ cdef const int64_t* _index_ptr(a, Py_buffer* view, Py_ssize_t nrows,
     return <const int64_t*>view.buf
 
 
+cdef int _acquire_sources(Py_ssize_t f, sources, dtype, RowField* fd,
+                          Py_buffer* bufs) except -1:
+    """Acquire the buffers of field f's source arrays (one per source, into bufs) and
+    fill fd.srcs (room for len(sources)), fd.nsrcs, fd.itemsize and fd.rowbytes.
+
+    The buffers acquired are released by the caller, even when this raises.
+    """
+    cdef Py_ssize_t j, d, rowbytes
+    cdef Py_buffer* view
+    cdef Py_buffer* first = NULL
+    fd.nsrcs = len(sources)
+    if fd.nsrcs == 0:
+        raise ValueError(f"field {f}: no source arrays")
+    for j in range(fd.nsrcs):
+        src = sources[j]
+        if not isinstance(src, _ndarray) or src.ndim < 1:
+            raise TypeError(f"field {f}: source {j} must be a numpy array of "
+                            f"at least one dimension, got {_describe(src)}")
+        if src.dtype is not dtype and src.dtype != dtype:
+            raise ValueError(f"field {f}: source {j} has dtype {src.dtype}, "
+                             f"the output {dtype}")
+        view = &bufs[j]
+        PyObject_GetBuffer(src, view, PyBUF_STRIDES)
+        if first == NULL:
+            first = view
+        elif view.ndim != first.ndim or any_differ(view, first):
+            raise ValueError(
+                f"field {f}: source {j} has rows of shape {src.shape[1:]}, "
+                f"source 0 rows of shape {sources[0].shape[1:]}")
+        fd.srcs[j].base = <const char*>view.buf
+        fd.srcs[j].length = view.shape[0]
+        fd.srcs[j].stride0 = view.strides[0] if view.strides != NULL else (
+            view.len // view.shape[0] if view.shape[0] else 0)
+        fd.srcs[j].ndim = view.ndim - 1
+        fd.srcs[j].shape = view.shape + 1
+        fd.srcs[j].strides = (NULL if _row_contiguous(view)
+                              else view.strides + 1)
+    fd.itemsize = first.itemsize
+    rowbytes = first.itemsize
+    for d in range(1, first.ndim):
+        rowbytes *= first.shape[d]
+    fd.rowbytes = rowbytes
+    return 0
+
+
+cdef int _bind_rows(Py_ssize_t f, RowField* fd, sources, part, local, out,
+                    Py_buffer* bufs) except -1:
+    """Point fd at the indices and output of one call, acquired into bufs[0:3]
+    (released by the caller), and check every row; fd.nrows must be set."""
+    cdef Py_ssize_t bad
+    fd.part = _index_ptr(part, &bufs[0], fd.nrows, f"field {f}: part")
+    fd.local = _index_ptr(local, &bufs[1], fd.nrows, f"field {f}: local")
+    PyObject_GetBuffer(out, &bufs[2], PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+    if bufs[2].len != fd.nrows * fd.rowbytes:
+        raise ValueError(f"field {f}: out holds {bufs[2].len} bytes, expected "
+                         f"{fd.nrows} rows of {fd.rowbytes} bytes")
+    fd.dst = <char*>bufs[2].buf
+    with nogil:
+        bad = check_rows(fd)
+    if bad >= 0:
+        _row_index_error(f, bad, fd.nrows, sources, part, local)
+    return 0
+
+
+cdef _row_index_error(Py_ssize_t f, Py_ssize_t k, Py_ssize_t nrows, sources, part,
+                      local):
+    if local is None:
+        raise IndexError(f"field {f}: {nrows} rows requested from a source of {k} "
+                         "rows")
+    p = 0 if part is None else int(part[k])
+    if p < 0 or p >= len(sources):
+        raise IndexError(f"row {k} of the batch: source {p} out of range "
+                         f"(field {f} has {len(sources)} sources)")
+    raise IndexError(
+        f"row {k} of the batch: index {int(local[k])} is out of range for source "
+        f"{p} of {len(sources[p])} items")
+
+
 cdef class RowGather:
     """Rows of source arrays gathered into outputs: checked now, copied by run().
 
@@ -817,10 +897,8 @@ cdef class RowGather:
     cdef Py_ssize_t nbufs
 
     def __cinit__(self, list fields):
-        cdef Py_ssize_t f, j, nsrc = 0, used = 0, b = 0, d, rowbytes, bad
+        cdef Py_ssize_t f, nsrc = 0, used = 0
         cdef RowField* fd
-        cdef Py_buffer* view
-        cdef Py_buffer* first
         for item in fields:
             nsrc += len(item[0])
         self.nfields = len(fields)
@@ -834,80 +912,21 @@ cdef class RowGather:
         for f in range(self.nfields):
             sources, part, local, out = fields[f]
             fd = &self.fields[f]
-            fd.nsrcs = len(sources)
             fd.srcs = &self.srcs[used]
-            used += fd.nsrcs
-            if fd.nsrcs == 0:
-                raise ValueError(f"field {f}: no source arrays")
             if not isinstance(out, _ndarray):
                 raise TypeError(f"field {f}: out must be a numpy array, got "
                                 f"{_describe(out)}")
-            dtype = out.dtype
-            first = NULL
-            for j in range(fd.nsrcs):
-                src = sources[j]
-                if not isinstance(src, _ndarray) or src.ndim < 1:
-                    raise TypeError(f"field {f}: source {j} must be a numpy array of "
-                                    f"at least one dimension, got {_describe(src)}")
-                if src.dtype is not dtype and src.dtype != dtype:
-                    raise ValueError(f"field {f}: source {j} has dtype {src.dtype}, "
-                                     f"the output {dtype}")
-                view = &self.bufs[b]
-                PyObject_GetBuffer(src, view, PyBUF_STRIDES)
-                b += 1
-                if first == NULL:
-                    first = view
-                elif view.ndim != first.ndim or any_differ(view, first):
-                    raise ValueError(
-                        f"field {f}: source {j} has rows of shape {src.shape[1:]}, "
-                        f"source 0 rows of shape {sources[0].shape[1:]}")
-                fd.srcs[j].base = <const char*>view.buf
-                fd.srcs[j].length = view.shape[0]
-                fd.srcs[j].stride0 = view.strides[0] if view.strides != NULL else (
-                    view.len // view.shape[0] if view.shape[0] else 0)
-                fd.srcs[j].ndim = view.ndim - 1
-                fd.srcs[j].shape = view.shape + 1
-                fd.srcs[j].strides = (NULL if _row_contiguous(view)
-                                      else view.strides + 1)
-            fd.itemsize = first.itemsize
-            rowbytes = first.itemsize
-            for d in range(1, first.ndim):
-                rowbytes *= first.shape[d]
-            fd.rowbytes = rowbytes
+            _acquire_sources(f, sources, out.dtype, fd, &self.bufs[used + 3 * f])
+            used += fd.nsrcs
             if local is None:
                 if part is not None or fd.nsrcs != 1:
                     raise ValueError(f"field {f}: rows from several sources need "
                                      "local indices")
-                fd.nrows = first.shape[0]
+                fd.nrows = fd.srcs[0].length
             else:
                 fd.nrows = len(local)
-            fd.part = _index_ptr(part, &self.bufs[b], fd.nrows, f"field {f}: part")
-            b += 1
-            fd.local = _index_ptr(local, &self.bufs[b], fd.nrows, f"field {f}: local")
-            b += 1
-            view = &self.bufs[b]
-            PyObject_GetBuffer(out, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
-            b += 1
-            if view.len != fd.nrows * rowbytes:
-                raise ValueError(f"field {f}: out holds {view.len} bytes, expected "
-                                 f"{fd.nrows} rows of {rowbytes} bytes")
-            fd.dst = <char*>view.buf
-            with nogil:
-                bad = check_rows(fd)
-            if bad >= 0:
-                self._index_error(f, bad, sources, part, local)
-
-    cdef _index_error(self, Py_ssize_t f, Py_ssize_t k, sources, part, local):
-        if local is None:
-            raise IndexError(f"field {f}: {self.fields[f].nrows} rows requested from "
-                             f"a source of {k} rows")
-        p = 0 if part is None else int(part[k])
-        if p < 0 or p >= len(sources):
-            raise IndexError(f"row {k} of the batch: source {p} out of range "
-                             f"(field {f} has {len(sources)} sources)")
-        raise IndexError(
-            f"row {k} of the batch: index {int(local[k])} is out of range for source "
-            f"{p} of {len(sources[p])} items")
+            _bind_rows(f, fd, sources, part, local, out,
+                       &self.bufs[used + 3 * f])
 
     def run(self):
         """Copy every field (GIL released), then release the buffers. Once only."""
@@ -933,6 +952,100 @@ cdef class RowGather:
 
     def __dealloc__(self):
         self._release()
+
+
+cdef class RowSources:
+    """The source arrays of fused fields, acquired once for many batches.
+
+    ``fields`` is a list with one tuple of source arrays per field (numpy arrays of
+    at least one dimension, one dtype and row shape per field). Each ``copy`` call
+    gathers one batch: the fused read of a compiled view graph, whose sources do not
+    change from batch to batch, pays for the sources' buffers once. Safe to use from
+    several threads at once (each call keeps its own state).
+    """
+
+    cdef RowField* fields        # per field: sources, row size; no batch state
+    cdef Py_ssize_t nfields
+    cdef RowSrc* srcs
+    cdef Py_buffer* bufs         # the sources' buffers, held until deallocation
+    cdef Py_ssize_t nbufs
+    cdef readonly tuple sources
+    cdef tuple dtypes
+
+    def __cinit__(self, list fields):
+        cdef Py_ssize_t f, nsrc = 0, used = 0
+        cdef RowField* fd
+        self.sources = tuple([tuple(s) for s in fields])
+        for sources in self.sources:
+            nsrc += len(sources)
+        self.nfields = len(fields)
+        self.fields = <RowField*>calloc(max(self.nfields, 1), sizeof(RowField))
+        self.srcs = <RowSrc*>calloc(max(nsrc, 1), sizeof(RowSrc))
+        self.bufs = <Py_buffer*>calloc(max(nsrc, 1), sizeof(Py_buffer))
+        if self.fields == NULL or self.srcs == NULL or self.bufs == NULL:
+            raise MemoryError()
+        self.nbufs = nsrc
+        dtypes = []
+        for f in range(self.nfields):
+            sources = self.sources[f]
+            fd = &self.fields[f]
+            fd.srcs = &self.srcs[used]
+            dtype = getattr(sources[0], "dtype", None) if sources else None
+            _acquire_sources(f, sources, dtype, fd, &self.bufs[used])
+            used += fd.nsrcs
+            dtypes.append(dtype)
+        self.dtypes = tuple(dtypes)
+
+    def copy(self, list resolved, list outs):
+        """Copy one batch: row ``k`` of ``outs[f]`` is ``sources[part[k]][local[k]]``
+        with ``(part, local) = resolved[f]`` (int64 arrays; ``part`` None: source 0).
+
+        Every index and output is checked before anything is written; out-of-range
+        indices raise IndexError naming the row. The copy runs with the GIL released.
+        """
+        cdef Py_ssize_t f, k, nbufs = 3 * self.nfields
+        cdef RowField* fs = NULL
+        cdef Py_buffer* bufs = NULL
+        if len(resolved) != self.nfields or len(outs) != self.nfields:
+            raise ValueError(f"expected indices and an output for each of the "
+                             f"{self.nfields} fields")
+        try:
+            fs = <RowField*>malloc(max(self.nfields, 1) * sizeof(RowField))
+            bufs = <Py_buffer*>calloc(max(nbufs, 1), sizeof(Py_buffer))
+            if fs == NULL or bufs == NULL:
+                raise MemoryError()
+            for f in range(self.nfields):
+                part, local = resolved[f]
+                out = outs[f]
+                if not isinstance(out, _ndarray):
+                    raise TypeError(f"field {f}: out must be a numpy array, got "
+                                    f"{_describe(out)}")
+                if out.dtype is not self.dtypes[f] and out.dtype != self.dtypes[f]:
+                    raise ValueError(f"field {f}: the sources have dtype "
+                                     f"{self.dtypes[f]}, out {out.dtype}")
+                if local is None:
+                    raise TypeError(f"field {f}: local must be a 1-D int64 array")
+                fs[f] = self.fields[f]
+                fs[f].nrows = len(local)
+                _bind_rows(f, &fs[f], self.sources[f], part, local, out, &bufs[3 * f])
+            with nogil:
+                for f in range(self.nfields):
+                    gather_field(&fs[f])
+        finally:
+            if bufs != NULL:
+                for k in range(nbufs):
+                    PyBuffer_Release(&bufs[k])
+            free(bufs)
+            free(fs)
+
+    def __dealloc__(self):
+        cdef Py_ssize_t k
+        if self.bufs != NULL:
+            for k in range(self.nbufs):
+                PyBuffer_Release(&self.bufs[k])
+            free(self.bufs)
+        free(self.fields)
+        free(self.srcs)
 
 
 cdef bint any_differ(const Py_buffer* a, const Py_buffer* b):

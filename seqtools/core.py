@@ -31,6 +31,15 @@ kernel call per level, into a *fusion plan* shaped like one item:
 Views take part by overriding ``_fuse(indices)``; the default follows ``_locate``
 (index-only views hand the indices on to their source) and otherwise falls back to
 :class:`Items`, so a view that does not know the protocol is still read correctly.
+
+Views that combine sources (``collate``, ``concatenate``) also compile: on the first
+fused read, :func:`program` walks the graph below the view once into a
+:class:`Program` cached on the view -- per leaf, the index maps from the view down
+to it (slices: affine, gathers: a table lookup, concatenations: a split by offsets),
+run for a whole batch by one kernel call (``_indexing.Resolver``) -- so that a
+sampler's batches skip the Python walk. Index-only views made per batch (a gather
+of a dataset) map their indices with one kernel call and reuse their source's
+program.
 Views that fuse: numpy arrays (memory-mapped too) with a dtype holding data,
 ``gather``/``take`` and slices (through ``_locate``), ``concatenate`` (parts with one
 row shape and dtype), ``collate`` (each source on its own: the array sources of
@@ -48,7 +57,7 @@ import numpy as np
 from . import _indexing
 from .errors import creation_site
 
-__all__ = ["View", "SliceView", "Rows", "Items", "fuse"]
+__all__ = ["View", "SliceView", "Rows", "Items", "fuse", "Program", "program"]
 
 
 class View(Sequence):
@@ -62,12 +71,13 @@ class View(Sequence):
     the end of ``__init__``.
     """
 
-    __slots__ = ("_n", "_origin", "__weakref__")
-    _transient = ()
+    __slots__ = ("_n", "_origin", "_program", "__weakref__")
+    _transient = ("_program",)
 
     def __init__(self, n):
         self._n = n
         self._origin = creation_site(2)
+        self._program = None  # see program()
 
     # -- subclass hooks -------------------------------------------------------------
     def _get(self, i):
@@ -194,6 +204,7 @@ class View(Sequence):
     def __setstate__(self, state):
         for name, value in state.items():
             object.__setattr__(self, name, value)
+        self._program = None
         self._bind()
 
 
@@ -203,7 +214,7 @@ def item_getter(seq):
     Views hand out ``_getter()``, which skips the index checks already done by the
     caller.
     """
-    if isinstance(seq, View):
+    if View in type(seq).__mro__:  # cheaper than isinstance on the ABC
         return seq._getter()
     return seq.__getitem__
 
@@ -232,7 +243,7 @@ def as_source(seq):
 
 def source_length(seq, what="sequence"):
     """``len(seq)``, or None for an infinite view; TypeError for non-sequences."""
-    if isinstance(seq, View):
+    if View in type(seq).__mro__:
         return seq._n
     if not hasattr(seq, "__getitem__"):
         raise TypeError(f"{what} must be indexable, got {type(seq).__name__}")
@@ -314,13 +325,151 @@ def row_spec(arr):
 
 def fuse(seq, indices):
     """The fusion plan of items ``indices`` (normalised int64 array) of ``seq``."""
-    if isinstance(seq, View):
+    if View in type(seq).__mro__:
+        prog = program(seq)
+        if prog is not None:
+            return prog.plan(indices)
         return seq._fuse(indices)
     if isinstance(seq, np.ndarray):
         spec = row_spec(seq)
         if spec is not None:
             return Rows((seq,), None, indices, *spec)
     return Items(seq, indices)
+
+
+def peel(seq, indices):
+    """Follow the index-only views at the top of ``seq`` for items ``indices``.
+
+    Returns ``(source, source_indices)``: the first view (or array...) that does not
+    hand its indices on through ``_locate``, and the indices of the items there.
+    """
+    while View in type(seq).__mro__ and type(seq)._fuse is View._fuse:
+        source, local = seq._locate(indices)
+        if source is seq:
+            break
+        seq, indices = source, local
+    return seq, indices
+
+
+# -- compiled programs ---------------------------------------------------------------
+
+
+class Program:
+    """A view graph compiled for fused reads, once per view: see :func:`program`.
+
+    Attributes
+    ----------
+    structure : int or tuple
+        The plan's structure, with each leaf replaced by its number (nested tuples
+        for :func:`seqtools.collate`).
+    leaves : tuple of ProgramLeaf
+        The leaves in depth-first order.
+    resolver : seqtools._indexing.Resolver
+        Maps a batch of indices of the view to every leaf, in one call.
+    rows_only : bool
+        True when every leaf is a :class:`Rows` source (no per-item reads).
+    stacker : object
+        Left to :mod:`seqtools.stacking`, which keeps its own compiled state here
+        (output layout, source buffers); None until the first stack.
+    """
+
+    __slots__ = ("structure", "leaves", "resolver", "rows_only", "stacker")
+
+    def __init__(self, n, structure, leaves):
+        self.structure = structure
+        self.leaves = tuple(leaves)
+        self.resolver = _indexing.Resolver(
+            n, [(leaf.ops, leaf.offsets) for leaf in self.leaves])
+        self.rows_only = all(leaf.spec is not None for leaf in self.leaves)
+        self.stacker = None
+
+    def plan(self, indices):
+        """The fusion plan of items ``indices`` (see :func:`fuse`)."""
+        plans = []
+        for leaf, (part, local) in zip(self.leaves, self.resolver.resolve(indices)):
+            if leaf.spec is None:
+                plans.append(fuse(leaf.seq, local))
+            else:
+                plans.append(Rows(leaf.seq, part, local, *leaf.spec))
+        structure = self.structure
+        if type(structure) is int:
+            return plans[structure]
+        return _build(structure, plans)
+
+
+def _build(structure, plans):
+    return tuple([plans[s] if type(s) is int else _build(s, plans)
+                  for s in structure])
+
+
+class ProgramLeaf:
+    """A leaf of a :class:`Program`, reached from the view through index maps.
+
+    ``ops`` is the tuple of maps from the view's indices to the leaf's, root first
+    (``("affine", start, step)``: a slice; ``("take", table)``: a gather, with an
+    int64 ``table``). With a ``spec`` ``(dtype, row shape)``, the leaf is a
+    :class:`Rows` source: ``seq`` is its tuple of arrays and ``offsets`` (int64,
+    ``[0, len0, len0 + len1, ...]``, None for one array) splits the leaf's indices
+    between them. Without (``spec`` None), ``seq`` is read through :func:`fuse`
+    with the mapped indices.
+    """
+
+    __slots__ = ("ops", "seq", "offsets", "spec")
+
+    def __init__(self, ops, seq, offsets=None, spec=None):
+        self.ops = ops
+        self.seq = seq
+        self.offsets = offsets
+        self.spec = spec
+
+
+def compile_leaves(seq, ops, leaves):
+    """Compile ``seq``, reached through the index maps ``ops``, into ``leaves``.
+
+    Appends the leaves of ``seq`` to the list ``leaves`` and returns its structure
+    (a leaf number, or a tuple of structures). Views take part through a
+    ``_compile(ops, leaves)`` method defined by their class itself (an inherited
+    one does not count: a subclass may read its items otherwise); other views are
+    leaves read through :func:`fuse`.
+    """
+    method = type(seq).__dict__.get("_compile")
+    if method is not None:
+        return method(seq, ops, leaves)
+    spec = row_spec(seq)
+    if spec is not None:
+        leaves.append(ProgramLeaf(ops, (seq,), None, spec))
+    else:
+        leaves.append(ProgramLeaf(ops, seq))
+    return len(leaves) - 1
+
+
+def program(seq):
+    """The compiled :class:`Program` of view ``seq``, or None if it has none.
+
+    Views compile when their class defines both ``_fuse`` and ``_compile`` (collate,
+    concatenate): the walk down the graph happens on the first fused read and is
+    cached on the view, since views never change structure (item assignment writes
+    to the sources). Index-only views (slices, gathers) define ``_compile`` only:
+    made per batch more often than not, they are not compiled themselves; their
+    ``_fuse`` maps the indices with one kernel call and reads on from their source,
+    whose program is reused. Inside a compiled graph they are index maps.
+    """
+    try:
+        prog = seq._program
+    except AttributeError:  # not a view, or a subclass that skipped View.__init__
+        return None
+    if prog is None:
+        prog = False
+        cls = type(seq)
+        if "_compile" in cls.__dict__ and "_fuse" in cls.__dict__:
+            leaves = []
+            structure = compile_leaves(seq, (), leaves)
+            # A view that compiles to itself (mixed concatenations) reads through
+            # its own _fuse: caching that would only tie the view to itself.
+            if not (type(structure) is int and leaves[0].seq is seq):
+                prog = Program(seq._n, structure, leaves)
+        seq._program = prog
+    return prog or None
 
 
 def merge_plans(plans, positions, n):
@@ -462,7 +611,14 @@ class SliceView(View):
         return SliceView(self._base, start, step, length)
 
     def _locate(self, indices):
+        if self._start == 0 and self._step == 1:  # view[:n]: the same indices
+            return self._base, indices
         return self._base, _indexing.affine_indices(indices, self._start, self._step)
+
+    def _compile(self, ops, leaves):
+        if self._start != 0 or self._step != 1:
+            ops = ops + (("affine", self._start, self._step),)
+        return compile_leaves(self._base, ops, leaves)
 
     def _iter(self):
         base = self._base

@@ -20,10 +20,12 @@ import numpy as np
 from . import _indexing
 from .core import (
     Items,
+    ProgramLeaf,
     Rows,
     SliceView,
     View,
     as_source,
+    compile_leaves,
     fuse,
     item_getter,
     item_setter,
@@ -155,6 +157,9 @@ class Gathering(View):
     def _locate(self, indices):
         return self._base, _indexing.compose_indices(self._table.array, indices)
 
+    def _compile(self, ops, leaves):
+        return compile_leaves(self._base, ops + (("take", self._table.array),), leaves)
+
     def _iter(self):
         get, idx = item_getter(self._base), self._table.array
         if len(idx) <= _ITER_BLOCK:
@@ -214,7 +219,8 @@ def gather(sequence, indexes):
         if kind is Gathering:
             idx = _indexing.compose_indices(seq._table.array, idx)
         elif kind is SliceView:
-            idx = _indexing.affine_indices(idx, seq._start, seq._step)
+            if seq._start != 0 or seq._step != 1:  # view[:n] keeps the indices
+                idx = _indexing.affine_indices(idx, seq._start, seq._step)
         else:
             break
         seq = seq._base
@@ -285,6 +291,14 @@ class Concatenation(View):
             positions.append(pos)
         merged = merge_plans(plans, positions, len(indices)) if plans else None
         return Items(self, indices) if merged is None else merged
+
+    def _compile(self, ops, leaves):
+        if self._rows is None:
+            leaves.append(ProgramLeaf(ops, self))
+        else:
+            offsets = self._table.offsets
+            leaves.append(ProgramLeaf(ops, self._parts, offsets, self._rows))
+        return len(leaves) - 1
 
 
 def concatenate(sequences):
@@ -361,6 +375,9 @@ class Collation(View):
 
     def _fuse(self, indices):
         return tuple([fuse(s, indices) for s in self._sources])
+
+    def _compile(self, ops, leaves):
+        return tuple([compile_leaves(s, ops, leaves) for s in self._sources])
 
     def _iter(self):
         # Each source iterates by its fastest path (views iterate faster than they

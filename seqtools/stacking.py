@@ -59,7 +59,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _stack, _transport
-from .core import Items, Rows, View, fuse, pickle_source, source_length
+from .core import Items, Rows, View, fuse, peel, pickle_source, program, source_length
+from .indexing import Gathering
 
 __all__ = ["ALIGNMENT", "FieldPlan", "StackPlan", "plan", "stack", "minibatches",
            "MinibatchSampler"]
@@ -147,7 +148,7 @@ def stack(samples, out=None):
     >>> seqtools.stack(seqtools.gather(data, [7, 2, 2]))
     (array([7., 2., 2.]), array([1, 2, 2]))
     """
-    if isinstance(samples, View) or (
+    if View in type(samples).__mro__ or (
         isinstance(samples, np.ndarray) and samples.ndim > 0
     ):
         n = source_length(samples)
@@ -157,9 +158,12 @@ def stack(samples, out=None):
                 "slice first, e.g. view[:1000]"
             )
         if n > 0:
-            node = fuse(samples, np.arange(n, dtype=np.int64))
-            if type(node) is not Items:
-                return _stack_plan(node, n, out)
+            if type(samples) is Gathering:  # its index table, as it is
+                result = _stack_fused(samples._base, samples.indices, out)
+            else:
+                result = _stack_fused(samples, np.arange(n, dtype=np.int64), out)
+            if type(result) is not Items:
+                return result
     samples = _as_list(samples)
     layout = _stack.Layout(samples[0])
     if out is None:
@@ -173,16 +177,25 @@ def _shared_arrays(field_info, n):
     """Outputs in one block of the worker's ring, or None outside a worker."""
     if _transport._task is None:
         return None
-    offsets, nbytes = _layout([(shape, dtype) for _, shape, dtype in field_info], n)
+    return _block_arrays(_block_layout([(shape, dtype) for _, shape, dtype
+                                        in field_info], n))
+
+
+def _block_layout(fields, n):
+    """``(nbytes, [(shape, dtype, offset), ...])``: n rows of ``(shape, dtype)``
+    fields laid out in one block."""
+    offsets, nbytes = _layout(fields, n)
+    return nbytes, [((n,) + shape, dtype, o)
+                    for (shape, dtype), o in zip(fields, offsets)]
+
+
+def _block_arrays(block_layout):
+    """Arrays laid out by :func:`_block_layout` in a new ring block, or None."""
+    nbytes, views = block_layout
     block = _transport.out_block(nbytes)
     if block is None:
         return None
-    return [
-        block[o : o + n * math.prod(shape) * dtype.itemsize]
-        .view(dtype)
-        .reshape((n,) + shape)
-        for o, (_, shape, dtype) in zip(offsets, field_info)
-    ]
+    return [np.ndarray(shape, dtype, block, offset) for shape, dtype, offset in views]
 
 
 def _layout(fields, n):
@@ -215,13 +228,95 @@ def _walk(node, path, leaves):
     return None
 
 
-def _prototype(node, values):
+def _plan_prototype(node, values):
     """A sample shaped like the plan's output, for planning the Layout."""
     if type(node) is tuple:
-        return tuple([_prototype(child, values) for child in node])
+        return tuple([_plan_prototype(child, values) for child in node])
     if type(node) is Rows:
         return np.empty(node.shape, node.dtype)
     return values[id(node)][0]
+
+
+def _stack_fused(seq, indices, out):
+    """``stack`` of items ``indices`` of a view or array, read fused.
+
+    Returns the :class:`~seqtools.core.Items` plan instead when every item has to be
+    read one by one (the caller then stacks the items).
+    """
+    seq, indices = peel(seq, indices)
+    prog = program(seq)
+    if prog is None:
+        node = fuse(seq, indices)
+    else:
+        stacker = prog.stacker
+        if stacker is None:
+            stacker = prog.stacker = _Stacker(prog) if prog.rows_only else False
+        if stacker:
+            return stacker(indices, out)
+        node = prog.plan(indices)
+    if type(node) is Items:
+        return node
+    return _stack_plan(node, len(indices), out)
+
+
+class _Stacker:
+    """``stack`` through a compiled program whose leaves are all Rows sources.
+
+    Holds what does not change from batch to batch: the output Layout, the field
+    shapes and dtypes, the sources' buffers, and the block layouts of the batch
+    sizes seen, so that a batch costs a few calls: resolve the indices, allocate,
+    copy (GIL released).
+    """
+
+    __slots__ = ("resolve", "layout", "fields", "copy", "shapes", "blocks")
+
+    def __init__(self, prog):
+        self.resolve = prog.resolver.resolve
+        # The Layout of a prototype sample gives the output structure, the field
+        # order (the leaves' order) and the checks of `out`, as for stack(list(view)).
+        self.layout = _stack.Layout(_prototype(prog.structure, prog.leaves))
+        self.fields = [(shape, dtype) for _, shape, dtype in self.layout.field_info()]
+        self.copy = _stack.RowSources([leaf.seq for leaf in prog.leaves]).copy
+        self.shapes = {}  # batch size -> [(stacked shape, dtype)]
+        self.blocks = {}  # batch size -> _block_layout
+
+    def __call__(self, indices, out):
+        resolved = self.resolve(indices)
+        n = len(indices)
+        if out is not None:
+            self.copy(resolved, self.layout.flatten_out(out, n))
+            return out
+        arrays = None
+        if _transport._task is not None:
+            layout = self.blocks.get(n)
+            if layout is None:
+                layout = _bounded_put(self.blocks, n, _block_layout(self.fields, n))
+            arrays = _block_arrays(layout)
+        if arrays is None:
+            shapes = self.shapes.get(n)
+            if shapes is None:
+                shapes = _bounded_put(self.shapes, n, [((n,) + shape, dtype) for
+                                                       shape, dtype in self.fields])
+            arrays = [np.empty(shape, dtype) for shape, dtype in shapes]
+        self.copy(resolved, arrays)
+        return self.layout.unflatten(arrays)
+
+
+def _bounded_put(cache, key, value):
+    """``cache[key] = value``, emptying the cache first when it holds 16 entries
+    (batch sizes: a sampler uses one or two)."""
+    if len(cache) >= 16:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _prototype(structure, leaves):
+    """A sample shaped like a program's items, for planning the Layout."""
+    if type(structure) is int:
+        spec = leaves[structure].spec
+        return np.empty(spec[1], spec[0])
+    return tuple([_prototype(s, leaves) for s in structure])
 
 
 # Layouts of plans without Items, by signature: a sampler stacks batches of one
@@ -243,7 +338,7 @@ def _stack_plan(node, n, out):
                 values[id(leaf)] = leaf.read()
         # The Layout of a prototype sample gives the output structure, the field
         # order and the checks of `out`, exactly as for stack(list(view)).
-        layout = _stack.Layout(_prototype(node, values))
+        layout = _stack.Layout(_plan_prototype(node, values))
         info = layout.field_info()
         if sig is not None:
             if len(_layouts) >= 64:
@@ -484,11 +579,10 @@ class MinibatchSampler:
         return drawn[k : k + b]
 
     def __call__(self):
-        indices = self._indices()
-        node = fuse(self.dataset, indices)
-        if type(node) is Items:
-            return stack(node.read())
-        return _stack_plan(node, self.batch_size, None)
+        result = _stack_fused(self.dataset, self._indices(), None)
+        if type(result) is Items:
+            return stack(result.read())
+        return result
 
     def __getstate__(self):
         # The generator is per process: a worker makes its own from the seed.

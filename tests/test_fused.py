@@ -245,6 +245,243 @@ def test_property_against_list_semantics(lengths, picks, step):
     assert y.tolist() == [list(range(total))[::step][p] for p in picks]
 
 
+# -- compiled programs: the Resolver and RowSources kernels, the per-view cache --------
+
+
+def reference_resolve(indices, ops, offsets):
+    """numpy reference of one Resolver leaf: apply ``ops``, then split by offsets."""
+    i = indices.copy()
+    for op in ops:
+        i = op[1] + i * op[2] if op[0] == "affine" else op[1][i]
+    if offsets is None:
+        return None, i
+    part = np.searchsorted(offsets, i, side="right") - 1
+    return part, i - offsets[part]
+
+
+def test_resolver_against_numpy(rng):
+    for _ in range(200):
+        base = int(rng.integers(1, 50))
+        # a concatenation of random parts (empty ones included) under a random
+        # chain of slices and gathers, each valid for the level below
+        lengths = np.diff(np.sort(np.r_[0, rng.integers(0, base + 1, 3), base]))
+        offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+        ops, n = [], base
+        for _ in range(int(rng.integers(0, 4))):
+            if rng.random() < 0.5:
+                table = rng.integers(0, n, int(rng.integers(1, 20)))
+                ops.insert(0, ("take", table))
+                n = len(table)
+            else:
+                step = int(rng.choice([-2, -1, 1, 3]))
+                start = int(rng.integers(0, n)) if step > 0 else n - 1
+                stop = n if step > 0 else -1
+                m = len(range(start, stop, step))
+                if m == 0:
+                    continue
+                ops.insert(0, ("affine", start, step))
+                n = m
+        idx = rng.integers(0, n, int(rng.integers(0, 30)))
+        split = offsets if rng.random() < 0.7 else None
+        resolver = seqtools._indexing.Resolver(n, [(tuple(ops), split), ((), None)])
+        (part, local), (part0, local0) = resolver.resolve(idx)
+        ref_part, ref_local = reference_resolve(idx, ops, split)
+        assert local.tolist() == ref_local.tolist()
+        assert (part is None) == (split is None)
+        if split is not None:
+            assert part.tolist() == ref_part.tolist()
+            assert (lengths[part] > local).all()  # never an empty part
+        assert part0 is None and local0 is idx  # the identity hands indices on
+
+
+def test_resolver_errors():
+    resolver = seqtools._indexing.Resolver(5, [((("take", np.array([4, 0])),), None)])
+    with pytest.raises(IndexError, match="index 5 at position 1 is out of range "
+                                         "for a sequence of 5 items"):
+        resolver.resolve(np.array([0, 5]))
+    with pytest.raises(IndexError, match="index -1 at position 0"):
+        resolver.resolve(np.array([-1]))
+    # a table shorter than the view's length: caught, not read out of bounds
+    with pytest.raises(IndexError, match="leaves the index maps of leaf 0"):
+        resolver.resolve(np.array([3]))
+    with pytest.raises(TypeError, match="int64"):
+        resolver.resolve(np.array([0], np.int32))
+    strided = np.arange(10, dtype=np.int64)[::3]  # not contiguous: copied
+    assert resolver.resolve(np.zeros(2, np.int64))[0][1].tolist() == [4, 4]
+    assert seqtools._indexing.Resolver(None, [((), np.array([0, 2, 10]))]).resolve(
+        strided)[0][1].tolist() == [0, 1, 4, 7]
+    with pytest.raises(ValueError, match="unknown index map"):
+        seqtools._indexing.Resolver(3, [((("roll", 1),), None)])
+    with pytest.raises(IndexError, match="position 1 leaves the index maps"):
+        seqtools._indexing.Resolver(None, [((("affine", 1, 2**62),), None)]).resolve(
+            np.array([1, 4]))  # overflows
+
+
+@pytest.mark.parametrize("layout", ["c", "fortran", "reverse", "step"])
+def test_row_sources_against_numpy(rng, layout):
+    a = [random_array(rng, n, (2, 3), np.float32, layout) for n in (4, 0, 7)]
+    b = random_array(rng, 9, (), np.int16)
+    sources = _stack.RowSources([a, (b,)])
+    both = np.concatenate(a)
+    for _ in range(20):  # one RowSources, many batches
+        m = int(rng.integers(0, 12))
+        part = rng.choice([0, 2], m)
+        local = rng.integers(0, 4, m)
+        outs = [np.empty((m, 2, 3), np.float32), np.empty(m, np.int16)]
+        sources.copy([(part, local), (None, local * 2)], outs)
+        assert outs[0].tobytes() == both[np.where(part == 2, 4, 0) + local].tobytes()
+        assert outs[1].tolist() == b[local * 2].tolist()
+
+
+def test_row_sources_check_before_writing():
+    sources = _stack.RowSources([(np.zeros((5, 2)),), (np.arange(3), np.arange(4))])
+    out = [np.full((2, 2), 7.0), np.full(2, 7)]
+    with pytest.raises(IndexError, match="row 1 of the batch: index 3 is out of range "
+                                         "for source 0 of 3 items"):
+        sources.copy([(None, np.array([0, 1])), (np.array([1, 0]), np.array([3, 3]))],
+                     out)
+    with pytest.raises(IndexError, match="source 2 out of range"):
+        sources.copy([(None, np.array([0, 1])), (np.array([2, 0]), np.array([0, 0]))],
+                     out)
+    assert (out[0] == 7).all() and (out[1] == 7).all()  # nothing written
+    with pytest.raises(ValueError, match="dtype"):
+        sources.copy([(None, np.array([0])), (None, np.array([0]))],
+                     [np.empty((1, 2), np.float32), np.empty(1, np.int64)])
+    with pytest.raises(ValueError, match="bytes"):
+        sources.copy([(None, np.array([0])), (None, np.array([0]))],
+                     [np.empty((2, 2)), np.empty(1, np.int64)])
+    with pytest.raises(ValueError, match="fields"):
+        sources.copy([(None, np.array([0]))], [np.empty((1, 2))])
+    with pytest.raises(ValueError, match="rows of shape"):
+        _stack.RowSources([(np.zeros((2, 2)), np.zeros((2, 3)))])
+    with pytest.raises(ValueError, match="no source arrays"):
+        _stack.RowSources([()])
+
+
+def test_programs_are_cached_per_view_and_match_the_dynamic_path(rng):
+    chunks, data = random_chunks(rng, 30, (3,), np.float64)
+    labels = rng.integers(0, 10, 30)
+    col = seqtools.collate([seqtools.concatenate(chunks), labels])
+    prog = seqtools.core.program(col)
+    assert prog is seqtools.core.program(col) and prog.rows_only
+    idx = rng.integers(0, 30, 17)
+    compiled, dynamic = fuse(col, idx), type(col)._fuse(col, idx)
+    for c, d in zip(compiled, dynamic):
+        assert c.sources == d.sources and c.dtype == d.dtype and c.shape == d.shape
+        assert c.local.tolist() == d.local.tolist()
+        assert (c.part is None) == (d.part is None)
+    # index-only views are not compiled at the top: their source's program serves
+    sl = col[3:20:2]
+    assert seqtools.core.program(sl) is None and sl._program is False
+    assert_same(stack(seqtools.gather(sl, [0, 8])), (data[[3, 19]], labels[[3, 19]]))
+    assert seqtools.core.program(col) is prog
+    # two datasets of one structure: each its own program and rows
+    other = seqtools.collate([seqtools.concatenate([data[::-1]]), labels[::-1]])
+    assert_same(stack(seqtools.gather(other, [0, 1])), (data[[29, 28]],
+                                                       labels[[29, 28]]))
+    assert_same(stack(seqtools.gather(col, [0, 1])), (data[[0, 1]], labels[[0, 1]]))
+    # item assignment writes to the sources, which the program reads
+    col[1] = (np.full(3, 5.0), 99)
+    assert_same(stack(seqtools.gather(col, [1])),
+                (np.full((1, 3), 5.0), np.array([99])))
+
+
+def test_compiled_graph_with_user_views_and_subclasses(rng):
+    x = random_array(rng, 12, (2,), np.float64)
+
+    class Reversed(seqtools.View):  # index-only, through _locate
+        __slots__ = ("_src",)
+
+        def __init__(self, src):
+            seqtools.View.__init__(self, len(src))
+            self._src = src
+
+        def _get(self, i):
+            return self._src[len(self._src) - 1 - i]
+
+        def _locate(self, indices):
+            return self._src, len(self._src) - 1 - indices
+
+    class MyCollation(type(seqtools.collate([x]))):  # inherits no _compile
+        __slots__ = ()
+
+    inner = seqtools.collate([Reversed(x), seqtools.smap(lambda v: v * 2, x)])
+    view = seqtools.collate([inner, seqtools.gather(x, np.arange(12)[::-1])])
+    plan = fuse(view, np.arange(12, dtype=np.int64))
+    assert type(plan[0][0]) is Rows and type(plan[0][1]) is Items
+    assert not seqtools.core.program(view).rows_only
+    g = seqtools.gather(view, rng.integers(0, 12, 9))
+    assert_same(stack(g), per_item(g))
+    mine = MyCollation((x, np.arange(12)), 12)
+    assert seqtools.core.program(mine) is None
+    assert_same(stack(seqtools.gather(mine, [3, 1])), (x[[3, 1]], np.array([3, 1])))
+
+
+def test_a_view_after_an_error_and_after_pickling(rng, tmp_path):
+    dataset, data, labels = seed_like_dataset(rng, tmp_path)
+    col = dataset._base  # the compiled view: the slice's indices are checked above it
+    with pytest.raises(IndexError, match="index 123 at position 1"):
+        seqtools.stacking._stack_fused(col, np.array([0, 123]), None)
+    out = (np.full((2, 6), 7.0), np.full(2, 7))
+    with pytest.raises(IndexError, match="index -1 at position 0"):
+        seqtools.stacking._stack_fused(col, np.array([-1, 0]), out)
+    assert (out[0] == 7).all() and (out[1] == 7).all()
+    with pytest.raises(ValueError, match="shape"):
+        stack(seqtools.gather(dataset, [1, 2]), out=(np.empty((2, 5)), out[1]))
+    # the program cached before the errors still serves
+    assert_same(stack(seqtools.gather(dataset, [5, 2])), (data[[5, 2]], labels[[5, 2]]))
+    assert seqtools.core.program(dataset._base) is not None
+    # programs are not pickled: the copy compiles its own
+    copy = pickle.loads(pickle.dumps(dataset))
+    assert copy._program is None and copy._base._program is None
+    assert_same(stack(seqtools.gather(copy, [5, 2])), (data[[5, 2]], labels[[5, 2]]))
+
+
+def test_sampler_pickled_to_a_subprocess(rng, tmp_path):
+    import subprocess
+    import sys
+
+    dataset, data, labels = seed_like_dataset(rng, tmp_path)
+    sampler = seqtools.minibatches(dataset, 8, seed=3)
+    first = sampler()  # compiles and caches the program before pickling
+    code = ("import pickle, sys; s = pickle.load(sys.stdin.buffer); "
+            "pickle.dump([s(), s()], sys.stdout.buffer)")
+    done = subprocess.run([sys.executable, "-c", code], check=True,
+                          input=pickle.dumps(sampler), capture_output=True)
+    got = pickle.loads(done.stdout)
+    fresh = seqtools.minibatches(dataset, 8, seed=3)
+    assert_same(got[0], first)
+    assert_same(got[1], (fresh(), fresh())[1])
+    for x, y in got:
+        assert_same(x, data[y])
+
+
+def test_stack_in_a_worker_fills_one_block(monkeypatch, rng):
+    chunks, data = random_chunks(rng, 40, (5,), np.float32)
+    labels = rng.integers(0, 10, 40)
+    dataset = seqtools.collate([seqtools.concatenate(chunks), labels])
+    blocks = []
+
+    def out_block(nbytes):
+        blocks.append(np.zeros(nbytes + 64, np.uint8)[64:])
+        return blocks[-1]
+
+    monkeypatch.setattr(_transport, "_task", object())
+    monkeypatch.setattr(_transport, "out_block", out_block)
+    for m in (7, 3, 7):
+        idx = rng.integers(0, 40, m)
+        x, y = stack(seqtools.gather(dataset, idx))
+        assert_same((x, y), (data[idx], labels[idx]))
+        p = seqtools.stacking.plan(seqtools.gather(dataset, idx))
+        assert blocks[-1].nbytes == p.nbytes
+        for a, f in zip((x, y), p.fields):
+            assert np.shares_memory(a, blocks[-1])
+            assert a.__array_interface__["data"][0] == (
+                blocks[-1].__array_interface__["data"][0] + f.offset)
+    monkeypatch.setattr(_transport, "out_block", lambda nbytes: None)
+    assert_same(stack(seqtools.gather(dataset, [1])), (data[[1]], labels[[1]]))
+
+
 # -- batch -----------------------------------------------------------------------------
 
 
