@@ -344,6 +344,25 @@ def test_index_kernels_check_arguments(args):
         _indexing.affine_indices(args[0], 0, 1)
 
 
+def test_as_indices_reads_any_integer_layout():
+    values = [3, -1, 0, 7]
+    raw = np.zeros(4 * 8 + 1, dtype=np.uint8)
+    unaligned = raw[1:].view(np.int64)  # misaligned by one byte
+    unaligned[:] = values
+    assert not unaligned.flags.aligned
+    for arr in (
+        unaligned,
+        np.array(values, dtype=">i4"),
+        np.array(values, dtype=np.int16)[::-1],
+        np.array(values * 2, dtype=np.int64)[::2],
+        np.array([3, 1, 0, 7], dtype=np.uint8),
+    ):
+        out = _indexing.as_indices(arr, 8)
+        assert out.tolist() == [v % 8 for v in arr.tolist()]
+        assert out.dtype == np.int64 and not out.flags.writeable
+        assert out.flags.c_contiguous
+
+
 # -- IndexTable ----------------------------------------------------------------------
 
 
