@@ -35,7 +35,11 @@ def ext(name, sources, **kw):
 
 
 extensions = [
-    ext("seqtools._indexing", ["seqtools/_indexing.pyx"]),
+    ext(
+        "seqtools._indexing",
+        ["seqtools/_indexing.pyx"],
+        include_dirs=[numpy.get_include()],  # the numpy C API, for index arrays
+    ),
     ext("seqtools._indexmaps", ["seqtools/_indexmaps.pyx"]),
     ext("seqtools._stack", ["seqtools/_stack.pyx"]),
     ext(

@@ -7,6 +7,11 @@ over an array) and turn the status into an exception once the GIL is back.
 
 Conventions: a length ``n < 0`` in a kernel means "infinite" (``None`` in Python);
 array kernels return ``-1`` on success, else the position of the offending element.
+
+The item readers at the end compile a graph of index-only views into a tree of C
+calls, one per view, ending in the sources' own ``sq_item`` (see :class:`Reader`).
+They build Python objects, so they hold the GIL and raise like Python code; the
+index arithmetic they run is the kernels'.
 """
 
 from cpython.buffer cimport (
@@ -17,8 +22,11 @@ from cpython.buffer cimport (
     PyObject_GetBuffer,
 )
 from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t
-from libc.stdlib cimport calloc, free
+from cpython.ref cimport Py_INCREF
+from cpython.sequence cimport PySequence_Check, PySequence_GetItem
 from cpython.slice cimport PySlice_Unpack
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from libc.stdlib cimport calloc, free
 from libc.stdint cimport (
     INT64_MAX,
     int8_t,
@@ -31,7 +39,12 @@ from libc.stdint cimport (
     uint64_t,
 )
 
+cimport cython
+cimport numpy as cnp
+
 import numpy as np
+
+cnp.import_array()
 
 cdef extern from *:
     # gcc and clang builtins (the supported platforms are Linux and macOS).
@@ -118,14 +131,18 @@ cdef int _compose_slice(Py_ssize_t start1, Py_ssize_t step1,
     return OK
 
 
-cdef Py_ssize_t _wrap_indices(const char *src, Py_ssize_t stride, Py_ssize_t m,
-                              int64_t *out, Py_ssize_t n, index_t tag) noexcept nogil:
-    """``out[k] = src[k]`` (m items of type index_t, ``stride`` bytes apart) wrapped
-    into ``[0, n)``; -1, or the first bad position. ``tag`` picks the type."""
+cdef Py_ssize_t _wrap_indices(const char *src, Py_ssize_t stride, Py_ssize_t count,
+                              int64_t *out, Py_ssize_t n,
+                              index_t dtype_tag) noexcept nogil:
+    """``out[k] = src[k]`` wrapped into ``[0, n)``; -1, or the first bad position.
+
+    ``src`` holds ``count`` aligned items of type ``index_t`` every ``stride`` bytes;
+    ``dtype_tag`` only picks the specialisation.
+    """
     cdef Py_ssize_t k, i
     cdef index_t v
-    for k in range(m):
-        v = (<const index_t*>(src + k * stride))[0]
+    for k in range(count):
+        v = (<const index_t *>(src + k * stride))[0]
         if index_t is uint64_t:
             if v > <uint64_t>INT64_MAX:
                 return k
@@ -323,81 +340,84 @@ def as_indices(indices, n):
     """
     cdef Py_ssize_t length = _length_arg(n)
     cdef Py_ssize_t bad
+    cdef cnp.ndarray arr
     original = indices
     if isinstance(indices, range):
         indices = np.arange(indices.start, indices.stop, indices.step, dtype=np.int64)
     elif not isinstance(indices, np.ndarray):
         indices = _sequence_to_array(indices)
-    if indices.ndim != 1:
+    arr = indices
+    if cnp.PyArray_NDIM(arr) != 1:
         raise ValueError(
             f"indices must be one-dimensional, got an array of shape {indices.shape}"
         )
-    dtype = indices.dtype
-    if indices.shape[0] == 0:  # np.array([]) is float64; nothing to check
-        out = _empty(0, _INT64)
-        out.setflags(write=False)
-        return out
-    if dtype.kind == "b":
+    out = _new_indices(cnp.PyArray_DIM(arr, 0))
+    if cnp.PyArray_DIM(arr, 0) == 0:  # np.array([]) is float64; nothing to check
+        return _read_only(out)
+    if cnp.PyArray_ISBOOL(arr):
         raise TypeError(
             "boolean masks are not supported as indices; use np.flatnonzero(mask)"
         )
-    if dtype.kind not in "iu":
-        raise TypeError(f"indices must be integers, got an array of dtype {dtype}")
-    if not dtype.isnative or dtype.itemsize not in (1, 2, 4, 8):  # exotic ints
-        indices = indices.astype(np.uint64 if dtype.kind == "u" else np.int64)
-        dtype = indices.dtype
-    out = _empty(indices.shape[0], _INT64)
-    bad = _dispatch_wrap(indices, dtype.kind == "u", dtype.itemsize, out, length)
+    if not cnp.PyArray_ISINTEGER(arr):
+        raise TypeError(f"indices must be integers, got an array of dtype {arr.dtype}")
+    if not (cnp.PyArray_ISNOTSWAPPED(arr) and cnp.PyArray_ISALIGNED(arr)):
+        arr = arr.astype(np.int64 if cnp.PyArray_ISSIGNED(arr) else np.uint64)
+    bad = _dispatch_wrap(arr, <int64_t *>cnp.PyArray_DATA(out), length)
     if bad >= 0:
-        value = _item_or(original, indices, bad)
+        value = _item_or(original, arr, bad)
         raise IndexError(
             f"index {value} at position {bad} is out of range for a sequence of "
             + ("infinite length" if length < 0 else f"{length} items")
         )
-    out.setflags(write=False)
-    return out
+    return _read_only(out)
 
 
-cdef Py_ssize_t _dispatch_wrap(arr, bint unsigned, Py_ssize_t size, out,
-                               Py_ssize_t n) except -2:
-    # Raw buffers rather than typed memoryviews: making a memoryview costs more
-    # than wrapping a batch of indices.
-    cdef Py_buffer src, dst
-    cdef Py_ssize_t bad = -1, m, stride
-    cdef const char *p
-    cdef int64_t *q
-    PyObject_GetBuffer(arr, &src, PyBUF_STRIDES)
-    try:
-        PyObject_GetBuffer(out, &dst, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)
-        p = <const char*>src.buf
-        m = src.shape[0]
-        stride = src.strides[0]
-        q = <int64_t*>dst.buf
-        if m > NOGIL_THRESHOLD:
-            with nogil:
-                bad = _wrap_any(p, stride, m, q, n, unsigned, size)
-        else:
-            bad = _wrap_any(p, stride, m, q, n, unsigned, size)
-        PyBuffer_Release(&dst)
-    finally:
-        PyBuffer_Release(&src)
+cdef inline cnp.ndarray _new_indices(cnp.npy_intp n):
+    """A new uninitialised, writeable int64 array of ``n`` items."""
+    return cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT64, 0)
+
+
+cdef inline cnp.ndarray _read_only(cnp.ndarray arr):
+    """``arr``, made read-only (the C-API twin of ``arr.setflags(write=False)``)."""
+    cnp.PyArray_CLEARFLAGS(arr, cnp.NPY_ARRAY_WRITEABLE)
+    return arr
+
+
+cdef Py_ssize_t _dispatch_wrap(cnp.ndarray arr, int64_t *out, Py_ssize_t n) except -2:
+    """Run ``_wrap_indices`` over a 1-D aligned, native integer ``arr``."""
+    cdef const char *src = <const char *>cnp.PyArray_DATA(arr)
+    cdef Py_ssize_t stride = cnp.PyArray_STRIDE(arr, 0)
+    cdef Py_ssize_t count = cnp.PyArray_DIM(arr, 0)
+    cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(arr)
+    cdef bint signed = cnp.PyArray_ISSIGNED(arr)
+    cdef Py_ssize_t bad
+    if count > NOGIL_THRESHOLD:
+        with nogil:
+            bad = _wrap_any(src, stride, count, out, n, signed, size)
+    else:
+        bad = _wrap_any(src, stride, count, out, n, signed, size)
     return bad
 
 
-cdef Py_ssize_t _wrap_any(const char *p, Py_ssize_t stride, Py_ssize_t m, int64_t *q,
-                          Py_ssize_t n, bint unsigned, Py_ssize_t size) noexcept nogil:
-    """_wrap_indices for integers of ``size`` bytes, signed or not."""
+cdef Py_ssize_t _wrap_any(const char *src, Py_ssize_t stride, Py_ssize_t count,
+                          int64_t *out, Py_ssize_t n, bint signed,
+                          Py_ssize_t size) noexcept nogil:
+    """``_wrap_indices`` specialised for integers of ``size`` bytes."""
+    if signed:
+        if size == 8:
+            return _wrap_indices(src, stride, count, out, n, <int64_t>0)
+        if size == 4:
+            return _wrap_indices(src, stride, count, out, n, <int32_t>0)
+        if size == 2:
+            return _wrap_indices(src, stride, count, out, n, <int16_t>0)
+        return _wrap_indices(src, stride, count, out, n, <int8_t>0)
     if size == 8:
-        return (_wrap_indices(p, stride, m, q, n, <uint64_t>0) if unsigned
-                else _wrap_indices(p, stride, m, q, n, <int64_t>0))
+        return _wrap_indices(src, stride, count, out, n, <uint64_t>0)
     if size == 4:
-        return (_wrap_indices(p, stride, m, q, n, <uint32_t>0) if unsigned
-                else _wrap_indices(p, stride, m, q, n, <int32_t>0))
+        return _wrap_indices(src, stride, count, out, n, <uint32_t>0)
     if size == 2:
-        return (_wrap_indices(p, stride, m, q, n, <uint16_t>0) if unsigned
-                else _wrap_indices(p, stride, m, q, n, <int16_t>0))
-    return (_wrap_indices(p, stride, m, q, n, <uint8_t>0) if unsigned
-            else _wrap_indices(p, stride, m, q, n, <int8_t>0))
+        return _wrap_indices(src, stride, count, out, n, <uint16_t>0)
+    return _wrap_indices(src, stride, count, out, n, <uint8_t>0)
 
 
 def _sequence_to_array(seq):
@@ -521,24 +541,29 @@ def compose_indices(inner, outer):
     return out
 
 
+@cython.final  # _index() is then a direct call in TakeReader.get
 cdef class IndexTable:
     """A read-only 1-D int64 index array with a fast, list-like ``at(key)``.
 
     Backs gather views: ``at`` normalises ``key`` (negative, range and type checks as
-    lists do) and returns the stored index as a Python int in one call.
+    lists do) and returns the stored index as a Python int in one call; a
+    :class:`TakeReader` reads the items it points to.
     """
 
-    cdef readonly object array
-    cdef const int64_t[:] _mv
+    cdef readonly cnp.ndarray array
     cdef Py_ssize_t _n
-    cdef object _getter
 
     def __cinit__(self, array):
         if not _is_int64_vector(array):
             raise TypeError("array must be a 1-D int64 array")
         self.array = array
-        self._mv = array
-        self._n = array.shape[0]
+        self._n = cnp.PyArray_DIM(self.array, 0)
+
+    cdef inline int64_t _index(self, Py_ssize_t i) noexcept:
+        """Entry ``i``, ``0 <= i < len``. The array is read in place: cheaper to
+        set up than a typed memoryview, which matters once per gather."""
+        cdef const char *data = cnp.PyArray_BYTES(self.array)
+        return (<const int64_t *>(data + i * cnp.PyArray_STRIDE(self.array, 0)))[0]
 
     def __len__(self):
         return self._n
@@ -559,19 +584,7 @@ cdef class IndexTable:
 
     def at(self, key):
         """Item ``key`` (an integer, negative counts from the end) as a Python int."""
-        return self._mv[self._position(key)]
-
-    def set_getter(self, getter):
-        """Attach ``getter(source_index) -> item`` of the indexed source, for `read`."""
-        if not callable(getter):
-            raise TypeError(f"getter must be callable, not {type(getter).__name__}")
-        self._getter = getter
-
-    def read(self, key):
-        """``getter(at(key))`` in one call: saves a Python frame per gathered item."""
-        if self._getter is None:
-            raise RuntimeError("IndexTable.read needs set_getter() first")
-        return self._getter(self._mv[self._position(key)])
+        return self._index(self._position(key))
 
     def __reduce__(self):
         return IndexTable, (self.array,)
@@ -590,7 +603,6 @@ cdef class OffsetTable:
     cdef const int64_t[::1] _mv
     cdef const int64_t *_off
     cdef Py_ssize_t _nparts
-    cdef tuple _getters
 
     def __cinit__(self, lengths):
         cdef Py_ssize_t bad
@@ -636,29 +648,6 @@ cdef class OffsetTable:
         # One lookup is a handful of comparisons: releasing the GIL would cost more.
         p = _upper_part(self._off, self._nparts, i)
         return p, i - self._off[p]
-
-    def set_getters(self, getters):
-        """Attach one callable per part, ``getter(local_index) -> item``, for `read`."""
-        getters = tuple(getters)
-        if len(getters) != self._nparts:
-            raise ValueError(f"expected {self._nparts} getters, got {len(getters)}")
-        for g in getters:
-            if not callable(g):
-                raise TypeError(f"getters must be callable, not {type(g).__name__}")
-        self._getters = getters
-
-    def read(self, Py_ssize_t i):
-        """Item ``i`` (``0 <= i < total``): the getter of its part, called with its
-        local index. Saves a Python frame per item over ``locate`` + a call."""
-        cdef Py_ssize_t p
-        if self._getters is None:
-            raise RuntimeError("OffsetTable.read needs set_getters() first")
-        if i < 0 or i >= self._off[self._nparts]:
-            raise IndexError(
-                f"index {i} out of range for a sequence of {self.total} items"
-            )
-        p = _upper_part(self._off, self._nparts, i)
-        return self._getters[p](i - self._off[p])
 
     def locate_many(self, indices):
         """Return int64 arrays ``(parts, local)`` for an array of item indices.
@@ -904,3 +893,225 @@ cdef class Resolver:
             free(self.bufs)
         free(self.ops)
         free(self.leaves)
+
+# -- item readers --------------------------------------------------------------------
+#
+# Reading item i of gather(collate([concatenate(chunks), labels])[:-10000], order)
+# through the views' Python methods costs a frame per view; their readers form a
+# tree (TakeReader -> TupleReader -> PartsReader -> SequenceReader) that does the
+# same in C calls, and items come out exactly as the sources' __getitem__ makes them.
+
+
+cdef class Reader:
+    """Reads the items of a sequence of ``n`` items (``n < 0``: infinite) by index.
+
+    Views compile one from their sources' readers when they are built (see
+    ``View._reader`` in core.py). Subclasses implement ``get`` for a normalised
+    index ``i``; ``get`` checks whatever it needs to stay memory-safe, so a wrong
+    ``i`` raises instead of reading out of bounds.
+    """
+
+    cdef Py_ssize_t _n
+
+    cdef object get(self, Py_ssize_t i):
+        raise NotImplementedError
+
+    def __len__(self):
+        if self._n < 0:
+            raise TypeError("an infinite reader has no len()")
+        return self._n
+
+    def read(self, Py_ssize_t i):
+        """Item ``i``, ``0 <= i < n``: the getter handed to outer views."""
+        if i < 0 or (self._n >= 0 and i >= self._n):
+            raise _range_error(i, self._n, ERR_RANGE)
+        return self.get(i)
+
+    def __getitem__(self, key):
+        """Item ``key`` with list semantics: negative keys count from the end."""
+        cdef Py_ssize_t i = _index_arg(key)
+        cdef int status = _normalize(&i, self._n)
+        if status != OK:
+            raise _range_error(key, self._n, status)
+        return self.get(i)
+
+    def __iter__(self):
+        return ReaderIter(self)
+
+
+cdef class ReaderIter:
+    """Iterator over the items of a :class:`Reader`, one ``get`` per item."""
+
+    cdef Reader _reader
+    cdef Py_ssize_t _k
+
+    def __cinit__(self, Reader reader not None):
+        self._reader = reader
+        self._k = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef Py_ssize_t k = self._k
+        if self._reader._n >= 0 and k >= self._reader._n:
+            raise StopIteration
+        self._k = k + 1  # first, so that next() after an error moves on, like map()
+        return self._reader.get(k)
+
+    def __length_hint__(self):
+        if self._reader._n < 0:
+            return NotImplemented
+        return self._reader._n - self._k
+
+
+cdef class CallReader(Reader):
+    """Items ``func(i)``: any getter, such as a view's ``_get``.
+
+    Parameters
+    ----------
+    func : callable
+        Called with a normalised index ``i``, returns item ``i``.
+    n : int or None
+        Number of items, None if infinite.
+    """
+
+    cdef object _func
+
+    def __cinit__(self, func, n):
+        if not callable(func):
+            raise TypeError(f"func must be callable, not {type(func).__name__}")
+        self._func = func
+        self._n = _length_arg(n)
+
+    cdef object get(self, Py_ssize_t i):
+        return self._func(i)
+
+
+cdef class SequenceReader(Reader):
+    """Items ``seq[i]`` of a list, tuple, range or numpy array, by its ``sq_item``.
+
+    For these types ``sq_item`` gives what ``seq[i]`` does (rows of an array are
+    views of its memory, items of a 1-D array numpy scalars) without building an
+    int and parsing it as a key. ``n`` is ``len(seq)`` now; a list that shrinks
+    later raises IndexError as it would.
+    """
+
+    cdef object _seq
+
+    def __cinit__(self, seq):
+        if not PySequence_Check(seq):
+            raise TypeError(f"expected a sequence, not {type(seq).__name__}")
+        self._seq = seq
+        self._n = len(seq)
+
+    cdef object get(self, Py_ssize_t i):
+        return PySequence_GetItem(self._seq, i)
+
+
+cdef class TupleReader(Reader):
+    """Items ``(r[i] for r in readers)`` as tuples (collate).
+
+    Parameters
+    ----------
+    readers : sequence of Reader
+        At least one.
+    n : int or None
+        Number of items, None if infinite.
+    """
+
+    cdef tuple _readers
+    cdef Py_ssize_t _m
+
+    def __cinit__(self, readers, n):
+        readers = tuple(readers)
+        if not readers:
+            raise ValueError("TupleReader needs at least one reader")
+        for r in readers:
+            if not isinstance(r, Reader):
+                raise TypeError(f"expected Reader objects, not {type(r).__name__}")
+        self._readers = readers
+        self._m = len(readers)
+        self._n = _length_arg(n)
+
+    cdef object get(self, Py_ssize_t i):
+        cdef Py_ssize_t k
+        cdef object item
+        cdef object out = PyTuple_New(self._m)
+        for k in range(self._m):
+            item = (<Reader>self._readers[k]).get(i)
+            Py_INCREF(item)  # PyTuple_SET_ITEM steals a reference
+            PyTuple_SET_ITEM(out, k, item)
+        return out
+
+
+cdef class SliceReader(Reader):
+    """Items ``source[start + i * step]`` for ``0 <= i < n`` (finite slices).
+
+    Raises OverflowError if the last index does not fit into an index-sized
+    integer, so that no later read overflows.
+    """
+
+    cdef Reader _source
+    cdef Py_ssize_t _start, _step
+
+    def __cinit__(self, Reader source not None, Py_ssize_t start, Py_ssize_t step,
+                  Py_ssize_t n):
+        cdef Py_ssize_t last
+        if n < 0:
+            raise ValueError(f"SliceReader needs a length >= 0, got {n}")
+        if n > 0 and (__builtin_mul_overflow(n - 1, step, &last)
+                      or __builtin_add_overflow(start, last, &last)):
+            raise OverflowError("slice indices do not fit into an index-sized integer")
+        self._source = source
+        self._start = start
+        self._step = step
+        self._n = n
+
+    cdef object get(self, Py_ssize_t i):
+        if i < 0 or i >= self._n:
+            raise _range_error(i, self._n, ERR_RANGE)
+        return self._source.get(self._start + i * self._step)
+
+
+cdef class TakeReader(Reader):
+    """Items ``source[table.at(i)]`` (gather)."""
+
+    cdef IndexTable _table
+    cdef Reader _source
+
+    def __cinit__(self, IndexTable table not None, Reader source not None):
+        self._table = table
+        self._source = source
+        self._n = table._n
+
+    cdef object get(self, Py_ssize_t i):
+        if i < 0 or i >= self._n:
+            raise _range_error(i, self._n, ERR_RANGE)
+        return self._source.get(self._table._index(i))
+
+
+cdef class PartsReader(Reader):
+    """Items of parts laid end to end (concatenate): one reader per part."""
+
+    cdef OffsetTable _table
+    cdef tuple _parts
+
+    def __cinit__(self, OffsetTable table not None, parts):
+        parts = tuple(parts)
+        if len(parts) != table._nparts:
+            raise ValueError(f"expected {table._nparts} readers, got {len(parts)}")
+        for r in parts:
+            if not isinstance(r, Reader):
+                raise TypeError(f"expected Reader objects, not {type(r).__name__}")
+        self._table = table
+        self._parts = parts
+        self._n = table._off[table._nparts]
+
+    cdef object get(self, Py_ssize_t i):
+        cdef const int64_t *off = self._table._off
+        cdef Py_ssize_t p
+        if i < 0 or i >= self._n:
+            raise _range_error(i, self._n, ERR_RANGE)
+        p = _upper_part(off, self._table._nparts, i)
+        return (<Reader>self._parts[p]).get(i - off[p])

@@ -8,6 +8,15 @@ slices (slices of slices collapse into one view), integer-array keys, iteration,
 pickling and the errors Python lists give. The index arithmetic itself runs in the
 ``_indexing`` Cython kernels.
 
+Item reads
+----------
+Index-only views (slices, ``gather``, ``concatenate``, ``collate``) compile, when
+they are built, a *reader* (``_indexing.Reader``): a tree of C objects mirroring the
+view graph down to the sources' own ``sq_item``, kept in the view's ``_rd`` slot.
+``view[i]`` and iteration then cost one C call per view and per item instead of a
+Python frame, and items are exactly what the sources' ``__getitem__`` returns. Other
+views take part through the default ``_reader()``, which calls their getter.
+
 Memory-mapped arrays (``np.memmap``, e.g. from ``np.load(..., mmap_mode='r')``) are
 read through a plain ``ndarray`` view of the same memory (``np.memmap.__getitem__``
 is Python code, ten times slower per item), and views pickle such sources by
@@ -69,10 +78,15 @@ class View(Sequence):
     Attributes listed in a class's ``_transient`` tuple (cached bound methods and
     the like) are not pickled; ``_bind()`` rebuilds them, and subclasses call it at
     the end of ``__init__``.
+
+    Views that compile a reader (see the module docstring) declare a ``_rd`` slot,
+    list it in ``_transient`` and set it in ``_bind()``; integer keys then go
+    straight to it. Elsewhere ``_rd`` is this class attribute, None.
     """
 
     __slots__ = ("_n", "_origin", "_program", "__weakref__")
     _transient = ("_program",)
+    _rd = None
 
     def __init__(self, n):
         self._n = n
@@ -131,6 +145,13 @@ class View(Sequence):
         """
         return self._get
 
+    def _reader(self):
+        """An ``_indexing.Reader`` of the items, for outer views to compile into theirs.
+
+        Defaults to calling ``_getter()``; views with a compiled reader return it.
+        """
+        return _indexing.CallReader(self._getter(), self._n)
+
     # -- list semantics -------------------------------------------------------------
     def __len__(self):
         n = self._n
@@ -142,6 +163,9 @@ class View(Sequence):
         return n
 
     def __getitem__(self, key):
+        rd = self._rd
+        if rd is not None and type(key) is int:
+            return rd[key]  # checks the key as lists do, reads in C
         if type(key) is slice:
             return self._slice(*_indexing.slice_range(key, self._n))
         if isinstance(key, np.ndarray) and key.ndim > 0:
@@ -217,6 +241,22 @@ def item_getter(seq):
     if View in type(seq).__mro__:  # cheaper than isinstance on the ABC
         return seq._getter()
     return seq.__getitem__
+
+
+def item_reader(seq):
+    """An ``_indexing.Reader`` of ``seq``'s items, for a view to compile into its own.
+
+    Views hand out ``_reader()``; lists, tuples, ranges and plain numpy arrays are
+    read by their ``sq_item``, other sequences by their ``__getitem__``.
+    """
+    if isinstance(seq, View):
+        return seq._reader()
+    kind = type(seq)
+    if kind is list or kind is tuple or kind is range or (
+        kind is np.ndarray and seq.ndim > 0
+    ):
+        return _indexing.SequenceReader(seq)
+    return _indexing.CallReader(seq.__getitem__, len(seq))
 
 
 def item_setter(seq):
@@ -583,8 +623,8 @@ def pickle_source(value):
 class SliceView(View):
     """Items ``start + k * step`` of a source sequence, ``0 <= k < length``."""
 
-    __slots__ = ("_base", "_start", "_step", "_base_get")
-    _transient = ("_base_get",)
+    __slots__ = ("_base", "_start", "_step", "_base_get", "_rd")
+    _transient = ("_base_get", "_rd")
 
     def __init__(self, base, start, step, length):
         View.__init__(self, length)
@@ -596,6 +636,20 @@ class SliceView(View):
 
     def _bind(self):
         self._base_get = item_getter(self._base)
+        if self._n is None:
+            # Indices past 64 bits still make sense on an infinite view: keep to
+            # Python ints.
+            self._rd = None
+        else:
+            self._rd = _indexing.SliceReader(
+                item_reader(self._base), self._start, self._step, self._n
+            )
+
+    def _reader(self):
+        return View._reader(self) if self._rd is None else self._rd
+
+    def _getter(self):
+        return self._get if self._rd is None else self._rd.read
 
     def _get(self, i):
         return self._base_get(self._start + i * self._step)
@@ -625,13 +679,13 @@ class SliceView(View):
         n, start, step = self._n, self._start, self._step
         if n is None:
             return map(self._base_get, itertools.count(start, step))
-        if not isinstance(base, View):
-            stop = start + n * step
-            if stop < 0:
-                stop = None
-            try:
-                # Native slicing is fastest for lists/arrays; fall back otherwise.
-                return iter(base[start:stop:step])
-            except TypeError:
-                pass
-        return map(self._base_get, range(start, start + n * step, step))
+        if isinstance(base, View):
+            return iter(self._rd)
+        stop = start + n * step
+        if stop < 0:
+            stop = None
+        try:
+            # Native slicing is fastest for lists/arrays; fall back otherwise.
+            return iter(base[start:stop:step])
+        except TypeError:
+            return iter(self._rd)

@@ -6,7 +6,9 @@ training loop: ``gather(collate([concatenate(chunks), labels]), order)`` is a
 shuffled, paired view of the whole dataset that reads one item only when asked.
 Index arithmetic runs in the ``_indexing`` kernels; stacked index views collapse
 into one (a gather of a gather or of a slice is one gather over the innermost source,
-with one int64 index array), so that reading an item costs few Python calls.
+with one int64 index array), and each view compiles an ``_indexing`` reader from its
+sources' (see :mod:`seqtools.core`), so that reading an item costs no Python frame
+between the caller and the sources.
 
 All four take part in fused reads (see :mod:`seqtools.core`): ``seqtools.stack`` of
 a gather over ``collate([concatenate(chunks), labels])`` resolves the whole batch of
@@ -27,7 +29,7 @@ from .core import (
     as_source,
     compile_leaves,
     fuse,
-    item_getter,
+    item_reader,
     item_setter,
     merge_plans,
     row_spec,
@@ -36,8 +38,6 @@ from .core import (
 
 __all__ = ["arange", "gather", "take", "concatenate", "collate"]
 
-# Gathers iterate over their indices by blocks converted with one ``tolist`` call.
-_ITER_BLOCK = 4096
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -64,6 +64,9 @@ class Arange(View):
 
     def _iter(self):
         return iter(self._range)
+
+    def _reader(self):
+        return _indexing.SequenceReader(self._range)
 
     def _fuse(self, indices):
         r = self._range
@@ -116,8 +119,8 @@ def arange(start, stop=None, step=None):
 class Gathering(View):
     """Items ``base[idx[k]]`` for a validated, read-only int64 index array ``idx``."""
 
-    __slots__ = ("_base", "_table", "_read")
-    _transient = ("_read",)
+    __slots__ = ("_base", "_table", "_rd")
+    _transient = ("_rd",)
 
     def __init__(self, base, idx):
         View.__init__(self, idx.shape[0])
@@ -126,26 +129,21 @@ class Gathering(View):
         self._bind()
 
     def _bind(self):
-        # The table checks the key, looks up the source index and calls the source
-        # getter in one C call.
-        self._table.set_getter(item_getter(self._base))
-        self._read = self._table.read
+        self._rd = _indexing.TakeReader(self._table, item_reader(self._base))
 
     @property
     def indices(self):
         """The int64 array of source indices (read-only)."""
         return self._table.array
 
-    def __getitem__(self, key):
-        if type(key) is int:  # fast path
-            return self._read(key)
-        return View.__getitem__(self, key)
+    def _reader(self):
+        return self._rd
 
     def _getter(self):
-        return self._read
+        return self._rd.read
 
     def _get(self, i):
-        return self._read(i)
+        return self._rd.read(i)
 
     def _set(self, i, value):
         item_setter(self._base)(self._table.at(i), value)
@@ -161,13 +159,7 @@ class Gathering(View):
         return compile_leaves(self._base, ops + (("take", self._table.array),), leaves)
 
     def _iter(self):
-        get, idx = item_getter(self._base), self._table.array
-        if len(idx) <= _ITER_BLOCK:
-            return map(get, idx.tolist())
-        blocks = (
-            idx[k : k + _ITER_BLOCK].tolist() for k in range(0, len(idx), _ITER_BLOCK)
-        )
-        return map(get, itertools.chain.from_iterable(blocks))
+        return iter(self._rd)
 
 
 def gather(sequence, indexes):
@@ -219,7 +211,7 @@ def gather(sequence, indexes):
         if kind is Gathering:
             idx = _indexing.compose_indices(seq._table.array, idx)
         elif kind is SliceView:
-            if seq._start != 0 or seq._step != 1:  # view[:n] keeps the indices
+            if seq._start != 0 or seq._step != 1:  # not a prefix such as ds[:-100]
                 idx = _indexing.affine_indices(idx, seq._start, seq._step)
         else:
             break
@@ -242,8 +234,8 @@ def take(sequence, indexes):
 class Concatenation(View):
     """The items of several finite sequences, one after the other."""
 
-    __slots__ = ("_parts", "_table", "_fast", "_rows")
-    _transient = ("_fast", "_rows")
+    __slots__ = ("_parts", "_table", "_rd", "_rows")
+    _transient = ("_rd", "_rows")
 
     def __init__(self, parts):
         table = _indexing.OffsetTable([source_length(p) for p in parts])
@@ -253,19 +245,22 @@ class Concatenation(View):
         self._bind()
 
     def _bind(self):
-        # The table finds the part and calls its getter in one C call.
-        self._table.set_getters([item_getter(p) for p in self._parts])
-        self._fast = self._table.read
+        self._rd = _indexing.PartsReader(
+            self._table, [item_reader(p) for p in self._parts]
+        )
         # (dtype, row shape) when every part is an array with these rows: a batch
         # is then one Rows over the parts, straight from ``locate_many``.
         specs = {row_spec(p) for p in self._parts}
         self._rows = specs.pop() if len(specs) == 1 else None
 
+    def _reader(self):
+        return self._rd
+
     def _getter(self):
-        return self._fast
+        return self._rd.read
 
     def _get(self, i):
-        return self._fast(i)
+        return self._rd.read(i)
 
     def _set(self, i, value):
         p, j = self._table.locate(i)
@@ -347,8 +342,8 @@ def concatenate(sequences):
 class Collation(View):
     """Tuples of the items with the same index in several sequences."""
 
-    __slots__ = ("_sources", "_fast")
-    _transient = ("_fast",)
+    __slots__ = ("_sources", "_rd")
+    _transient = ("_rd",)
 
     def __init__(self, sources, n):
         View.__init__(self, n)
@@ -356,13 +351,18 @@ class Collation(View):
         self._bind()
 
     def _bind(self):
-        self._fast = _tuple_getter(self._sources)
+        self._rd = _indexing.TupleReader(
+            [item_reader(s) for s in self._sources], self._n
+        )
+
+    def _reader(self):
+        return self._rd
 
     def _getter(self):
-        return self._fast
+        return self._rd.read
 
     def _get(self, i):
-        return self._fast(i)
+        return self._rd.read(i)
 
     def _set(self, i, value):
         if not hasattr(value, "__len__") or len(value) != len(self._sources):
@@ -383,26 +383,6 @@ class Collation(View):
         # Each source iterates by its fastest path (views iterate faster than they
         # index); the lengths are equal so zip does not truncate.
         return zip(*self._sources)
-
-
-def _tuple_getter(sources):
-    """``i -> tuple(s[i] for s in sources)`` with as few calls as possible.
-
-    Two sources (data, labels) is the common case: spelled out, with a plain
-    subscript for non-view sources (cheaper than calling a bound ``__getitem__``).
-    """
-    getters = tuple(item_getter(s) for s in sources)
-    if len(sources) != 2:
-        return lambda i: tuple([get(i) for get in getters])
-    a, b = sources
-    ga, gb = getters
-    if isinstance(a, View):
-        if isinstance(b, View):
-            return lambda i: (ga(i), gb(i))
-        return lambda i: (ga(i), b[i])
-    if isinstance(b, View):
-        return lambda i: (a[i], gb(i))
-    return lambda i: (a[i], b[i])
 
 
 def collate(sequences):

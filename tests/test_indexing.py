@@ -427,6 +427,145 @@ def test_locate_maps_to_innermost_source():
     assert parts.tolist() == [0, 0, 1, 1] and local.tolist() == [0, 49, 0, 49]
 
 
+# -- compiled item reads (readers) ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def seed_layout(tmp_path_factory):
+    """Memory-mapped chunks of unequal lengths, and int64 labels (the seed layout)."""
+    folder = tmp_path_factory.mktemp("seed")
+    rng = np.random.default_rng(0)
+    chunks = []
+    for k, n in enumerate([7, 0, 5, 3]):
+        np.save(folder / f"data_{k}.npy", rng.standard_normal((n, 6)))
+        chunks.append(np.load(folder / f"data_{k}.npy", mmap_mode="r"))
+    labels = rng.integers(10, size=15)
+    return chunks, labels
+
+
+def seed_reference(chunks, labels):
+    """Item ``i`` of ``collate([concatenate(chunks), labels])``, by plain indexing."""
+    rows = [(c, j) for c in chunks for j in range(len(c))]
+    return [(rows[i], labels[i]) for i in range(len(labels))]
+
+
+def check_seed_item(item, ref):
+    (chunk, j), label = ref
+    assert type(item) is tuple and len(item) == 2
+    row, lab = item
+    assert type(row) is np.ndarray  # not np.memmap
+    assert row.shape == chunk.shape[1:] and row.dtype == chunk.dtype
+    assert np.array_equal(row, chunk[j]) and np.shares_memory(row, chunk)
+    assert not row.flags.writeable
+    assert type(lab) is np.int64 and lab == label
+
+
+@view_settings
+@given(data=st.data())
+def test_seed_layout_items_match_plain_indexing(seed_layout, data):
+    chunks, labels = seed_layout
+    view = collate([concatenate(chunks), labels])
+    ref = seed_reference(chunks, labels)
+    if data.draw(st.booleans()):
+        view, ref = view[:-3], ref[:-3]
+    view, ref = apply_ops(data, view, ref)
+    if not isinstance(view, View):
+        return
+    assert len(view) == len(ref)
+    for k in range(-len(ref), len(ref)):
+        check_seed_item(view[k], ref[k])
+    items = list(view)
+    assert len(items) == len(ref)
+    for item, r in zip(items, ref):
+        check_seed_item(item, r)
+    for key in (len(ref), -len(ref) - 1, 2**70):
+        with pytest.raises(IndexError):
+            view[key]
+
+
+def test_seed_sampler_batch_matches_fancy_indexing(seed_layout):
+    chunks, labels = seed_layout
+    dataset = collate([concatenate(chunks), labels])[:-2]
+    subset = np.random.default_rng(3).choice(len(dataset), 64)
+    samples = list(gather(dataset, subset))
+    full = np.concatenate([np.asarray(c) for c in chunks])
+    assert np.array_equal(np.stack([s[0] for s in samples]), full[subset])
+    assert np.array_equal(np.stack([s[1] for s in samples]), labels[subset])
+    assert all(type(s[1]) is np.int64 for s in samples)
+
+
+def test_item_reads_through_other_sources():
+    class Squares:  # a sequence that is neither a list nor an array
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            if not 0 <= i < 5:
+                raise IndexError(i)
+            return i * i
+
+    objects = [object() for _ in range(3)]
+    sources = [Squares(), "abcde", (0, 1, 2, 3, 4), range(10, 15), arange(5),
+               np.array([{"k": i} for i in range(5)], dtype=object)]
+    for source in sources:
+        ref = [source[i] for i in range(5)]
+        check_like_list(gather(source, [4, -1, 0]), [ref[4], ref[4], ref[0]])
+        check_like_list(concatenate([source, objects])[2:], ref[2:] + objects)
+        check_like_list(collate([source, source])[::-2], list(zip(ref, ref))[::-2])
+    assert all(a is b for a, b in zip(gather(objects, [2, 1]), objects[::-1]))
+
+
+def test_item_reads_follow_changes_to_the_sources():
+    data = [0, 1, 2, 3]
+    view = collate([gather(data, [3, 0]), concatenate([data[:2], data])[4:]])
+    data[3] = "x"
+    assert view[0] == ("x", 2) and list(view) == [("x", 2), (0, "x")]
+    arr = np.zeros((3, 2))
+    g = gather(arr, [2, 0])
+    g[0][1] = 5.0  # a row is a view of the array
+    g[1] = [7.0, 8.0]
+    assert arr.tolist() == [[7.0, 8.0], [0.0, 0.0], [0.0, 5.0]]
+    del data[:]
+    with pytest.raises(IndexError):  # as data[3] would
+        view[0]
+
+
+def test_item_reads_wrap_user_errors_as_before():
+    def f(x):
+        if x == 3:
+            raise ValueError("boom")
+        return x * 10
+
+    m = seqtools.smap(f, list(range(6)))
+    g = gather(collate([m, np.arange(6)]), [5, 3, 1])
+    assert g[0] == (50, 5) and g[-1] == (10, 1)
+    reads = (lambda: g[1], lambda: list(g), lambda: g[-2], lambda: list(g[1:]),
+             lambda: collate([m, m])[3], lambda: list(concatenate([m, m])[:5]))
+    for read in reads:
+        with pytest.raises(seqtools.EvaluationError, match="item 3 of Mapping") as e:
+            read()
+        assert type(e.value.__cause__) is ValueError
+    it = iter(g)
+    assert next(it) == (50, 5)
+    with pytest.raises(seqtools.EvaluationError):
+        next(it)
+    assert next(it) == (10, 1)  # iteration moves on, as map() did
+
+
+def test_item_reads_of_empty_and_infinite_views(seed_layout):
+    chunks, labels = seed_layout
+    dataset = collate([concatenate(chunks), labels])
+    for view in (gather(dataset, []), dataset[5:5], concatenate([]),
+                 collate([[], np.empty(0)]), gather(dataset, [1])[1:]):
+        assert len(view) == 0 and list(view) == []
+        with pytest.raises(IndexError):
+            view[0]
+    loop = seqtools.cycle([1, 2, 3])
+    assert loop[1::2][2**62] == 1  # indices past 64 bits, once composed
+    assert list(gather(loop, [2**40, 7])) == [2, 2]
+    assert collate([loop, Counting()])[10**12] == (2, 10**12)
+
+
 def test_public_names():
     for name in ("arange", "gather", "take", "concatenate", "collate"):
         assert name in seqtools.__all__ and callable(getattr(seqtools, name))

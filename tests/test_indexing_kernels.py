@@ -344,6 +344,25 @@ def test_index_kernels_check_arguments(args):
         _indexing.affine_indices(args[0], 0, 1)
 
 
+def test_as_indices_reads_any_integer_layout():
+    values = [3, -1, 0, 7]
+    raw = np.zeros(4 * 8 + 1, dtype=np.uint8)
+    unaligned = raw[1:].view(np.int64)  # misaligned by one byte
+    unaligned[:] = values
+    assert not unaligned.flags.aligned
+    for arr in (
+        unaligned,
+        np.array(values, dtype=">i4"),
+        np.array(values, dtype=np.int16)[::-1],
+        np.array(values * 2, dtype=np.int64)[::2],
+        np.array([3, 1, 0, 7], dtype=np.uint8),
+    ):
+        out = _indexing.as_indices(arr, 8)
+        assert out.tolist() == [v % 8 for v in arr.tolist()]
+        assert out.dtype == np.int64 and not out.flags.writeable
+        assert out.flags.c_contiguous
+
+
 # -- IndexTable ----------------------------------------------------------------------
 
 
@@ -435,54 +454,171 @@ def test_offset_table_large_releases_gil_path():
     assert (p == idx // 1000).all() and (local == idx % 1000).all()
 
 
-@kernel_settings
-@given(parts=part_lengths, key=any_int)
-def test_offset_table_read_matches_reference(parts, key):
-    chunks, start = [], 0
-    for size in parts:
-        chunks.append(list(range(start, start + size)))
-        start += size
-    table = _indexing.OffsetTable(parts)
-    table.set_getters([c.__getitem__ for c in chunks])
-    if 0 <= key < start:
-        assert table.read(key) == key
+# -- readers -------------------------------------------------------------------------
+
+
+def expect_like(reference, key, read):
+    """``read(key)`` returns ``reference[key]``, or raises the same error type."""
+    try:
+        expected = reference[key]
+    except (IndexError, TypeError) as e:
+        with pytest.raises(type(e)):
+            read(key)
     else:
-        with pytest.raises((IndexError, OverflowError)):
-            table.read(key)
+        assert read(key) == expected
 
 
-def test_offset_table_getters_checks():
-    table = _indexing.OffsetTable([1, 2])
-    with pytest.raises(RuntimeError, match="set_getters"):
-        table.read(0)
-    with pytest.raises(ValueError, match="expected 2 getters"):
-        table.set_getters([len])
-    with pytest.raises(TypeError, match="callable"):
-        table.set_getters([len, 3])
+def sequence_reader(items):
+    return _indexing.SequenceReader(list(items))
 
 
 @kernel_settings
 @given(values=st.lists(st.integers(0, 9), max_size=12), key=any_int)
-def test_index_table_read_matches_lists(values, key):
+def test_take_reader_matches_lists(values, key):
     source = [f"s{i}" for i in range(10)]
     table = _indexing.IndexTable(np.array(values, dtype=np.int64))
-    table.set_getter(source.__getitem__)
-    try:
-        expected = source[values[key]]
-    except IndexError:
-        with pytest.raises(IndexError):
-            table.read(key)
+    reader = _indexing.TakeReader(table, sequence_reader(source))
+    reference = [source[v] for v in values]
+    assert len(reader) == len(values)
+    expect_like(reference, key, reader.__getitem__)
+    assert list(reader) == reference
+    if 0 <= key < len(values):
+        assert reader.read(key) == reference[key]
     else:
-        assert table.read(key) == expected
+        with pytest.raises((IndexError, OverflowError)):
+            reader.read(key)
 
 
-def test_index_table_getter_checks():
-    table = _indexing.IndexTable(np.array([0], dtype=np.int64))
-    with pytest.raises(RuntimeError, match="set_getter"):
-        table.read(0)
+@kernel_settings
+@given(parts=part_lengths, key=any_int)
+@example(parts=[], key=0)
+@example(parts=[0, 3, 0, 0, 2], key=-1)
+def test_parts_reader_matches_reference(parts, key):
+    chunks, start = [], 0
+    for size in parts:
+        chunks.append([f"x{i}" for i in range(start, start + size)])
+        start += size
+    reference = [x for c in chunks for x in c]
+    reader = _indexing.PartsReader(
+        _indexing.OffsetTable(parts), [sequence_reader(c) for c in chunks]
+    )
+    assert len(reader) == start
+    expect_like(reference, key, reader.__getitem__)
+    assert list(reader) == reference
+
+
+@kernel_settings
+@given(s=slices, n=lengths, key=any_int)
+def test_slice_reader_matches_lists(s, n, key):
+    source = [f"s{i}" for i in range(n)]
+    start, step, length = _indexing.slice_range(s, n)
+    reader = _indexing.SliceReader(sequence_reader(source), start, step, length)
+    expect_like(source[s], key, reader.__getitem__)
+    assert list(reader) == source[s]
+
+
+@kernel_settings
+@given(n=lengths, m=st.integers(1, 4), key=any_int)
+def test_tuple_reader_matches_zip(n, m, key):
+    sources = [[f"s{j}.{i}" for i in range(n)] for j in range(m)]
+    reference = list(zip(*sources))
+    reader = _indexing.TupleReader([sequence_reader(s) for s in sources], n)
+    expect_like(reference, key, reader.__getitem__)
+    assert list(reader) == reference
+    assert all(type(t) is tuple for t in reader)
+
+
+def test_call_reader_and_infinite_readers():
+    calls = []
+
+    def func(i):
+        calls.append(i)
+        return -i
+
+    reader = _indexing.CallReader(func, None)
+    assert reader[10**12] == -(10**12) and reader.read(3) == -3
+    with pytest.raises(IndexError, match="negative indices"):
+        reader[-1]
+    with pytest.raises(TypeError, match="infinite"):
+        len(reader)
+    it = iter(reader)
+    assert [next(it) for _ in range(3)] == [0, -1, -2]
+    assert it.__length_hint__() is NotImplemented
+    assert _indexing.CallReader(func, 4)[-1] == -3
+
+
+def test_sequence_reader_items_are_those_of_getitem():
+    arrays = [
+        np.arange(12.0).reshape(4, 3),
+        np.arange(24, dtype=np.int16).reshape(4, 3, 2)[:, ::2],
+        np.arange(4, dtype=">i4"),
+        np.array([b"a\0", b"bc"]),
+        np.array(["x", "yz"]),
+        np.array([1, "a", None], dtype=object),
+        np.zeros(3, dtype=[("a", "i4"), ("b", "f8", (2,))]),
+        np.arange(3).astype("datetime64[D]"),
+        np.array([True, False]),
+    ]
+    ro = np.arange(6.0).reshape(3, 2)
+    ro.setflags(write=False)
+    arrays.append(ro)
+    for arr in arrays:
+        reader = _indexing.SequenceReader(arr)
+        for i in range(-len(arr), len(arr)):
+            got, expected = reader[i], arr[i]
+            assert type(got) is type(expected)
+            if isinstance(expected, np.ndarray):
+                assert got.dtype == expected.dtype and got.shape == expected.shape
+                assert got.strides == expected.strides
+                assert got.flags.writeable == expected.flags.writeable
+                assert np.shares_memory(got, arr)
+                assert got.base is expected.base
+                np.testing.assert_array_equal(got, expected)
+            else:
+                assert repr(got) == repr(expected)
+    for seq in ([1, 2], (3, 4), range(5, 9, 2), "ab"):
+        assert list(_indexing.SequenceReader(seq)) == list(seq)
+
+
+def test_reader_iterator_moves_on_after_an_error_like_map():
+    def func(i):
+        if i == 1:
+            raise KeyError(i)
+        return i
+
+    it = iter(_indexing.CallReader(func, 3))
+    assert it.__length_hint__() == 3
+    assert next(it) == 0
+    with pytest.raises(KeyError):
+        next(it)
+    assert list(it) == [2]
+
+
+def test_readers_check_arguments():
+    table = _indexing.OffsetTable([1, 2])
+    with pytest.raises(ValueError, match="expected 2 readers"):
+        _indexing.PartsReader(table, [sequence_reader([1])])
+    with pytest.raises(TypeError, match="Reader"):
+        _indexing.PartsReader(table, [sequence_reader([1]), [2, 3]])
     with pytest.raises(TypeError, match="callable"):
-        table.set_getter(None)
-    table.set_getter(str)
-    assert table.read(-1) == "0"
-    with pytest.raises(TypeError, match="integers or slices"):
-        table.read(0.0)
+        _indexing.CallReader(3, 1)
+    with pytest.raises(ValueError):
+        _indexing.CallReader(len, -1)
+    with pytest.raises(TypeError, match="sequence"):
+        _indexing.SequenceReader({1: 2})
+    with pytest.raises(ValueError, match="at least one"):
+        _indexing.TupleReader([], 0)
+    with pytest.raises(TypeError, match="Reader"):
+        _indexing.TupleReader([len], 0)
+    with pytest.raises(TypeError):
+        _indexing.TakeReader(np.arange(2), sequence_reader([1]))
+    with pytest.raises(OverflowError):
+        _indexing.SliceReader(sequence_reader([1]), 2**62, 2**62, 3)
+    with pytest.raises(ValueError, match="length"):
+        _indexing.SliceReader(sequence_reader([1]), 0, 1, -1)
+    reader = _indexing.TupleReader([sequence_reader([1, 2])], 2)
+    for key in (1.0, "0", None):
+        with pytest.raises(TypeError, match="integers or slices"):
+            reader[key]
+    with pytest.raises(IndexError, match="out of range"):
+        reader.read(2)
