@@ -1,16 +1,16 @@
 """seqtools: lazy sequence views and background loading for training loops."""
 
+from . import instrument
+from .cache import add_cache
+from .combine import case, cycle, interleave, repeat, switch
 from .core import View
 from .errors import EvaluationError, seterr
 from .evaluation import load_buffers, prefetch
 from .indexing import arange, collate, concatenate, gather, take
 from .mapping import smap, starmap
-from .stacking import minibatches, stack
-from . import instrument
-from .cache import add_cache
-from .combine import case, cycle, interleave, repeat, switch
 from .serialization import SerializableFunc
 from .shape import batch, split, unbatch
+from .stacking import minibatches, stack
 from .uniter import uniter
 
 __all__ = [

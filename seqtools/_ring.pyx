@@ -8,18 +8,16 @@
 # pickled into a spawn/forkserver child (multiprocessing.reduction.DupFd).
 # Status codes from C become Python exceptions here, after the GIL is back.
 
-from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_SIMPLE, PyBUF_WRITABLE
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS
 from cpython.buffer cimport PyBuffer_Release, PyObject_GetBuffer
 from libc.errno cimport errno
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
 from posix.types cimport off_t
-from posix.types cimport pid_t
 from posix.unistd cimport close, ftruncate, getpid
 
 import os
-import sys
 
 cdef extern from *:
     """

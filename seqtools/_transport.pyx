@@ -34,8 +34,12 @@ same from batch to batch.
 """
 
 cimport numpy as cnp
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.stdint cimport uint32_t, uint64_t
+from cpython.bytes cimport (
+    PyBytes_AS_STRING,
+    PyBytes_FromStringAndSize,
+    PyBytes_GET_SIZE,
+)
+from libc.stdint cimport uint64_t
 from cpython.ref cimport Py_INCREF
 from libc.string cimport memcpy
 
@@ -92,7 +96,7 @@ cdef class _RefType:
 REF = _RefType()
 
 
-# -- worker side ------------------------------------------------------------------------
+# -- worker side ----------------------------------------------------------------------
 
 
 cdef class TaskBlocks:
@@ -186,7 +190,6 @@ cdef class _Flat:
 cdef object _flatten(object obj, _Flat f):
     """Return the skeleton of ``obj``, appending its arrays to ``f.arrays``."""
     cdef type t = type(obj)
-    cdef list items
     if t is cnp.ndarray or isinstance(obj, cnp.ndarray):
         if (<cnp.ndarray>obj).dtype.hasobject:
             f.sig = None
@@ -331,7 +334,7 @@ cdef void _write_head(char *dst, bytes meta, TaskBlocks task, int naux):
     memcpy(dst + _HEAD + 16 * naux, PyBytes_AS_STRING(meta), m)
 
 
-# -- parent side --------------------------------------------------------------------------
+# -- parent side ----------------------------------------------------------------------
 
 
 _IMMUTABLE = (int, float, bool, str, bytes, type(None), complex, np.generic)
@@ -342,7 +345,8 @@ def _shareable(skel):
     t = type(skel)
     if skel is REF or isinstance(skel, _IMMUTABLE):
         return True
-    if t is tuple or t is list or (isinstance(skel, tuple) and hasattr(skel, "_fields")):
+    if t is tuple or t is list or (isinstance(skel, tuple)
+                                   and hasattr(skel, "_fields")):
         return all(_shareable(x) for x in skel)
     if t is dict:
         return all(_shareable(v) for v in skel.values())
@@ -404,13 +408,13 @@ cdef object _array_at(cnp.dtype dtype, tuple shape, char *data, base):
         dims[j] = shape[j]
     Py_INCREF(dtype)  # PyArray_NewFromDescr steals it
     a = PyArray_NewFromDescr(cnp.ndarray, dtype, ndim, dims, NULL, data,
-                                 cnp.NPY_ARRAY_CARRAY, None)
+                             cnp.NPY_ARRAY_CARRAY, None)
     cnp.set_array_base(a, base)
     return a
 
 
 cdef object _view(_Spec s, Block b, Py_ssize_t start):
-    """The array of spec ``s`` in block ``b``, ``start`` bytes after the payload start."""
+    """The array of spec ``s`` in block ``b``, ``start`` bytes into its payload."""
     cdef Py_ssize_t pos = start + s.pos
     if s.pos < 0 or pos + s.nbytes > <Py_ssize_t>b.nbytes:
         raise RuntimeError("corrupt result header: an array lies outside its block")

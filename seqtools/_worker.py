@@ -18,7 +18,7 @@ import traceback
 import numpy as np
 
 from . import _transport
-from ._ring import KIND_ERROR, KIND_RESULT, RingClosed
+from ._ring import KIND_ERROR, RingClosed
 
 POLL = 0.1  # seconds between checks that the parent is alive
 

@@ -93,7 +93,8 @@ class _Pool:
             if start_hook is not None:
                 _worker.check_picklable(start_hook, "start_hook")
         if not isinstance(shm_size, int) or shm_size < 0:
-            raise ValueError(f"shm_size must be an int >= 0 (0: automatic), got {shm_size!r}")
+            raise ValueError(
+                f"shm_size must be an int >= 0 (0: automatic), got {shm_size!r}")
         self.target = target
         self.call = call
         self.start_hook = start_hook

@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 import pytest
+from conftest import shm_leftovers, shm_listing
 
 import seqtools
-from conftest import shm_leftovers, shm_listing
 from seqtools import EvaluationError
 
 METHODS = ["fork", "spawn", "forkserver"]

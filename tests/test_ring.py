@@ -21,12 +21,12 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import shm_leftovers, shm_listing
-from seqtools._ring import ALIGN, RingClosed, Ring
+from seqtools._ring import ALIGN, Ring, RingClosed
 
 METHODS = [
-    m for m in ("fork", "spawn", "forkserver") if m in multiprocessing.get_all_start_methods()
+    m for m in ("fork", "spawn", "forkserver")
+    if m in multiprocessing.get_all_start_methods()
 ]
 WAIT = 20.0  # seconds; never reached in a passing run
 CSRC = pathlib.Path(__file__).resolve().parent.parent / "csrc"
