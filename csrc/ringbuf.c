@@ -134,10 +134,27 @@ static int ring_lock(sq_ring *r) {
     return SQ_OK;
 }
 
-static void ring_unlock(sq_ring *r) { pthread_mutex_unlock(&r->lock); }
-
 static void futex_wait(_Atomic uint32_t *word, uint32_t seen, const struct timespec *deadline);
 static void futex_wake(_Atomic uint32_t *word);
+
+/* Wake-ups are issued after the mutex is released, never under it: a sleeper
+ * woken while the waker still holds the lock would run only to block on that
+ * lock, and need a second wake-up (and two more context switches) when it is
+ * unlocked.  ring_wake() bumps the event counter under the lock and notes the
+ * word here; ring_unlock() wakes the noted words.  Per thread, since each
+ * thread of each process holds the lock on its own.  Lost wake-ups are still
+ * impossible: a sleeper reads the counter under the lock and futex_wait()
+ * returns at once if it has moved since. */
+static __thread _Atomic uint32_t *pending_wakes[2];
+static __thread int n_pending_wakes;
+
+static void ring_unlock(sq_ring *r) {
+    int n = n_pending_wakes;
+    _Atomic uint32_t *words[2] = {pending_wakes[0], pending_wakes[1]};
+    n_pending_wakes = 0;
+    pthread_mutex_unlock(&r->lock);
+    for (int k = 0; k < n; k++) futex_wake(words[k]);
+}
 
 /* Under the lock: sleep until the event counter moves past the value it has now
  * or `deadline` passes, then retake the lock.  The counter is read under the lock
@@ -154,10 +171,18 @@ static void ring_wait(sq_ring *r, _Atomic uint32_t *word, uint32_t *sleepers,
     (*sleepers)--;
 }
 
-/* Under the lock: wake everyone sleeping on the event counter. */
+/* Under the lock: move the event counter on; if anyone sleeps on it, wake them
+ * all once the lock is released (see ring_unlock). */
 static void ring_wake(_Atomic uint32_t *word, uint32_t sleepers) {
     atomic_fetch_add(word, 1);
-    if (sleepers) futex_wake(word);
+    if (!sleepers) return;
+    for (int k = 0; k < n_pending_wakes; k++)
+        if (pending_wakes[k] == word) return;
+    if (n_pending_wakes < 2) {
+        pending_wakes[n_pending_wakes++] = word;
+    } else {
+        futex_wake(word); /* cannot happen: there are two event counters */
+    }
 }
 
 static void deadline_after(double timeout, struct timespec *ts) {
