@@ -1088,11 +1088,53 @@ static void test_multi_block(void) {
 
 /* ----------------------------------------------------------------- runner ---- */
 
+/* Wake-ups are issued after the mutex is released (ring_unlock): none may be lost.
+ * A producer and the consumer hand work back and forth with a window of one task,
+ * so that every step sleeps on one side and is woken by the other: the producer
+ * waits in claim for task_advance, the consumer in pop for commit.  A lost
+ * wake-up would leave a side asleep until its LONG_WAIT timeout (20 s); the whole
+ * exchange must take far less than one such timeout. */
+#define PINGPONG_ROUNDS 2000
+
+static void pingpong_producer(sq_ring *r, int worker) {
+    for (int k = 0; k < PINGPONG_ROUNDS; k++) {
+        int64_t index;
+        uint64_t epoch, off;
+        CHECK_EQ(sq_task_claim(r, worker, LONG_WAIT, &index, &epoch), SQ_OK);
+        CHECK_EQ(index, k);
+        CHECK_EQ(sq_ring_reserve(r, worker, 64, LONG_WAIT, &off), SQ_OK);
+        ((unsigned char *)r)[off] = (unsigned char)k;
+        CHECK_EQ(sq_ring_commit(r, worker, off, index, epoch, SQ_KIND_RESULT), SQ_OK);
+        if (g_fail) return;
+    }
+}
+
+static void test_wakeups_not_lost(void) {
+    sq_ring *r = ring_new(1, 4, 4096, 4096);
+    sq_task_reset(r, 0, -1, 1);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pid_t pid = spawn(pingpong_producer, r, 0);
+    for (int k = 0; k < PINGPONG_ROUNDS && !g_fail; k++) {
+        sq_entry e;
+        CHECK_EQ(sq_ring_pop(r, LONG_WAIT, &e, NULL), SQ_OK);
+        CHECK_EQ(e.index, k);
+        CHECK_EQ(((unsigned char *)r)[e.offset], (unsigned char)k);
+        CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
+        sq_task_advance(r, k + 1);
+    }
+    CHECK(reap_ok(pid));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double elapsed = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    CHECK(elapsed < LONG_WAIT / 2); /* not a timing test: one lost wake-up costs 20 s */
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
 } tests[] = {
     {"basics", test_basics},
+    {"wakeups_not_lost", test_wakeups_not_lost},
     {"init_check", test_init_check},
     {"wrap", test_wrap},
     {"big_block_in_empty_ring", test_big_block_in_empty_ring},
