@@ -7,6 +7,7 @@ min-max and ratios to a baseline measured in the same run.
 
 import os
 import statistics
+import sys
 import tempfile
 import textwrap
 import time
@@ -318,10 +319,12 @@ def copy_target(src):
 
 # SeqTools 1.4.1's process prefetch with shared memory over the seed workload, run
 # in the interpreter where it is installed (it shares our import name):
-#   python -c UPSTREAM_PREFETCH WORKDIR N KIND   -> prints batches/s
+#   python -I -c UPSTREAM_PREFETCH WORKDIR N KIND   -> prints a JSON line, with the
+#   rate in batches/s (run it through run_upstream_prefetch)
 # KIND "seed": the seed example's sampler; "fancy": numpy fancy indexing per chunk.
 UPSTREAM_PREFETCH = textwrap.dedent("""
-    import sys, time, os
+    import json, sys, time, os
+    from importlib.metadata import version
     import numpy as np
     import seqtools
     workdir, n, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -353,5 +356,40 @@ UPSTREAM_PREFETCH = textwrap.dedent("""
     for i in range(100, n + 100):
         x = loader[i]
         del x
-    print(n / (time.perf_counter() - t0))
+    rate = n / (time.perf_counter() - t0)
+    print(json.dumps({"rate": rate, "file": seqtools.__file__, "prefix": sys.prefix,
+                      "version": version("seqtools")}))
 """)
+
+
+def run_upstream_prefetch(python, workdir, n, kind):
+    """batches/s of UPSTREAM_PREFETCH under ``python``, or None (and why, on stderr).
+
+    Run isolated (``-I``: neither the current folder nor PYTHONPATH on sys.path)
+    from a temporary folder, and checked to have imported SeqTools 1.x from that
+    interpreter's own site-packages: run from a checkout of ours, a plain
+    ``python -c`` would import *our* package under the same name and time it
+    instead.
+    """
+    import json
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            [python, "-I", "-c", UPSTREAM_PREFETCH, workdir, str(n), kind],
+            capture_output=True, text=True, timeout=600, cwd=tempfile.gettempdir())
+    except (OSError, subprocess.TimeoutExpired) as e:
+        print(f"upstream row failed: {e}", file=sys.stderr)
+        return None
+    if out.returncode != 0:
+        print("upstream row failed:", out.stderr.strip().splitlines()[-1:],
+              file=sys.stderr)
+        return None
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    if not got["version"].startswith("1.") or not os.path.realpath(
+            got["file"]).startswith(os.path.realpath(got["prefix"]) + os.sep):
+        print(f"upstream row skipped: {python} imported seqtools {got['version']} "
+              f"from {got['file']}, not SeqTools 1.x from its own site-packages",
+              file=sys.stderr)
+        return None
+    return got["rate"]

@@ -20,7 +20,6 @@ Usage: python benchmarks/bench_load_buffers.py [--batches N] [--repeats R]
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 
@@ -28,12 +27,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
-    UPSTREAM_PREFETCH,
     SeedSampler,
     SeedWorkdir,
     copy_target,
     interleaved,
     load_seed_dataset,
+    run_upstream_prefetch,
     summarize,
 )
 
@@ -100,15 +99,7 @@ def main():
         def upstream():
             if not args.upstream_python:
                 return None
-            out = subprocess.run(
-                [args.upstream_python, "-c", UPSTREAM_PREFETCH, workdir, str(n),
-                 "seed"],
-                capture_output=True, text=True, timeout=600)
-            if out.returncode != 0:
-                print("upstream row failed:", out.stderr.strip().splitlines()[-1:],
-                      file=sys.stderr)
-                return None
-            return float(out.stdout.strip())
+            return run_upstream_prefetch(args.upstream_python, workdir, n, "seed")
 
         configs = [
             ("seed sampler inline", inline),

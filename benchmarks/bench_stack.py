@@ -38,7 +38,6 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -46,11 +45,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
-    UPSTREAM_PREFETCH,
     SeedSampler,
     SeedWorkdir,
     interleaved,
     load_seed_dataset,
+    run_upstream_prefetch,
 )
 
 import seqtools  # noqa: E402
@@ -210,15 +209,7 @@ def seed_workload(args):
             def run():
                 if not args.upstream_python:
                     return None
-                out = subprocess.run(
-                    [args.upstream_python, "-c", UPSTREAM_PREFETCH, workdir, str(n),
-                     kind],
-                    capture_output=True, text=True, timeout=600)
-                if out.returncode != 0:
-                    print("upstream row failed:", out.stderr.strip().splitlines()[-1:],
-                          file=sys.stderr)
-                    return None
-                return float(out.stdout.strip())
+                return run_upstream_prefetch(args.upstream_python, workdir, n, kind)
             return run
 
         configs = [
