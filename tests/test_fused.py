@@ -446,7 +446,9 @@ def test_sampler_pickled_to_a_subprocess(rng, tmp_path):
     first = sampler()  # compiles and caches the program before pickling
     code = ("import pickle, sys; s = pickle.load(sys.stdin.buffer); "
             "pickle.dump([s(), s()], sys.stdout.buffer)")
-    done = subprocess.run([sys.executable, "-c", code], check=True,
+    # cwd: a `python -c` child puts its working folder first on sys.path, where a
+    # source checkout's uncompiled seqtools/ would shadow the installed package.
+    done = subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path,
                           input=pickle.dumps(sampler), capture_output=True)
     got = pickle.loads(done.stdout)
     fresh = seqtools.minibatches(dataset, 8, seed=3)
