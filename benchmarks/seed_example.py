@@ -176,7 +176,14 @@ for name, values in times.items():
     med = statistics.median(values)
     print(f"| {name} | {med:.2f} | {iterations / med:,.0f} | {med / floor:.2f}x |")
 ratio = statistics.median(times["load_buffers(nworkers=2)"]) / floor
+# The machine drifts by 10-30% over a run (a virtual machine's neighbours): the
+# floor and load_buffers loops of one repetition ran back to back, so their ratio
+# is less exposed to the drift than the ratio of medians.
+paired = [lb / fl for lb, fl in zip(times["load_buffers(nworkers=2)"],
+                                    times["prepared beforehand (floor)"])]
 print()
-print(f"load_buffers loop / compute floor: {ratio:.2f}x (target <= 1.15x)")
+print(f"load_buffers loop / compute floor: {ratio:.2f}x (target <= 1.10x); "
+      f"per repetition: {', '.join(f'{r:.2f}x' for r in paired)} "
+      f"(median {statistics.median(paired):.2f}x)")
 if accuracy < 0.9:
     sys.exit("the trained model is wrong: accuracy below 90%")
