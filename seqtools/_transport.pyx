@@ -177,7 +177,13 @@ def out_block(nbytes):
 
 cdef class _Flat:
     """What flattening a result found: its arrays, and a signature of its structure
-    (None when the skeleton holds values, so that it cannot be shared)."""
+    (None when the skeleton holds values, so that it cannot be shared).
+
+    The signature is the skeleton written in prefix order, one token per node (a
+    container's type and size before its items, dict keys before their values,
+    REF for an array), so that two skeletons have the same signature only if they
+    are the same.
+    """
 
     cdef list arrays
     cdef list sig
@@ -195,6 +201,8 @@ cdef object _flatten(object obj, _Flat f):
             f.sig = None
             return obj  # pickled with the skeleton
         f.arrays.append(obj)
+        if f.sig is not None:
+            f.sig.append(REF)
         return REF
     if t is tuple:
         if f.sig is not None:
@@ -208,6 +216,7 @@ cdef object _flatten(object obj, _Flat f):
     if t is dict:
         if f.sig is not None:
             f.sig.append(dict)
+            f.sig.append(len(<dict>obj))
             for k in <dict>obj:
                 if type(k) is not str:
                     f.sig = None

@@ -157,6 +157,10 @@ def test_same_layout_twice_gives_independent_results(channel):
     [{"a": np.zeros(2), "b": np.ones(2)}, {"b": np.zeros(2), "a": np.ones(2)}],
     [[np.zeros(2)], (np.zeros(2),)],
     [{1: np.zeros(2)}, {True: np.zeros(2)}, {1.0: np.zeros(2)}],
+    # same containers and arrays, in other places (hypothesis found the first)
+    [(np.zeros(2, np.int16), {}), ({}, np.zeros(2, np.int16))],
+    [((np.zeros(2),), np.ones(2)), (np.zeros(2), (np.ones(2),))],
+    [{"a": np.zeros(2), "b": {}}, {"a": {}, "b": np.zeros(2)}],
 ])
 def test_layouts_that_compare_equal_stay_apart(channel, values):
     # 1 == 1.0 == True and a namedtuple equals a tuple: the layout caches must not
