@@ -151,10 +151,12 @@ cdef class TaskBlocks:
         if self.n == 0 or not cnp.PyArray_IS_C_CONTIGUOUS(a):
             return -1
         p = <char *>cnp.PyArray_DATA(a)
+        if p < self.ring.base:
+            return -1
         size = cnp.PyArray_NBYTES(a)
+        start = <uint64_t>(p - self.ring.base)
         for k in range(self.n):
-            start = <uint64_t>(p - self.ring.base)
-            if p >= self.ring.base and start >= self.offsets[k] and \
+            if start >= self.offsets[k] and \
                     start + size <= self.offsets[k] + self.sizes[k]:
                 pos[0] = start - self.offsets[k]
                 return k
@@ -406,15 +408,9 @@ cdef object _rebuild(object skel, list arrays, Py_ssize_t *next_):
     return skel
 
 
-cdef object _array_at(cnp.dtype dtype, tuple shape, char *data, base):
-    """A C-contiguous array of ``dtype`` and ``shape`` over ``data``, kept alive by
-    ``base``."""
-    cdef cnp.npy_intp dims[32]
-    cdef int ndim = len(shape)
-    if ndim > 32:
-        raise ValueError("too many dimensions")
-    for j in range(ndim):
-        dims[j] = shape[j]
+cdef object _new_array(cnp.dtype dtype, int ndim, cnp.npy_intp *dims, char *data,
+                       base):
+    """A writable C-contiguous array over ``data``, kept alive by ``base``."""
     Py_INCREF(dtype)  # PyArray_NewFromDescr steals it
     a = PyArray_NewFromDescr(cnp.ndarray, dtype, ndim, dims, NULL, data,
                              cnp.NPY_ARRAY_CARRAY, None)
@@ -422,17 +418,23 @@ cdef object _array_at(cnp.dtype dtype, tuple shape, char *data, base):
     return a
 
 
+cdef object _array_at(cnp.dtype dtype, tuple shape, char *data, base):
+    """:func:`_new_array` with the dimensions given as a tuple."""
+    cdef cnp.npy_intp dims[32]
+    cdef int ndim = len(shape)
+    if ndim > 32:
+        raise ValueError("too many dimensions")
+    for j in range(ndim):
+        dims[j] = shape[j]
+    return _new_array(dtype, ndim, dims, data, base)
+
+
 cdef object _view(_Spec s, Block b, Py_ssize_t start):
     """The array of spec ``s`` in block ``b``, ``start`` bytes into its payload."""
     cdef Py_ssize_t pos = start + s.pos
     if s.pos < 0 or pos + s.nbytes > <Py_ssize_t>b.nbytes:
         raise RuntimeError("corrupt result header: an array lies outside its block")
-    Py_INCREF(s.dtype)  # PyArray_NewFromDescr steals it
-    a = PyArray_NewFromDescr(
-        cnp.ndarray, s.dtype, s.ndim, s.dims, NULL,
-        b.ring.base + b.offset + pos, cnp.NPY_ARRAY_CARRAY, None)
-    cnp.set_array_base(a, b)
-    return a
+    return _new_array(s.dtype, s.ndim, s.dims, b.ring.base + b.offset + pos, b)
 
 
 def decode(Ring ring, uint64_t offset, uint64_t nbytes):

@@ -66,7 +66,8 @@ import numpy as np
 from . import _indexing
 from .errors import creation_site
 
-__all__ = ["View", "SliceView", "Rows", "Items", "fuse", "Program", "program"]
+__all__ = ["View", "ReaderView", "SliceView", "Rows", "Items", "fuse", "Program",
+           "program"]
 
 
 class View(Sequence):
@@ -230,6 +231,26 @@ class View(Sequence):
             object.__setattr__(self, name, value)
         self._program = None
         self._bind()
+
+
+class ReaderView(View):
+    """A view whose items are always read through its compiled reader ``_rd``.
+
+    Subclasses build ``_rd`` (an ``_indexing.Reader``) in ``_bind()``; it is
+    transient, rebuilt after unpickling.
+    """
+
+    __slots__ = ("_rd",)
+    _transient = ("_rd",)
+
+    def _reader(self):
+        return self._rd
+
+    def _getter(self):
+        return self._rd.read
+
+    def _get(self, i):
+        return self._rd.read(i)
 
 
 def item_getter(seq):

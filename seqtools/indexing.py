@@ -23,6 +23,7 @@ from . import _indexing
 from .core import (
     Items,
     ProgramLeaf,
+    ReaderView,
     Rows,
     SliceView,
     View,
@@ -116,11 +117,10 @@ def arange(start, stop=None, step=None):
     return Arange(r)
 
 
-class Gathering(View):
+class Gathering(ReaderView):
     """Items ``base[idx[k]]`` for a validated, read-only int64 index array ``idx``."""
 
-    __slots__ = ("_base", "_table", "_rd")
-    _transient = ("_rd",)
+    __slots__ = ("_base", "_table")
 
     def __init__(self, base, idx):
         View.__init__(self, idx.shape[0])
@@ -135,15 +135,6 @@ class Gathering(View):
     def indices(self):
         """The int64 array of source indices (read-only)."""
         return self._table.array
-
-    def _reader(self):
-        return self._rd
-
-    def _getter(self):
-        return self._rd.read
-
-    def _get(self, i):
-        return self._rd.read(i)
 
     def _set(self, i, value):
         item_setter(self._base)(self._table.at(i), value)
@@ -231,11 +222,11 @@ def take(sequence, indexes):
     return gather(sequence, indexes)
 
 
-class Concatenation(View):
+class Concatenation(ReaderView):
     """The items of several finite sequences, one after the other."""
 
-    __slots__ = ("_parts", "_table", "_rd", "_rows")
-    _transient = ("_rd", "_rows")
+    __slots__ = ("_parts", "_table", "_rows")
+    _transient = ("_rows",)
 
     def __init__(self, parts):
         table = _indexing.OffsetTable([source_length(p) for p in parts])
@@ -252,15 +243,6 @@ class Concatenation(View):
         # is then one Rows over the parts, straight from ``locate_many``.
         specs = {row_spec(p) for p in self._parts}
         self._rows = specs.pop() if len(specs) == 1 else None
-
-    def _reader(self):
-        return self._rd
-
-    def _getter(self):
-        return self._rd.read
-
-    def _get(self, i):
-        return self._rd.read(i)
 
     def _set(self, i, value):
         p, j = self._table.locate(i)
@@ -339,11 +321,10 @@ def concatenate(sequences):
     return Concatenation(tuple(parts))
 
 
-class Collation(View):
+class Collation(ReaderView):
     """Tuples of the items with the same index in several sequences."""
 
-    __slots__ = ("_sources", "_rd")
-    _transient = ("_rd",)
+    __slots__ = ("_sources",)
 
     def __init__(self, sources, n):
         View.__init__(self, n)
@@ -354,15 +335,6 @@ class Collation(View):
         self._rd = _indexing.TupleReader(
             [item_reader(s) for s in self._sources], self._n
         )
-
-    def _reader(self):
-        return self._rd
-
-    def _getter(self):
-        return self._rd.read
-
-    def _get(self, i):
-        return self._rd.read(i)
 
     def _set(self, i, value):
         if not hasattr(value, "__len__") or len(value) != len(self._sources):
