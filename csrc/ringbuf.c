@@ -31,7 +31,7 @@
 #endif
 
 #define SQ_MAGIC 0x5351524e47425546ULL /* "SQRNGBUF" */
-#define SQ_VERSION 1
+#define SQ_VERSION 2 /* 2: ready_want (coalesced wake-ups) */
 #define SQ_RETRY_MAX 64
 
 enum { BLK_FREE = 0, BLK_RESERVED = 1, BLK_COMMITTED = 2 };
@@ -95,6 +95,10 @@ struct sq_ring {
     _Atomic uint32_t space_seq;
     _Atomic uint32_t ready_seq;
     uint32_t space_sleepers, ready_sleepers;
+    /* Queued entries that wake the sleeping consumer: 1 except while it sleeps in
+     * sq_ring_pop_n, which coalesces wake-ups (a commit that leaves fewer queued
+     * wakes nobody, and saves itself the futex syscall). */
+    uint64_t ready_want;
     /* followed by sq_slot slots[nworkers], sq_entry entries[qlen] */
 };
 
@@ -249,6 +253,7 @@ int sq_ring_init(void *region, int nworkers, int qlen, uint64_t capacity) {
     r->data_offset = sq_ring_header_size(nworkers, qlen);
     r->capacity = capacity;
     r->death_index = -1;
+    r->ready_want = 1;
     /* A data area sized now starts as one free block, as sq_ring_set_capacity
      * makes it; without it ring_alloc met a zero-sized block and spun forever
      * under the lock. */
@@ -429,7 +434,8 @@ static int queue_push(sq_ring *r, const sq_entry *e) {
     if (r->q_write - r->q_read >= (uint64_t)r->qlen) return SQ_EFULL;
     ring_entries(r)[r->q_write % (uint64_t)r->qlen] = *e;
     r->q_write++;
-    ring_wake(&r->ready_seq, r->ready_sleepers);
+    if (r->q_write - r->q_read >= r->ready_want)
+        ring_wake(&r->ready_seq, r->ready_sleepers);
     return SQ_OK;
 }
 
@@ -485,6 +491,11 @@ int sq_ring_post(sq_ring *r, int worker, int64_t index, uint64_t epoch, uint32_t
 }
 
 int sq_ring_pop(sq_ring *r, double timeout, sq_entry *out, uint64_t *requested) {
+    return sq_ring_pop_n(r, timeout, 1, out, requested);
+}
+
+int sq_ring_pop_n(sq_ring *r, double timeout, uint64_t want, sq_entry *out,
+                  uint64_t *requested) {
     struct timespec deadline;
     deadline_after(timeout, &deadline);
     int rc = ring_lock(r);
@@ -513,7 +524,11 @@ int sq_ring_pop(sq_ring *r, double timeout, sq_entry *out, uint64_t *requested) 
             rc = SQ_TIMEOUT;
             break;
         }
+        /* Only entries are held back to `want`: close and sizing requests still
+         * wake at once, and the deadline bounds the wait whatever comes. */
+        r->ready_want = want > 0 ? want : 1;
         ring_wait(r, &r->ready_seq, &r->ready_sleepers, NULL, 0, &deadline);
+        r->ready_want = 1;
     }
     ring_unlock(r);
     return rc;

@@ -130,6 +130,15 @@ int sq_ring_post(sq_ring *r, int worker, int64_t index, uint64_t epoch,
  * for *requested bytes: size it, then pop again), SQ_CLOSED. */
 int sq_ring_pop(sq_ring *r, double timeout, sq_entry *out, uint64_t *requested);
 
+/* Consumer: sq_ring_pop with coalesced wake-ups.  An entry already queued is
+ * taken at once; otherwise the consumer sleeps until `want` entries are queued
+ * (not until the first), the ring is closed or sized, or the timeout passes, and
+ * then takes the oldest entry if there is one.  Producers whose commit leaves
+ * fewer than `want` queued skip the wake-up.  `want` is a hint: a timeout with
+ * fewer queued still returns one of them.  want <= 1 is sq_ring_pop. */
+int sq_ring_pop_n(sq_ring *r, double timeout, uint64_t want, sq_entry *out,
+                  uint64_t *requested);
+
 /* Consumer (any thread of the parent): free the block whose payload is at offset.
  * Blocks may be released in any order. Returns SQ_OK, SQ_EINVAL, SQ_ECORRUPT. */
 int sq_ring_release(sq_ring *r, uint64_t offset);

@@ -1129,12 +1129,106 @@ static void test_wakeups_not_lost(void) {
     CHECK(elapsed < LONG_WAIT / 2); /* not a timing test: one lost wake-up costs 20 s */
 }
 
+static double seconds_since(const struct timespec *t0) {
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
+}
+
+/* Producer for coalesced_pop: COALESCE_ROUNDS results through a window of 4. */
+#define COALESCE_ROUNDS 3000
+static void coalesce_producer(sq_ring *r, int worker) {
+    for (int k = 0; k < COALESCE_ROUNDS; k++) {
+        int64_t index;
+        uint64_t epoch, off;
+        CHECK_EQ(sq_task_claim(r, worker, LONG_WAIT, &index, &epoch), SQ_OK);
+        CHECK_EQ(sq_ring_reserve(r, worker, 64, LONG_WAIT, &off), SQ_OK);
+        memcpy((char *)r + off, &index, sizeof index);
+        CHECK_EQ(sq_ring_commit(r, worker, off, index, epoch, SQ_KIND_RESULT), SQ_OK);
+        if (g_fail) return;
+    }
+}
+
+static void test_coalesced_pop(void) {
+    sq_ring *r = ring_new(2, 8, 1 << 16, 1 << 16);
+    sq_entry e;
+    struct timespec t0;
+    uint64_t off;
+
+    /* A queued entry is taken at once, whatever `want` says. */
+    sq_task_reset(r, 0, -1, 4);
+    CHECK_EQ(sq_ring_reserve(r, 0, 64, LONG_WAIT, &off), SQ_OK);
+    CHECK_EQ(sq_ring_commit(r, 0, off, 0, 1, SQ_KIND_RESULT), SQ_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK_EQ(sq_ring_pop_n(r, LONG_WAIT, 8, &e, NULL), SQ_OK);
+    CHECK(seconds_since(&t0) < LONG_WAIT / 2);
+    CHECK_EQ(e.offset, off);
+    CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
+
+    /* `want` is a hint: the timeout returns what came, not SQ_TIMEOUT. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct timespec nap = {0, 20 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+        uint64_t o;
+        int ok = sq_ring_reserve(r, 1, 64, LONG_WAIT, &o) == SQ_OK &&
+                 sq_ring_commit(r, 1, o, 7, 1, SQ_KIND_RESULT) == SQ_OK;
+        _exit(ok ? 0 : 1);
+    }
+    CHECK_EQ(sq_ring_pop_n(r, 0.5, 3, &e, NULL), SQ_OK);
+    CHECK_EQ(e.index, 7);
+    CHECK(reap_ok(pid));
+    CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
+    CHECK_EQ(r->ready_want, 1); /* restored: a plain pop is woken by one entry */
+
+    /* Close still wakes a consumer waiting for more entries than will come. */
+    pid = fork();
+    if (pid == 0) {
+        struct timespec nap = {0, 20 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+        sq_ring_close(r);
+        _exit(0);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK_EQ(sq_ring_pop_n(r, LONG_WAIT, 3, &e, NULL), SQ_CLOSED);
+    CHECK(seconds_since(&t0) < LONG_WAIT / 2);
+    CHECK(reap_ok(pid));
+}
+
+/* Many rounds of waiting for 3 of a window of 4 from 1 producer (the most that
+ * can be waited for without stalling it), fewer at the end: every wake-up that
+ * is due must come (a lost one costs LONG_WAIT), and every entry must arrive
+ * once, in order. */
+static void test_coalesced_pop_rounds(void) {
+    sq_ring *r = ring_new(1, 8, 1 << 16, 1 << 16);
+    sq_task_reset(r, 0, -1, 4);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pid_t pid = spawn(coalesce_producer, r, 0);
+    for (int k = 0; k < COALESCE_ROUNDS && !g_fail; k++) {
+        sq_entry e;
+        int64_t got;
+        /* never more than are left to come (the producer stops) */
+        uint64_t want = COALESCE_ROUNDS - k < 3 ? (uint64_t)(COALESCE_ROUNDS - k) : 3;
+        CHECK_EQ(sq_ring_pop_n(r, LONG_WAIT, want, &e, NULL), SQ_OK);
+        CHECK_EQ(e.index, k);
+        memcpy(&got, (char *)r + e.offset, sizeof got);
+        CHECK_EQ(got, k);
+        CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
+        sq_task_advance(r, k + 1);
+    }
+    CHECK(reap_ok(pid));
+    CHECK(seconds_since(&t0) < LONG_WAIT / 2); /* not a timing test: see above */
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
 } tests[] = {
     {"basics", test_basics},
     {"wakeups_not_lost", test_wakeups_not_lost},
+    {"coalesced_pop", test_coalesced_pop},
+    {"coalesced_pop_rounds", test_coalesced_pop_rounds},
     {"init_check", test_init_check},
     {"wrap", test_wrap},
     {"big_block_in_empty_ring", test_big_block_in_empty_ring},

@@ -57,6 +57,8 @@ cdef extern from "ringbuf.h" nogil:
     int sq_ring_post(sq_ring *r, int worker, int64_t index, uint64_t epoch,
                      uint32_t kind)
     int sq_ring_pop(sq_ring *r, double timeout, sq_entry *out, uint64_t *requested)
+    int sq_ring_pop_n(sq_ring *r, double timeout, uint64_t want, sq_entry *out,
+                      uint64_t *requested)
     int sq_ring_release(sq_ring *r, uint64_t offset)
     int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths)
     int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,

@@ -287,14 +287,17 @@ cdef class Ring:
             _raise(rc, "post")
 
     # -- consumer side ----------------------------------------------------------------
-    def pop(self, double timeout):
+    def pop(self, double timeout, uint64_t want=1):
         """Next entry ``(offset, nbytes, index, epoch, worker, kind)``; None on
-        timeout; ``('unsized', nbytes)`` when a producer asks for the data area."""
+        timeout; ``('unsized', nbytes)`` when a producer asks for the data area.
+
+        With nothing queued, sleep until ``want`` entries are (coalesced
+        wake-ups, see ``sq_ring_pop_n``); a queued entry is returned at once."""
         cdef sq_entry e
         cdef uint64_t requested = 0
         cdef int rc
         with nogil:
-            rc = sq_ring_pop(self.r, timeout, &e, &requested)
+            rc = sq_ring_pop_n(self.r, timeout, want, &e, &requested)
         if rc == SQ_OK:
             return e.offset, e.nbytes, e.index, e.epoch, e.worker, e.kind
         if rc == SQ_TIMEOUT:

@@ -106,6 +106,22 @@ def failing_sampler():
     raise KeyError("no such sample")
 
 
+def sample_slow():
+    time.sleep(0.003)
+    return np.arange(4)
+
+
+class Counter:
+    """load_buffers sampler returning 0, 1, 2... per worker, tagged by pid."""
+
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self):
+        self.n += 1
+        return np.full(2, self.n), os.getpid()
+
+
 def failing_hook():
     raise RuntimeError("hook broken")
 
@@ -145,6 +161,75 @@ def test_prefetch_process_any_buffer_size(max_buffered):
                           max_buffered=max_buffered)
     assert [x[1] for x in p] == list(range(25))
     p.close()
+
+
+# -- wake-up coalescing -------------------------------------------------------------
+def test_coalesce_waits_for_at_most_the_delay_worth_of_results():
+    from seqtools import evaluation as ev
+
+    assert ev._coalesce(ev.COALESCE_DELAY * 2) == 1  # slow results: one at a time
+    assert ev._coalesce(ev.COALESCE_DELAY) == 1
+    assert ev._coalesce(ev.COALESCE_DELAY / 3.5) == 3
+    assert ev._coalesce(1e-9) == ev.COALESCE_MAX
+    assert ev._coalesce(0.0) == ev.COALESCE_MAX
+
+
+@pytest.mark.parametrize("i, window, end, nready, nworkers, expected", [
+    (0, 10, -1, 0, 2, 8),     # unbounded: the window less one task per worker
+    (0, 10, 100, 3, 2, 7),    # results that came out of order are not waited for
+    (95, 10, 100, 0, 2, 5),   # near the end: only what is left
+    (99, 10, 100, 0, 2, 1),   # the last item
+    (0, 2, -1, 0, 2, 0),      # no slack: wait for one (next_entry takes >= 1)
+    (0, 1, 10, 0, 4, -3),
+])
+def test_prefetch_slack(i, window, end, nready, nworkers, expected):
+    from seqtools import evaluation as ev
+
+    assert ev._prefetch_slack(i, window, end, nready, nworkers) == expected
+
+
+@pytest.fixture
+def always_coalesce(monkeypatch):
+    """Make every pool coalesce as much as it may after its first 2 results."""
+    from seqtools import evaluation as ev
+
+    monkeypatch.setattr(ev, "COALESCE_DELAY", 1e6)
+    monkeypatch.setattr(ev, "RATE_EVERY", 2)
+
+
+@pytest.mark.parametrize("max_buffered", [1, 3, 10])
+def test_prefetch_coalesced_delivers_every_item_in_order(always_coalesce, max_buffered):
+    p = seqtools.prefetch(Items(300), nworkers=2, method="process",
+                          max_buffered=max_buffered)
+    assert [x[1] for x in p] == list(range(300))
+    assert [p[i][1] for i in (250, 251, 7, 299)] == [250, 251, 7, 299]
+    if max_buffered > 2:
+        assert p._pool.want > 1  # it did coalesce
+    p.close()
+
+
+@pytest.mark.parametrize("max_cached", [2, 3, 10])
+def test_load_buffers_coalesced_loses_nothing(always_coalesce, max_cached):
+    with seqtools.load_buffers(Counter(), max_cached=max_cached, nworkers=2) as it:
+        seen = {}
+        for _ in range(400):
+            a, pid = next(it)
+            assert a[0] == a[1]
+            seen.setdefault(pid, []).append(int(a[0]))
+        if max_cached > 2:
+            assert it._pool.want > 1
+    # each worker's results arrive once each, in the order it made them
+    for values in seen.values():
+        assert values == list(range(1, len(values) + 1))
+
+
+def test_slow_results_are_not_coalesced():
+    # 3 ms a result from 2 workers: at least 1.5 ms apart, so waiting for a
+    # second one would delay the first by more than COALESCE_DELAY.
+    with seqtools.load_buffers(sample_slow, max_cached=10, nworkers=2) as it:
+        for _ in range(100):
+            assert next(it).tolist() == [0, 1, 2, 3]
+        assert it._pool.want == 1
 
 
 @pytest.mark.parametrize("method", ["thread", "process"])
