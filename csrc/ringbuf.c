@@ -31,7 +31,7 @@
 #endif
 
 #define SQ_MAGIC 0x5351524e47425546ULL /* "SQRNGBUF" */
-#define SQ_VERSION 2 /* 2: ready_want (coalesced wake-ups) */
+#define SQ_VERSION 2 /* 2: ready_want, task_seq (coalesced wake-ups) */
 #define SQ_RETRY_MAX 64
 
 enum { BLK_FREE = 0, BLK_RESERVED = 1, BLK_COMMITTED = 2 };
@@ -92,9 +92,17 @@ struct sq_ring {
      * consumer (ready) may proceed; waiters sleep on them with a futex.  Unlike a
      * process-shared pthread_cond_t, a futex keeps no state for its waiters, so a
      * worker SIGKILLed while waiting cannot wedge the others. */
-    _Atomic uint32_t space_seq;
-    _Atomic uint32_t ready_seq;
-    uint32_t space_sleepers, ready_sleepers;
+    _Atomic uint32_t space_seq;  /* producers in sq_ring_reserve: space freed */
+    _Atomic uint32_t ready_seq;  /* the consumer: entries queued */
+    _Atomic uint32_t task_seq;   /* producers in sq_task_claim: tasks to claim */
+    uint32_t space_sleepers, ready_sleepers, task_sleepers;
+    /* Claimable tasks that wake producers asleep in sq_task_claim when the
+     * consumer moves the window (sq_task_advance): with a consumer slower than
+     * its producers, each of them then wakes once per `refill` results rather
+     * than once per result (and the consumer skips the futex syscalls).  A
+     * consumer about to sleep in sq_ring_pop wakes them whatever is claimable,
+     * so the two sides can never both wait for the other. */
+    int64_t refill;
     /* Queued entries that wake the sleeping consumer: 1 except while it sleeps in
      * sq_ring_pop_n, which coalesces wake-ups (a commit that leaves fewer queued
      * wakes nobody, and saves itself the futex syscall). */
@@ -139,6 +147,7 @@ static int ring_lock(sq_ring *r) {
 }
 
 static void futex_wait(_Atomic uint32_t *word, uint32_t seen, const struct timespec *deadline);
+static int64_t claimable(const sq_ring *r, int *all_left);
 static void futex_wake(_Atomic uint32_t *word);
 
 /* Wake-ups are issued after the mutex is released, never under it: a sleeper
@@ -149,12 +158,12 @@ static void futex_wake(_Atomic uint32_t *word);
  * thread of each process holds the lock on its own.  Lost wake-ups are still
  * impossible: a sleeper reads the counter under the lock and futex_wait()
  * returns at once if it has moved since. */
-static __thread _Atomic uint32_t *pending_wakes[2];
+static __thread _Atomic uint32_t *pending_wakes[3];
 static __thread int n_pending_wakes;
 
 static void ring_unlock(sq_ring *r) {
     int n = n_pending_wakes;
-    _Atomic uint32_t *words[2] = {pending_wakes[0], pending_wakes[1]};
+    _Atomic uint32_t *words[3] = {pending_wakes[0], pending_wakes[1], pending_wakes[2]};
     n_pending_wakes = 0;
     pthread_mutex_unlock(&r->lock);
     for (int k = 0; k < n; k++) futex_wake(words[k]);
@@ -182,10 +191,10 @@ static void ring_wake(_Atomic uint32_t *word, uint32_t sleepers) {
     if (!sleepers) return;
     for (int k = 0; k < n_pending_wakes; k++)
         if (pending_wakes[k] == word) return;
-    if (n_pending_wakes < 2) {
+    if (n_pending_wakes < 3) {
         pending_wakes[n_pending_wakes++] = word;
     } else {
-        futex_wake(word); /* cannot happen: there are two event counters */
+        futex_wake(word); /* cannot happen: there are three event counters */
     }
 }
 
@@ -254,6 +263,7 @@ int sq_ring_init(void *region, int nworkers, int qlen, uint64_t capacity) {
     r->capacity = capacity;
     r->death_index = -1;
     r->ready_want = 1;
+    r->refill = 1;
     /* A data area sized now starts as one free block, as sq_ring_set_capacity
      * makes it; without it ring_alloc met a zero-sized block and spun forever
      * under the lock. */
@@ -527,6 +537,9 @@ int sq_ring_pop_n(sq_ring *r, double timeout, uint64_t want, sq_entry *out,
         /* Only entries are held back to `want`: close and sizing requests still
          * wake at once, and the deadline bounds the wait whatever comes. */
         r->ready_want = want > 0 ? want : 1;
+        /* About to wait for producers: any held back by `refill` go now. */
+        if (r->task_sleepers && claimable(r, NULL) > 0)
+            ring_wake(&r->task_seq, r->task_sleepers);
         ring_wait(r, &r->ready_seq, &r->ready_sleepers, NULL, 0, &deadline);
         r->ready_want = 1;
     }
@@ -601,11 +614,13 @@ int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths) {
     /* Free what it reserved and never committed. */
     rc = free_reserved(r, worker, 1);
     sq_slot *s = &ring_slots(r)[worker];
-    if (s->asleep != SLOT_AWAKE) { /* it died asleep: take back its counts */
+    if (s->asleep == SLOT_IN_CLAIM) { /* it died asleep: take back its counts */
+        if (r->task_sleepers > 0) r->task_sleepers--;
+    } else if (s->asleep == SLOT_IN_RESERVE) {
         if (r->space_sleepers > 0) r->space_sleepers--;
-        if (s->asleep == SLOT_IN_RESERVE && r->space_waiters > 0) r->space_waiters--;
-        s->asleep = SLOT_AWAKE;
+        if (r->space_waiters > 0) r->space_waiters--;
     }
+    s->asleep = SLOT_AWAKE;
     if (s->task >= 0 && s->epoch == r->epoch) {
         if (r->n_retry >= SQ_RETRY_MAX) {
             rc = SQ_EFULL;
@@ -623,8 +638,19 @@ int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths) {
     }
     s->task = -1;
     ring_wake(&r->space_seq, r->space_sleepers);
+    ring_wake(&r->task_seq, r->task_sleepers); /* its task may be on the retry list */
     ring_unlock(r);
     return rc;
+}
+
+/* Under the lock: tasks a producer could claim now. */
+static int64_t claimable(const sq_ring *r, int *all_left) {
+    int64_t top = r->window_base + r->window;
+    int bounded = r->end >= 0 && r->end <= top;
+    if (bounded) top = r->end;
+    int64_t n = top > r->next_index ? top - r->next_index : 0;
+    if (all_left) *all_left = bounded; /* no task beyond these will come */
+    return n + r->n_retry;
 }
 
 int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
@@ -659,7 +685,7 @@ int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
             rc = SQ_TIMEOUT;
             break;
         }
-        ring_wait(r, &r->space_seq, &r->space_sleepers, &ring_slots(r)[worker].asleep,
+        ring_wait(r, &r->task_seq, &r->task_sleepers, &ring_slots(r)[worker].asleep,
                   SLOT_IN_CLAIM, &deadline);
     }
     ring_unlock(r);
@@ -674,8 +700,10 @@ uint64_t sq_task_reset(sq_ring *r, int64_t start, int64_t end, int64_t window) {
     r->window = window;
     r->window_base = start;
     r->n_retry = 0;
+    r->refill = (window - r->nworkers) / 2;
+    if (r->refill < 1) r->refill = 1;
     uint64_t epoch = r->epoch;
-    ring_wake(&r->space_seq, r->space_sleepers);
+    ring_wake(&r->task_seq, r->task_sleepers);
     ring_unlock(r);
     return epoch;
 }
@@ -699,7 +727,10 @@ void sq_task_advance(sq_ring *r, int64_t base) {
     if (ring_lock(r) != SQ_OK) return;
     if (base > r->window_base) {
         r->window_base = base;
-        ring_wake(&r->space_seq, r->space_sleepers);
+        int all_left;
+        int64_t n = claimable(r, &all_left);
+        if (n > 0 && (n >= r->refill || all_left))
+            ring_wake(&r->task_seq, r->task_sleepers);
     }
     ring_unlock(r);
 }
@@ -709,6 +740,7 @@ void sq_ring_close(sq_ring *r) {
     r->closed = 1;
     ring_wake(&r->space_seq, r->space_sleepers);
     ring_wake(&r->ready_seq, r->ready_sleepers);
+    ring_wake(&r->task_seq, r->task_sleepers);
     ring_unlock(r);
 }
 

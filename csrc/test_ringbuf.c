@@ -110,9 +110,9 @@ static sq_stats stats(sq_ring *r) {
 }
 
 /* White-box reads of header fields, under the lock. */
-static uint32_t space_sleepers(sq_ring *r) {
+static uint32_t producer_sleepers(sq_ring *r) { /* for space or for a task */
     ring_lock(r);
-    uint32_t n = r->space_sleepers;
+    uint32_t n = r->space_sleepers + r->task_sleepers;
     ring_unlock(r);
     return n;
 }
@@ -133,7 +133,7 @@ static int wait_for(uint64_t (*fn)(sq_ring *), sq_ring *r, uint64_t want) {
     return 0;
 }
 static uint64_t n_space_waiters(sq_ring *r) { return stats(r).space_waiters; }
-static uint64_t n_space_sleepers(sq_ring *r) { return space_sleepers(r); }
+static uint64_t n_producer_sleepers(sq_ring *r) { return producer_sleepers(r); }
 static uint64_t n_ready_sleepers(sq_ring *r) { return ready_sleepers(r); }
 
 
@@ -557,7 +557,7 @@ static void test_close(void) {
     CHECK_EQ(sq_ring_reserve(r, 0, 900, 0, &off), SQ_OK); /* fill it */
     pid_t pr = spawn(closed_reserver, r, 1);
     pid_t pc = spawn(closed_claimer, r, 2);
-    CHECK(wait_for(n_space_sleepers, r, 2));
+    CHECK(wait_for(n_producer_sleepers, r, 2));
     pid_t pp = spawn(closed_popper, r, 0);
     CHECK(wait_for(n_ready_sleepers, r, 1));
     CHECK_EQ(sq_ring_post(r, 0, 42, 0, SQ_KIND_USER), SQ_OK);
@@ -682,7 +682,7 @@ static void test_contention(void) {
         for (int s = 0; s < NBLOCKS; s++) CHECK(seen[w][s] || (g_fail++, 0));
     CHECK(max_used > cap / 2); /* it did fill up */
     check_idle(r);
-    CHECK_EQ(space_sleepers(r), 0);
+    CHECK_EQ(producer_sleepers(r), 0);
     CHECK_EQ(ready_sleepers(r), 0);
 }
 
@@ -983,7 +983,7 @@ static void test_killed_while_waiting(void) {
     CHECK_EQ(sq_ring_reserve(r, 3, 900, 0, &off), SQ_OK); /* full */
     pid_t a = spawn(sleeping_reserver, r, 0);
     pid_t b = spawn(sleeping_claimer, r, 1);
-    CHECK(wait_for(n_space_sleepers, r, 2));
+    CHECK(wait_for(n_producer_sleepers, r, 2));
     CHECK_EQ(stats(r).space_waiters, 1);
     kill_reap(a);
     kill_reap(b);
@@ -991,11 +991,11 @@ static void test_killed_while_waiting(void) {
     CHECK_EQ(sq_worker_reset(r, 0, &i, &deaths), SQ_OK);
     CHECK_EQ(sq_worker_reset(r, 1, &i, &deaths), SQ_OK);
     CHECK_EQ(stats(r).space_waiters, 0);
-    CHECK_EQ(space_sleepers(r), 0);
+    CHECK_EQ(producer_sleepers(r), 0);
 
     pid_t c = spawn(woken_reserver, r, 0);
     pid_t d = spawn(woken_claimer, r, 1);
-    CHECK(wait_for(n_space_sleepers, r, 2));
+    CHECK(wait_for(n_producer_sleepers, r, 2));
     CHECK_EQ(sq_ring_commit(r, 3, off, 0, 0, 0), SQ_OK);
     CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
     CHECK_EQ(sq_ring_release(r, off), SQ_OK); /* wakes the reserver */
@@ -1221,6 +1221,60 @@ static void test_coalesced_pop_rounds(void) {
     CHECK(seconds_since(&t0) < LONG_WAIT / 2); /* not a timing test: see above */
 }
 
+static uint32_t task_seq(sq_ring *r) { return atomic_load(&r->task_seq); }
+
+/* Producers waiting for a task are woken when `refill` tasks can be claimed, not
+ * for each one; when the last tasks of a bounded range are all claimable; when
+ * the consumer is about to wait for results; and never by a release (which
+ * used to wake them for nothing). */
+static void test_task_refill(void) {
+    sq_ring *r = ring_new(2, 16, 1 << 16, 1 << 16);
+    int64_t index;
+    uint64_t epoch, off;
+    sq_entry e;
+
+    sq_task_reset(r, 0, 14, 10); /* window 10, 2 producers: refill (10 - 2) / 2 */
+    CHECK_EQ(r->refill, 4);
+    for (int k = 0; k < 10; k++) CHECK_EQ(sq_task_claim(r, k % 2, 0, &index, &epoch), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &index, &epoch), SQ_TIMEOUT); /* window full */
+    uint32_t seq = task_seq(r);
+    for (int64_t base = 1; base <= 3; base++) {
+        sq_task_advance(r, base);
+        CHECK_EQ(task_seq(r), seq); /* 1 to 3 claimable: nobody woken */
+    }
+    sq_task_advance(r, 4);
+    CHECK(task_seq(r) != seq); /* 4 claimable */
+    for (int k = 0; k < 4; k++) CHECK_EQ(sq_task_claim(r, 0, 0, &index, &epoch), SQ_OK);
+    CHECK_EQ(index, 13); /* the last task of the range */
+
+    /* the tail of a bounded range: everything left is claimable, wake for it */
+    sq_task_reset(r, 0, 12, 10);
+    for (int k = 0; k < 10; k++) CHECK_EQ(sq_task_claim(r, 0, 0, &index, &epoch), SQ_OK);
+    seq = task_seq(r);
+    sq_task_advance(r, 1);
+    CHECK_EQ(task_seq(r), seq); /* task 10 is claimable, 11 is not yet */
+    sq_task_advance(r, 2);
+    CHECK(task_seq(r) != seq); /* 10 and 11, the last ones, are claimable */
+
+    /* a consumer about to wait for results wakes producers held back */
+    sq_task_reset(r, 0, -1, 10);
+    for (int k = 0; k < 10; k++) CHECK_EQ(sq_task_claim(r, 0, 0, &index, &epoch), SQ_OK);
+    sq_task_advance(r, 1);
+    seq = task_seq(r);
+    r->task_sleepers = 1; /* as if one slept (white-box: no process needed) */
+    CHECK_EQ(sq_ring_pop(r, 0.001, &e, NULL), SQ_TIMEOUT);
+    CHECK(task_seq(r) != seq);
+    r->task_sleepers = 0;
+
+    /* a release does not wake producers waiting for a task */
+    CHECK_EQ(sq_ring_reserve(r, 0, 64, 0, &off), SQ_OK);
+    CHECK_EQ(sq_ring_commit(r, 0, off, 0, epoch, SQ_KIND_RESULT), SQ_OK);
+    CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+    seq = task_seq(r);
+    CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
+    CHECK_EQ(task_seq(r), seq);
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
@@ -1229,6 +1283,7 @@ static const struct {
     {"wakeups_not_lost", test_wakeups_not_lost},
     {"coalesced_pop", test_coalesced_pop},
     {"coalesced_pop_rounds", test_coalesced_pop_rounds},
+    {"task_refill", test_task_refill},
     {"init_check", test_init_check},
     {"wrap", test_wrap},
     {"big_block_in_empty_ring", test_big_block_in_empty_ring},
