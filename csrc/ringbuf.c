@@ -148,7 +148,7 @@ static int ring_lock(sq_ring *r) {
 
 static void futex_wait(_Atomic uint32_t *word, uint32_t seen, const struct timespec *deadline);
 static int64_t claimable(const sq_ring *r, int *all_left);
-static void futex_wake(_Atomic uint32_t *word);
+static void futex_wake(_Atomic uint32_t *word, int count);
 
 /* Wake-ups are issued after the mutex is released, never under it: a sleeper
  * woken while the waker still holds the lock would run only to block on that
@@ -159,14 +159,16 @@ static void futex_wake(_Atomic uint32_t *word);
  * impossible: a sleeper reads the counter under the lock and futex_wait()
  * returns at once if it has moved since. */
 static __thread _Atomic uint32_t *pending_wakes[3];
+static __thread int pending_counts[3]; /* sleepers to wake on each word */
 static __thread int n_pending_wakes;
 
 static void ring_unlock(sq_ring *r) {
     int n = n_pending_wakes;
     _Atomic uint32_t *words[3] = {pending_wakes[0], pending_wakes[1], pending_wakes[2]};
+    int counts[3] = {pending_counts[0], pending_counts[1], pending_counts[2]};
     n_pending_wakes = 0;
     pthread_mutex_unlock(&r->lock);
-    for (int k = 0; k < n; k++) futex_wake(words[k]);
+    for (int k = 0; k < n; k++) futex_wake(words[k], counts[k]);
 }
 
 /* Under the lock: sleep until the event counter moves past the value it has now
@@ -184,18 +186,28 @@ static void ring_wait(sq_ring *r, _Atomic uint32_t *word, uint32_t *sleepers,
     (*sleepers)--;
 }
 
-/* Under the lock: move the event counter on; if anyone sleeps on it, wake them
- * all once the lock is released (see ring_unlock). */
-static void ring_wake(_Atomic uint32_t *word, uint32_t sleepers) {
+/* Under the lock: move the event counter on; if anyone sleeps on it, wake up to
+ * `count` of them once the lock is released (see ring_unlock). */
+static void ring_wake_n(_Atomic uint32_t *word, uint32_t sleepers, int count) {
     atomic_fetch_add(word, 1);
     if (!sleepers) return;
-    for (int k = 0; k < n_pending_wakes; k++)
-        if (pending_wakes[k] == word) return;
-    if (n_pending_wakes < 3) {
-        pending_wakes[n_pending_wakes++] = word;
-    } else {
-        futex_wake(word); /* cannot happen: there are three event counters */
+    for (int k = 0; k < n_pending_wakes; k++) {
+        if (pending_wakes[k] == word) {
+            if (count > pending_counts[k]) pending_counts[k] = count;
+            return;
+        }
     }
+    if (n_pending_wakes < 3) {
+        pending_wakes[n_pending_wakes] = word;
+        pending_counts[n_pending_wakes++] = count;
+    } else {
+        futex_wake(word, count); /* cannot happen: there are three event counters */
+    }
+}
+
+/* Under the lock: ring_wake_n for every sleeper. */
+static void ring_wake(_Atomic uint32_t *word, uint32_t sleepers) {
+    ring_wake_n(word, sleepers, INT32_MAX);
 }
 
 static void deadline_after(double timeout, struct timespec *ts) {
@@ -234,8 +246,8 @@ static void futex_wait(_Atomic uint32_t *word, uint32_t seen,
     syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, seen, &rel, NULL, 0);
 }
 
-static void futex_wake(_Atomic uint32_t *word) {
-    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, 0x7fffffff, NULL, NULL, 0);
+static void futex_wake(_Atomic uint32_t *word, int count) {
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, count, NULL, NULL, 0);
 }
 #else
 /* No futex: poll the counter with short sleeps (macOS and other POSIX). */
@@ -245,7 +257,10 @@ static void futex_wait(_Atomic uint32_t *word, uint32_t seen,
     while (atomic_load(word) == seen && !past(deadline)) nanosleep(&nap, NULL);
 }
 
-static void futex_wake(_Atomic uint32_t *word) { (void)word; }
+static void futex_wake(_Atomic uint32_t *word, int count) {
+    (void)word;
+    (void)count;
+}
 #endif
 
 int sq_ring_init(void *region, int nworkers, int qlen, uint64_t capacity) {
@@ -729,8 +744,12 @@ void sq_task_advance(sq_ring *r, int64_t base) {
         r->window_base = base;
         int all_left;
         int64_t n = claimable(r, &all_left);
+        /* One producer: it claims them in a row.  Waking them all would put
+         * every producer on the CPUs at once, beside a consumer that is the
+         * slow side (a training loop), and gain nothing: the consumer wakes
+         * them all itself as soon as it has to wait for a result. */
         if (n > 0 && (n >= r->refill || all_left))
-            ring_wake(&r->task_seq, r->task_sleepers);
+            ring_wake_n(&r->task_seq, r->task_sleepers, 1);
     }
     ring_unlock(r);
 }

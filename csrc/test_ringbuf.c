@@ -1275,6 +1275,56 @@ static void test_task_refill(void) {
     CHECK_EQ(task_seq(r), seq);
 }
 
+/* Claims one task (any), then exits. */
+static void one_claimer(sq_ring *r, int w) {
+    int64_t i;
+    uint64_t ep;
+    CHECK_EQ(sq_task_claim(r, w, LONG_WAIT, &i, &ep), SQ_OK);
+}
+
+/* True once process pid is blocked in the futex syscall (Linux: the first field
+ * of /proc/<pid>/syscall is the syscall number), polled up to LONG_WAIT s. */
+static int blocked_in_futex(pid_t pid) {
+    char path[64], buf[64];
+    snprintf(path, sizeof path, "/proc/%d/syscall", (int)pid);
+    for (int i = 0; i < (int)(LONG_WAIT * 1000); i++) {
+        FILE *f = fopen(path, "r");
+        if (f == NULL) return 0;
+        int ok = fgets(buf, sizeof buf, f) != NULL && atoi(buf) == SYS_futex;
+        fclose(f);
+        if (ok) return 1;
+        sleep_ms(1);
+    }
+    return 0;
+}
+
+/* A refill wakes one sleeping producer, which claims the tasks in a row; the
+ * others sleep on until the consumer is about to wait for a result. */
+static void test_refill_wakes_one(void) {
+    sq_ring *r = ring_new(2, 16, 1 << 16, 1 << 16);
+    int64_t index;
+    uint64_t epoch;
+    sq_entry e;
+    sq_task_reset(r, 0, -1, 6); /* refill (6 - 2) / 2 = 2 */
+    for (int k = 0; k < 6; k++) CHECK_EQ(sq_task_claim(r, 0, 0, &index, &epoch), SQ_OK);
+    pid_t a = spawn(one_claimer, r, 0);
+    pid_t b = spawn(one_claimer, r, 1);
+    CHECK(wait_for(n_producer_sleepers, r, 2));
+    CHECK(blocked_in_futex(a) && blocked_in_futex(b));
+    sq_task_advance(r, 2); /* 2 claimable: wake one */
+    int st;
+    pid_t first = waitpid(-1, &st, 0);
+    CHECK(first == a || first == b);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    pid_t other = first == a ? b : a;
+    sleep_ms(100);
+    CHECK_EQ(waitpid(other, &st, WNOHANG), 0); /* still asleep */
+    CHECK_EQ(producer_sleepers(r), 1);
+    /* the consumer, about to wait, wakes it: one task is still claimable */
+    CHECK_EQ(sq_ring_pop(r, 0.001, &e, NULL), SQ_TIMEOUT);
+    CHECK(reap_ok(other));
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
@@ -1284,6 +1334,7 @@ static const struct {
     {"coalesced_pop", test_coalesced_pop},
     {"coalesced_pop_rounds", test_coalesced_pop_rounds},
     {"task_refill", test_task_refill},
+    {"refill_wakes_one", test_refill_wakes_one},
     {"init_check", test_init_check},
     {"wrap", test_wrap},
     {"big_block_in_empty_ring", test_big_block_in_empty_ring},
