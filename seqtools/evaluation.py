@@ -16,6 +16,7 @@ given to another worker; an item that keeps killing workers raises an error.
 
 import multiprocessing
 import os
+import pickle
 import threading
 import time
 import weakref
@@ -220,7 +221,7 @@ class _Pool:
         return (s["space_waiters"] > 0 and s["reserved"] == 0 and s["committed"] == 0
                 and s["popped"] > 0), s
 
-    def next_entry(self, slack):
+    def next_entry(self, slack, evict=None):
         """Block until the next completed task.
 
         Returns ``(index, epoch, offset, nbytes, error)``: ``error`` is None or the
@@ -233,6 +234,11 @@ class _Pool:
         many arrive within COALESCE_DELAY at the rate measured lately: 1 whenever
         results come slower than that, so a slow pipeline is never made to wait.
         A queued result is always returned at once.
+
+        ``evict``: called when the ring is stalled (a worker waits for space
+        that only the consumer can free); returns True if it freed some, by
+        moving results the consumer holds for itself (not the user's) out of
+        the ring.
         """
         stalled_since = None
         want = max(1, min(slack, self.want))
@@ -256,6 +262,9 @@ class _Pool:
                     return index, None, 0, 0, message
             if e is None:
                 stalled, s = self._stalled()
+                if stalled and evict is not None and evict():
+                    stalled_since = None
+                    continue
                 if not stalled:
                     stalled_since = None
                 elif stalled_since is None:
@@ -308,7 +317,8 @@ class _ProcessPrefetch(View):
                            shm_size, start_method, self._origin)
         self._end = -1 if n is None else n
         self._window = max_buffered
-        self._ready = {}
+        self._ready = {}  # index -> (offset, nbytes, error) of results ahead
+        self._evicted = {}  # index -> result copied out of the ring (see _evict)
         self._restart(0)
 
     def _restart(self, start):
@@ -317,6 +327,7 @@ class _ProcessPrefetch(View):
             if offset:
                 _transport.decode(ring, offset, nbytes)  # dropped: blocks released
         self._ready.clear()
+        self._evicted.clear()
         self._epoch = ring.task_reset(start, self._end, self._window)
         self._next = start
 
@@ -329,7 +340,8 @@ class _ProcessPrefetch(View):
             while i not in ready:
                 slack = _prefetch_slack(i, self._window, self._end, len(ready),
                                         pool.nworkers)
-                index, epoch, offset, nbytes, error = pool.next_entry(slack)
+                index, epoch, offset, nbytes, error = pool.next_entry(slack,
+                                                                      self._evict)
                 if epoch is not None and epoch != self._epoch:
                     if offset:  # a stale result: dropping it releases its blocks
                         _transport.decode(pool.ring, offset, nbytes)
@@ -345,7 +357,31 @@ class _ProcessPrefetch(View):
             raise EvaluationError(
                 f"failed to evaluate item {i} of prefetch created at {self._origin} "
                 f"in a worker process:\n{error}")
+        if i in self._evicted:
+            return self._evicted.pop(i)
         return _transport.decode(pool.ring, offset, nbytes)
+
+    def _evict(self):
+        """Copy the results computed ahead out of the ring, freeing their blocks.
+
+        Called when the ring is stalled while waiting for the next item: its
+        worker needs more contiguous space than is free, and the results held
+        here for later items are what fills the ring (say, one large item among
+        small ones). They are copied to private memory (a pickle round trip: the
+        arrays are copied, as anything else in a result already was) and their
+        blocks released; the item waited for can then be written. Returns True
+        if any block was freed.
+        """
+        ring = self._pool.ring
+        freed = False
+        for index, (offset, nbytes, error) in list(self._ready.items()):
+            if offset and error is None:
+                value = _transport.decode(ring, offset, nbytes)
+                self._evicted[index] = pickle.loads(pickle.dumps(value, protocol=5))
+                del value  # the last reference: its blocks go back to the ring
+                self._ready[index] = (0, 0, None)
+                freed = True
+        return freed
 
     def close(self):
         """Stop the workers now (otherwise done when the view is garbage-collected)."""

@@ -302,6 +302,31 @@ def test_prefetch_bad_arguments():
         seqtools.prefetch([lambda x: x], method="process", start_method="spawn")
 
 
+class OneLarge:
+    """Items of 90 kB, but item 25 is 700 kB, and every 7th item is slow."""
+
+    def __len__(self):
+        return 60
+
+    def __getitem__(self, i):
+        if i % 7 == 3:
+            time.sleep(0.002)
+        return np.full((700_000 if i == 25 else 90_000) // 8, i, dtype=np.int64)
+
+
+def test_prefetch_large_item_behind_results_computed_ahead():
+    # While item 25 waits for 700 kB of contiguous space, the other worker
+    # computes items 26-34 ahead; their 90 kB results, held by the prefetch for
+    # later, filled 1.5 MB and the ring stalled with a BufferError blaming the
+    # user. They are now moved out of the ring, and every item arrives.
+    p = seqtools.prefetch(OneLarge(), nworkers=2, method="process",
+                          max_buffered=10, shm_size=1_500_000)
+    for i, x in enumerate(p):
+        assert x.shape == ((700_000 if i == 25 else 90_000) // 8,)
+        assert (x == i).all()
+    p.close()
+
+
 def test_prefetch_result_larger_than_shm_size():
     p = seqtools.prefetch(Items(3, shape=(10000,)), nworkers=1, method="process",
                           shm_size=4096)
