@@ -60,7 +60,7 @@ typedef struct {
     uint32_t asleep; /* SLOT_*, written by the worker */
     uint32_t n_held; /* blocks reserved by the current task, positions in held[] */
     uint64_t held[SQ_SLOT_BLOCKS];
-    char _pad[8];
+    uint64_t waiting_for; /* bytes (header included) it waits for in reserve, or 0 */
 } sq_slot;
 
 struct sq_ring {
@@ -434,8 +434,10 @@ int sq_ring_reserve(sq_ring *r, int worker, uint64_t nbytes, double timeout,
             break;
         }
         r->space_waiters++;
+        ring_slots(r)[worker].waiting_for = need;
         ring_wait(r, &r->space_seq, &r->space_sleepers, &ring_slots(r)[worker].asleep,
                   SLOT_IN_RESERVE, &deadline);
+        ring_slots(r)[worker].waiting_for = 0;
         r->space_waiters--;
     }
     ring_unlock(r);
@@ -635,6 +637,7 @@ int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths) {
         if (r->space_sleepers > 0) r->space_sleepers--;
         if (r->space_waiters > 0) r->space_waiters--;
     }
+    s->waiting_for = 0;
     s->asleep = SLOT_AWAKE;
     if (s->task >= 0 && s->epoch == r->epoch) {
         if (r->n_retry >= SQ_RETRY_MAX) {
@@ -773,6 +776,22 @@ int sq_ring_stats(sq_ring *r, sq_stats *out) {
     out->popped = r->n_popped;
     out->space_waiters = r->space_waiters;
     out->requested = r->requested;
+    /* Free runs as ring_alloc would merge them (without merging: read only). */
+    out->largest_free = 0;
+    uint64_t run = 0;
+    for (uint64_t pos = 0; pos < r->capacity;) {
+        sq_block *b = block_at(r, pos);
+        if (b->size == 0 || b->size % SQ_ALIGN) break; /* corrupt: stop, no loop */
+        run = b->state == BLK_FREE ? run + b->size : 0;
+        if (run > out->largest_free) out->largest_free = run;
+        pos += b->size;
+    }
+    out->waiting_for = 0;
+    for (int w = 0; w < r->nworkers; w++) {
+        sq_slot *slot = &ring_slots(r)[w];
+        if (slot->asleep == SLOT_IN_RESERVE && slot->waiting_for > out->waiting_for)
+            out->waiting_for = slot->waiting_for;
+    }
     ring_unlock(r);
     return SQ_OK;
 }

@@ -77,6 +77,9 @@ typedef struct {
     uint64_t popped;         /* blocks popped, not yet released */
     uint64_t space_waiters;  /* producers waiting for space in sq_ring_reserve */
     uint64_t requested;      /* largest size asked for while unsized */
+    uint64_t largest_free;   /* largest run of free space, block headers included */
+    uint64_t waiting_for;    /* largest block (header included) a sleeping producer
+                                waits for in sq_ring_reserve; 0 if none */
 } sq_stats;
 
 /* Bytes of header for nworkers producers and a completion queue of qlen entries;

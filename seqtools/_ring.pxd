@@ -42,6 +42,8 @@ cdef extern from "ringbuf.h" nogil:
         uint64_t popped
         uint64_t space_waiters
         uint64_t requested
+        uint64_t largest_free
+        uint64_t waiting_for
 
     size_t sq_ring_header_size(int nworkers, int qlen)
     int sq_ring_init(void *region, int nworkers, int qlen, uint64_t capacity)

@@ -343,7 +343,8 @@ cdef class Ring:
             _raise(rc, "stats")
         return {"capacity": s.capacity, "used": s.used, "reserved": s.reserved,
                 "committed": s.committed, "popped": s.popped,
-                "space_waiters": s.space_waiters, "requested": s.requested}
+                "space_waiters": s.space_waiters, "requested": s.requested,
+                "largest_free": s.largest_free, "waiting_for": s.waiting_for}
 
 
 cdef class Block:

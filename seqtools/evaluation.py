@@ -270,12 +270,7 @@ class _Pool:
                 elif stalled_since is None:
                     stalled_since = now
                 elif now - stalled_since > STALL:
-                    raise BufferError(
-                        f"the shared-memory ring is full ({s['used']} of "
-                        f"{s['capacity']} bytes): {s['popped']} results handed out "
-                        "earlier are still referenced, so workers cannot write new "
-                        "ones. Copy the arrays you keep (np.array(x)), drop them "
-                        "sooner, or pass a larger shm_size")
+                    raise BufferError(_stall_message(s))
                 continue
             if e[0] == "unsized":
                 self._size(e[1])
@@ -289,6 +284,25 @@ class _Pool:
                 raise EvaluationError(
                     f"start_hook failed in a worker process:\n{text}")
             return index, epoch, 0, 0, text
+
+
+def _stall_message(s):
+    """Why a stalled ring is stuck, from ``Ring.stats()``, and what to do."""
+    n = s["popped"]
+    results = f"{n} result{'s' if n != 1 else ''}"
+    free = s["capacity"] - s["used"]
+    need = s["waiting_for"]
+    if need and free >= need > s["largest_free"]:
+        return (f"the shared-memory ring has {free} of {s['capacity']} bytes free, "
+                f"but not in one piece: a worker needs {need} contiguous bytes and "
+                f"the largest free run is {s['largest_free']}: the {results} handed "
+                f"out earlier and still referenced split{'s' if n == 1 else ''} it. "
+                "Copy the arrays you keep (np.array(x)), drop them sooner, or pass "
+                "a larger shm_size (twice the largest result or more)")
+    return (f"the shared-memory ring is full ({s['used']} of {s['capacity']} "
+            f"bytes): {results} handed out earlier are still referenced, so workers "
+            "cannot write new ones. Copy the arrays you keep (np.array(x)), drop "
+            "them sooner, or pass a larger shm_size")
 
 
 def _shutdown(ring, procs, conns):

@@ -197,6 +197,38 @@ def test_backpressure(ctx):
     assert idle(ring)
 
 
+def test_stats_tell_fragmentation_from_a_full_ring(ctx):
+    from seqtools.evaluation import _stall_message
+
+    ring = Ring.create(1, 16, 4096, 4096)
+    p = run(ctx, produce, ring, 0, [1000, 1000, 1000, 2500], 200)
+    held = []
+    for _ in range(3):  # blocks of 1088 bytes at 0, 1088 and 2176
+        offset, nbytes, *_ = ring.pop(WAIT)
+        held.append(ring.lease(offset, nbytes))
+    wait_until(lambda: ring.stats()["waiting_for"] == 2560 + 64, "the 4th reserve")
+    s = ring.stats()
+    assert s["largest_free"] == 4096 - 3 * 1088
+    assert "is full" in _stall_message(s)
+    del held[2], held[0]  # free: 1088 bytes, then 1920 at the end, the middle held
+    wait_until(lambda: ring.stats()["largest_free"] == 4096 - 2176, "the releases")
+    s = ring.stats()
+    assert s["waiting_for"] == 2624 and s["capacity"] - s["used"] == 4096 - 1088
+    msg = _stall_message(s)
+    assert "not in one piece" in msg and "2624 contiguous bytes" in msg
+    assert "largest free run is 1920" in msg and "1 result handed" in msg
+    del held[0]  # the middle one: now it fits
+    offset, nbytes, index, *_ = ring.pop(WAIT)
+    assert index == 3 and ring.stats()["waiting_for"] == 0
+    lease = ring.lease(offset, nbytes)
+    np.testing.assert_array_equal(np.frombuffer(lease, np.uint8)[:2500],
+                                  pattern(2500, 203))
+    del lease
+    join_ok(p)
+    gc.collect()
+    assert idle(ring)
+
+
 def test_unsized_ring_sized_on_request(ctx):
     ring = Ring.create(1, 8, 0, 1 << 20)
     assert ring.capacity == 0
