@@ -45,7 +45,9 @@ from libc.string cimport memcpy
 
 from ._ring cimport Block, Ring, make_block
 
+import gc
 import pickle
+import weakref
 
 import numpy as np
 
@@ -112,15 +114,40 @@ cdef class TaskBlocks:
     cdef int n
     cdef uint64_t offsets[_MAX_BLOCKS]
     cdef uint64_t sizes[_MAX_BLOCKS]
+    cdef list made  # weak references to the arrays new() made for this task
+    cdef public bint disabled  # new() is refused: out_block() returns None
 
     def __init__(self, Ring ring, int slot, reserve):
         self.ring = ring
         self.slot = slot
         self.reserve = reserve
         self.n = 0
+        self.made = []
+        self.disabled = False
 
     def reset(self):
         self.n = 0
+        if self.made:
+            self.made = []
+
+    def kept(self):
+        """True if an array new() made for the last task is still alive.
+
+        Call it once the task's result is sent and dropped: its blocks then
+        belong to the parent, which reuses them for later results, so such an
+        array (kept by the worker's code, say ``self.last = batch``) would change
+        under whoever reads it. Reference cycles are collected first.
+        """
+        if not self._alive():
+            return False
+        gc.collect()
+        return self._alive()
+
+    cdef bint _alive(self):
+        for r in self.made:
+            if r() is not None:
+                return True
+        return False
 
     def new(self, Py_ssize_t nbytes):
         """A writable uint8 array of ``nbytes`` in a new block, after its headroom."""
@@ -140,6 +167,7 @@ cdef class TaskBlocks:
         a = cnp.PyArray_SimpleNewFromData(1, dims, cnp.NPY_UINT8,
                                           self.ring.base + offset + _HEADROOM)
         cnp.set_array_base(a, self.ring)  # the mapping outlives the array
+        self.made.append(weakref.ref(a))  # views of it keep it alive
         return a
 
     cdef int find(self, cnp.ndarray a, uint64_t *pos) noexcept:
@@ -172,7 +200,7 @@ def out_block(nbytes):
     Only inside a worker process of ``prefetch``/``load_buffers`` (else None):
     arrays built in it are handed to the parent without any copy.
     """
-    if _task is None:
+    if _task is None or (<TaskBlocks>_task).disabled:
         return None
     return (<TaskBlocks>_task).new(nbytes)
 

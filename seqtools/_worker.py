@@ -22,6 +22,14 @@ from ._ring import KIND_ERROR, RingClosed
 
 POLL = 0.1  # seconds between checks that the parent is alive
 
+KEPT_WARNING = (
+    "the worker's code kept an array that seqtools.stack (or out_block) "
+    "had placed in shared memory beyond the call that made it (for instance "
+    "self.last = batch). That memory went to the parent process with the result "
+    "and is reused for later results, so the kept array changes under whoever "
+    "reads it. Copy what you keep (np.array(batch)); this worker now stacks into "
+    "its own memory instead (one more copy per batch).")
+
 # Error codes sent with a traceback text.
 ERR_USER = "user"
 ERR_TRANSFER = "transfer"
@@ -85,6 +93,12 @@ def _loop(ring, slot, errconn, target, call, parent_pid, ppid0):
     claim = ring.claim
     send = _transport.send
     while True:
+        if task.kept():
+            task.disabled = True
+            # Printed, not warnings.warn(): under -W error a warning would end
+            # the worker's loop.
+            print(f"seqtools worker {slot}: {KEPT_WARNING}", file=sys.stderr,
+                  flush=True)
         claimed = claim(slot, POLL)
         if claimed is None:
             if not _parent_alive(parent_pid, ppid0):

@@ -46,7 +46,10 @@ same as ``stack(list(view))``, bit for bit.
 **Shared memory.** Inside a worker process of :func:`seqtools.load_buffers` or
 ``prefetch(method='process')``, :func:`stack` without ``out`` writes the batch
 straight into one block of the workers' shared-memory ring: returned from the
-worker, it reaches the parent with no copy at all.
+worker, it reaches the parent with no copy at all. That memory goes to the parent
+with the result, so the worker's code must not keep the batch beyond the call
+(``self.last = batch``; copy it with ``np.array``): a worker that does is told so
+on stderr and stacks into its own memory from then on.
 
 :func:`minibatches` builds a random minibatch sampler on top of the fused path.
 """
@@ -128,7 +131,9 @@ def stack(samples, out=None):
     -----
     Usable directly as the ``collate_fn`` of :func:`seqtools.batch` (fused reads).
     Inside a ``load_buffers``/``prefetch(method='process')`` worker, the result
-    without ``out`` lives in the shared-memory ring and is handed over uncopied.
+    without ``out`` lives in the shared-memory ring and is handed over uncopied;
+    it belongs to the parent once returned, so do not keep it in the worker
+    across calls (copy what you keep).
 
     Examples
     --------

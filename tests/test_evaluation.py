@@ -106,6 +106,23 @@ def failing_sampler():
     raise KeyError("no such sample")
 
 
+class KeepsItsBatch:
+    """Keeps the batch seqtools.stack made in shared memory (self.last = batch)."""
+
+    data = np.arange(400.0).reshape(100, 4)
+
+    def __init__(self):
+        self.last = None
+        self.n = 0
+
+    def __call__(self):
+        prev = None if self.last is None else self.last.copy()
+        self.n += 1
+        rows = [self.data[(self.n + k) % 100] for k in range(8)]
+        self.last = seqtools.stack(rows)
+        return self.n, self.last, prev
+
+
 def sample_slow():
     time.sleep(0.003)
     return np.arange(4)
@@ -388,6 +405,21 @@ def test_load_buffers_arrays_built_in_ring_are_not_copied():
         s = ring.stats()
         # only blocks of results still in flight remain; none leaked by failures
         assert s["reserved"] + s["committed"] + s["popped"] <= 2 * (4 + 2 + 4)
+
+
+def test_load_buffers_worker_keeping_a_shared_batch_is_warned_and_made_safe(capfd):
+    with seqtools.load_buffers(KeepsItsBatch(), max_cached=4, nworkers=1) as it:
+        for _ in range(60):
+            n, batch, prev = next(it)
+            expected = [KeepsItsBatch.data[(n + k) % 100] for k in range(8)]
+            np.testing.assert_array_equal(batch, expected)
+            # From the third call on, what it kept is in its own memory.
+            if n >= 3:
+                np.testing.assert_array_equal(
+                    prev, [KeepsItsBatch.data[(n - 1 + k) % 100] for k in range(8)])
+    err = capfd.readouterr().err
+    assert "code kept an array that seqtools.stack" in err
+    assert err.count("kept an array") == 1  # once: then it stacks privately
 
 
 def test_load_buffers_sampler_error():
