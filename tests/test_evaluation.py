@@ -240,6 +240,24 @@ def test_load_buffers_coalesced_loses_nothing(always_coalesce, max_cached):
         assert values == list(range(1, len(values) + 1))
 
 
+def sample_pid_slowly():
+    time.sleep(0.005)
+    return np.array([os.getpid()])
+
+
+def test_workers_all_work_when_one_cannot_keep_up():
+    # A worker makes 200 results/s, the loop takes 280/s: a refill wakes one
+    # worker at a time, so the others must be woken as the queue runs low (the
+    # loop waits, or claimable tasks pile up), not left asleep.
+    with seqtools.load_buffers(sample_pid_slowly, max_cached=10, nworkers=2) as it:
+        pids = []
+        for _ in range(300):
+            pids.append(int(next(it)[0]))
+            time.sleep(0.0035)
+    counts = sorted(pids[100:].count(p) for p in set(pids[100:]))
+    assert len(counts) == 2 and counts[0] >= 60, counts
+
+
 def test_slow_results_are_not_coalesced():
     # 3 ms a result from 2 workers: at least 1.5 ms apart, so waiting for a
     # second one would delay the first by more than COALESCE_DELAY.
