@@ -14,6 +14,7 @@ They build Python objects, so they hold the GIL and raise like Python code; the
 index arithmetic they run is the kernels'.
 """
 
+from ._buffers cimport release_buffers
 from cpython.buffer cimport (
     PyBUF_C_CONTIGUOUS,
     PyBUF_STRIDES,
@@ -886,11 +887,8 @@ cdef class Resolver:
         return out
 
     def __dealloc__(self):
-        cdef Py_ssize_t k
-        if self.bufs != NULL:
-            for k in range(self.nbufs):
-                PyBuffer_Release(&self.bufs[k])
-            free(self.bufs)
+        release_buffers(self.bufs, self.nbufs)
+        free(self.bufs)
         free(self.ops)
         free(self.leaves)
 

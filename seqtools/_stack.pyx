@@ -16,6 +16,7 @@
 # RowSources is the same copy for a compiled view graph (seqtools.core.Program): the
 # sources' buffers are acquired once, and each batch pays only for its indices.
 
+from ._buffers cimport release_buffers
 from cpython.buffer cimport (
     PyBUF_C_CONTIGUOUS,
     PyBUF_STRIDES,
@@ -516,17 +517,12 @@ cdef class _Batch:
 
     cdef void release(self):
         cdef Py_ssize_t k
-        if self.bufs != NULL:
-            # A zeroed Py_buffer (never acquired) has obj == NULL: release is a no-op.
-            for k in range(self.nfields * self.n):
-                PyBuffer_Release(&self.bufs[k])
-            free(self.bufs)
-            self.bufs = NULL
-        if self.outbufs != NULL:
-            for k in range(self.nfields):
-                PyBuffer_Release(&self.outbufs[k])
-            free(self.outbufs)
-            self.outbufs = NULL
+        release_buffers(self.bufs, self.nfields * self.n)
+        free(self.bufs)
+        self.bufs = NULL
+        release_buffers(self.outbufs, self.nfields)
+        free(self.outbufs)
+        self.outbufs = NULL
         if self.stage != NULL:
             for k in range(self.nfields):
                 free(self.stage[k])
@@ -939,12 +935,9 @@ cdef class RowGather:
         self._release()
 
     cdef void _release(self):
-        cdef Py_ssize_t k
-        if self.bufs != NULL:
-            for k in range(self.nbufs):
-                PyBuffer_Release(&self.bufs[k])
-            free(self.bufs)
-            self.bufs = NULL
+        release_buffers(self.bufs, self.nbufs)
+        free(self.bufs)
+        self.bufs = NULL
         free(self.fields)
         self.fields = NULL
         free(self.srcs)
@@ -1032,18 +1025,13 @@ cdef class RowSources:
                 for f in range(self.nfields):
                     gather_field(&fs[f])
         finally:
-            if bufs != NULL:
-                for k in range(nbufs):
-                    PyBuffer_Release(&bufs[k])
+            release_buffers(bufs, nbufs)
             free(bufs)
             free(fs)
 
     def __dealloc__(self):
-        cdef Py_ssize_t k
-        if self.bufs != NULL:
-            for k in range(self.nbufs):
-                PyBuffer_Release(&self.bufs[k])
-            free(self.bufs)
+        release_buffers(self.bufs, self.nbufs)
+        free(self.bufs)
         free(self.fields)
         free(self.srcs)
 
