@@ -93,7 +93,7 @@ def _loop(ring, slot, errconn, target, call, parent_pid, ppid0):
     claim = ring.claim
     send = _transport.send
     while True:
-        if task.kept():
+        if not task.disabled and task.kept():
             task.disabled = True
             # Printed, not warnings.warn(): under -W error a warning would end
             # the worker's loop.

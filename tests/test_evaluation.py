@@ -440,6 +440,17 @@ def test_load_buffers_worker_keeping_a_shared_batch_is_warned_and_made_safe(capf
     assert err.count("kept an array") == 1  # once: then it stacks privately
 
 
+def test_worker_keeping_a_shared_batch_is_told_once_even_when_idle(capfd):
+    # shm_size: the ring is sized up front, so the first batch is made at once;
+    # the worker then polls for a task, idle, while the loop sleeps.
+    with seqtools.load_buffers(KeepsItsBatch(), max_cached=1, nworkers=1,
+                               shm_size=1 << 20) as it:
+        time.sleep(0.5)
+        next(it)
+        next(it)
+    assert capfd.readouterr().err.count("kept an array") == 1
+
+
 def test_load_buffers_sampler_error():
     it = seqtools.load_buffers(failing_sampler, nworkers=1)
     with pytest.raises(EvaluationError, match="(?s)failing_sampler.*no such sample"):
