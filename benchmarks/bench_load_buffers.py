@@ -22,6 +22,7 @@ Usage: python benchmarks/bench_load_buffers.py [--batches N] [--repeats R]
 
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -163,28 +164,21 @@ def main():
     print()
     print(summarize(results, baseline="seed sampler inline"))
     up = results["SeqTools 1.4.1 prefetch(process, shm), seed sampler"]
+    mine = results["seed sampler, load_buffers(nworkers=2)"]
+    bare = results["seed sampler in 2 bare processes (ceiling)"]
+    med = statistics.median
     if up:
-        import statistics
-
-        mine = results["seed sampler, load_buffers(nworkers=2)"]
-        bare = results["seed sampler in 2 bare processes (ceiling)"]
         paired = [a / b for a, b in zip(mine, up)]
         print(f"\nours / SeqTools 1.4.1 on the seed sampler: "
-              f"{statistics.median(mine) / statistics.median(up):.2f}x (ratio of "
-              f"medians); per repetition: {', '.join(f'{r:.2f}x' for r in paired)} "
-              f"(median {statistics.median(paired):.2f}x; issue 4 aims at >= 5x)")
+              f"{med(mine) / med(up):.2f}x (ratio of medians); per repetition: "
+              f"{', '.join(f'{r:.2f}x' for r in paired)} (median {med(paired):.2f}x; "
+              "issue 4 aims at >= 5x)")
         if bare:
             print(f"two bare processes running the sampler / SeqTools 1.4.1: "
-                  f"{statistics.median(bare) / statistics.median(up):.2f}x (what a "
-                  "loader with no cost at all would reach)")
-    bare = results["seed sampler in 2 bare processes (ceiling)"]
+                  f"{med(bare) / med(up):.2f}x (what a loader with no cost at all "
+                  "would reach)")
     if bare:
-        import statistics
-
-        mine = results["seed sampler, load_buffers(nworkers=2)"]
-        print(f"load_buffers / two bare processes: "
-              f"{statistics.median(mine) / statistics.median(bare):.2f}x")
-
+        print(f"load_buffers / two bare processes: {med(mine) / med(bare):.2f}x")
 
 if __name__ == "__main__":
     main()

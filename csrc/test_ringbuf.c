@@ -1088,65 +1088,60 @@ static void test_multi_block(void) {
 
 /* ----------------------------------------------------------------- runner ---- */
 
-/* Wake-ups are issued after the mutex is released (ring_unlock): none may be lost.
- * A producer and the consumer hand work back and forth with a window of one task,
- * so that every step sleeps on one side and is woken by the other: the producer
- * waits in claim for task_advance, the consumer in pop for commit.  A lost
- * wake-up would leave a side asleep until its LONG_WAIT timeout (20 s); the whole
- * exchange must take far less than one such timeout. */
-#define PINGPONG_ROUNDS 2000
-
-static void pingpong_producer(sq_ring *r, int worker) {
-    for (int k = 0; k < PINGPONG_ROUNDS; k++) {
-        int64_t index;
-        uint64_t epoch, off;
-        CHECK_EQ(sq_task_claim(r, worker, LONG_WAIT, &index, &epoch), SQ_OK);
-        CHECK_EQ(index, k);
-        CHECK_EQ(sq_ring_reserve(r, worker, 64, LONG_WAIT, &off), SQ_OK);
-        ((unsigned char *)r)[off] = (unsigned char)k;
-        CHECK_EQ(sq_ring_commit(r, worker, off, index, epoch, SQ_KIND_RESULT), SQ_OK);
-        if (g_fail) return;
-    }
-}
-
-static void test_wakeups_not_lost(void) {
-    sq_ring *r = ring_new(1, 4, 4096, 4096);
-    sq_task_reset(r, 0, -1, 1);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    pid_t pid = spawn(pingpong_producer, r, 0);
-    for (int k = 0; k < PINGPONG_ROUNDS && !g_fail; k++) {
-        sq_entry e;
-        CHECK_EQ(sq_ring_pop(r, LONG_WAIT, &e, NULL), SQ_OK);
-        CHECK_EQ(e.index, k);
-        CHECK_EQ(((unsigned char *)r)[e.offset], (unsigned char)k);
-        CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
-        sq_task_advance(r, k + 1);
-    }
-    CHECK(reap_ok(pid));
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double elapsed = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-    CHECK(elapsed < LONG_WAIT / 2); /* not a timing test: one lost wake-up costs 20 s */
-}
-
 static double seconds_since(const struct timespec *t0) {
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
 }
 
-/* Producer for coalesced_pop: COALESCE_ROUNDS results through a window of 4. */
-#define COALESCE_ROUNDS 3000
-static void coalesce_producer(sq_ring *r, int worker) {
-    for (int k = 0; k < COALESCE_ROUNDS; k++) {
+/* A producer handing HANDOFF_ROUNDS results to the consumer, one task at a time:
+ * it claims tasks 0, 1, ... in order and writes each index as the payload. */
+#define HANDOFF_ROUNDS 3000
+static void handoff_producer(sq_ring *r, int worker) {
+    for (int64_t k = 0; k < HANDOFF_ROUNDS; k++) {
         int64_t index;
         uint64_t epoch, off;
         CHECK_EQ(sq_task_claim(r, worker, LONG_WAIT, &index, &epoch), SQ_OK);
+        CHECK_EQ(index, k);
         CHECK_EQ(sq_ring_reserve(r, worker, 64, LONG_WAIT, &off), SQ_OK);
         memcpy((char *)r + off, &index, sizeof index);
         CHECK_EQ(sq_ring_commit(r, worker, off, index, epoch, SQ_KIND_RESULT), SQ_OK);
         if (g_fail) return;
     }
+}
+
+/* The consumer's side of a hand-off: pop (waking once `want` are queued, fewer
+ * at the end), check the payload, release, move the window. */
+static void handoff_consume(sq_ring *r, uint64_t want) {
+    for (int64_t k = 0; k < HANDOFF_ROUNDS && !g_fail; k++) {
+        sq_entry e;
+        int64_t got;
+        uint64_t left = (uint64_t)(HANDOFF_ROUNDS - k); /* the producer stops */
+        CHECK_EQ(sq_ring_pop_n(r, LONG_WAIT, want < left ? want : left, &e, NULL),
+                 SQ_OK);
+        CHECK_EQ(e.index, k);
+        memcpy(&got, (char *)r + e.offset, sizeof got);
+        CHECK_EQ(got, k);
+        CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
+        sq_task_advance(r, k + 1);
+    }
+}
+
+/* Wake-ups are issued after the mutex is released (ring_unlock): none may be lost.
+ * A producer and the consumer hand work back and forth with a window of one task,
+ * so that every step sleeps on one side and is woken by the other: the producer
+ * waits in claim for task_advance, the consumer in pop for commit.  A lost
+ * wake-up would leave a side asleep until its LONG_WAIT timeout (20 s); the whole
+ * exchange must take far less than one such timeout. */
+static void test_wakeups_not_lost(void) {
+    sq_ring *r = ring_new(1, 4, 4096, 4096);
+    sq_task_reset(r, 0, -1, 1);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pid_t pid = spawn(handoff_producer, r, 0);
+    handoff_consume(r, 1);
+    CHECK(reap_ok(pid));
+    CHECK(seconds_since(&t0) < LONG_WAIT / 2); /* not a timing test: see above */
 }
 
 static void test_coalesced_pop(void) {
@@ -1205,19 +1200,8 @@ static void test_coalesced_pop_rounds(void) {
     sq_task_reset(r, 0, -1, 4);
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    pid_t pid = spawn(coalesce_producer, r, 0);
-    for (int k = 0; k < COALESCE_ROUNDS && !g_fail; k++) {
-        sq_entry e;
-        int64_t got;
-        /* never more than are left to come (the producer stops) */
-        uint64_t want = COALESCE_ROUNDS - k < 3 ? (uint64_t)(COALESCE_ROUNDS - k) : 3;
-        CHECK_EQ(sq_ring_pop_n(r, LONG_WAIT, want, &e, NULL), SQ_OK);
-        CHECK_EQ(e.index, k);
-        memcpy(&got, (char *)r + e.offset, sizeof got);
-        CHECK_EQ(got, k);
-        CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
-        sq_task_advance(r, k + 1);
-    }
+    pid_t pid = spawn(handoff_producer, r, 0);
+    handoff_consume(r, 3);
     CHECK(reap_ok(pid));
     CHECK(seconds_since(&t0) < LONG_WAIT / 2); /* not a timing test: see above */
 }
