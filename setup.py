@@ -45,7 +45,7 @@ extensions = [
     ext(
         "seqtools._ring",
         ["seqtools/_ring.pyx", "csrc/ringbuf.c"],
-        include_dirs=["csrc"],
+        include_dirs=["csrc", numpy.get_include()],  # the allocation hook (NEP 49)
         define_macros=[("_GNU_SOURCE", "1")],
         extra_compile_args=["-pthread"],
         extra_link_args=["-pthread"],

@@ -31,10 +31,14 @@
 #endif
 
 #define SQ_MAGIC 0x5351524e47425546ULL /* "SQRNGBUF" */
-#define SQ_VERSION 2 /* 2: ready_want, task_seq (coalesced wake-ups) */
+#define SQ_VERSION 3 /* 2: ready_want, task_seq (coalesced wake-ups); 3: kept blocks */
 #define SQ_RETRY_MAX 64
+#define SQ_DEATHS_MAX 64
 
-enum { BLK_FREE = 0, BLK_RESERVED = 1, BLK_COMMITTED = 2 };
+/* KEPT: a producer's own allocation (sq_ring_keep), outside its task's list: left
+ * alone by commit (unless adopted) and cancel, freed by sq_ring_unkeep or by
+ * sq_worker_reset after a death. */
+enum { BLK_FREE = 0, BLK_RESERVED = 1, BLK_COMMITTED = 2, BLK_KEPT = 3 };
 
 typedef struct {
     uint64_t size;   /* whole block: header + payload, multiple of SQ_ALIGN */
@@ -84,9 +88,17 @@ struct sq_ring {
     int32_t n_retry;
     int32_t _pad0;
     int64_t retry[SQ_RETRY_MAX];
-    int64_t death_index;  /* last index a producer died holding, and how often */
-    int32_t death_count;
+    /* Indices producers died holding, and how often each (oldest first): an item
+     * that kills every producer that takes it is given up on by the consumer.
+     * One entry per index, not just the last one: with two such items taken by
+     * two producers in turn, a single "last index" restarted its count at each
+     * death and the producers were replaced forever. */
+    int32_t n_deaths;
     int32_t _pad1;
+    struct {
+        int64_t index;
+        int64_t count;
+    } deaths[SQ_DEATHS_MAX];
     pthread_mutex_t lock;
     /* Event counters: bumped (under the lock) when producers (space) or the
      * consumer (ready) may proceed; waiters sleep on them with a futex.  Unlike a
@@ -107,6 +119,7 @@ struct sq_ring {
      * sq_ring_pop_n, which coalesces wake-ups (a commit that leaves fewer queued
      * wakes nobody, and saves itself the futex syscall). */
     uint64_t ready_want;
+    uint64_t n_kept;  /* blocks in state KEPT */
     /* followed by sq_slot slots[nworkers], sq_entry entries[qlen] */
 };
 
@@ -276,7 +289,6 @@ int sq_ring_init(void *region, int nworkers, int qlen, uint64_t capacity) {
     r->qlen = qlen;
     r->data_offset = sq_ring_header_size(nworkers, qlen);
     r->capacity = capacity;
-    r->death_index = -1;
     r->ready_want = 1;
     r->refill = 1;
     /* A data area sized now starts as one free block, as sq_ring_set_capacity
@@ -340,6 +352,8 @@ int sq_ring_set_capacity(sq_ring *r, uint64_t capacity) {
 uint64_t sq_ring_data_offset(const sq_ring *r) { return r->data_offset; }
 
 uint64_t sq_ring_capacity(const sq_ring *r) { return r->capacity; }
+
+int sq_ring_nworkers(const sq_ring *r) { return r->nworkers; }
 
 /* Under the lock: merge the free blocks that follow the free block at pos (up to
  * the end of the area; a run never wraps). */
@@ -471,22 +485,45 @@ static void slot_done(sq_ring *r, int worker) { ring_slots(r)[worker].task = -1;
 
 int sq_ring_commit(sq_ring *r, int worker, uint64_t offset, int64_t index,
                    uint64_t epoch, uint32_t kind) {
-    if (worker < 0 || worker >= r->nworkers) return SQ_EINVAL;
+    return sq_ring_commit_n(r, worker, offset, index, epoch, kind, NULL, 0);
+}
+
+/* Under the lock: is every adopted offset a distinct KEPT block of worker, other
+ * than the main block b? */
+static int adoptable(sq_ring *r, int worker, const sq_block *b, const uint64_t *adopt,
+                     int nadopt) {
+    for (int i = 0; i < nadopt; i++) {
+        sq_block *x = block_of(r, adopt[i]);
+        if (x == NULL || x == b || x->state != BLK_KEPT || x->worker != worker)
+            return 0;
+        for (int j = 0; j < i; j++)
+            if (adopt[j] == adopt[i]) return 0;
+    }
+    return 1;
+}
+
+int sq_ring_commit_n(sq_ring *r, int worker, uint64_t offset, int64_t index,
+                     uint64_t epoch, uint32_t kind, const uint64_t *adopt, int nadopt) {
+    if (worker < 0 || worker >= r->nworkers || nadopt < 0 ||
+        nadopt > SQ_SLOT_BLOCKS || (nadopt > 0 && adopt == NULL))
+        return SQ_EINVAL;
     int rc = ring_lock(r);
     if (rc != SQ_OK) return rc;
     sq_block *b = block_of(r, offset);
     sq_slot *slot = &ring_slots(r)[worker];
-    if (b == NULL || b->state != BLK_RESERVED || b->worker != worker) {
+    if (b == NULL || (b->state != BLK_RESERVED && b->state != BLK_KEPT) ||
+        b->worker != worker || !adoptable(r, worker, b, adopt, nadopt)) {
         rc = SQ_ECORRUPT;
     } else if (r->q_write - r->q_read >= (uint64_t)r->qlen) {
-        rc = SQ_EFULL; /* the blocks stay reserved */
+        rc = SQ_EFULL; /* the blocks stay reserved (or kept) */
     } else {
         /* Every block the task reserved goes over together, in this critical
          * section: the main block to the queue, the others (arrays its code built
-         * in place, named in the payload) as blocks the consumer holds.  States
-         * change before the entry is queued, so a worker killed in between leaves
-         * committed blocks nobody names (space lost until the ring goes), never
-         * an entry naming a freed block. */
+         * in place, named in the payload) as blocks the consumer holds, and with
+         * them the kept blocks it adopts.  States change before the entry is
+         * queued, so a worker killed in between leaves committed blocks nobody
+         * names (space lost until the ring goes), never an entry naming a freed
+         * block. */
         for (uint32_t k = 0; k < slot->n_held; k++) {
             sq_block *x = block_at(r, slot->held[k]);
             if (x == b || x->state != BLK_RESERVED || x->worker != worker) continue;
@@ -494,13 +531,66 @@ int sq_ring_commit(sq_ring *r, int worker, uint64_t offset, int64_t index,
             r->n_reserved--;
             r->n_popped++;
         }
+        for (int i = 0; i < nadopt; i++) {
+            sq_block *x = block_of(r, adopt[i]);
+            x->state = BLK_COMMITTED;
+            r->n_kept--;
+            r->n_popped++;
+        }
+        if (b->state == BLK_KEPT)
+            r->n_kept--;
+        else
+            r->n_reserved--;
         b->state = BLK_COMMITTED;
-        r->n_reserved--;
         r->n_committed++;
         slot->n_held = 0;
         sq_entry e = {offset, b->size - SQ_BLOCK_HEADER, index, epoch, worker, kind};
         queue_push(r, &e); /* cannot fail: space checked above */
         slot_done(r, worker);
+    }
+    ring_unlock(r);
+    return rc;
+}
+
+int sq_ring_keep(sq_ring *r, int worker, uint64_t nbytes, uint64_t max_used,
+                 uint64_t *offset) {
+    uint64_t need = align_up(nbytes, SQ_ALIGN) + SQ_BLOCK_HEADER;
+    if (worker < 0 || worker >= r->nworkers || offset == NULL) return SQ_EINVAL;
+    if (nbytes > UINT64_MAX - SQ_ALIGN - SQ_BLOCK_HEADER) return SQ_ETOOBIG;
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
+    if (r->closed) {
+        rc = SQ_CLOSED;
+    } else if (r->capacity == 0 || r->used + need > max_used) {
+        rc = SQ_TIMEOUT;
+    } else {
+        uint64_t pos = ring_alloc(r, worker, need);
+        if (pos == UINT64_MAX) {
+            rc = SQ_TIMEOUT;
+        } else {
+            block_at(r, pos)->state = BLK_KEPT;
+            r->n_kept++;
+            *offset = r->data_offset + pos + SQ_BLOCK_HEADER;
+        }
+    }
+    ring_unlock(r);
+    return rc;
+}
+
+static void free_block(sq_ring *r, sq_block *b);
+
+int sq_ring_unkeep(sq_ring *r, int worker, uint64_t offset) {
+    if (worker < 0 || worker >= r->nworkers) return SQ_EINVAL;
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
+    sq_block *b = block_of(r, offset);
+    if (b == NULL) {
+        rc = SQ_EINVAL;
+    } else if (b->state != BLK_KEPT || b->worker != worker) {
+        rc = SQ_ECORRUPT;
+    } else {
+        free_block(r, b);
+        ring_wake(&r->space_seq, r->space_sleepers);
     }
     ring_unlock(r);
     return rc;
@@ -581,17 +671,21 @@ int sq_ring_release(sq_ring *r, uint64_t offset) {
     return rc;
 }
 
-/* Under the lock: free every block `worker` reserved and did not commit. */
+/* Under the lock: free one reserved or kept block. */
 static void free_block(sq_ring *r, sq_block *b) {
+    if (b->state == BLK_KEPT)
+        r->n_kept--;
+    else
+        r->n_reserved--;
     b->state = BLK_FREE;
     b->magic = 0;
     r->used -= b->size;
-    r->n_reserved--;
 }
 
 /* Under the lock: free every block `worker` reserved and did not commit.  The
- * slot's list is enough for a live worker; after a death the whole area is
- * walked, since it may have died between allocating a block and listing it. */
+ * slot's list is enough for a live worker, whose kept blocks stay its own; after
+ * a death the whole area is walked, since it may have died between allocating a
+ * block and listing it, and its kept blocks go too. */
 static int free_reserved(sq_ring *r, int worker, int walk) {
     sq_slot *slot = &ring_slots(r)[worker];
     if (r->capacity == 0) return SQ_OK;
@@ -604,7 +698,8 @@ static int free_reserved(sq_ring *r, int worker, int walk) {
         for (uint64_t pos = 0; pos < r->capacity;) {
             sq_block *b = block_at(r, pos);
             if (b->size == 0 || b->size % SQ_ALIGN) return SQ_ECORRUPT;
-            if (b->state == BLK_RESERVED && b->worker == worker) free_block(r, b);
+            if ((b->state == BLK_RESERVED || b->state == BLK_KEPT) && b->worker == worker)
+                free_block(r, b);
             pos += b->size;
         }
     }
@@ -620,6 +715,20 @@ int sq_ring_cancel(sq_ring *r, int worker) {
     rc = free_reserved(r, worker, 0);
     ring_unlock(r);
     return rc;
+}
+
+/* Under the lock: one more producer died holding `index`; returns how many have. */
+static int count_death(sq_ring *r, int64_t index) {
+    for (int i = 0; i < r->n_deaths; i++)
+        if (r->deaths[i].index == index) return (int)++r->deaths[i].count;
+    if (r->n_deaths == SQ_DEATHS_MAX) { /* forget the oldest */
+        memmove(&r->deaths[0], &r->deaths[1], sizeof r->deaths[0] * (SQ_DEATHS_MAX - 1));
+        r->n_deaths--;
+    }
+    r->deaths[r->n_deaths].index = index;
+    r->deaths[r->n_deaths].count = 1;
+    r->n_deaths++;
+    return 1;
 }
 
 int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths) {
@@ -645,13 +754,7 @@ int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths) {
         } else {
             r->retry[r->n_retry++] = s->task;
             *index = s->task;
-            if (r->death_index == s->task) {
-                r->death_count++;
-            } else {
-                r->death_index = s->task;
-                r->death_count = 1;
-            }
-            *deaths = r->death_count;
+            *deaths = count_death(r, s->task);
         }
     }
     s->task = -1;
@@ -733,10 +836,10 @@ int sq_task_drop(sq_ring *r, int64_t index) {
     for (int i = 0; i < r->n_retry; i++)
         if (r->retry[i] != index) r->retry[kept++] = r->retry[i];
     r->n_retry = kept;
-    if (r->death_index == index) {
-        r->death_index = -1;
-        r->death_count = 0;
-    }
+    kept = 0;
+    for (int i = 0; i < r->n_deaths; i++)
+        if (r->deaths[i].index != index) r->deaths[kept++] = r->deaths[i];
+    r->n_deaths = kept;
     ring_unlock(r);
     return SQ_OK;
 }
@@ -776,6 +879,7 @@ int sq_ring_stats(sq_ring *r, sq_stats *out) {
     out->popped = r->n_popped;
     out->space_waiters = r->space_waiters;
     out->requested = r->requested;
+    out->kept = r->n_kept;
     /* Free runs as ring_alloc would merge them (without merging: read only). */
     out->largest_free = 0;
     uint64_t run = 0;

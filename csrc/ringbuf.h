@@ -80,6 +80,7 @@ typedef struct {
     uint64_t largest_free;   /* largest run of free space, block headers included */
     uint64_t waiting_for;    /* largest block (header included) a sleeping producer
                                 waits for in sq_ring_reserve; 0 if none */
+    uint64_t kept;           /* blocks kept by producers (sq_ring_keep) */
 } sq_stats;
 
 /* Bytes of header for nworkers producers and a completion queue of qlen entries;
@@ -102,6 +103,7 @@ int sq_ring_set_capacity(sq_ring *r, uint64_t capacity);
 
 uint64_t sq_ring_data_offset(const sq_ring *r);
 uint64_t sq_ring_capacity(const sq_ring *r);
+int sq_ring_nworkers(const sq_ring *r);
 
 /* Producer `worker`: reserve a contiguous payload of nbytes (rounded up to
  * SQ_ALIGN).  Waits while the ring is full (backpressure) or not yet sized (the
@@ -119,6 +121,28 @@ int sq_ring_reserve(sq_ring *r, int worker, uint64_t nbytes, double timeout,
  * SQ_EFULL (completion queue full; nothing changed). */
 int sq_ring_commit(sq_ring *r, int worker, uint64_t offset, int64_t index,
                    uint64_t epoch, uint32_t kind);
+
+/* Producer: sq_ring_commit that also hands over `nadopt` blocks it kept
+ * (sq_ring_keep), named by their payload offsets, as blocks the consumer holds;
+ * the main block at `offset` may itself be a kept block.  All or nothing:
+ * SQ_ECORRUPT (nothing changed) unless each adopted offset is a distinct kept
+ * block of this worker.  Blocks it keeps and does not adopt stay kept. */
+int sq_ring_commit_n(sq_ring *r, int worker, uint64_t offset, int64_t index,
+                     uint64_t epoch, uint32_t kind, const uint64_t *adopt, int nadopt);
+
+/* Producer: allocate a block of nbytes that stays the worker's own across tasks
+ * (for memory its code allocates, which may or may not end up in a result):
+ * sq_ring_commit hands it over only if adopted, sq_ring_cancel leaves it, and
+ * only sq_ring_unkeep (or sq_worker_reset after a death) frees it.  Never waits:
+ * SQ_TIMEOUT if the ring is unsized, if no free run is large enough now, or if
+ * the bytes in use would pass max_used.  Returns SQ_OK (*offset: the payload),
+ * SQ_TIMEOUT, SQ_CLOSED, SQ_EINVAL, SQ_ETOOBIG. */
+int sq_ring_keep(sq_ring *r, int worker, uint64_t nbytes, uint64_t max_used,
+                 uint64_t *offset);
+
+/* Producer: free a block it kept.  Returns SQ_OK, SQ_EINVAL (no such block),
+ * SQ_ECORRUPT (not a block this worker keeps). */
+int sq_ring_unkeep(sq_ring *r, int worker, uint64_t offset);
 
 /* Producer: give back every block it reserved and will not commit (its task
  * failed half-way).  Returns SQ_OK, SQ_EINVAL, SQ_ECORRUPT. */

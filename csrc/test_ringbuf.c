@@ -144,11 +144,12 @@ static void check_invariants(sq_ring *r) {
     CHECK_EQ(ring_lock(r), SQ_OK);
     CHECK(r->q_write - r->q_read <= (uint64_t)r->qlen);
     if (r->capacity != 0) {
-        uint64_t n_res = 0, n_com = 0, used = 0, pos = 0;
+        uint64_t n_res = 0, n_com = 0, n_kept = 0, used = 0, pos = 0;
         int cursor_ok = r->cursor == 0;
         while (pos < r->capacity) {
             sq_block *b = block_at(r, pos);
-            int live = b->state == BLK_RESERVED || b->state == BLK_COMMITTED;
+            int live = b->state == BLK_RESERVED || b->state == BLK_COMMITTED ||
+                       b->state == BLK_KEPT;
             if (b->size < SQ_BLOCK_HEADER || b->size % SQ_ALIGN ||
                 (b->state != BLK_FREE && !live) || (live && b->magic != (SQ_MAGIC ^ pos))) {
                 fprintf(stderr, "  bad block at %llu: size %llu state %u magic ok %d\n",
@@ -159,6 +160,7 @@ static void check_invariants(sq_ring *r) {
             }
             n_res += b->state == BLK_RESERVED;
             n_com += b->state == BLK_COMMITTED;
+            n_kept += b->state == BLK_KEPT;
             used += live ? b->size : 0;
             cursor_ok |= r->cursor == pos;
             pos += b->size;
@@ -168,6 +170,7 @@ static void check_invariants(sq_ring *r) {
         CHECK_EQ(used, r->used);
         CHECK_EQ(n_res, r->n_reserved);
         CHECK_EQ(n_com, r->n_committed + r->n_popped);
+        CHECK_EQ(n_kept, r->n_kept);
     }
     ring_unlock(r);
 }
@@ -179,6 +182,7 @@ static void check_idle(sq_ring *r) {
     CHECK_EQ(s.committed, 0);
     CHECK_EQ(s.popped, 0);
     CHECK_EQ(s.space_waiters, 0);
+    CHECK_EQ(s.kept, 0);
     check_invariants(r);
 }
 
@@ -1086,6 +1090,151 @@ static void test_multi_block(void) {
     close(g_pipe[1]);
 }
 
+/* A producer that keeps a block, then dies: sq_worker_reset frees it. */
+static void keeping_producer(sq_ring *r, int w) {
+    uint64_t off;
+    CHECK_EQ(sq_ring_keep(r, w, 500, UINT64_MAX, &off), SQ_OK);
+    memset((char *)r + off, 0x77, 500);
+    char c = 1;
+    if (write(g_pipe[1], &c, 1) != 1) g_fail++;
+    pause(); /* killed here */
+}
+
+static void test_kept_blocks(void) {
+    sq_ring *r = ring_new(2, 8, 8192, 8192);
+    uint64_t k1, k2, k3, main_, other, big;
+    sq_entry e;
+    int64_t i;
+    int deaths;
+    /* unsized: no waiting, no request recorded */
+    sq_ring *u = ring_new(1, 4, 0, 8192);
+    CHECK_EQ(sq_ring_keep(u, 0, 100, UINT64_MAX, &k1), SQ_TIMEOUT);
+    CHECK_EQ(stats(u).requested, 0);
+    CHECK_EQ(sq_ring_keep(u, 1, 100, UINT64_MAX, &k1), SQ_EINVAL);
+
+    CHECK_EQ(sq_ring_keep(r, 0, 1000, UINT64_MAX, &k1), SQ_OK);
+    CHECK_EQ(sq_ring_keep(r, 0, 1000, UINT64_MAX, &k2), SQ_OK);
+    CHECK_EQ(sq_ring_keep(r, 0, 1000, UINT64_MAX, &k3), SQ_OK);
+    pattern_fill((unsigned char *)r + k1, 1000, 0, 1);
+    pattern_fill((unsigned char *)r + k2, 1000, 0, 2);
+    sq_stats s = stats(r);
+    CHECK_EQ(s.kept, 3);
+    CHECK_EQ(s.reserved, 0);
+    CHECK_EQ(s.used, 3 * (1024 + SQ_BLOCK_HEADER));
+    check_invariants(r);
+    /* max_used: refused rather than waited for, and nothing changes */
+    CHECK_EQ(sq_ring_keep(r, 0, 1000, s.used + 1000, &big), SQ_TIMEOUT);
+    CHECK_EQ(sq_ring_keep(r, 0, 9000, UINT64_MAX, &big), SQ_TIMEOUT);
+    CHECK_EQ(stats(r).kept, 3);
+    /* the consumer cannot release a kept block; another worker cannot free it */
+    CHECK_EQ(sq_ring_release(r, k1), SQ_ECORRUPT);
+    CHECK_EQ(sq_ring_unkeep(r, 1, k1), SQ_ECORRUPT);
+    CHECK_EQ(sq_ring_unkeep(r, 0, k1 + 64), SQ_EINVAL);
+    /* cancel leaves kept blocks alone */
+    CHECK_EQ(sq_ring_reserve(r, 0, 100, 0, &main_), SQ_OK);
+    CHECK_EQ(sq_ring_cancel(r, 0), SQ_OK);
+    CHECK_EQ(stats(r).kept, 3);
+    CHECK_EQ(stats(r).reserved, 0);
+    /* commit_n: all or nothing */
+    CHECK_EQ(sq_ring_reserve(r, 0, 100, 0, &main_), SQ_OK);
+    CHECK_EQ(sq_ring_reserve(r, 1, 100, 0, &other), SQ_OK);
+    uint64_t dup[2] = {k1, k1}, foreign[2] = {k1, other}, self_[1] = {main_};
+    CHECK_EQ(sq_ring_commit_n(r, 0, main_, 7, 0, 0, dup, 2), SQ_ECORRUPT);
+    CHECK_EQ(sq_ring_commit_n(r, 0, main_, 7, 0, 0, foreign, 2), SQ_ECORRUPT);
+    CHECK_EQ(sq_ring_commit_n(r, 0, main_, 7, 0, 0, self_, 1), SQ_ECORRUPT);
+    CHECK_EQ(sq_ring_commit_n(r, 0, main_, 7, 0, 0, NULL, 1), SQ_EINVAL);
+    CHECK_EQ(sq_ring_commit_n(r, 0, main_, 7, 0, 0, dup, -1), SQ_EINVAL);
+    s = stats(r);
+    CHECK_EQ(s.kept, 3);
+    CHECK_EQ(s.reserved, 2);
+    CHECK_EQ(s.committed, 0);
+    check_invariants(r);
+    /* adopt k2 with the main block: k1 and k3 stay kept */
+    uint64_t adopt[1] = {k2};
+    CHECK_EQ(sq_ring_commit_n(r, 0, main_, 7, 0, 0, adopt, 1), SQ_OK);
+    s = stats(r);
+    CHECK_EQ(s.kept, 2);
+    CHECK_EQ(s.reserved, 1); /* worker 1's */
+    CHECK_EQ(s.committed, 1);
+    CHECK_EQ(s.popped, 1); /* the adopted block, held by the consumer */
+    check_invariants(r);
+    CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+    CHECK_EQ(e.offset, main_);
+    CHECK_EQ(e.index, 7);
+    CHECK(pattern_ok((unsigned char *)r + k2, 1000, 0, 2));
+    CHECK_EQ(sq_ring_unkeep(r, 0, k2), SQ_ECORRUPT); /* the consumer's now */
+    CHECK_EQ(sq_ring_release(r, k2), SQ_OK);
+    CHECK_EQ(sq_ring_release(r, main_), SQ_OK);
+    /* a kept block as the main block, alone */
+    CHECK_EQ(sq_ring_commit_n(r, 0, k1, 8, 0, 0, NULL, 0), SQ_OK);
+    CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+    CHECK_EQ(e.offset, k1);
+    CHECK_EQ(e.nbytes, 1024);
+    CHECK(pattern_ok((unsigned char *)r + k1, 1000, 0, 1));
+    CHECK_EQ(sq_ring_release(r, k1), SQ_OK);
+    CHECK_EQ(sq_ring_unkeep(r, 0, k3), SQ_OK);
+    CHECK_EQ(sq_ring_unkeep(r, 0, k3), SQ_EINVAL);
+    CHECK_EQ(sq_ring_commit(r, 1, other, 9, 0, 0), SQ_OK);
+    CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+    CHECK_EQ(sq_ring_release(r, other), SQ_OK);
+    check_idle(r);
+
+    /* a producer killed while it keeps a block: the reset frees it */
+    CHECK_EQ(pipe(g_pipe), 0);
+    pid_t pid = spawn(keeping_producer, r, 1);
+    char c;
+    CHECK_EQ(read(g_pipe[0], &c, 1), 1);
+    kill_reap(pid);
+    CHECK_EQ(stats(r).kept, 1);
+    CHECK_EQ(sq_worker_reset(r, 1, &i, &deaths), SQ_OK);
+    check_idle(r);
+    close(g_pipe[0]);
+    close(g_pipe[1]);
+}
+
+/* Two items that each kill whoever takes them, taken by two producers in turn:
+ * each item's count climbs on its own (a single "last index" count restarted at
+ * every death, and the consumer replaced producers forever). */
+static void test_interleaved_deaths(void) {
+    sq_ring *r = ring_new(2, 8, 4096, 4096);
+    int64_t i0, i1, idx;
+    uint64_t ep;
+    int deaths;
+    CHECK_EQ(sq_task_reset(r, 0, -1, 4), 1);
+    for (int round = 1; round <= 3; round++) {
+        CHECK_EQ(sq_task_claim(r, 0, 0, &i0, &ep), SQ_OK);
+        CHECK_EQ(sq_task_claim(r, 1, 0, &i1, &ep), SQ_OK);
+        CHECK_EQ(i0 + i1, 1); /* tasks 0 and 1, in either order */
+        CHECK_EQ(sq_worker_reset(r, 0, &idx, &deaths), SQ_OK);
+        CHECK_EQ(idx, i0);
+        CHECK_EQ(deaths, round);
+        CHECK_EQ(sq_worker_reset(r, 1, &idx, &deaths), SQ_OK);
+        CHECK_EQ(idx, i1);
+        CHECK_EQ(deaths, round);
+    }
+    /* given up on (dropped): its count is forgotten, the other's is not */
+    CHECK_EQ(sq_task_drop(r, 0), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i0, &ep), SQ_OK);
+    CHECK_EQ(i0, 1);
+    CHECK_EQ(sq_worker_reset(r, 0, &idx, &deaths), SQ_OK);
+    CHECK_EQ(deaths, 4);
+    CHECK_EQ(sq_task_drop(r, 1), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i0, &ep), SQ_OK);
+    CHECK_EQ(i0, 2);
+    CHECK_EQ(sq_worker_reset(r, 0, &idx, &deaths), SQ_OK);
+    CHECK_EQ(deaths, 1);
+    /* more dying items than the table holds: the oldest are forgotten, no overflow */
+    CHECK_EQ(sq_task_drop(r, 2), SQ_OK);
+    for (int k = 0; k < 200; k++) {
+        CHECK_EQ(sq_task_claim(r, 0, 0, &i0, &ep), SQ_OK);
+        CHECK_EQ(sq_worker_reset(r, 0, &idx, &deaths), SQ_OK);
+        CHECK_EQ(deaths, 1);
+        CHECK_EQ(sq_task_drop(r, idx), SQ_OK);
+        sq_task_advance(r, idx + 1);
+    }
+    check_invariants(r);
+}
+
 /* ----------------------------------------------------------------- runner ---- */
 
 static double seconds_since(const struct timespec *t0) {
@@ -1339,6 +1488,8 @@ static const struct {
     {"killed_holding_mutex", test_killed_holding_mutex},
     {"killed_while_waiting", test_killed_while_waiting},
     {"multi_block", test_multi_block},
+    {"kept_blocks", test_kept_blocks},
+    {"interleaved_deaths", test_interleaved_deaths},
 };
 
 int main(int argc, char **argv) {

@@ -44,6 +44,7 @@ cdef extern from "ringbuf.h" nogil:
         uint64_t requested
         uint64_t largest_free
         uint64_t waiting_for
+        uint64_t kept
 
     size_t sq_ring_header_size(int nworkers, int qlen)
     int sq_ring_init(void *region, int nworkers, int qlen, uint64_t capacity)
@@ -51,10 +52,17 @@ cdef extern from "ringbuf.h" nogil:
     int sq_ring_set_capacity(sq_ring *r, uint64_t capacity)
     uint64_t sq_ring_data_offset(const sq_ring *r)
     uint64_t sq_ring_capacity(const sq_ring *r)
+    int sq_ring_nworkers(const sq_ring *r)
     int sq_ring_reserve(sq_ring *r, int worker, uint64_t nbytes, double timeout,
                         uint64_t *offset)
     int sq_ring_commit(sq_ring *r, int worker, uint64_t offset, int64_t index,
                        uint64_t epoch, uint32_t kind)
+    int sq_ring_commit_n(sq_ring *r, int worker, uint64_t offset, int64_t index,
+                         uint64_t epoch, uint32_t kind, const uint64_t *adopt,
+                         int nadopt)
+    int sq_ring_keep(sq_ring *r, int worker, uint64_t nbytes, uint64_t max_used,
+                     uint64_t *offset)
+    int sq_ring_unkeep(sq_ring *r, int worker, uint64_t offset)
     int sq_ring_cancel(sq_ring *r, int worker)
     int sq_ring_post(sq_ring *r, int worker, int64_t index, uint64_t epoch,
                      uint32_t kind)
@@ -92,3 +100,15 @@ cdef class Block:
 
 
 cdef Block make_block(Ring ring, uint64_t offset, uint64_t nbytes, bint leased)
+
+
+# The worker's numpy allocation hook (see _ring.pyx): large arrays its code
+# allocates while a task runs are placed in kept ring blocks, so that a result
+# made of them crosses to the parent with no copy.
+cdef bint hook_find(const char *ptr, size_t nbytes, uint64_t *offset,
+                    uint64_t *block_bytes) noexcept
+cdef void hook_adopted(uint64_t offset) noexcept
+cdef uint64_t hook_headroom() noexcept
+cdef int hook_live() noexcept
+cdef int commit_n(Ring ring, int worker, uint64_t offset, int64_t index,
+                  uint64_t epoch, const uint64_t *adopt, int nadopt) except -1

@@ -43,7 +43,18 @@ from libc.stdint cimport uint64_t
 from cpython.ref cimport Py_INCREF
 from libc.string cimport memcpy
 
-from ._ring cimport Block, Ring, make_block
+from cpython.object cimport PyObject, PyTypeObject
+
+from ._ring cimport (
+    Block,
+    Ring,
+    commit_n,
+    hook_adopted,
+    hook_find,
+    hook_headroom,
+    hook_live,
+    make_block,
+)
 
 import gc
 import pickle
@@ -306,24 +317,75 @@ cdef inline uint64_t _get_u64(const char *p) noexcept nogil:
     return v
 
 
-def send(Ring ring, int slot, long long index, unsigned long long epoch, result,
+cdef extern from "Python.h":
+    Py_ssize_t Py_REFCNT(PyObject *o)
+    PyObject *PyTuple_GET_ITEM(PyObject *o, Py_ssize_t i)
+    Py_ssize_t PyTuple_GET_SIZE(PyObject *o)
+    PyObject *PyList_GET_ITEM(PyObject *o, Py_ssize_t i)
+    Py_ssize_t PyList_GET_SIZE(PyObject *o)
+    bint PyTuple_Check(PyObject *o)
+    bint PyList_CheckExact(PyObject *o)
+    bint PyDict_CheckExact(PyObject *o)
+    int PyDict_Next(PyObject *d, Py_ssize_t *pos, PyObject **k, PyObject **v)
+    PyTypeObject *Py_TYPE(PyObject *o)
+
+
+cdef void _sole(PyObject *o, set out, int depth):
+    """Add to ``out`` the address of every array in ``o`` that nothing but ``o``
+    references: ``o`` and every container on the way hold the only reference.
+
+    ``o`` is borrowed and must itself be referenced once (the caller's own
+    reference, or its container's); nothing here takes a reference, so the
+    counts read are exact.
+    """
+    cdef Py_ssize_t i, n, pos = 0
+    cdef PyObject *k
+    cdef PyObject *v
+    if Py_REFCNT(o) != 1 or depth > 32:
+        return
+    if Py_TYPE(o) == <PyTypeObject *>cnp.ndarray:
+        out.add(<size_t>o)
+    elif PyTuple_Check(o):
+        n = PyTuple_GET_SIZE(o)
+        for i in range(n):
+            _sole(PyTuple_GET_ITEM(o, i), out, depth + 1)
+    elif PyList_CheckExact(o):
+        n = PyList_GET_SIZE(o)
+        for i in range(n):
+            _sole(PyList_GET_ITEM(o, i), out, depth + 1)
+    elif PyDict_CheckExact(o):
+        while PyDict_Next(o, &pos, &k, &v):
+            _sole(v, out, depth + 1)
+
+
+def send(Ring ring, int slot, long long index, unsigned long long epoch, list box,
          TaskBlocks task not None):
-    """Write ``result`` into the ring and commit it as the answer to ``index``.
+    """Write the result in ``box`` (its only reference) into the ring and commit it
+    as the answer to ``index``.
 
     ``task`` holds the blocks the worker's code reserved for this result (with
-    :func:`out_block`) and reserves the main block. Raises :class:`Unsendable` for
-    results that cannot cross (nothing is committed), and ValueError from the
-    reserve for a result larger than the ring.
+    :func:`out_block`) and reserves the main block. Arrays numpy allocated in kept
+    blocks (the worker's allocation hook, see _ring.pyx) go over in their block,
+    uncopied, when the result holds the only reference to them. Raises
+    :class:`Unsendable` for results that cannot cross (nothing is committed), and
+    ValueError from the reserve for a result larger than the ring.
     """
     cdef _Flat f = _Flat()
     cdef cnp.ndarray a
     cdef list specs = [], copies = []
-    cdef Py_ssize_t pos = 0, base, nbytes, n_in = 0, p, n
-    cdef uint64_t where = 0, offset
-    cdef int k
+    cdef Py_ssize_t pos = 0, base, nbytes, n_in = 0, p, n, room, start
+    cdef uint64_t where = 0, offset, hoff, hbytes
+    cdef uint64_t adopt[_MAX_BLOCKS]
+    cdef uint64_t adopt_bytes[_MAX_BLOCKS]
+    cdef int k, nadopt = 0, naux
     cdef bytes meta
     cdef char *dst
     cdef const char *src
+    cdef set sole = None
+    result = box.pop()
+    if hook_live():
+        sole = set()
+        _sole(<PyObject *>result, sole, 0)
     skeleton = _flatten(result, f)
     for a in f.arrays:
         shape = (<object>a).shape
@@ -332,44 +394,81 @@ def send(Ring ring, int slot, long long index, unsigned long long epoch, result,
         if k >= 0:
             specs.append((dt, shape, <Py_ssize_t>where, k))
             n_in += 1
+        elif sole and <size_t><PyObject *>a in sole and nadopt + task.n < _MAX_BLOCKS \
+                and cnp.PyArray_CHKFLAGS(a, cnp.NPY_ARRAY_OWNDATA) \
+                and cnp.PyArray_IS_C_CONTIGUOUS(a) \
+                and hook_find(<const char *>cnp.PyArray_DATA(a),
+                              cnp.PyArray_NBYTES(a), &hoff, &hbytes):
+            specs.append((dt, shape, <Py_ssize_t>hook_headroom(), -3 - nadopt))
+            adopt[nadopt] = hoff
+            adopt_bytes[nadopt] = hbytes
+            nadopt += 1
+            n_in += 1
         else:
             pos = _align(pos)
             specs.append((dt, shape, pos, _MAIN))
             copies.append((a, pos))
             pos += cnp.PyArray_NBYTES(a)
-    if task.n == 1 and n_in == len(specs):
-        # One block holds every array: it carries the header in its headroom and
-        # goes over as the main block.
-        meta = _meta(skeleton, [(s[0], s[1], s[2], _MAIN_ABS) for s in specs], f)
-        if _HEAD + PyBytes_GET_SIZE(meta) <= _HEADROOM:
-            offset = task.offsets[0]
-            _write_head(ring.base + offset, meta, task, 0)
-            ring.commit(slot, offset, index, epoch)
-            return
+    naux = task.n + nadopt
+    # Adopted blocks are numbered after the out_block ones.
+    specs = [(s[0], s[1], s[2], task.n - 3 - s[3]) if s[3] <= -3 else s
+             for s in specs]
+    if naux == 1 and n_in >= 1:
+        # One block holds the large arrays: it carries the header (and the small
+        # arrays, copied) in its headroom and goes over as the main block.
+        room = _HEADROOM if task.n == 1 else <Py_ssize_t>hook_headroom()
+        pos = _align(pos)
+        start = room - pos  # the copies end where the headroom does
+        if start >= _HEAD:
+            meta = _meta(skeleton, [(s[0], s[1], s[2] + start if s[3] == _MAIN
+                                     else s[2], _MAIN_ABS) for s in specs], f)
+            if _HEAD + PyBytes_GET_SIZE(meta) <= start:
+                offset = task.offsets[0] if task.n == 1 else adopt[0]
+                dst = ring.base + offset
+                _write_head(dst, meta, task, 0, adopt, adopt_bytes, 0)
+                _copy_all(copies, dst + start, ring)
+                commit_n(ring, slot, offset, index, epoch, adopt, 0)
+                if nadopt:
+                    hook_adopted(adopt[0])
+                return
     meta = _meta(skeleton, specs, f)
-    base = _align(_HEAD + 16 * task.n + PyBytes_GET_SIZE(meta))
+    base = _align(_HEAD + 16 * naux + PyBytes_GET_SIZE(meta))
     nbytes = base + pos
     offset = task.reserve(nbytes)
     dst = ring.base + offset
-    _write_head(dst, meta, task, task.n)
+    _write_head(dst, meta, task, task.n, adopt, adopt_bytes, nadopt)
+    _copy_all(copies, dst + base, ring)
+    commit_n(ring, slot, offset, index, epoch, adopt, nadopt)
+    for k in range(nadopt):
+        hook_adopted(adopt[k])
+
+
+cdef void _copy_all(list copies, char *dst, Ring ring) except *:
+    cdef cnp.ndarray a
+    cdef Py_ssize_t p, n
+    cdef const char *src
     for a, p in copies:
         if cnp.PyArray_IS_C_CONTIGUOUS(a):
             src = <const char *>cnp.PyArray_DATA(a)
             n = cnp.PyArray_NBYTES(a)
             with nogil:
-                memcpy(dst + base + p, src, n)
+                memcpy(dst + p, src, n)
         else:  # numpy copies strided data with the GIL released
-            np.copyto(_array_at(a.dtype, (<object>a).shape, dst + base + p, ring), a)
-    ring.commit(slot, offset, index, epoch)
+            np.copyto(_array_at(a.dtype, (<object>a).shape, dst + p, ring), a)
 
 
-cdef void _write_head(char *dst, bytes meta, TaskBlocks task, int naux):
+cdef void _write_head(char *dst, bytes meta, TaskBlocks task, int nown,
+                      const uint64_t *adopt, const uint64_t *adopt_bytes, int nadopt):
+    """The header: ``nown`` out_block blocks of ``task``, then ``nadopt`` adopted."""
     cdef Py_ssize_t m = PyBytes_GET_SIZE(meta)
-    cdef int k
+    cdef int k, naux = nown + nadopt
     _put_u64(dst, <uint64_t>m | (<uint64_t>naux << 32))
-    for k in range(naux):
+    for k in range(nown):
         _put_u64(dst + _HEAD + 16 * k, task.offsets[k])
         _put_u64(dst + _HEAD + 16 * k + 8, task.sizes[k])
+    for k in range(nadopt):
+        _put_u64(dst + _HEAD + 16 * (nown + k), adopt[k])
+        _put_u64(dst + _HEAD + 16 * (nown + k) + 8, adopt_bytes[k])
     memcpy(dst + _HEAD + 16 * naux, PyBytes_AS_STRING(meta), m)
 
 

@@ -17,7 +17,7 @@ import traceback
 
 import numpy as np
 
-from . import _transport
+from . import _ring, _transport
 from ._ring import KIND_ERROR, RingClosed
 
 POLL = 0.1  # seconds between checks that the parent is alive
@@ -29,6 +29,17 @@ KEPT_WARNING = (
     "and is reused for later results, so the kept array changes under whoever "
     "reads it. Copy what you keep (np.array(batch)); this worker now stacks into "
     "its own memory instead (one more copy per batch).")
+
+ADOPTED_WARNING = (
+    "an array numpy built in shared memory went to the parent process with the "
+    "result, and the worker still references it after the result was sent. That "
+    "memory is reused for later results; copy what you keep (np.array(x)). This "
+    "worker no longer builds arrays in shared memory.")
+
+# The allocation hook (_ring.hook_install): large arrays the task's code makes
+# are built in shared memory and cross without a copy. SEQTOOLS_ALLOC_HOOK=0
+# turns it off (every result is then copied once), to rule it out when debugging.
+ALLOC_HOOK = os.environ.get("SEQTOOLS_ALLOC_HOOK", "1") != "0"
 
 # Error codes sent with a traceback text.
 ERR_USER = "user"
@@ -60,6 +71,8 @@ def main(ring, slot, errconn, target, call, start_hook, seed, parent_pid):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ppid0 = os.getppid()
     _seed(seed)
+    if ALLOC_HOOK:
+        _ring.hook_install(ring, slot)
     try:
         if start_hook is not None:
             start_hook()
@@ -92,12 +105,20 @@ def _loop(ring, slot, errconn, target, call, parent_pid, ppid0):
     task = _transport.TaskBlocks(ring, slot, reserve)
     claim = ring.claim
     send = _transport.send
+    hook_active = _ring.hook_active
+    adopted_alive = _ring.hook_adopted_alive
+    hooking = ALLOC_HOOK
     while True:
+        # Printed, not warnings.warn(): under -W error a warning would end the
+        # worker's loop.
         if not task.disabled and task.kept():
             task.disabled = True
-            # Printed, not warnings.warn(): under -W error a warning would end
-            # the worker's loop.
             print(f"seqtools worker {slot}: {KEPT_WARNING}", file=sys.stderr,
+                  flush=True)
+        if hooking and adopted_alive():
+            hooking = False
+            _ring.hook_disable()
+            print(f"seqtools worker {slot}: {ADOPTED_WARNING}", file=sys.stderr,
                   flush=True)
         claimed = claim(slot, POLL)
         if claimed is None:
@@ -107,23 +128,28 @@ def _loop(ring, slot, errconn, target, call, parent_pid, ppid0):
         index, epoch = claimed
         task.reset()
         _transport._task = task
+        hook_active(hooking)
         try:
-            result = target() if call else target[index]
+            # The list holds the only reference to the result: send() can then
+            # tell which arrays nothing else references (those may cross in place).
+            box = [target() if call else target[index]]
         except RingClosed:
             raise
         except Exception:
+            hook_active(False)
             _fail(ring, errconn, slot, index, epoch, ERR_USER, traceback.format_exc())
             continue
         finally:
+            hook_active(False)
             _transport._task = None
         try:
-            send(ring, slot, index, epoch, result, task)
+            send(ring, slot, index, epoch, box, task)
         except _transport.Unsendable as e:
             _fail(ring, errconn, slot, index, epoch, ERR_TRANSFER, str(e))
         except ValueError as e:  # larger than the ring
             _fail(ring, errconn, slot, index, epoch, ERR_TRANSFER,
                   f"{e}; pass a larger shm_size")
-        del result
+        del box
 
 
 def _fail(ring, errconn, slot, index, epoch, code, text):

@@ -23,7 +23,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 from . import _transport, _worker
-from ._ring import ALIGN, Ring, RingClosed
+from ._ring import ALIGN, HOOK_HEADROOM, Ring, RingClosed
 from .core import View
 from .errors import EvaluationError, creation_site, raise_evaluation_error
 
@@ -141,6 +141,7 @@ class _Pool:
         self.procs = [None] * nworkers
         self.conns = [None] * nworkers
         self.pending = [[] for _ in range(nworkers)]  # error texts of dead workers
+        self.poisoned = []  # (index, message) of items given up on, not yet returned
         self.last_check = time.monotonic()
         self.closed = False
         # Arrival interval estimate for wake-up coalescing.
@@ -202,6 +203,9 @@ class _Pool:
         return poisoned
 
     def _size(self, requested):
+        # A result whose large array the allocation hook built in place comes in
+        # a block with the hook's headroom in front (_ring.HOOK_HEADROOM).
+        requested += HOOK_HEADROOM + ALIGN
         capacity = requested * (self.window + self.nworkers + 2)
         capacity = _round_up(max(capacity, MIN_RING), ALIGN)
         capacity = min(capacity, _round_up(self.max_capacity - ALIGN + 1, ALIGN))
@@ -243,6 +247,9 @@ class _Pool:
         stalled_since = None
         want = max(1, min(slack, self.want))
         while True:
+            if self.poisoned:
+                index, message = self.poisoned.pop(0)
+                return index, None, 0, 0, message
             try:
                 e = self.ring.pop(POLL, want)
             except RingClosed:
@@ -256,10 +263,11 @@ class _Pool:
                     self.rate_since = now
             if e is None or now - self.last_check > CHECK_EVERY:
                 self.last_check = now
-                poisoned = self._check_workers()
-                if poisoned:
-                    index, message = poisoned[0]
-                    return index, None, 0, 0, message
+                # Several items may be given up on at once, and an entry may have
+                # been popped too: each is returned in turn, none is dropped.
+                self.poisoned.extend(self._check_workers())
+                if self.poisoned and e is None:
+                    continue
             if e is None:
                 stalled, s = self._stalled()
                 if stalled and evict is not None and evict():
@@ -401,6 +409,12 @@ class _ProcessPrefetch(View):
         """Stop the workers now (otherwise done when the view is garbage-collected)."""
         self._pool.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def __reduce__(self):
         raise TypeError("a prefetch view cannot be pickled; prefetch inside the "
                         "workers' sequence instead of sending one")
@@ -452,6 +466,12 @@ class _ThreadPrefetch(View):
     def close(self):
         """Stop the worker threads."""
         self._executor.shutdown(False, cancel_futures=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _length(seq):

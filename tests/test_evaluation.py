@@ -324,6 +324,33 @@ def test_prefetch_item_killing_workers_repeatedly_raises():
     p.close()
 
 
+def test_prefetch_two_items_killing_workers_in_turn_both_raise():
+    # Each of two workers takes one of the two items, dies, and its replacement
+    # takes the other: each item's deaths must still add up.
+    p = seqtools.prefetch(Killer(20, kill=[6, 7]), nworkers=2, method="process",
+                          max_buffered=3)
+    got = []
+    for i in range(20):
+        try:
+            got.append(p[i][1])
+        except EvaluationError as e:
+            assert f"item {i} killed 3 worker processes" in str(e)
+            got.append("E")
+    assert got == list(range(6)) + ["E", "E"] + list(range(8, 20))
+    p.close()
+
+
+def kill_self():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_load_buffers_sampler_killing_every_worker_raises():
+    with seqtools.load_buffers(kill_self, nworkers=2) as it:
+        for _ in range(2):  # and again: an error, not a hang
+            with pytest.raises(EvaluationError, match="killed 3 worker processes"):
+                next(it)
+
+
 def test_prefetch_bad_arguments():
     with pytest.raises(ValueError, match="method"):
         seqtools.prefetch([1], method="fiber")

@@ -49,7 +49,7 @@ class Channel:
                 result = build(_transport.out_block)
             finally:
                 _transport._task = None
-        _transport.send(self.ring, 0, index, epoch, result, self.task)
+        _transport.send(self.ring, 0, index, epoch, [result], self.task)
         offset, nbytes, got_index, _, _, _ = self.ring.pop(0.0)
         assert got_index == index
         self.ring.task_advance(index + 1)
@@ -232,7 +232,7 @@ def test_array_partly_outside_out_block_is_copied(channel):
 def test_unsendable_result_raises_and_commits_nothing(channel):
     index, epoch = channel.begin()
     with pytest.raises(_transport.Unsendable, match="cannot be sent.*lambda"):
-        _transport.send(channel.ring, 0, index, epoch, (np.zeros(2), lambda: 0),
+        _transport.send(channel.ring, 0, index, epoch, [(np.zeros(2), lambda: 0)],
                         channel.task)
     assert channel.ring.pop(0.0) is None
     channel.ring.cancel(0)
@@ -240,7 +240,7 @@ def test_unsendable_result_raises_and_commits_nothing(channel):
 
 def test_corrupt_header_is_an_error_not_a_crash(channel):
     index, epoch = channel.begin()
-    _transport.send(channel.ring, 0, index, epoch, np.arange(4), channel.task)
+    _transport.send(channel.ring, 0, index, epoch, [np.arange(4)], channel.task)
     offset, nbytes = channel.ring.pop(0.0)[:2]
     block = np.frombuffer(channel.ring.block(offset, nbytes), np.uint64)
     good = block[0]
