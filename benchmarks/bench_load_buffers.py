@@ -16,6 +16,11 @@ Rows, measured interleaved in one run:
 - SeqTools 1.4.1's ``prefetch(method='process', shm_size=...)`` running the same
   sampler, when ``--upstream-python`` names an interpreter where it is installed.
 
+Then large batches (64 images of 3x96x96 float32, 7 MiB, drawn by numpy fancy
+indexing from an in-memory dataset): ``load_buffers`` with the workers' allocation
+hook (the batch is built in shared memory and crosses uncopied) against the same
+loader with the hook off (``SEQTOOLS_ALLOC_HOOK=0``: the batch is copied once).
+
 Usage: python benchmarks/bench_load_buffers.py [--batches N] [--repeats R]
        [--upstream-python PATH]
 """
@@ -73,6 +78,60 @@ def bare_processes(sampler, n, nprocs=2):
     for p in procs:
         p.join()
     return nprocs * (n // nprocs) / elapsed
+
+
+class LargeBatches:
+    """64 random images of 3x96x96 float32 from memory, by fancy indexing."""
+
+    def __init__(self, n=2000):
+        self.images = np.random.default_rng(0).random((n, 3, 96, 96), np.float32)
+        self.labels = np.arange(n)
+
+    def __call__(self):
+        idx = np.random.randint(0, len(self.images), 64)
+        return self.images[idx], self.labels[idx]
+
+
+def large_batch_rows(n, repeats, progress):
+    """Rates of load_buffers on LargeBatches with the allocation hook on and off."""
+    from seqtools import _worker
+
+    sampler = LargeBatches()
+    loaders = {}
+    for hook in (True, False):
+        # read by each worker as it starts (fork); spawned workers re-read it
+        # from SEQTOOLS_ALLOC_HOOK, so set both
+        _worker.ALLOC_HOOK = hook
+        os.environ["SEQTOOLS_ALLOC_HOOK"] = "1" if hook else "0"
+        loaders[hook] = seqtools.load_buffers(sampler, max_cached=4, nworkers=2)
+        next(loaders[hook])
+    _worker.ALLOC_HOOK = True
+    os.environ.pop("SEQTOOLS_ALLOC_HOOK")
+
+    def through(loader):
+        def run():
+            t0 = time.perf_counter()
+            for _ in range(n):
+                next(loader)
+            return n / (time.perf_counter() - t0)
+        return run
+
+    def inline():
+        t0 = time.perf_counter()
+        for _ in range(n):
+            sampler()
+        return n / (time.perf_counter() - t0)
+
+    results = interleaved([
+        ("large-batch sampler inline (7 MiB batches)", inline),
+        ("load_buffers(nworkers=2), batch built in shared memory (hook on)",
+         through(loaders[True])),
+        ("load_buffers(nworkers=2), batch copied (SEQTOOLS_ALLOC_HOOK=0)",
+         through(loaders[False])),
+    ], repeats, progress=progress)
+    for loader in loaders.values():
+        loader.close()
+    return results
 
 
 class Noop:
@@ -179,6 +238,16 @@ def main():
                   "would reach)")
     if bare:
         print(f"load_buffers / two bare processes: {med(mine) / med(bare):.2f}x")
+
+    large = large_batch_rows(max(n // 20, 50), args.repeats,
+                             progress=lambda s: print(s, file=sys.stderr))
+    print(f"\nLarge batches: {max(n // 20, 50)} batches x {args.repeats} repetitions")
+    print()
+    print(summarize(large, baseline="large-batch sampler inline (7 MiB batches)"))
+    on = large["load_buffers(nworkers=2), batch built in shared memory (hook on)"]
+    off = large["load_buffers(nworkers=2), batch copied (SEQTOOLS_ALLOC_HOOK=0)"]
+    print(f"\nbuilt in shared memory / copied: {med(on) / med(off):.2f}x "
+          f"(per repetition: {', '.join(f'{a / b:.2f}x' for a, b in zip(on, off))})")
 
 if __name__ == "__main__":
     main()

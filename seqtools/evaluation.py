@@ -599,7 +599,9 @@ def load_buffers(func, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,
     Typical use is a minibatch sampler feeding a training loop: the loading cost is
     hidden behind the loop's own work. Results are yielded as they complete. Arrays
     in them view shared memory, zero-copy, and remain valid for as long as they
-    are referenced. Each worker seeds Python's and numpy's global random
+    are referenced; large arrays that ``func`` makes with numpy are built in shared
+    memory to begin with and are not copied at all (see "How background loading
+    works" in the documentation). Each worker seeds Python's and numpy's global random
     generators differently, so workers never repeat each other's draws.
 
     Parameters
