@@ -18,12 +18,16 @@ memory by the worker (GIL released) and viewed in place by the parent, zero-copy
 the parent's arrays keep their block leased until the last of them is
 garbage-collected.
 
-Arrays the worker's code built inside the ring (``seqtools.stack`` in a worker
-writes batches straight into blocks reserved with :func:`out_block`) are not copied
-at all: the specs name their *auxiliary* block, which the commit hands over
-together with the main block. Each such block starts with :data:`HEADROOM` spare
-bytes, so that the commonest result -- one stacked batch in one block -- carries
-its own header and goes over as the main block, with no second block at all.
+Arrays the worker's code built inside the ring are not copied at all:
+``seqtools.stack`` in a worker writes batches straight into blocks reserved with
+:func:`out_block`, and numpy's large allocations land in blocks the worker keeps
+(the allocation hook, see _ring.pyx), adopted by the commit when the result holds
+the only reference to the array. The specs name such an array's *auxiliary*
+block, which the commit hands over together with the main block. Both kinds of
+block start with spare bytes (:data:`HEADROOM`, ``_ring.HOOK_HEADROOM``): the
+first of them carries the header and the small arrays (copied) there and goes
+over as the main block itself, so that the commonest result -- one large batch
+and a few small arrays -- costs one block and no copy of the batch.
 
 Per batch, the cost is kept off the Python level: a sampler sends results of one
 layout over and over, so the worker keeps the pickled ``meta`` of each layout it
@@ -372,71 +376,83 @@ def send(Ring ring, int slot, long long index, unsigned long long epoch, list bo
     """
     cdef _Flat f = _Flat()
     cdef cnp.ndarray a
-    cdef list specs = [], copies = []
-    cdef Py_ssize_t pos = 0, base, nbytes, n_in = 0, p, n, room, start
+    cdef list specs = [], copies = [], hspecs
+    cdef Py_ssize_t pos = 0, base, room, start, head
     cdef uint64_t where = 0, offset, hoff, hbytes
+    # The blocks arrays lie in: the task's out_block ones, then adopted ones.
+    cdef uint64_t blk_off[_MAX_BLOCKS]
+    cdef uint64_t blk_size[_MAX_BLOCKS]
     cdef uint64_t adopt[_MAX_BLOCKS]
-    cdef uint64_t adopt_bytes[_MAX_BLOCKS]
-    cdef int k, nadopt = 0, naux
+    cdef int k, nb, nadopt = 0
     cdef bytes meta
     cdef char *dst
-    cdef const char *src
     cdef set sole = None
     result = box.pop()
     if hook_live():
         sole = set()
         _sole(<PyObject *>result, sole, 0)
     skeleton = _flatten(result, f)
+    for k in range(task.n):
+        blk_off[k] = task.offsets[k]
+        blk_size[k] = task.sizes[k]
+    nb = task.n
     for a in f.arrays:
         shape = (<object>a).shape
         dt = _dtype_spec(a.dtype)
         k = task.find(a, &where)
         if k >= 0:
             specs.append((dt, shape, <Py_ssize_t>where, k))
-            n_in += 1
-        elif sole and <size_t><PyObject *>a in sole and nadopt + task.n < _MAX_BLOCKS \
+        elif sole and <size_t><PyObject *>a in sole and nb < _MAX_BLOCKS \
                 and cnp.PyArray_CHKFLAGS(a, cnp.NPY_ARRAY_OWNDATA) \
                 and cnp.PyArray_IS_C_CONTIGUOUS(a) \
                 and hook_find(<const char *>cnp.PyArray_DATA(a),
                               cnp.PyArray_NBYTES(a), &hoff, &hbytes):
-            specs.append((dt, shape, <Py_ssize_t>hook_headroom(), -3 - nadopt))
+            specs.append((dt, shape, <Py_ssize_t>hook_headroom(), nb))
+            blk_off[nb] = hoff
+            blk_size[nb] = hbytes
+            nb += 1
             adopt[nadopt] = hoff
-            adopt_bytes[nadopt] = hbytes
             nadopt += 1
-            n_in += 1
         else:
             pos = _align(pos)
             specs.append((dt, shape, pos, _MAIN))
             copies.append((a, pos))
             pos += cnp.PyArray_NBYTES(a)
-    naux = task.n + nadopt
-    # Adopted blocks are numbered after the out_block ones.
-    specs = [(s[0], s[1], s[2], task.n - 3 - s[3]) if s[3] <= -3 else s
-             for s in specs]
-    if naux == 1 and n_in >= 1:
-        # One block holds the large arrays: it carries the header (and the small
-        # arrays, copied) in its headroom and goes over as the main block.
-        room = _HEADROOM if task.n == 1 else <Py_ssize_t>hook_headroom()
-        pos = _align(pos)
+    pos = _align(pos)
+    if nb >= 1:
+        # The first block carries the header, naming the others, and the small
+        # arrays (copied) in its headroom, and goes over as the main block: no
+        # block to wait for while holding the others.
+        room = _HEADROOM if task.n >= 1 else <Py_ssize_t>hook_headroom()
         start = room - pos  # the copies end where the headroom does
-        if start >= _HEAD:
-            meta = _meta(skeleton, [(s[0], s[1], s[2] + start if s[3] == _MAIN
-                                     else s[2], _MAIN_ABS) for s in specs], f)
-            if _HEAD + PyBytes_GET_SIZE(meta) <= start:
-                offset = task.offsets[0] if task.n == 1 else adopt[0]
-                dst = ring.base + offset
-                _write_head(dst, meta, task, 0, adopt, adopt_bytes, 0)
+        head = _HEAD + 16 * (nb - 1)
+        if start >= head:
+            hspecs = []
+            for sp in specs:
+                if sp[3] == _MAIN:
+                    hspecs.append((sp[0], sp[1], sp[2] + start, _MAIN_ABS))
+                elif sp[3] == 0:
+                    hspecs.append((sp[0], sp[1], sp[2], _MAIN_ABS))
+                else:
+                    hspecs.append((sp[0], sp[1], sp[2], sp[3] - 1))
+            meta = _meta(skeleton, hspecs, f)
+            if head + PyBytes_GET_SIZE(meta) <= start:
+                dst = ring.base + blk_off[0]
+                _write_head(dst, meta, blk_off + 1, blk_size + 1, nb - 1)
                 _copy_all(copies, dst + start, ring)
-                commit_n(ring, slot, offset, index, epoch, adopt, 0)
-                if nadopt:
-                    hook_adopted(adopt[0])
+                if task.n >= 1:  # the main block is reserved, the others adopted
+                    commit_n(ring, slot, blk_off[0], index, epoch, adopt, nadopt)
+                else:  # the main block is adopted too
+                    commit_n(ring, slot, blk_off[0], index, epoch, adopt + 1,
+                             nadopt - 1)
+                for k in range(nadopt):
+                    hook_adopted(adopt[k])
                 return
     meta = _meta(skeleton, specs, f)
-    base = _align(_HEAD + 16 * naux + PyBytes_GET_SIZE(meta))
-    nbytes = base + pos
-    offset = task.reserve(nbytes)
+    base = _align(_HEAD + 16 * nb + PyBytes_GET_SIZE(meta))
+    offset = task.reserve(base + pos)
     dst = ring.base + offset
-    _write_head(dst, meta, task, task.n, adopt, adopt_bytes, nadopt)
+    _write_head(dst, meta, blk_off, blk_size, nb)
     _copy_all(copies, dst + base, ring)
     commit_n(ring, slot, offset, index, epoch, adopt, nadopt)
     for k in range(nadopt):
@@ -457,18 +473,15 @@ cdef void _copy_all(list copies, char *dst, Ring ring) except *:
             np.copyto(_array_at(a.dtype, (<object>a).shape, dst + p, ring), a)
 
 
-cdef void _write_head(char *dst, bytes meta, TaskBlocks task, int nown,
-                      const uint64_t *adopt, const uint64_t *adopt_bytes, int nadopt):
-    """The header: ``nown`` out_block blocks of ``task``, then ``nadopt`` adopted."""
+cdef void _write_head(char *dst, bytes meta, const uint64_t *offsets,
+                      const uint64_t *sizes, int naux):
+    """The header: the length of ``meta``, the ``naux`` auxiliary blocks, ``meta``."""
     cdef Py_ssize_t m = PyBytes_GET_SIZE(meta)
-    cdef int k, naux = nown + nadopt
+    cdef int k
     _put_u64(dst, <uint64_t>m | (<uint64_t>naux << 32))
-    for k in range(nown):
-        _put_u64(dst + _HEAD + 16 * k, task.offsets[k])
-        _put_u64(dst + _HEAD + 16 * k + 8, task.sizes[k])
-    for k in range(nadopt):
-        _put_u64(dst + _HEAD + 16 * (nown + k), adopt[k])
-        _put_u64(dst + _HEAD + 16 * (nown + k) + 8, adopt_bytes[k])
+    for k in range(naux):
+        _put_u64(dst + _HEAD + 16 * k, offsets[k])
+        _put_u64(dst + _HEAD + 16 * k + 8, sizes[k])
     memcpy(dst + _HEAD + 16 * naux, PyBytes_AS_STRING(meta), m)
 
 
