@@ -599,21 +599,48 @@ def _wait_gone(pids, timeout=10.0):
     return [p for p in pids if _alive(p)]
 
 
+def _signal_state(pid):
+    """The SigBlk/SigIgn/SigCgt lines of /proc/<pid>/status, for a failure message."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return " ".join(line.strip() for line in f if line.startswith("Sig"))
+    except OSError as e:
+        return str(e)
+
+
 @pytest.mark.parametrize("how", ["die", "interrupt"])
 def test_workers_exit_with_parent(tmp_path, how):
     script = tmp_path / "loader.py"
     script.write_text(SCRIPT)
     proc = subprocess.Popen([sys.executable, str(script), how],
-                            stdout=subprocess.PIPE, text=True)
-    with proc:
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids = []
+    ended = False
+    try:
         pids = [int(x) for x in proc.stdout.readline().split()]
         assert len(pids) == 2
         if how == "interrupt":
             time.sleep(0.2)
             proc.send_signal(signal.SIGINT)
-            out, _ = proc.communicate(timeout=30)
-            assert proc.returncode == 3 and "interrupted" in out
+            try:
+                out, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                state = _signal_state(proc.pid)
+                proc.kill()
+                out, err = proc.communicate()
+                pytest.fail(f"the loader did not stop on SIGINT within 30 s; its "
+                            f"signal state then: {state}; stderr: {err[-2000:]}")
+            assert proc.returncode == 3 and "interrupted" in out, err[-2000:]
         else:
             proc.communicate(timeout=30)
             assert proc.returncode == -signal.SIGKILL
-    assert _wait_gone(pids) == []
+        ended = True
+    finally:
+        if not ended:  # a failure above: leave nothing running behind it
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+            for pid in pids:
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+    assert _wait_gone(pids) == []  # the workers went by themselves
