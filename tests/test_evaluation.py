@@ -562,6 +562,12 @@ SCRIPT = textwrap.dedent("""
     import numpy as np
     import seqtools
 
+    # Ctrl-C raises KeyboardInterrupt, as in a terminal, whatever this process
+    # inherited: run as a background job of a non-interactive shell (a CI script
+    # started with `&`), it starts with SIGINT ignored, and Python then leaves
+    # it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def sample():
         return np.random.rand(8, 8)
 
