@@ -76,11 +76,15 @@ class SeedWorkdir:
         self._tmp.cleanup()
 
 
-def rate(fn, n):
-    """Items per second of ``fn(n)``, which must process n items."""
-    t0 = time.perf_counter()
-    fn(n)
-    return n / (time.perf_counter() - t0)
+def calls_per_second(step, n):
+    """A function that times ``n`` calls of ``step()`` and returns calls per second
+    (a measurement for :func:`interleaved`)."""
+    def run():
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        return n / (time.perf_counter() - t0)
+    return run
 
 
 def interleaved(configs, repeats, progress=None):

@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
     SeedSampler,
     SeedWorkdir,
+    calls_per_second,
     copy_target,
     interleaved,
     load_seed_dataset,
@@ -108,26 +109,12 @@ def large_batch_rows(n, repeats, progress):
     _worker.ALLOC_HOOK = True
     os.environ.pop("SEQTOOLS_ALLOC_HOOK")
 
-    def through(loader):
-        def run():
-            t0 = time.perf_counter()
-            for _ in range(n):
-                next(loader)
-            return n / (time.perf_counter() - t0)
-        return run
-
-    def inline():
-        t0 = time.perf_counter()
-        for _ in range(n):
-            sampler()
-        return n / (time.perf_counter() - t0)
-
     results = interleaved([
-        ("large-batch sampler inline (7 MiB batches)", inline),
+        ("large-batch sampler inline (7 MiB batches)", calls_per_second(sampler, n)),
         ("load_buffers(nworkers=2), batch built in shared memory (hook on)",
-         through(loaders[True])),
+         calls_per_second(loaders[True].__next__, n)),
         ("load_buffers(nworkers=2), batch copied (SEQTOOLS_ALLOC_HOOK=0)",
-         through(loaders[False])),
+         calls_per_second(loaders[False].__next__, n)),
     ], repeats, progress=progress)
     for loader in loaders.values():
         loader.close()
@@ -167,12 +154,6 @@ def main():
         dst = (copy_target(src[0]), copy_target(src[1]))
         parent_cpu = []
 
-        def inline():
-            t0 = time.perf_counter()
-            for _ in range(n):
-                sampler()
-            return n / (time.perf_counter() - t0)
-
         def through(loader, cpu=None):
             def run():
                 t0, c0 = time.perf_counter(), time.process_time()
@@ -200,7 +181,7 @@ def main():
         # repetition: their per-repetition ratio is less exposed to the machine's
         # drift (10-30% between runs on a shared VM) than the ratio of medians.
         configs = [
-            ("seed sampler inline", inline),
+            ("seed sampler inline", calls_per_second(sampler, n)),
             ("seed sampler, load_buffers(nworkers=2)", through(seed_loader)),
             ("SeqTools 1.4.1 prefetch(process, shm), seed sampler", upstream),
             ("seed sampler in 2 bare processes (ceiling)",

@@ -47,6 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
     SeedSampler,
     SeedWorkdir,
+    calls_per_second,
     interleaved,
     load_seed_dataset,
     run_upstream_prefetch,
@@ -190,20 +191,10 @@ def seed_workload(args):
             next(loader)
 
         def inline(fn):
-            def run():
-                t0 = time.perf_counter()
-                for _ in range(n):
-                    fn()
-                return n / (time.perf_counter() - t0)
-            return run
+            return calls_per_second(fn, n)
 
         def through(loader):
-            def run():
-                t0 = time.perf_counter()
-                for _ in range(n):
-                    next(loader)
-                return n / (time.perf_counter() - t0)
-            return run
+            return calls_per_second(loader.__next__, n)
 
         def upstream(kind):
             def run():

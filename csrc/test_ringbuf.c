@@ -1276,22 +1276,26 @@ static void handoff_consume(sq_ring *r, uint64_t want) {
     }
 }
 
+/* One hand-off run: a producer in a child, the consumer popping `want` at a time
+ * through a task window of `window`; none of its wake-ups may be lost. */
+static void handoff_run(int qlen, uint64_t capacity, int64_t window, uint64_t want) {
+    sq_ring *r = ring_new(1, qlen, capacity, capacity);
+    sq_task_reset(r, 0, -1, window);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pid_t pid = spawn(handoff_producer, r, 0);
+    handoff_consume(r, want);
+    CHECK(reap_ok(pid));
+    CHECK(seconds_since(&t0) < LONG_WAIT / 2); /* not a timing test: see below */
+}
+
 /* Wake-ups are issued after the mutex is released (ring_unlock): none may be lost.
  * A producer and the consumer hand work back and forth with a window of one task,
  * so that every step sleeps on one side and is woken by the other: the producer
  * waits in claim for task_advance, the consumer in pop for commit.  A lost
  * wake-up would leave a side asleep until its LONG_WAIT timeout (20 s); the whole
  * exchange must take far less than one such timeout. */
-static void test_wakeups_not_lost(void) {
-    sq_ring *r = ring_new(1, 4, 4096, 4096);
-    sq_task_reset(r, 0, -1, 1);
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    pid_t pid = spawn(handoff_producer, r, 0);
-    handoff_consume(r, 1);
-    CHECK(reap_ok(pid));
-    CHECK(seconds_since(&t0) < LONG_WAIT / 2); /* not a timing test: see above */
-}
+static void test_wakeups_not_lost(void) { handoff_run(4, 4096, 1, 1); }
 
 static void test_coalesced_pop(void) {
     sq_ring *r = ring_new(2, 8, 1 << 16, 1 << 16);
@@ -1344,16 +1348,7 @@ static void test_coalesced_pop(void) {
  * can be waited for without stalling it), fewer at the end: every wake-up that
  * is due must come (a lost one costs LONG_WAIT), and every entry must arrive
  * once, in order. */
-static void test_coalesced_pop_rounds(void) {
-    sq_ring *r = ring_new(1, 8, 1 << 16, 1 << 16);
-    sq_task_reset(r, 0, -1, 4);
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    pid_t pid = spawn(handoff_producer, r, 0);
-    handoff_consume(r, 3);
-    CHECK(reap_ok(pid));
-    CHECK(seconds_since(&t0) < LONG_WAIT / 2); /* not a timing test: see above */
-}
+static void test_coalesced_pop_rounds(void) { handoff_run(8, 1 << 16, 4, 3); }
 
 static uint32_t task_seq(sq_ring *r) { return atomic_load(&r->task_seq); }
 

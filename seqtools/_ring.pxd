@@ -104,11 +104,13 @@ cdef Block make_block(Ring ring, uint64_t offset, uint64_t nbytes, bint leased)
 
 # The worker's numpy allocation hook (see _ring.pyx): large arrays its code
 # allocates while a task runs are placed in kept ring blocks, so that a result
-# made of them crosses to the parent with no copy.
+# made of them crosses to the parent with no copy.  Each such array starts
+# HOOK_HEADROOM_BYTES into its block, for the result's header.
+cdef enum:
+    HOOK_HEADROOM_BYTES = 4096
 cdef bint hook_find(const char *ptr, size_t nbytes, uint64_t *offset,
                     uint64_t *block_bytes) noexcept
 cdef void hook_adopted(uint64_t offset) noexcept
-cdef uint64_t hook_headroom() noexcept
 cdef int hook_live() noexcept
 cdef int commit_n(Ring ring, int worker, uint64_t offset, int64_t index,
                   uint64_t epoch, const uint64_t *adopt, int nadopt) except -1

@@ -663,7 +663,6 @@ cdef extern from *:
     uint64_t sqh_live_bytes "sqh.live_bytes"
     uint64_t sqh_n_hooked "sqh.n_hooked"
     uint64_t sqh_n_adopted "sqh.n_adopted"
-    uint64_t sqh_headroom "sqh.headroom"
 
 cdef extern from "numpy/arrayobject.h":
     object PyDataMem_SetHandler(object handler)
@@ -673,7 +672,7 @@ cnp.import_array()
 
 #: Spare bytes in front of a hooked array in its block, for the result's header
 #: and small arrays, so that a result with one large array travels in one block.
-HOOK_HEADROOM = 4096
+HOOK_HEADROOM = HOOK_HEADROOM_BYTES
 #: Smaller allocations stay with numpy's allocator (copying them costs less than
 #: a block of their own).
 HOOK_MIN = 64 * 1024
@@ -691,7 +690,8 @@ def hook_install(Ring ring, int slot, uint64_t min_size=HOOK_MIN):
         raise RuntimeError("the allocation hook is already installed")
     old = PyDataMem_GetHandler()
     dflt = <PyDataMem_Handler *>PyCapsule_GetPointer(old, "mem_handler")
-    sqh_setup(ring.r, ring.base, ring.map_size, slot, HOOK_HEADROOM, min_size, dflt)
+    sqh_setup(ring.r, ring.base, ring.map_size, slot, HOOK_HEADROOM_BYTES, min_size,
+              dflt)
     capsule = PyCapsule_New(&sqh_handler, "mem_handler", NULL)
     PyDataMem_SetHandler(capsule)
     # Arrays may outlive every other reference to the ring (module teardown at
@@ -727,10 +727,6 @@ cdef bint hook_find(const char *ptr, size_t nbytes, uint64_t *offset,
 
 cdef void hook_adopted(uint64_t offset) noexcept:
     sqh_adopted(offset)
-
-
-cdef uint64_t hook_headroom() noexcept:
-    return sqh_headroom
 
 
 cdef int hook_live() noexcept:

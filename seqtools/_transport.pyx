@@ -55,7 +55,7 @@ from ._ring cimport (
     commit_n,
     hook_adopted,
     hook_find,
-    hook_headroom,
+    HOOK_HEADROOM_BYTES,
     hook_live,
     make_block,
 )
@@ -383,7 +383,8 @@ def send(Ring ring, int slot, long long index, unsigned long long epoch, list bo
     cdef uint64_t blk_off[_MAX_BLOCKS]
     cdef uint64_t blk_size[_MAX_BLOCKS]
     cdef uint64_t adopt[_MAX_BLOCKS]
-    cdef int k, nb, nadopt = 0
+    cdef int k, nb, nadopt = 0, skip
+    cdef bint merged
     cdef bytes meta
     cdef char *dst
     cdef set sole = None
@@ -407,7 +408,7 @@ def send(Ring ring, int slot, long long index, unsigned long long epoch, list bo
                 and cnp.PyArray_IS_C_CONTIGUOUS(a) \
                 and hook_find(<const char *>cnp.PyArray_DATA(a),
                               cnp.PyArray_NBYTES(a), &hoff, &hbytes):
-            specs.append((dt, shape, <Py_ssize_t>hook_headroom(), nb))
+            specs.append((dt, shape, HOOK_HEADROOM_BYTES, nb))
             blk_off[nb] = hoff
             blk_size[nb] = hbytes
             nb += 1
@@ -419,11 +420,12 @@ def send(Ring ring, int slot, long long index, unsigned long long epoch, list bo
             copies.append((a, pos))
             pos += cnp.PyArray_NBYTES(a)
     pos = _align(pos)
+    merged = False
     if nb >= 1:
         # The first block carries the header, naming the others, and the small
         # arrays (copied) in its headroom, and goes over as the main block: no
         # block to wait for while holding the others.
-        room = _HEADROOM if task.n >= 1 else <Py_ssize_t>hook_headroom()
+        room = _HEADROOM if task.n >= 1 else HOOK_HEADROOM_BYTES
         start = room - pos  # the copies end where the headroom does
         head = _HEAD + 16 * (nb - 1)
         if start >= head:
@@ -436,25 +438,23 @@ def send(Ring ring, int slot, long long index, unsigned long long epoch, list bo
                 else:
                     hspecs.append((sp[0], sp[1], sp[2], sp[3] - 1))
             meta = _meta(skeleton, hspecs, f)
-            if head + PyBytes_GET_SIZE(meta) <= start:
-                dst = ring.base + blk_off[0]
-                _write_head(dst, meta, blk_off + 1, blk_size + 1, nb - 1)
-                _copy_all(copies, dst + start, ring)
-                if task.n >= 1:  # the main block is reserved, the others adopted
-                    commit_n(ring, slot, blk_off[0], index, epoch, adopt, nadopt)
-                else:  # the main block is adopted too
-                    commit_n(ring, slot, blk_off[0], index, epoch, adopt + 1,
-                             nadopt - 1)
-                for k in range(nadopt):
-                    hook_adopted(adopt[k])
-                return
-    meta = _meta(skeleton, specs, f)
-    base = _align(_HEAD + 16 * nb + PyBytes_GET_SIZE(meta))
-    offset = task.reserve(base + pos)
-    dst = ring.base + offset
-    _write_head(dst, meta, blk_off, blk_size, nb)
-    _copy_all(copies, dst + base, ring)
-    commit_n(ring, slot, offset, index, epoch, adopt, nadopt)
+            merged = head + PyBytes_GET_SIZE(meta) <= start
+    if merged:
+        offset = blk_off[0]
+        dst = ring.base + offset
+        _write_head(dst, meta, blk_off + 1, blk_size + 1, nb - 1)
+        _copy_all(copies, dst + start, ring)
+        # An adopted main block is handed over as the main block, not named again.
+        skip = 0 if task.n >= 1 else 1
+    else:
+        meta = _meta(skeleton, specs, f)
+        base = _align(_HEAD + 16 * nb + PyBytes_GET_SIZE(meta))
+        offset = task.reserve(base + pos)
+        dst = ring.base + offset
+        _write_head(dst, meta, blk_off, blk_size, nb)
+        _copy_all(copies, dst + base, ring)
+        skip = 0
+    commit_n(ring, slot, offset, index, epoch, adopt + skip, nadopt - skip)
     for k in range(nadopt):
         hook_adopted(adopt[k])
 

@@ -136,7 +136,6 @@ def _loop(ring, slot, errconn, target, call, parent_pid, ppid0):
         except RingClosed:
             raise
         except Exception:
-            hook_active(False)
             _fail(ring, errconn, slot, index, epoch, ERR_USER, traceback.format_exc())
             continue
         finally:

@@ -328,7 +328,19 @@ def _shutdown(ring, procs, conns):
             c.close()
 
 
-class _ProcessPrefetch(View):
+class _Closing:
+    """``with`` support for the loaders: leaving the block calls ``close()``."""
+
+    __slots__ = ()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _ProcessPrefetch(_Closing, View):
     """Items of a sequence computed ahead, in order, by worker processes."""
 
     def __init__(self, seq, n, nworkers, max_buffered, start_hook, shm_size,
@@ -409,18 +421,12 @@ class _ProcessPrefetch(View):
         """Stop the workers now (otherwise done when the view is garbage-collected)."""
         self._pool.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def __reduce__(self):
         raise TypeError("a prefetch view cannot be pickled; prefetch inside the "
                         "workers' sequence instead of sending one")
 
 
-class _ThreadPrefetch(View):
+class _ThreadPrefetch(_Closing, View):
     """Items of a sequence computed ahead, in order, by worker threads."""
 
     def __init__(self, seq, n, nworkers, max_buffered, start_hook):
@@ -466,12 +472,6 @@ class _ThreadPrefetch(View):
     def close(self):
         """Stop the worker threads."""
         self._executor.shutdown(False, cancel_futures=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _length(seq):
@@ -538,7 +538,7 @@ def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
     raise ValueError(f"method must be 'thread' or 'process', got {method!r}")
 
 
-class BufferLoader:
+class BufferLoader(_Closing):
     """Iterator over results of a function called repeatedly in worker processes.
 
     See :func:`load_buffers`. Use ``close()`` (or a ``with`` block) to stop the
@@ -584,12 +584,6 @@ class BufferLoader:
         if not self._closed:
             self._closed = True
             self._pool.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def load_buffers(func, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,

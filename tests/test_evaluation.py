@@ -310,24 +310,11 @@ def test_prefetch_killed_worker_is_replaced_and_item_kept(tmp_path):
     p.close()
 
 
-def test_prefetch_item_killing_workers_repeatedly_raises():
-    p = seqtools.prefetch(Killer(20, kill=[6]), nworkers=2, method="process",
-                          max_buffered=3)
-    got = []
-    for i in range(20):
-        try:
-            got.append(p[i][1])
-        except EvaluationError as e:
-            assert "item 6 killed 3 worker processes" in str(e)
-            got.append("E")
-    assert got == list(range(6)) + ["E"] + list(range(7, 20))
-    p.close()
-
-
-def test_prefetch_two_items_killing_workers_in_turn_both_raise():
-    # Each of two workers takes one of the two items, dies, and its replacement
-    # takes the other: each item's deaths must still add up.
-    p = seqtools.prefetch(Killer(20, kill=[6, 7]), nworkers=2, method="process",
+@pytest.mark.parametrize("kill", [[6], [6, 7]])
+def test_prefetch_items_killing_workers_repeatedly_raise(kill):
+    # With two such items, each of two workers takes one, dies, and its
+    # replacement takes the other: each item's deaths must still add up.
+    p = seqtools.prefetch(Killer(20, kill=kill), nworkers=2, method="process",
                           max_buffered=3)
     got = []
     for i in range(20):
@@ -336,7 +323,7 @@ def test_prefetch_two_items_killing_workers_in_turn_both_raise():
         except EvaluationError as e:
             assert f"item {i} killed 3 worker processes" in str(e)
             got.append("E")
-    assert got == list(range(6)) + ["E", "E"] + list(range(8, 20))
+    assert got == ["E" if i in kill else i for i in range(20)]
     p.close()
 
 
