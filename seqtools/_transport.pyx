@@ -306,9 +306,24 @@ cdef bytes _meta(object skeleton, list specs, _Flat f):
     return meta
 
 
+_dtype_strs = {}  # id(dtype) -> (dtype, dtype.str); holding the dtype keeps its id its own
+
+
 cdef object _dtype_spec(cnp.dtype d):
-    # A plain dtype travels as its string, which pickles and hashes faster.
-    return d if cnp.PyDataType_HASFIELDS(d) else (<object>d).str
+    # A plain dtype travels as its string, which pickles and hashes faster. numpy
+    # formats ``.str`` anew on each read (about 1 us); results reuse a few dtype
+    # objects (the builtin ones are singletons), so each is formatted once.
+    if cnp.PyDataType_HASFIELDS(d):
+        return d
+    key = <size_t><PyObject *>d
+    e = _dtype_strs.get(key)
+    if e is not None:
+        return (<tuple>e)[1]
+    s = (<object>d).str
+    if len(_dtype_strs) >= _CACHE:
+        _dtype_strs.clear()
+    _dtype_strs[key] = (d, s)
+    return s
 
 
 cdef inline void _put_u64(char *p, uint64_t v) noexcept nogil:

@@ -130,6 +130,16 @@ def test_roundtrip(channel, name):
     del got
 
 
+def test_many_dtypes_in_a_row_keep_their_own(channel):
+    # More dtype objects than send() remembers the names of, each sent twice:
+    # the second time its name comes from what send() remembers, if it still does.
+    dtypes = [np.dtype(f"<U{n}") for n in range(1, 300)] + [np.dtype(">u2")]
+    for dt in dtypes + dtypes[::-1]:
+        sent, got = channel.roundtrip(np.array(["12", "3"]).astype(dt))
+        same(sent, got)
+        del got
+
+
 def test_arrays_view_the_ring_and_hold_their_block(channel):
     _, got = channel.roundtrip((np.arange(1000.0), np.arange(10)))
     x, y = got
