@@ -76,25 +76,45 @@ class SeedWorkdir:
         self._tmp.cleanup()
 
 
-def calls_per_second(step, n):
-    """A function that times ``n`` calls of ``step()`` and returns calls per second
-    (a measurement for :func:`interleaved`)."""
+# The shortest a measurement of calls_per_second lasts. On this shared VM the
+# machine's speed drifts by 10-30% within seconds: a fast configuration timed over
+# a fixed number of calls (3000 batches: 0.3 s at 10,000/s) would sample that drift
+# over a much shorter window than a slow one it is compared with (2 s at 1,500/s),
+# and so scatter far more from one repetition to the next.
+MIN_SECONDS = 1.0
+
+
+def calls_per_second(step, n, cpu=None):
+    """A function that times ``step()`` and returns calls per second (a measurement
+    for :func:`interleaved`): ``n`` calls, then ``n`` more at a time until
+    :data:`MIN_SECONDS` have passed. ``cpu``: a list that gets calls per second of
+    this process's own CPU time (the parent's, for a loader)."""
     def run():
-        t0 = time.perf_counter()
-        for _ in range(n):
-            step()
-        return n / (time.perf_counter() - t0)
+        calls = 0
+        t0, c0 = time.perf_counter(), time.process_time()
+        while True:
+            for _ in range(n):
+                step()
+            calls += n
+            wall = time.perf_counter() - t0
+            if wall >= MIN_SECONDS:
+                break
+        if cpu is not None:
+            cpu.append(calls / (time.process_time() - c0))
+        return calls / wall
     return run
 
 
 def interleaved(configs, repeats, progress=None):
     """Run each ``(name, fn)`` once per repetition, interleaved; fn returns a rate.
 
-    Returns ``{name: [rates]}`` in the order given.
+    Every other repetition runs them in reverse order (A B C, C B A, ...), so that
+    a steady drift of the machine's speed favours no configuration over its
+    neighbours. Returns ``{name: [rates]}`` in the order given.
     """
     results = {name: [] for name, _ in configs}
     for r in range(repeats):
-        for name, fn in configs:
+        for name, fn in (configs if r % 2 == 0 else configs[::-1]):
             if progress:
                 progress(f"rep {r + 1}/{repeats}: {name}")
             value = fn()
@@ -322,16 +342,19 @@ def copy_target(src):
 
 
 # SeqTools 1.4.1's process prefetch with shared memory over the seed workload, run
-# in the interpreter where it is installed (it shares our import name):
-#   python -I -c UPSTREAM_PREFETCH WORKDIR N KIND   -> prints a JSON line, with the
-#   rate in batches/s (run it through run_upstream_prefetch)
+# in the interpreter where it is installed (it shares our import name), as a
+# server that keeps its loader between measurements (see UpstreamPrefetch):
+#   python -I -c UPSTREAM_PREFETCH WORKDIR KIND
+# prints one JSON line (its version and where it imported seqtools from), then for
+# each line "N SECONDS" it reads, takes N batches at a time until SECONDS have
+# passed and prints the rate in batches/s; it ends at end of input.
 # KIND "seed": the seed example's sampler; "fancy": numpy fancy indexing per chunk.
 UPSTREAM_PREFETCH = textwrap.dedent("""
     import json, sys, time, os
     from importlib.metadata import version
     import numpy as np
     import seqtools
-    workdir, n, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    workdir, kind = sys.argv[1], sys.argv[2]
     labels = np.load(os.path.join(workdir, "labels.npy"))
     files = sorted(f for f in os.listdir(workdir) if f.startswith("data_"))
     chunks = [np.load(os.path.join(workdir, f), mmap_mode="r") for f in files]
@@ -351,49 +374,113 @@ UPSTREAM_PREFETCH = textwrap.dedent("""
             if m.any():
                 out[m] = c[subset[m] - offsets[j]]
         return out, labels[subset]
-    batches = seqtools.smap(seed if kind == "seed" else fancy, range(n + 100))
+    batches = seqtools.smap(seed if kind == "seed" else fancy, range(10 ** 9))
     loader = seqtools.prefetch(batches, nworkers=2, method="process",
                                max_buffered=10, shm_size=64 * 1024 ** 2)
     for i in range(100):
         x = loader[i]
-    t0 = time.perf_counter()
-    for i in range(100, n + 100):
-        x = loader[i]
-        del x
-    rate = n / (time.perf_counter() - t0)
-    print(json.dumps({"rate": rate, "file": seqtools.__file__, "prefix": sys.prefix,
-                      "version": version("seqtools")}))
+    i = 100
+    print(json.dumps({"file": seqtools.__file__, "prefix": sys.prefix,
+                      "version": version("seqtools")}), flush=True)
+    for line in sys.stdin:
+        n, seconds = line.split()
+        n, seconds, calls = int(n), float(seconds), 0
+        t0 = time.perf_counter()
+        while True:
+            for _ in range(n):
+                x = loader[i]
+                del x
+                i += 1
+            calls += n
+            wall = time.perf_counter() - t0
+            if wall >= seconds:
+                break
+        print(json.dumps({"rate": calls / wall}), flush=True)
 """)
 
 
-def run_upstream_prefetch(python, workdir, n, kind):
-    """batches/s of UPSTREAM_PREFETCH under ``python``, or None (and why, on stderr).
+class UpstreamPrefetch:
+    """SeqTools 1.4.1's process prefetch on the seed workload, kept running in
+    ``python`` (an interpreter where it is installed) between measurements.
 
-    Run isolated (``-I``: neither the current folder nor PYTHONPATH on sys.path)
-    from a temporary folder, and checked to have imported SeqTools 1.x from that
-    interpreter's own site-packages: run from a checkout of ours, a plain
-    ``python -c`` would import *our* package under the same name and time it
-    instead.
+    Its workers start once and sit idle (their buffer full) while other rows are
+    measured, so that its rows can be timed like ours: ``rate(n)`` takes ``n``
+    batches at a time for at least :data:`MIN_SECONDS`, with no start-up inside
+    the window. ``python`` None, or a failure to start (said on stderr), leaves
+    the rows out: ``rate`` then returns None. Run isolated (``-I``: neither the
+    current folder nor PYTHONPATH on sys.path) from a temporary folder, and
+    checked to have imported SeqTools 1.x from that interpreter's own
+    site-packages: run from a checkout of ours, a plain ``python -c`` would import
+    *our* package under the same name and time it instead.
     """
-    import json
-    import subprocess
 
-    try:
-        out = subprocess.run(
-            [python, "-I", "-c", UPSTREAM_PREFETCH, workdir, str(n), kind],
-            capture_output=True, text=True, timeout=600, cwd=tempfile.gettempdir())
-    except (OSError, subprocess.TimeoutExpired) as e:
-        print(f"upstream row failed: {e}", file=sys.stderr)
-        return None
-    if out.returncode != 0:
-        print("upstream row failed:", out.stderr.strip().splitlines()[-1:],
+    def __init__(self, python, workdir, kind):
+        import json
+        import subprocess
+
+        self.proc = None
+        if not python:
+            return
+        self.err = tempfile.TemporaryFile(mode="w+")  # a pipe could fill and block
+        try:
+            self.proc = subprocess.Popen(
+                [python, "-I", "-c", UPSTREAM_PREFETCH, workdir, kind],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=self.err, text=True, cwd=tempfile.gettempdir())
+        except OSError as e:
+            print(f"upstream row skipped: {e}", file=sys.stderr)
+            return
+        line = self.proc.stdout.readline()
+        if not line:
+            self._fail()
+            return
+        got = json.loads(line)
+        if not got["version"].startswith("1.") or not os.path.realpath(
+                got["file"]).startswith(os.path.realpath(got["prefix"]) + os.sep):
+            print(f"upstream row skipped: {python} imported seqtools {got['version']} "
+                  f"from {got['file']}, not SeqTools 1.x from its own site-packages",
+                  file=sys.stderr)
+            self.close()
+
+    def _fail(self):
+        self.close()
+        self.err.seek(0)
+        print("upstream row failed:", self.err.read().strip().splitlines()[-1:],
               file=sys.stderr)
-        return None
-    got = json.loads(out.stdout.strip().splitlines()[-1])
-    if not got["version"].startswith("1.") or not os.path.realpath(
-            got["file"]).startswith(os.path.realpath(got["prefix"]) + os.sep):
-        print(f"upstream row skipped: {python} imported seqtools {got['version']} "
-              f"from {got['file']}, not SeqTools 1.x from its own site-packages",
-              file=sys.stderr)
-        return None
-    return got["rate"]
+
+    def rate(self, n):
+        """batches/s over at least MIN_SECONDS, or None."""
+        import json
+
+        if self.proc is None:
+            return None
+        try:
+            self.proc.stdin.write(f"{n} {MIN_SECONDS}\n")
+            self.proc.stdin.flush()
+        except OSError:
+            self._fail()
+            return None
+        line = self.proc.stdout.readline()
+        if not line:
+            self._fail()
+            return None
+        return json.loads(line)["rate"]
+
+    def close(self):
+        if self.proc is not None:
+            proc, self.proc = self.proc, None
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                proc.wait(timeout=30)
+            except Exception:
+                proc.kill()
+                proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -35,13 +35,14 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
+    MIN_SECONDS,
     SeedSampler,
     SeedWorkdir,
     calls_per_second,
     copy_target,
     interleaved,
     load_seed_dataset,
-    run_upstream_prefetch,
+    UpstreamPrefetch,
     summarize,
 )
 
@@ -50,18 +51,15 @@ import seqtools  # noqa: E402
 
 def _bare_worker(sampler, n, start, out):
     start.wait()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        sampler()
-    out.put(time.perf_counter() - t0)
+    out.put(calls_per_second(sampler, n)())
 
 
 def bare_processes(sampler, n, nprocs=2):
-    """batches/s of ``nprocs`` processes calling ``sampler`` n/nprocs times each.
+    """batches/s of ``nprocs`` processes calling ``sampler`` at once.
 
     They start timing together once all are up (fork, so the dataset is shared
-    as a loader's workers share it); the rate counts until the last one ends.
-    None where fork is unavailable.
+    as a loader's workers share it), each for ``n / nprocs`` calls and at least
+    ``MIN_SECONDS``; the rate is the sum of theirs. None where fork is unavailable.
     """
     import multiprocessing as mp
 
@@ -75,10 +73,10 @@ def bare_processes(sampler, n, nprocs=2):
         p.start()
     time.sleep(0.2)  # let them reach the start line
     start.set()
-    elapsed = max(out.get() for _ in procs)
+    rate = sum(out.get() for _ in procs)
     for p in procs:
         p.join()
-    return nprocs * (n // nprocs) / elapsed
+    return rate
 
 
 class LargeBatches:
@@ -155,38 +153,26 @@ def main():
         parent_cpu = []
 
         def through(loader, cpu=None):
-            def run():
-                t0, c0 = time.perf_counter(), time.process_time()
-                for _ in range(n):
-                    next(loader)
-                wall, c = time.perf_counter() - t0, time.process_time() - c0
-                if cpu is not None:
-                    cpu.append(n / c)
-                return n / wall
-            return run
+            return calls_per_second(loader.__next__, n, cpu)
 
-        def memcpy():
-            t0 = time.perf_counter()
-            for _ in range(n):
-                np.copyto(dst[0], src[0])
-                np.copyto(dst[1], src[1])
-            return n / (time.perf_counter() - t0)
+        def copy_batch():
+            np.copyto(dst[0], src[0])
+            np.copyto(dst[1], src[1])
 
-        def upstream():
-            if not args.upstream_python:
-                return None
-            return run_upstream_prefetch(args.upstream_python, workdir, n, "seed")
+        upstream = UpstreamPrefetch(args.upstream_python, workdir, "seed")
 
         # Ours and upstream's on the seed sampler run back to back in each
-        # repetition: their per-repetition ratio is less exposed to the machine's
-        # drift (10-30% between runs on a shared VM) than the ratio of medians.
+        # repetition (upstream's loader kept running, so that no start-up falls in
+        # its window): their per-repetition ratio is less exposed to the machine's
+        # drift (10-30% within seconds on a shared VM) than the ratio of medians.
         configs = [
             ("seed sampler inline", calls_per_second(sampler, n)),
             ("seed sampler, load_buffers(nworkers=2)", through(seed_loader)),
-            ("SeqTools 1.4.1 prefetch(process, shm), seed sampler", upstream),
+            ("SeqTools 1.4.1 prefetch(process, shm), seed sampler",
+             lambda: upstream.rate(n)),
             ("seed sampler in 2 bare processes (ceiling)",
              lambda: bare_processes(sampler, n)),
-            ("memcpy of the same bytes", memcpy),
+            ("memcpy of the same bytes", calls_per_second(copy_batch, n)),
             ("no-op sampler, load_buffers(nworkers=2) (wall)",
              through(noop_loader, parent_cpu)),
         ]
@@ -194,10 +180,12 @@ def main():
                               progress=lambda s: print(s, file=sys.stderr))
         seed_loader.close()
         noop_loader.close()
+        upstream.close()
 
     results["no-op sampler: parent CPU per batch (transport ceiling)"] = parent_cpu
-    print(f"\nload_buffers on the seed workload: {n} batches x {args.repeats} "
-          f"repetitions, {os.cpu_count()} cores")
+    print(f"\nload_buffers on the seed workload: each row timed over {n} batches at "
+          f"a time for at least {MIN_SECONDS:g} s, x {args.repeats} repetitions "
+          f"(every other one in reverse order), {os.cpu_count()} cores")
     if not args.upstream_python:
         print("(SeqTools 1.4.1 row skipped: pass --upstream-python PATH to an "
               "interpreter where it is installed)")

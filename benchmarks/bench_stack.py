@@ -45,12 +45,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
+    MIN_SECONDS,
     SeedSampler,
     SeedWorkdir,
     calls_per_second,
     interleaved,
     load_seed_dataset,
-    run_upstream_prefetch,
+    UpstreamPrefetch,
 )
 
 import seqtools  # noqa: E402
@@ -196,12 +197,11 @@ def seed_workload(args):
         def through(loader):
             return calls_per_second(loader.__next__, n)
 
+        upstreams = {kind: UpstreamPrefetch(args.upstream_python, workdir, kind)
+                     for kind in ("seed", "fancy")}
+
         def upstream(kind):
-            def run():
-                if not args.upstream_python:
-                    return None
-                return run_upstream_prefetch(args.upstream_python, workdir, n, kind)
-            return run
+            return lambda: upstreams[kind].rate(n)
 
         configs = [
             ("numpy fancy indexing per chunk, inline (baseline)", inline(fancy)),
@@ -219,7 +219,7 @@ def seed_workload(args):
         ]
         results = interleaved(configs, args.seed_repeats,
                               progress=lambda s: print(s, file=sys.stderr))
-        for loader in loaders.values():
+        for loader in list(loaders.values()) + list(upstreams.values()):
             loader.close()
     return results
 
@@ -227,8 +227,10 @@ def seed_workload(args):
 def print_seed_table(results, args):
     load = os.getloadavg()
     print()
-    print(f"Seed workload: 64 x (248,) float64 + int64 label per batch, {args.batches} "
-          f"batches x {args.seed_repeats} interleaved repetitions, "
+    print(f"Seed workload: 64 x (248,) float64 + int64 label per batch, each row "
+          f"timed over {args.batches} batches at a time for at least {MIN_SECONDS:g} s, "
+          f"x {args.seed_repeats} interleaved repetitions (every other one in "
+          "reverse order), "
           f"{os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} "
           "(1 / 5 min) at the end")
     if not args.upstream_python:
@@ -249,6 +251,13 @@ def print_seed_table(results, args):
         to_up = f"{med / up_med:.2f}x" if up_med else ""
         print(f"| {name} | {med:,.0f} | {min(values):,.0f}-{max(values):,.0f} | "
               f"{med / base:.2f}x | {to_up} |")
+    mine = results["seed's own sampler, load_buffers(nworkers=2)"]
+    if up and len(up) == len(mine):
+        paired = [a / b for a, b in zip(mine, up)]
+        print(f"\nthe seed's own sampler through load_buffers(nworkers=2) / SeqTools "
+              f"1.4.1 on it, timed back to back: per repetition "
+              f"{', '.join(f'{r:.2f}x' for r in paired)} (median "
+              f"{statistics.median(paired):.2f}x; issue 4 aims at >= 5x)")
 
 
 def main():
