@@ -51,15 +51,22 @@ import seqtools  # noqa: E402
 
 def _bare_worker(sampler, n, start, out):
     start.wait()
-    out.put(calls_per_second(sampler, n)())
+    calls = 0
+    t0 = time.perf_counter()
+    end = t0 + MIN_SECONDS
+    while calls < n or time.perf_counter() < end:
+        sampler()
+        calls += 1
+    out.put(calls / (time.perf_counter() - t0))
 
 
 def bare_processes(sampler, n, nprocs=2):
     """batches/s of ``nprocs`` processes calling ``sampler`` at once.
 
     They start timing together once all are up (fork, so the dataset is shared
-    as a loader's workers share it), each for ``n / nprocs`` calls and at least
-    ``MIN_SECONDS``; the rate is the sum of theirs. None where fork is unavailable.
+    as a loader's workers share it) and stop together, at ``MIN_SECONDS`` (or
+    after ``n / nprocs`` calls each, if that takes longer): the rate is the sum of
+    theirs, all measured while all ran. None where fork is unavailable.
     """
     import multiprocessing as mp
 
