@@ -31,9 +31,20 @@
 #endif
 
 #define SQ_MAGIC 0x5351524e47425546ULL /* "SQRNGBUF" */
-#define SQ_VERSION 3 /* 2: ready_want, task_seq (coalesced wake-ups); 3: kept blocks */
+#define SQ_VERSION 4 /* 2: ready_want, task_seq (coalesced wake-ups); 3: kept blocks;
+                       * 4: commit journal in the slots */
 #define SQ_RETRY_MAX 64
 #define SQ_DEATHS_MAX 64
+
+/* Points inside critical sections where the C tests kill the calling process
+ * (test_ringbuf.c defines it before including this file); nothing otherwise. */
+#ifndef SQ_FAULT_POINT
+#define SQ_FAULT_POINT() ((void)0)
+#endif
+
+/* Stores in a critical section are ordered for a producer killed between any two
+ * of them (see ring_repair): the compiler must not move them across this. */
+#define STORE_ORDER() atomic_signal_fence(memory_order_seq_cst)
 
 /* KEPT: a producer's own allocation (sq_ring_keep), outside its task's list: left
  * alone by commit (unless adopted) and cancel, freed by sq_ring_unkeep or by
@@ -65,6 +76,14 @@ typedef struct {
     uint32_t n_held; /* blocks reserved by the current task, positions in held[] */
     uint64_t held[SQ_SLOT_BLOCKS];
     uint64_t waiting_for; /* bytes (header included) it waits for in reserve, or 0 */
+    /* The commit journal: what sq_ring_commit_n is handing over, written before
+     * `committing` is set, so that whoever takes the lock after a producer died
+     * inside a commit completes it (ring_repair). */
+    uint32_t committing;
+    uint32_t n_adopt;
+    uint64_t adopt[SQ_SLOT_BLOCKS];
+    uint64_t commit_qw; /* q_write when the commit began: its entry is queued iff moved */
+    sq_entry commit_entry;
 } sq_slot;
 
 struct sq_ring {
@@ -143,12 +162,14 @@ size_t sq_ring_header_size(int nworkers, int qlen) {
     return align_up(n, 4096);
 }
 
-/* Lock the header mutex; a producer that died holding it left EOWNERDEAD: the
- * critical sections only update counters and block headers in an order that
- * leaves a consistent state after each store, so we mark it consistent. */
+static void ring_repair(sq_ring *r);
+
+/* Lock the header mutex; a producer that died holding it left EOWNERDEAD, and
+ * ring_repair() puts the header right before the mutex is marked consistent. */
 static int ring_lock(sq_ring *r) {
     int rc = pthread_mutex_lock(&r->lock);
     if (rc == EOWNERDEAD) {
+        ring_repair(r);
         pthread_mutex_consistent(&r->lock);
         rc = 0;
     }
@@ -386,11 +407,14 @@ static uint64_t ring_alloc(sq_ring *r, int worker, uint64_t need) {
                     rest->state = BLK_FREE;
                     rest->worker = -1;
                     rest->magic = 0;
+                    STORE_ORDER(); /* the new header before the old one shrinks */
                     b->size = need;
                 }
                 b->worker = worker;
                 b->magic = SQ_MAGIC ^ pos;
+                STORE_ORDER(); /* owner and magic before the state that shows them */
                 b->state = BLK_RESERVED;
+                SQ_FAULT_POINT();
                 r->used += b->size;
                 r->cursor = pos + b->size == r->capacity ? 0 : pos + b->size;
                 return pos;
@@ -502,6 +526,47 @@ static int adoptable(sq_ring *r, int worker, const sq_block *b, const uint64_t *
     return 1;
 }
 
+/* Under the lock: hand over the commit in worker's journal.  Each step is done
+ * only if not done yet, so that ring_repair can run it again after the worker
+ * died halfway through: blocks change state before the entry is queued (an
+ * entry never names a block still the worker's). */
+static void commit_apply(sq_ring *r, int worker) {
+    sq_slot *slot = &ring_slots(r)[worker];
+    sq_block *b = block_of(r, slot->commit_entry.offset);
+    for (uint32_t k = 0; k < slot->n_held && k < SQ_SLOT_BLOCKS; k++) {
+        sq_block *x = block_at(r, slot->held[k]);
+        if (x == b || x->state != BLK_RESERVED || x->worker != worker) continue;
+        x->state = BLK_COMMITTED;
+        r->n_reserved--;
+        r->n_popped++;
+        SQ_FAULT_POINT();
+    }
+    for (uint32_t i = 0; i < slot->n_adopt && i < SQ_SLOT_BLOCKS; i++) {
+        sq_block *x = block_of(r, slot->adopt[i]);
+        if (x == NULL || x->state != BLK_KEPT || x->worker != worker) continue;
+        x->state = BLK_COMMITTED;
+        r->n_kept--;
+        r->n_popped++;
+        SQ_FAULT_POINT();
+    }
+    if (b != NULL && b->worker == worker &&
+        (b->state == BLK_KEPT || b->state == BLK_RESERVED)) {
+        if (b->state == BLK_KEPT)
+            r->n_kept--;
+        else
+            r->n_reserved--;
+        b->state = BLK_COMMITTED;
+        r->n_committed++;
+        SQ_FAULT_POINT();
+    }
+    slot->n_held = 0;
+    STORE_ORDER();
+    if (r->q_write == slot->commit_qw)
+        queue_push(r, &slot->commit_entry); /* cannot fail: space checked before */
+    SQ_FAULT_POINT();
+    slot_done(r, worker);
+}
+
 int sq_ring_commit_n(sq_ring *r, int worker, uint64_t offset, int64_t index,
                      uint64_t epoch, uint32_t kind, const uint64_t *adopt, int nadopt) {
     if (worker < 0 || worker >= r->nworkers || nadopt < 0 ||
@@ -517,39 +582,69 @@ int sq_ring_commit_n(sq_ring *r, int worker, uint64_t offset, int64_t index,
     } else if (r->q_write - r->q_read >= (uint64_t)r->qlen) {
         rc = SQ_EFULL; /* the blocks stay reserved (or kept) */
     } else {
-        /* Every block the task reserved goes over together, in this critical
-         * section: the main block to the queue, the others (arrays its code built
-         * in place, named in the payload) as blocks the consumer holds, and with
-         * them the kept blocks it adopts.  States change before the entry is
-         * queued, so a worker killed in between leaves committed blocks nobody
-         * names (space lost until the ring goes), never an entry naming a freed
-         * block. */
-        for (uint32_t k = 0; k < slot->n_held; k++) {
-            sq_block *x = block_at(r, slot->held[k]);
-            if (x == b || x->state != BLK_RESERVED || x->worker != worker) continue;
-            x->state = BLK_COMMITTED;
-            r->n_reserved--;
-            r->n_popped++;
-        }
-        for (int i = 0; i < nadopt; i++) {
-            sq_block *x = block_of(r, adopt[i]);
-            x->state = BLK_COMMITTED;
-            r->n_kept--;
-            r->n_popped++;
-        }
-        if (b->state == BLK_KEPT)
-            r->n_kept--;
-        else
-            r->n_reserved--;
-        b->state = BLK_COMMITTED;
-        r->n_committed++;
-        slot->n_held = 0;
-        sq_entry e = {offset, b->size - SQ_BLOCK_HEADER, index, epoch, worker, kind};
-        queue_push(r, &e); /* cannot fail: space checked above */
-        slot_done(r, worker);
+        /* Every block the task reserved goes over together: the main block to
+         * the queue, the others (arrays its code built in place, named in the
+         * payload) as blocks the consumer holds, and with them the kept blocks it
+         * adopts.  The journal goes first: a producer killed once `committing` is
+         * set leaves a commit that ring_repair completes (killed before, its
+         * blocks are still its own, and sq_worker_reset frees them). */
+        slot->n_adopt = (uint32_t)nadopt;
+        for (int i = 0; i < nadopt; i++) slot->adopt[i] = adopt[i];
+        slot->commit_entry = (sq_entry){offset, b->size - SQ_BLOCK_HEADER, index, epoch,
+                                        worker, kind};
+        slot->commit_qw = r->q_write;
+        STORE_ORDER();
+        SQ_FAULT_POINT();
+        slot->committing = 1;
+        STORE_ORDER();
+        SQ_FAULT_POINT();
+        commit_apply(r, worker);
+        STORE_ORDER();
+        SQ_FAULT_POINT();
+        slot->committing = 0;
     }
     ring_unlock(r);
     return rc;
+}
+
+/* Under the lock, taken with EOWNERDEAD: a process died inside a critical
+ * section.  Block headers are written so that the data area is tiled by valid
+ * blocks after every store (a block splits by writing the new header before
+ * shrinking the old one; runs merge by growing one size), but a commit changes
+ * several blocks and the counters change one store after the states they count.
+ * So: complete a commit the journal says was under way, then count the blocks
+ * and queued entries again, and move a cursor a merge left inside a block back to
+ * the start. */
+static void ring_repair(sq_ring *r) {
+    sq_slot *slots = ring_slots(r);
+    for (int w = 0; w < r->nworkers; w++) {
+        if (slots[w].committing) {
+            commit_apply(r, w);
+            slots[w].committing = 0;
+        }
+    }
+    if (r->capacity == 0) return;
+    uint64_t used = 0, n_res = 0, n_com = 0, n_kept = 0, n_queued = 0, pos = 0;
+    int cursor_ok = 0;
+    while (pos < r->capacity) {
+        sq_block *b = block_at(r, pos);
+        if (b->size < SQ_BLOCK_HEADER || b->size % SQ_ALIGN || b->size > r->capacity - pos)
+            return; /* not a tiling (cannot happen): leave it to block_of's checks */
+        if (b->state != BLK_FREE) used += b->size;
+        n_res += b->state == BLK_RESERVED;
+        n_com += b->state == BLK_COMMITTED;
+        n_kept += b->state == BLK_KEPT;
+        cursor_ok |= r->cursor == pos;
+        pos += b->size;
+    }
+    for (uint64_t q = r->q_read; q != r->q_write; q++)
+        n_queued += ring_entries(r)[q % (uint64_t)r->qlen].offset != 0;
+    r->used = used;
+    r->n_reserved = n_res;
+    r->n_kept = n_kept;
+    r->n_committed = n_queued;
+    r->n_popped = n_com - n_queued;
+    if (!cursor_ok) r->cursor = 0;
 }
 
 int sq_ring_keep(sq_ring *r, int worker, uint64_t nbytes, uint64_t max_used,

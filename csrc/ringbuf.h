@@ -21,7 +21,9 @@
  * stalls the ring (see ringbuf.c).
  *
  * Synchronisation: one process-shared, robust pthread mutex guards the header
- * (a process killed while holding it is recovered through EOWNERDEAD).  Sleepers
+ * (a process killed while holding it is recovered through EOWNERDEAD: the next
+ * locker completes a commit it left half done, from the journal in its slot, and
+ * counts the blocks again).  Sleepers
  * wait on two event counters with a futex (Linux; short polling elsewhere):
  * producers for space, tasks, sizing or close; the consumer for completions and
  * size requests.  A futex holds no state for its waiters, so a SIGKILLed sleeper
