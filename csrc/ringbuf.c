@@ -76,6 +76,10 @@ typedef struct {
     uint32_t n_held; /* blocks reserved by the current task, positions in held[] */
     uint64_t held[SQ_SLOT_BLOCKS];
     uint64_t waiting_for; /* bytes (header included) it waits for in reserve, or 0 */
+    /* Its place in line for space (see in_turn), 0 if none: taken when a reserve
+     * waits, kept when the wait times out (the worker asks again), given up when it
+     * gets its block or makes any other call. */
+    uint64_t ticket;
     /* The commit journal: what sq_ring_commit_n is handing over, written before
      * `committing` is set, so that whoever takes the lock after a producer died
      * inside a commit completes it (ring_repair). */
@@ -139,6 +143,7 @@ struct sq_ring {
      * wakes nobody, and saves itself the futex syscall). */
     uint64_t ready_want;
     uint64_t n_kept;  /* blocks in state KEPT */
+    uint64_t last_ticket; /* the latest place in line handed out (sq_slot.ticket) */
     /* followed by sq_slot slots[nworkers], sq_entry entries[qlen] */
 };
 
@@ -427,6 +432,42 @@ static uint64_t ring_alloc(sq_ring *r, int worker, uint64_t need) {
     return UINT64_MAX;
 }
 
+/* Under the lock: does `worker` own a kept block? */
+static int worker_keeps(sq_ring *r, int worker) {
+    for (uint64_t pos = 0; pos < r->capacity;) {
+        sq_block *b = block_at(r, pos);
+        if (b->size == 0) return 0;
+        if (b->state == BLK_KEPT && b->worker == worker) return 1;
+        pos += b->size;
+    }
+    return 0;
+}
+
+/* Under the lock: may `worker` allocate now?  Producers that had to wait for
+ * space are served in the order they started waiting: otherwise one waiting for a
+ * large block could wait forever while others take each small run the consumer
+ * frees (with the consumer slower than them, the ring is always nearly full).
+ * Only a producer that already holds blocks for its task never waits behind
+ * another, since the one ahead may be waiting for the very space it holds. */
+static int in_turn(sq_ring *r, int worker) {
+    sq_slot *slots = ring_slots(r);
+    uint64_t mine = slots[worker].ticket;
+    for (int w = 0; w < r->nworkers; w++) {
+        uint64_t t = slots[w].ticket;
+        if (w != worker && t != 0 && (mine == 0 || t < mine))
+            return slots[worker].n_held > 0 || worker_keeps(r, worker);
+    }
+    return 1;
+}
+
+/* Under the lock: `worker` is no longer waiting for space. */
+static void leave_line(sq_ring *r, int worker) {
+    sq_slot *slot = &ring_slots(r)[worker];
+    if (slot->ticket == 0) return;
+    slot->ticket = 0;
+    ring_wake(&r->space_seq, r->space_sleepers); /* the next one's turn */
+}
+
 int sq_ring_reserve(sq_ring *r, int worker, uint64_t nbytes, double timeout,
                     uint64_t *offset) {
     struct timespec deadline;
@@ -458,11 +499,12 @@ int sq_ring_reserve(sq_ring *r, int worker, uint64_t nbytes, double timeout,
                 rc = SQ_EFULL;
                 break;
             }
-            uint64_t pos = ring_alloc(r, worker, need);
+            uint64_t pos = in_turn(r, worker) ? ring_alloc(r, worker, need) : UINT64_MAX;
             if (pos != UINT64_MAX) {
                 slot->held[slot->n_held++] = pos;
                 *offset = r->data_offset + pos + SQ_BLOCK_HEADER;
                 r->n_reserved++;
+                leave_line(r, worker);
                 rc = SQ_OK;
                 break;
             }
@@ -471,6 +513,8 @@ int sq_ring_reserve(sq_ring *r, int worker, uint64_t nbytes, double timeout,
             rc = SQ_TIMEOUT;
             break;
         }
+        if (r->capacity != 0 && ring_slots(r)[worker].ticket == 0)
+            ring_slots(r)[worker].ticket = ++r->last_ticket;
         r->space_waiters++;
         ring_slots(r)[worker].waiting_for = need;
         ring_wait(r, &r->space_seq, &r->space_sleepers, &ring_slots(r)[worker].asleep,
@@ -588,6 +632,7 @@ int sq_ring_commit_n(sq_ring *r, int worker, uint64_t offset, int64_t index,
          * adopts.  The journal goes first: a producer killed once `committing` is
          * set leaves a commit that ring_repair completes (killed before, its
          * blocks are still its own, and sq_worker_reset frees them). */
+        leave_line(r, worker);
         slot->n_adopt = (uint32_t)nadopt;
         for (int i = 0; i < nadopt; i++) slot->adopt[i] = adopt[i];
         slot->commit_entry = (sq_entry){offset, b->size - SQ_BLOCK_HEADER, index, epoch,
@@ -656,8 +701,8 @@ int sq_ring_keep(sq_ring *r, int worker, uint64_t nbytes, uint64_t max_used,
     if (rc != SQ_OK) return rc;
     if (r->closed) {
         rc = SQ_CLOSED;
-    } else if (r->capacity == 0 || r->used + need > max_used) {
-        rc = SQ_TIMEOUT;
+    } else if (r->capacity == 0 || r->used + need > max_used || !in_turn(r, worker)) {
+        rc = SQ_TIMEOUT; /* never waits, nor goes ahead of a producer waiting */
     } else {
         uint64_t pos = ring_alloc(r, worker, need);
         if (pos == UINT64_MAX) {
@@ -695,6 +740,7 @@ int sq_ring_post(sq_ring *r, int worker, int64_t index, uint64_t epoch, uint32_t
     if (worker < 0 || worker >= r->nworkers) return SQ_EINVAL;
     int rc = ring_lock(r);
     if (rc != SQ_OK) return rc;
+    leave_line(r, worker);
     sq_entry e = {0, 0, index, epoch, worker, kind};
     rc = queue_push(r, &e);
     if (rc == SQ_OK) slot_done(r, worker);
@@ -807,6 +853,7 @@ int sq_ring_cancel(sq_ring *r, int worker) {
     if (worker < 0 || worker >= r->nworkers) return SQ_EINVAL;
     int rc = ring_lock(r);
     if (rc != SQ_OK) return rc;
+    leave_line(r, worker);
     rc = free_reserved(r, worker, 0);
     ring_unlock(r);
     return rc;
@@ -842,6 +889,7 @@ int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths) {
         if (r->space_waiters > 0) r->space_waiters--;
     }
     s->waiting_for = 0;
+    s->ticket = 0; /* its place in line goes: space_seq is bumped below */
     s->asleep = SLOT_AWAKE;
     if (s->task >= 0 && s->epoch == r->epoch) {
         if (r->n_retry >= SQ_RETRY_MAX) {
@@ -876,6 +924,7 @@ int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
     deadline_after(timeout, &deadline);
     int rc = ring_lock(r);
     if (rc != SQ_OK) return rc;
+    leave_line(r, worker);
     for (;;) {
         if (r->closed) {
             rc = SQ_CLOSED;

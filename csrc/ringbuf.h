@@ -18,7 +18,8 @@
  * the user -> sq_ring_release once the user drops it (in any order).  Allocation
  * is next-fit from a cursor going round the data area, stepping over blocks still
  * held: released space is reusable at once, and a result held for long never
- * stalls the ring (see ringbuf.c).
+ * stalls the ring (see ringbuf.c).  Producers that had to wait for space are
+ * served in the order they began waiting (a timed-out wait keeps its place).
  *
  * Synchronisation: one process-shared, robust pthread mutex guards the header
  * (a process killed while holding it is recovered through EOWNERDEAD: the next

@@ -1266,6 +1266,58 @@ static void test_killed_inside_commit(void) {
     }
 }
 
+/* Producers that had to wait for space are served first come, first served: a
+ * producer waiting for a large block is not passed by others taking each small
+ * run the consumer frees, except by one that already holds blocks for its task
+ * (it may hold what the first one waits for). */
+static void big_waiter(sq_ring *r, int w) {
+    uint64_t off;
+    CHECK_EQ(sq_ring_reserve(r, w, 5000, LONG_WAIT, &off), SQ_OK);
+    pattern_fill((unsigned char *)r + off, 5000, w, 9);
+    CHECK_EQ(sq_ring_commit(r, w, off, 9, 0, 0), SQ_OK);
+}
+
+static void test_fair_space(void) {
+    sq_ring *r = ring_new(4, 8, 8192, 8192);
+    uint64_t held3, off[4], small, k;
+    sq_entry e;
+    /* worker 3 holds a block for its task; the rest of the ring is held by the
+     * consumer (512 + 3 x 2048 + 1536 bytes) */
+    CHECK_EQ(sq_ring_reserve(r, 3, 448, 0, &held3), SQ_OK);
+    uint64_t sizes[4] = {1984, 1984, 1984, 1472};
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ(sq_ring_reserve(r, 2, sizes[i], 0, &off[i]), SQ_OK);
+        CHECK_EQ(sq_ring_commit(r, 2, off[i], i, 0, 0), SQ_OK);
+        CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+    }
+    CHECK_EQ(stats(r).used, 8192);
+    pid_t pid = spawn(big_waiter, r, 0);
+    CHECK(wait_for(n_space_waiters, r, 1));
+    CHECK_EQ(sq_ring_release(r, off[0]), SQ_OK); /* 2048 free: not enough for it */
+    /* a newcomer does not pass it, nor does a block kept on the way */
+    CHECK_EQ(sq_ring_reserve(r, 1, 1000, 0, &small), SQ_TIMEOUT);
+    CHECK_EQ(sq_ring_reserve(r, 1, 1000, 0.05, &small), SQ_TIMEOUT);
+    CHECK_EQ(sq_ring_keep(r, 1, 500, UINT64_MAX, &k), SQ_TIMEOUT);
+    /* a producer holding blocks for its task does: it must be able to finish */
+    CHECK_EQ(sq_ring_reserve(r, 3, 1000, 0, &small), SQ_OK);
+    CHECK_EQ(sq_ring_commit(r, 3, small, 4, 0, 0), SQ_OK);
+    CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+    CHECK_EQ(sq_ring_release(r, small), SQ_OK);
+    CHECK_EQ(sq_ring_release(r, held3), SQ_OK); /* it went over with the commit */
+    CHECK_EQ(sq_ring_release(r, off[1]), SQ_OK); /* 512 + 4096 free in one run */
+    CHECK_EQ(sq_ring_release(r, off[2]), SQ_OK); /* 6656: its turn */
+    CHECK_EQ(sq_ring_pop(r, LONG_WAIT, &e, NULL), SQ_OK);
+    CHECK_EQ(e.index, 9);
+    CHECK(pattern_ok((unsigned char *)r + e.offset, 5000, 0, 9));
+    CHECK(reap_ok(pid));
+    /* served and gone from the line: newcomers are served again */
+    CHECK_EQ(sq_ring_reserve(r, 1, 1000, 0, &small), SQ_OK);
+    CHECK_EQ(sq_ring_cancel(r, 1), SQ_OK);
+    CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
+    CHECK_EQ(sq_ring_release(r, off[3]), SQ_OK);
+    check_idle(r);
+}
+
 /* Two items that each kill whoever takes them, taken by two producers in turn:
  * each item's count climbs on its own (a single "last index" count restarted at
  * every death, and the consumer replaced producers forever). */
@@ -1560,6 +1612,7 @@ static const struct {
     {"kept_blocks", test_kept_blocks},
     {"interleaved_deaths", test_interleaved_deaths},
     {"killed_inside_commit", test_killed_inside_commit},
+    {"fair_space", test_fair_space},
 };
 
 int main(int argc, char **argv) {
