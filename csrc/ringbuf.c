@@ -375,6 +375,27 @@ int sq_ring_set_capacity(sq_ring *r, uint64_t capacity) {
     return rc;
 }
 
+int sq_ring_grow(sq_ring *r, uint64_t capacity) {
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
+    if (r->capacity == 0 || capacity <= r->capacity || capacity % SQ_ALIGN != 0) {
+        rc = SQ_EINVAL;
+    } else {
+        /* One free block at the end; a free run before it merges with it when the
+         * allocator next passes (runs merge forward up to the capacity). */
+        sq_block *b = block_at(r, r->capacity);
+        b->size = capacity - r->capacity;
+        b->state = BLK_FREE;
+        b->worker = -1;
+        b->magic = 0;
+        STORE_ORDER(); /* the new block before the capacity that includes it */
+        r->capacity = capacity;
+        ring_wake(&r->space_seq, r->space_sleepers);
+    }
+    ring_unlock(r);
+    return rc;
+}
+
 uint64_t sq_ring_data_offset(const sq_ring *r) { return r->data_offset; }
 
 uint64_t sq_ring_capacity(const sq_ring *r) { return r->capacity; }

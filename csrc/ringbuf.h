@@ -103,6 +103,11 @@ int sq_ring_check(const void *region);
  * data_offset + capacity bytes; wakes producers waiting for it.  Only once:
  * SQ_EINVAL if already sized or capacity not a positive multiple of SQ_ALIGN. */
 int sq_ring_set_capacity(sq_ring *r, uint64_t capacity);
+/* Consumer: enlarge a sized data area to `capacity` bytes (a multiple of SQ_ALIGN,
+ * larger than now), adding free space at its end, and wake producers waiting for
+ * space.  The caller has made the region that large (the mapping already covers
+ * it).  SQ_EINVAL for an unsized ring or a capacity not larger. */
+int sq_ring_grow(sq_ring *r, uint64_t capacity);
 
 uint64_t sq_ring_data_offset(const sq_ring *r);
 uint64_t sq_ring_capacity(const sq_ring *r);

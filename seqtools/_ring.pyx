@@ -206,6 +206,31 @@ cdef class Ring:
         if rc != SQ_OK:
             _raise(rc, "set_capacity")
 
+    def grow(self, uint64_t capacity):
+        """Parent: enlarge the sized data area to ``capacity`` bytes, free at its
+        end; the memory is reserved first, as in :meth:`set_capacity`."""
+        cdef uint64_t now = sq_ring_capacity(self.r)
+        cdef uint64_t total = sq_ring_data_offset(self.r) + capacity
+        cdef int rc
+        if now == 0:
+            raise ValueError("the ring is not sized yet")
+        if capacity <= now or capacity % SQ_ALIGN:
+            raise ValueError(f"capacity {capacity} is not a multiple of {SQ_ALIGN} "
+                             f"larger than {now}")
+        if total > self.map_size:
+            raise ValueError(f"capacity {capacity} exceeds the reserved mapping")
+        if ftruncate(self.fd, total) != 0:
+            raise OSError(errno, f"cannot grow shared memory to {total} bytes: "
+                          f"{os.strerror(errno)}")
+        with nogil:
+            rc = sq_fallocate(self.fd, total)
+        if rc != 0:
+            raise MemoryError(
+                f"cannot reserve {total} bytes of shared memory ({os.strerror(rc)})")
+        rc = sq_ring_grow(self.r, capacity)
+        if rc != SQ_OK:
+            _raise(rc, "grow")
+
     @property
     def capacity(self):
         return sq_ring_capacity(self.r)

@@ -137,6 +137,9 @@ class _Pool:
         if capacity:
             _check_memory(capacity)
         self.max_capacity = max(capacity, _physical_memory())
+        # Result size (block header included) an automatic ring is sized for;
+        # 0 until then, and for a ring of the user's shm_size, which never grows.
+        self.sized_for = 0
         self.ring = Ring.create(nworkers, window + nworkers + 4, capacity,
                                 self.max_capacity)
         self.seed_base = int.from_bytes(os.urandom(7), "little")
@@ -205,15 +208,44 @@ class _Pool:
             self._start(w)
         return poisoned
 
-    def _size(self, requested):
+    def _capacity_for(self, need):
+        """Data-area bytes for results of ``need`` bytes each (header included)."""
         # A result whose large array the allocation hook built in place comes in
         # a block with the hook's headroom in front (_ring.HOOK_HEADROOM).
-        requested += HOOK_HEADROOM + ALIGN
-        capacity = requested * (self.window + self.nworkers + 2)
-        capacity = _round_up(max(capacity, MIN_RING), ALIGN)
-        capacity = min(capacity, _round_up(self.max_capacity - ALIGN + 1, ALIGN))
+        need += HOOK_HEADROOM + ALIGN
+        capacity = _round_up(max(need * (self.window + self.nworkers + 2), MIN_RING),
+                             ALIGN)
+        return min(capacity, _round_up(self.max_capacity - ALIGN + 1, ALIGN))
+
+    def _size(self, requested):
+        capacity = self._capacity_for(requested)
         _check_memory(capacity)
         self.ring.set_capacity(capacity)
+        self.sized_for = requested
+
+    def _grow(self, s):
+        """Size an automatically sized ring anew for a larger result; True if done.
+
+        Called when the ring is stalled: a worker waits for a block that cannot
+        fit while the consumer holds what it holds. If that block is larger than
+        the results the ring was sized for (from the first one), the ring grows as
+        if the first result had been that large. Results of the expected size
+        never grow it, so a consumer that keeps every result still gets the
+        stall's BufferError rather than a ring growing without end.
+        """
+        need = s["waiting_for"]
+        if not self.sized_for or need <= self.sized_for:
+            return False
+        capacity = self._capacity_for(need)
+        if capacity <= s["capacity"]:
+            return False
+        try:
+            _check_memory(capacity - s["capacity"])
+        except MemoryError:
+            return False  # the stall's message says what to do
+        self.ring.grow(capacity)
+        self.sized_for = need
+        return True
 
     def _error_text(self, worker):
         if self.pending[worker]:
@@ -281,6 +313,9 @@ class _Pool:
                 elif stalled_since is None:
                     stalled_since = now
                 elif now - stalled_since > STALL:
+                    if self._grow(s):
+                        stalled_since = None
+                        continue
                     raise BufferError(_stall_message(s))
                 continue
             if e[0] == "unsized":
@@ -310,6 +345,12 @@ def _stall_message(s):
                 f"out earlier and still referenced split{'s' if n == 1 else ''} it. "
                 "Copy the arrays you keep (np.array(x)), drop them sooner, or pass "
                 "a larger shm_size (twice the largest result or more)")
+    if need > free:
+        return (f"the shared-memory ring has {free} of {s['capacity']} bytes free, "
+                f"less than the {need} bytes a worker needs: the {results} handed "
+                f"out earlier and still referenced take{'s' if n == 1 else ''} the "
+                "rest. Copy the arrays you keep (np.array(x)), drop them sooner, or "
+                "pass a larger shm_size (twice the largest result or more)")
     return (f"the shared-memory ring is full ({s['used']} of {s['capacity']} "
             f"bytes): {results} handed out earlier are still referenced, so workers "
             "cannot write new ones. Copy the arrays you keep (np.array(x)), drop "

@@ -89,6 +89,18 @@ def sample_big():
     return np.ones(1 << 17)
 
 
+class GrowingSampler:
+    """400 KB results, and one of 1.7 MB: more than the ring sized for the first
+    ones can hold while the consumer holds one of them."""
+
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self):
+        self.n += 1
+        return np.full(1_700_000 if self.n == 4 else 400_000, self.n, np.uint8)
+
+
 def sample_in_ring():
     """Builds one array straight in the ring (as seqtools.stack does in workers)."""
     from seqtools import _transport
@@ -494,6 +506,26 @@ def test_load_buffers_consumer_holding_every_buffer_gets_clear_error():
         assert all((a == 1).all() for a in held)  # nothing was overwritten
         del held
         assert next(it).sum() == 1 << 17  # and it recovers once they are dropped
+
+
+def test_load_buffers_grows_its_ring_for_a_larger_result():
+    with seqtools.load_buffers(GrowingSampler(), max_cached=2, nworkers=1) as it:
+        first = next(it)
+        capacity = it._pool.ring.capacity
+        got = [first] + [next(it) for _ in range(7)]
+        assert [a.size for a in got] == [400_000] * 3 + [1_700_000] + [400_000] * 4
+        for n, a in enumerate(got, 1):
+            assert (a == n).all()
+        assert it._pool.ring.capacity > capacity
+
+
+def test_load_buffers_of_fixed_shm_size_does_not_grow():
+    with seqtools.load_buffers(GrowingSampler(), max_cached=2, nworkers=1,
+                               shm_size=2_100_000) as it:
+        with pytest.raises(BufferError, match="less than the 1700.* bytes a worker"):
+            for _ in range(8):
+                a = next(it)
+        del a
 
 
 def test_load_buffers_killed_worker_is_replaced():

@@ -209,7 +209,9 @@ def test_stats_tell_fragmentation_from_a_full_ring(ctx):
     wait_until(lambda: ring.stats()["waiting_for"] == 2560 + 64, "the 4th reserve")
     s = ring.stats()
     assert s["largest_free"] == 4096 - 3 * 1088
-    assert "is full" in _stall_message(s)
+    msg = _stall_message(s)
+    assert "has 832 of 4096 bytes free, less than the 2624 bytes" in msg
+    assert "the 3 results handed out earlier and still referenced take the" in msg
     del held[2], held[0]  # free: 1088 bytes, then 1920 at the end, the middle held
     wait_until(lambda: ring.stats()["largest_free"] == 4096 - 2176, "the releases")
     s = ring.stats()
@@ -270,6 +272,30 @@ def test_set_capacity_errors():
         ring.commit(0, off + 64, 0, 0)
     with pytest.raises(ValueError, match="outside the ring"):
         ring.lease(ring.data_offset + (1 << 20), 64)
+
+
+def test_grow_adds_free_space_at_the_end():
+    with pytest.raises(ValueError, match="not sized"):
+        Ring.create(1, 8, 0, 1 << 20).grow(8192)
+    ring = Ring.create(1, 8, 4096, 1 << 20)
+    for bad in (4096, 2048, 4096 + 100):
+        with pytest.raises(ValueError, match="larger than 4096"):
+            ring.grow(bad)
+    with pytest.raises(ValueError, match="exceeds the reserved mapping"):
+        ring.grow(1 << 50)
+    first = ring.reserve(0, 3000, 0)  # a block of 3072 bytes; 1024 free after it
+    assert ring.reserve(0, 2000, 0) is None
+    ring.grow(8192)
+    assert ring.capacity == 8192
+    # the 1024 free bytes and the new ones make one run
+    second = ring.reserve(0, 2000, 0)  # a block of 2112 bytes
+    assert second == first + 3072
+    block = np.frombuffer(ring.block(second, 2000), np.uint8)
+    block[-1] = 7  # backed memory: no SIGBUS
+    assert block[-1] == 7
+    assert ring.reserve(0, 8192 - 3072 - 2112 - 64, 0) is not None  # to the end
+    ring.cancel(0)
+    assert idle(ring)
 
 
 def test_set_capacity_failure_is_an_error_not_sigbus():
