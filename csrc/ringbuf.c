@@ -476,7 +476,7 @@ static int in_turn(sq_ring *r, int worker) {
     for (int w = 0; w < r->nworkers; w++) {
         uint64_t t = slots[w].ticket;
         if (w != worker && t != 0 && (mine == 0 || t < mine))
-            return slots[worker].n_held > 0 || worker_keeps(r, worker);
+            return slots[worker].n_held > 0 || (r->n_kept > 0 && worker_keeps(r, worker));
     }
     return 1;
 }

@@ -179,18 +179,12 @@ cdef class Ring:
         from multiprocessing.reduction import DupFd
         return _attach_dupfd, (DupFd(self.fd), self.map_size)
 
-    def set_capacity(self, uint64_t capacity):
-        """Parent: give the data area its size, reserving the memory now so that a
-        shortage shows here as an error rather than as SIGBUS mid-run."""
+    cdef int _back(self, uint64_t capacity) except -1:
+        """Make the region large enough for a data area of ``capacity`` bytes and
+        reserve its memory now, so that a shortage shows as an error here rather
+        than as SIGBUS mid-run."""
         cdef uint64_t total = sq_ring_data_offset(self.r) + capacity
         cdef int rc
-        # Checked before ftruncate: a second call used to shrink the region under
-        # the workers (SIGBUS on their next access) before C refused it.
-        if sq_ring_capacity(self.r) != 0:
-            raise ValueError("the ring is already sized")
-        if capacity == 0 or capacity % SQ_ALIGN:
-            raise ValueError(f"capacity {capacity} is not a positive multiple of "
-                             f"{SQ_ALIGN}")
         if total > self.map_size:
             raise ValueError(f"capacity {capacity} exceeds the reserved mapping")
         if ftruncate(self.fd, total) != 0:
@@ -202,6 +196,20 @@ cdef class Ring:
             raise MemoryError(
                 f"cannot reserve {total} bytes of shared memory "
                 f"({os.strerror(rc)}); free memory or pass a smaller shm_size")
+        return 0
+
+    def set_capacity(self, uint64_t capacity):
+        """Parent: give the data area its size, reserving the memory now so that a
+        shortage shows here as an error rather than as SIGBUS mid-run."""
+        cdef int rc
+        # Checked before ftruncate: a second call used to shrink the region under
+        # the workers (SIGBUS on their next access) before C refused it.
+        if sq_ring_capacity(self.r) != 0:
+            raise ValueError("the ring is already sized")
+        if capacity == 0 or capacity % SQ_ALIGN:
+            raise ValueError(f"capacity {capacity} is not a positive multiple of "
+                             f"{SQ_ALIGN}")
+        self._back(capacity)
         rc = sq_ring_set_capacity(self.r, capacity)
         if rc != SQ_OK:
             _raise(rc, "set_capacity")
@@ -210,23 +218,13 @@ cdef class Ring:
         """Parent: enlarge the sized data area to ``capacity`` bytes, free at its
         end; the memory is reserved first, as in :meth:`set_capacity`."""
         cdef uint64_t now = sq_ring_capacity(self.r)
-        cdef uint64_t total = sq_ring_data_offset(self.r) + capacity
         cdef int rc
         if now == 0:
             raise ValueError("the ring is not sized yet")
         if capacity <= now or capacity % SQ_ALIGN:
             raise ValueError(f"capacity {capacity} is not a multiple of {SQ_ALIGN} "
                              f"larger than {now}")
-        if total > self.map_size:
-            raise ValueError(f"capacity {capacity} exceeds the reserved mapping")
-        if ftruncate(self.fd, total) != 0:
-            raise OSError(errno, f"cannot grow shared memory to {total} bytes: "
-                          f"{os.strerror(errno)}")
-        with nogil:
-            rc = sq_fallocate(self.fd, total)
-        if rc != 0:
-            raise MemoryError(
-                f"cannot reserve {total} bytes of shared memory ({os.strerror(rc)})")
+        self._back(capacity)
         rc = sq_ring_grow(self.r, capacity)
         if rc != SQ_OK:
             _raise(rc, "grow")
