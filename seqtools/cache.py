@@ -8,7 +8,7 @@ computed once while it stays among the ``cache_size`` most recently used.
 import collections
 import threading
 
-from .core import View
+from .core import View, check_item, item_setter
 from .errors import raise_evaluation_error
 from .shape import _check_int, _length
 
@@ -16,9 +16,17 @@ __all__ = ["add_cache"]
 
 
 class CachedView(View):
-    """A sequence with an LRU cache of its items (see :func:`add_cache`)."""
+    """A sequence with an LRU cache of its items (see :func:`add_cache`).
 
-    __slots__ = ("_seq", "_size", "_cache", "_order", "_lock")
+    Reads of the source happen outside the lock, so a write through the view may
+    land while a miss is reading the old value. Each write therefore counts itself
+    in ``_writes`` once the source holds the new value (and drops the item's cached
+    value, under the lock); a miss keeps the value it read only if no write was
+    counted since the miss began. A write racing a miss costs that miss its cache
+    entry, never the cache its consistency with the source.
+    """
+
+    __slots__ = ("_seq", "_size", "_cache", "_order", "_lock", "_writes")
     _transient = ("_lock",)
 
     def __init__(self, seq, n, cache_size, cache):
@@ -27,45 +35,63 @@ class CachedView(View):
         self._size = cache_size
         self._cache = cache
         self._order = collections.OrderedDict()  # keys of self._cache, LRU first
+        self._writes = 0  # writes through the view so far (see the class docstring)
         self._bind()
 
     def _bind(self):
         self._lock = threading.Lock()
 
-    def _get(self, i):
-        if self._size:
-            with self._lock:
-                try:
-                    value = self._cache[i]
-                except KeyError:
-                    pass
-                else:
-                    self._order[i] = None
-                    self._order.move_to_end(i)
-                    return value
-        # Computed outside the lock so that threads evaluate items in parallel; two
-        # threads missing the same item both compute it.
+    def _touch(self, i):
+        """Mark ``i`` most recently used and evict past the size (lock held)."""
+        order = self._order
+        order[i] = None
+        order.move_to_end(i)
+        while len(order) > self._size:
+            old, _ = order.popitem(last=False)
+            self._cache.pop(old, None)
+
+    def _read(self, i):
         try:
-            value = self._seq[i]
+            return self._seq[i]
         except Exception as exc:
             raise_evaluation_error(self, i, exc)
-        if self._size:
-            with self._lock:
+
+    def _get(self, i):
+        if not self._size:
+            return self._read(i)
+        with self._lock:
+            try:
+                value = self._cache[i]
+            except KeyError:
+                writes = self._writes
+            else:
+                self._touch(i)
+                return value
+        # Computed outside the lock so that threads evaluate items in parallel; two
+        # threads missing the same item both compute it.
+        value = self._read(i)
+        with self._lock:
+            if self._writes == writes:  # else the source may have changed meanwhile
                 self._cache[i] = value
-                self._order[i] = None
-                self._order.move_to_end(i)
-                while len(self._order) > self._size:
-                    old, _ = self._order.popitem(last=False)
-                    self._cache.pop(old, None)
+                self._touch(i)
         return value
 
+    def _check(self, i, value):
+        return check_item(self._seq, i, value)
+
     def _set(self, i, value):
-        self._seq[i] = value
-        # Dropped rather than overwritten: the source may store a converted value
-        # (a numpy array casts), and the next read must return what it holds.
-        with self._lock:
-            self._cache.pop(i, None)
-            self._order.pop(i, None)
+        try:
+            item_setter(self._seq)(i, value)
+        finally:
+            # Counted once the source holds the new value, so that a miss which read
+            # it before does not keep what it read. Dropped rather than overwritten:
+            # the source may store a converted value (a numpy array casts), and the
+            # next read must return what it holds. Dropped even when the write
+            # failed, since it may have changed part of the item.
+            with self._lock:
+                self._writes += 1
+                self._cache.pop(i, None)
+                self._order.pop(i, None)
 
 
 def add_cache(arr, cache_size=1, cache=None):
@@ -86,9 +112,12 @@ def add_cache(arr, cache_size=1, cache=None):
     -------
     Sequence
         A view, thread safe, holding references to (not copies of) the cached
-        items. Assigning an item writes it into `arr` and drops its cached value.
-        Errors raised when computing an item raise
-        :class:`~seqtools.EvaluationError` naming it.
+        items. Assigning an item writes it into `arr` and drops its cached value;
+        a read racing the write does not put the old value back in the cache.
+        Writes made to `arr` directly, or through other processes sharing
+        `cache`, are not seen: the cache may then serve the old value. Errors
+        raised when computing an item raise :class:`~seqtools.EvaluationError`
+        naming it.
 
     Raises
     ------

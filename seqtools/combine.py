@@ -10,7 +10,7 @@ import itertools
 import sys
 
 from . import _indexmaps
-from .core import View
+from .core import View, check_item, item_setter
 from .shape import _check_int, _length
 
 __all__ = ["interleave", "cycle", "repeat", "switch", "case"]
@@ -59,9 +59,13 @@ class InterleaveView(View):
         s, j = self._map.locate(i)
         return self._seqs[s][j]
 
+    def _check(self, i, value):
+        s, j = self._map.locate(i)
+        return check_item(self._seqs[s], j, value)
+
     def _set(self, i, value):
         s, j = self._map.locate(i)
-        self._seqs[s][j] = value
+        item_setter(self._seqs[s])(j, value)
 
     def _iter(self):
         # Round robin over iterators, phase by phase (a phase ends when the
@@ -136,8 +140,11 @@ class CycleView(View):
         # Inline modulo: cheaper than a kernel call for a single index.
         return self._seq[i % self._m]
 
+    def _check(self, i, value):
+        return check_item(self._seq, i % self._m, value)
+
     def _set(self, i, value):
-        self._seq[i % self._m] = value
+        item_setter(self._seq)(i % self._m, value)
 
     def _locate(self, indices):
         return self._seq, _indexmaps.cycle_locate_array(indices, self._m, self._n)
@@ -214,11 +221,13 @@ class RepeatView(View):
     def _get(self, i):
         return self._value
 
-    def _set(self, i, value):
+    def _check(self, i, value):
         raise TypeError(
             "repeat() views are read-only: every item is the same object; build a "
             "list, e.g. [value] * n, to modify items independently"
         )
+
+    _set = _check
 
     def _slice(self, start, step, length):
         return RepeatView(self._value, length)
@@ -282,11 +291,11 @@ class SwitchView(View):
     def _get(self, i):
         return self._x[i] if self._cond[i] else self._y[i]
 
+    def _check(self, i, value):
+        return check_item(self._x if self._cond[i] else self._y, i, value)
+
     def _set(self, i, value):
-        if self._cond[i]:
-            self._x[i] = value
-        else:
-            self._y[i] = value
+        item_setter(self._x if self._cond[i] else self._y)(i, value)
 
     def _iter(self):
         # Only the selected side is evaluated for each item.
@@ -363,8 +372,11 @@ class CaseView(View):
     def _get(self, i):
         return self._which(i)[i]
 
+    def _check(self, i, value):
+        return check_item(self._which(i), i, value)
+
     def _set(self, i, value):
-        self._which(i)[i] = value
+        item_setter(self._which(i))(i, value)
 
 
 def case(selector, *values):

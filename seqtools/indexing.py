@@ -28,11 +28,13 @@ from .core import (
     SliceView,
     View,
     as_source,
+    check_item,
     compile_leaves,
     fuse,
     item_reader,
     item_setter,
     merge_plans,
+    reworded,
     row_spec,
     source_length,
 )
@@ -54,8 +56,13 @@ class Arange(View):
     def _get(self, i):
         return self._range[i]
 
-    def _set(self, i, value):
-        raise TypeError("arange views are read-only: their items are computed")
+    def _check(self, i, value):
+        raise TypeError(
+            "arange views are read-only: their items are computed; gather from a "
+            "list or an array instead to assign items"
+        )
+
+    _set = _check
 
     def _slice(self, start, step, length):
         r = self._range
@@ -135,6 +142,9 @@ class Gathering(ReaderView):
     def indices(self):
         """The int64 array of source indices (read-only)."""
         return self._table.array
+
+    def _check(self, i, value):
+        return check_item(self._base, self._table.at(i), value)
 
     def _set(self, i, value):
         item_setter(self._base)(self._table.at(i), value)
@@ -244,6 +254,10 @@ class Concatenation(ReaderView):
         specs = {row_spec(p) for p in self._parts}
         self._rows = specs.pop() if len(specs) == 1 else None
 
+    def _check(self, i, value):
+        p, j = self._table.locate(i)
+        return check_item(self._parts[p], j, value)
+
     def _set(self, i, value):
         p, j = self._table.locate(i)
         item_setter(self._parts[p])(j, value)
@@ -336,12 +350,27 @@ class Collation(ReaderView):
             [item_reader(s) for s in self._sources], self._n
         )
 
-    def _set(self, i, value):
-        if not hasattr(value, "__len__") or len(value) != len(self._sources):
-            raise ValueError(
-                f"collate: assign a sequence of {len(self._sources)} values, one per "
-                f"source, not {value!r}"
+    def _check(self, i, value):
+        n = len(self._sources)
+        if not hasattr(value, "__len__") or not hasattr(value, "__iter__"):
+            raise TypeError(
+                f"collate: assign a sequence of {n} values, one per source, not "
+                f"{type(value).__name__} {value!r}"
             )
+        if len(value) != n:
+            raise ValueError(
+                f"collate: assign a sequence of {n} values, one per source, not "
+                f"{len(value)} values {value!r}"
+            )
+        checked = []
+        for k, (s, v) in enumerate(zip(self._sources, value)):
+            try:
+                checked.append(check_item(s, i, v))
+            except (TypeError, ValueError) as exc:
+                raise reworded(exc, f"collate: value {k} (for source {k})") from exc
+        return tuple(checked)
+
+    def _set(self, i, value):
         for s, v in zip(self._sources, value):
             item_setter(s)(i, v)
 

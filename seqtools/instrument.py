@@ -8,7 +8,7 @@ pipeline. Both pass items, assignments and errors through unchanged.
 import threading
 import time
 
-from .core import View
+from .core import View, check_item, item_setter
 from .errors import raise_evaluation_error
 from .shape import _check_int, _length
 
@@ -65,8 +65,11 @@ class DebugView(View):
                 raise_evaluation_error(self, i, exc)
         return value
 
+    def _check(self, i, value):
+        return check_item(self._seq, i, value)
+
     def _set(self, i, value):
-        self._seq[i] = value
+        item_setter(self._seq)(i, value)
 
 
 def debug(seq, func, max_calls=None, max_rate=None):
@@ -153,8 +156,11 @@ class MonitorView(View):
             self._count += 1
         return value
 
+    def _check(self, i, value):
+        return check_item(self._seq, i, value)
+
     def _set(self, i, value):
-        self._seq[i] = value
+        item_setter(self._seq)(i, value)
 
     def read_delay(self):
         """Average time taken to read an item, in seconds.

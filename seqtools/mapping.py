@@ -34,11 +34,13 @@ class ZipMapping(View):
         except Exception as e:
             raise_evaluation_error(self, i, e)
 
-    def _set(self, i, value):
+    def _check(self, i, value):
         raise TypeError(
             f"{type(self).__name__} views are read-only: their items are computed by "
             f"{getattr(self._f, '__name__', 'f')}(); assign to the source instead"
         )
+
+    _set = _check
 
     def _iter(self):
         f = self._f

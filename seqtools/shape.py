@@ -13,7 +13,19 @@ import operator
 import numpy as np
 
 from . import _indexmaps
-from .core import Items, Rows, SliceView, View, fuse, merge_plans
+from .core import (
+    Items,
+    Rows,
+    SliceView,
+    View,
+    check_array_slice,
+    check_item,
+    fuse,
+    item_setter,
+    merge_plans,
+    plain_array,
+    reworded,
+)
 from .errors import raise_evaluation_error
 from .stacking import stack
 
@@ -69,14 +81,57 @@ def _slice_of(seq, start, stop):
     return SliceView(seq, start, 1, stop - start)
 
 
-def _write_items(seq, start, values, m):
-    """Write ``values[:m]`` over items ``start .. start + m - 1`` of ``seq``."""
+def _group_values(values, what):
+    """The values assigned to a batch or a part, as a list, tuple or numpy array.
+
+    Other iterables are read once into a list: the values are read twice, checked
+    then written.
+    """
+    if type(values) in (list, tuple) or (
+        isinstance(values, np.ndarray) and values.ndim > 0
+    ):
+        return values
+    if not hasattr(values, "__len__"):
+        raise TypeError(
+            f"a {what} must be assigned a sequence of items, got "
+            f"{type(values).__name__}"
+        )
+    return list(values)
+
+
+def _check_items(seq, start, values, m):
+    """The values ``_write_items(seq, start, values, m)`` will write, checked.
+
+    Raises TypeError or ValueError, writing nothing, where the write would fail
+    (see :func:`seqtools.core.check_item`); ``values`` is a list, tuple or array.
+    """
     if isinstance(seq, list):
-        # Same-size slice assignment: the list keeps its length.
-        seq[start : start + m] = list(itertools.islice(values, m))
-        return
-    if isinstance(seq, (np.ndarray, View)):
+        return values
+    if isinstance(seq, np.ndarray):
+        if plain_array(seq):
+            check_array_slice(seq, values[:m])  # the write is one slice assignment
+        return values
+    checked = []
+    for j in range(m):
+        try:
+            checked.append(check_item(seq, start + j, values[j]))
+        except (TypeError, ValueError) as exc:
+            context = f"value {j} (for item {start + j} of the source)"
+            raise reworded(exc, context) from exc
+    return checked
+
+
+def _write_items(seq, start, values, m):
+    """Write ``values[:m]`` over items ``start .. start + m - 1`` of ``seq``.
+
+    ``values`` comes from :func:`_check_items`.
+    """
+    if isinstance(seq, (list, np.ndarray)):
+        # Same-size slice assignment: a list keeps its length.
         seq[start : start + m] = values[:m]
+        return
+    if isinstance(seq, View):
+        seq._set_many(range(start, start + m), values)
         return
     for j in range(m):
         seq[start + j] = values[j]
@@ -110,10 +165,17 @@ class _PaddedView(View):
     def _get(self, i):
         return self._seq[i] if i < self._m else self._pad
 
-    def _set(self, i, value):
+    def _check(self, i, value):
         if i >= self._m:
-            raise TypeError("padding items of a batch cannot be assigned")
-        self._seq[i] = value
+            raise TypeError(
+                f"item {i} of this batch is padding (only the first {self._m} items "
+                "come from the source) and cannot be assigned; assign only to "
+                f"batch[:{self._m}]"
+            )
+        return check_item(self._seq, i, value)
+
+    def _set(self, i, value):
+        item_setter(self._seq)(i, value)
 
     def _fuse(self, indices):
         # The padding is stacked once, as a one-row source repeated where needed.
@@ -182,16 +244,11 @@ class BatchView(View):
         except Exception as exc:
             raise_evaluation_error(self, b, exc)
 
-    def _set(self, b, values):
+    def _check(self, b, values):
         start = b * self._k
         m = min(self._k, self._src_n - start)
-        try:
-            size = len(values)
-        except TypeError:
-            raise TypeError(
-                f"a batch must be assigned a sequence of items, got "
-                f"{type(values).__name__}"
-            ) from None
+        values = _group_values(values, "batch")
+        size = len(values)
         padded = self._pad is not None and m < self._k
         if size != m and not (padded and size == self._k):
             expected = f"{m}" + (f" (or {self._k} with padding)" if padded else "")
@@ -199,7 +256,11 @@ class BatchView(View):
                 f"batch {b} holds {m} items but {size} values were assigned; "
                 f"assign exactly {expected} values"
             )
-        _write_items(self._seq, start, values, m)
+        return _check_items(self._seq, start, values, m)
+
+    def _set(self, b, values):
+        start = b * self._k
+        _write_items(self._seq, start, values, min(self._k, self._src_n - start))
 
 
 def batch(seq, k, drop_last=False, pad=None, collate_fn=None):
@@ -293,10 +354,17 @@ class UnbatchView(View):
         except IndexError as exc:
             self._short_batch(b, exc)
 
+    def _check(self, i, value):
+        b, o = _indexmaps.unbatch_locate(i, self._n, self._bs)
+        batch = self._seq[b]
+        if hasattr(batch, "__len__") and o >= len(batch):
+            self._short_batch(b, None)
+        return check_item(batch, o, value)
+
     def _set(self, i, value):
         b, o = _indexmaps.unbatch_locate(i, self._n, self._bs)
         try:
-            self._seq[b][o] = value
+            item_setter(self._seq[b])(o, value)
         except IndexError as exc:
             self._short_batch(b, exc)
 
@@ -375,21 +443,20 @@ class SplitView(View):
     def _get(self, p):
         return _slice_of(self._seq, self._starts[p], self._stops[p])
 
-    def _set(self, p, values):
+    def _check(self, p, values):
         start, stop = self._starts[p], self._stops[p]
-        try:
-            size = len(values)
-        except TypeError:
-            raise TypeError(
-                f"a part must be assigned a sequence of items, got "
-                f"{type(values).__name__}"
-            ) from None
+        values = _group_values(values, "part")
+        size = len(values)
         if size != stop - start:
             raise ValueError(
                 f"part {p} holds {stop - start} items but {size} values were "
                 "assigned; parts cannot change size"
             )
-        _write_items(self._seq, start, values, size)
+        return _check_items(self._seq, start, values, size)
+
+    def _set(self, p, values):
+        start, stop = self._starts[p], self._stops[p]
+        _write_items(self._seq, start, values, stop - start)
 
 
 def split(seq, edges):

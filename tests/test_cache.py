@@ -169,3 +169,79 @@ def test_pickle():
     assert list(copy) == [1, 2, 3]
     copy[0] = 5
     assert copy[0] == 5 and view[0] == 1
+
+
+class Blocking(Expensive):
+    """Reads of item ``block`` pause, the old value in hand, until ``resume`` is set."""
+
+    def __init__(self, n, block):
+        Expensive.__init__(self, n)
+        self.block = block
+        self.reading = threading.Event()
+        self.resume = threading.Event()
+
+    def __getitem__(self, i):
+        value = Expensive.__getitem__(self, i)
+        if i == self.block:
+            self.block = None
+            self.reading.set()
+            if not self.resume.wait(60):  # a safety net against a hang, not a timing
+                raise RuntimeError("the test never resumed the read")
+        return value
+
+
+def test_write_during_a_miss_is_not_undone():
+    src = Blocking(4, block=2)
+    view = seqtools.add_cache(src, 2)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(view[2]))
+    reader.start()
+    assert src.reading.wait(60)
+    view[2] = "new"  # lands while the reader holds the old value
+    src.resume.set()
+    reader.join(60)
+    assert got == [2]  # the read began before the write
+    assert src.data[2] == "new"
+    assert view[2] == "new" and view[2] == "new"
+    assert src.calls[2] == 2  # the value read after the write is cached again
+
+
+def test_write_of_another_item_during_a_miss_keeps_cache_consistent():
+    src = Blocking(4, block=1)
+    view = seqtools.add_cache(src, 4)
+    reader = threading.Thread(target=lambda: view[1])
+    reader.start()
+    assert src.reading.wait(60)
+    view[3] = "x"
+    src.resume.set()
+    reader.join(60)
+    assert list(view) == [0, 1, 2, "x"]
+    assert all(view._cache[i] == src.data[i] for i in view._cache)
+
+
+class FailingWrite(Expensive):
+    """A source that changes the item, then reports a failure (say, a flush)."""
+
+    def __setitem__(self, i, v):
+        self.data[i] = v
+        raise OSError("flush failed")
+
+
+def test_failed_write_still_drops_the_cached_item():
+    src = FailingWrite(3)
+    view = seqtools.add_cache(src, 2)
+    assert view[1] == 1
+    with pytest.raises(OSError, match="flush failed"):
+        view[1] = "half"
+    assert view[1] == "half" == src.data[1]
+
+
+def test_slice_assignment_checked_before_writing():
+    arr = np.zeros(3)
+    view = seqtools.add_cache(arr, 3)
+    assert list(view) == [0.0] * 3
+    with pytest.raises(ValueError, match=r"values\[2\].*float64.*nothing was assigned"):
+        view[:] = [1.0, 2.0, "x"]
+    assert arr.tolist() == [0.0] * 3 and list(view) == [0.0] * 3
+    view[:] = [1.0, 2.0, 3.0]
+    assert list(view) == [1.0, 2.0, 3.0]

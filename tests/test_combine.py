@@ -341,3 +341,52 @@ def test_case_writes_and_errors():
         seqtools.case([0])
     with pytest.raises(ValueError, match=r"len\(values\[1\]\) = 1"):
         seqtools.case([0, 1], "ab", "c")
+
+
+# -- failed assignments write nothing ------------------------------------------------
+
+
+def test_failed_interleave_assignment_writes_nothing():
+    data, arr = [0, 1, 2], np.zeros(2)
+    view = seqtools.interleave(data, arr)
+    with pytest.raises(ValueError, match=r"values\[3\] \(for item 3\): cannot write "
+                       "'x' into a numpy array of dtype float64"):
+        view[:] = [10, 11, 12, "x", 14]
+    assert data == [0, 1, 2] and not arr.any()
+
+
+def test_failed_cycle_assignment_writes_nothing():
+    arr = np.zeros(3)
+    loop = seqtools.cycle(arr, 7)
+    with pytest.raises(ValueError, match=r"values\[5\] \(for item 5\)"):
+        loop[:6] = [1, 2, 3, 4, 5, "x"]
+    with pytest.raises(TypeError, match="'tuple' object does not support"):
+        seqtools.cycle((1, 2))[0:2] = [3, 4]
+    assert not arr.any()
+
+
+def test_failed_repeat_assignment_writes_nothing():
+    data = [0, 1]
+    with pytest.raises(TypeError, match="repeat\\(\\) views are read-only"):
+        seqtools.switch([1, 0, 1], [0, 1, 2], seqtools.repeat(None))[:] = [7, 8, 9]
+    with pytest.raises(TypeError, match="read-only.*nothing was assigned"):
+        seqtools.interleave(data, seqtools.repeat(0, 2))[:] = [5, 6, 7, 8]
+    assert data == [0, 1]
+
+
+def test_failed_switch_assignment_writes_nothing():
+    x, y = [0, 1, 2], (10, 11, 12)
+    view = seqtools.switch([True, False, True], x, y)
+    with pytest.raises(TypeError, match=r"values\[1\] \(for item 1\): 'tuple' object "
+                       "does not support item assignment"):
+        view[:] = ["a", "b", "c"]
+    assert x == [0, 1, 2]
+
+
+def test_failed_case_assignment_writes_nothing():
+    a, b = list("abcd"), list("efgh")
+    view = seqtools.case([0, 1, 7, 0], a, b)
+    with pytest.raises(ValueError, match=r"values\[2\] \(for item 2\): case\(\): "
+                       r"selector\[2\] = 7 but only 2 value sequences"):
+        view[:] = "wxyz"
+    assert a == list("abcd") and b == list("efgh")

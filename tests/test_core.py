@@ -147,3 +147,67 @@ def test_memmap_ref_only_for_file_backed_arrays(tmp_path):
     assert pickle_source((1, np.arange(2)))[0] == 1
     clone = pickle.loads(pickle.dumps(pickle_source(mm.view(np.ndarray)[1:, ::3])))
     assert clone.tolist() == [[4.0, 7.0], [8.0, 11.0]]
+
+
+# -- assignments check every value before writing any --------------------------------
+
+
+class ReadOnly(View):
+    """A user view without ``_set``: read-only, like prefetch() or uniter()."""
+
+    def __init__(self, n):
+        View.__init__(self, n)
+
+    def _get(self, i):
+        return i
+
+
+def test_read_only_view_refuses_before_writing():
+    data = [0, 1, 2]
+    cat = seqtools.concatenate([data, ReadOnly(2)])
+    with pytest.raises(TypeError, match="ReadOnly views do not support") as e:
+        cat[1:4] = ["a", "b", "c"]
+    assert "values[2] (for item 3)" in str(e.value)
+    assert str(e.value).endswith("nothing was assigned")
+    assert data == [0, 1, 2]
+
+
+def test_view_defining_only_set_stays_writable():
+    data = [0, 1, 2]
+    v = ListView(data)
+    v[::-1] = iter("abc")  # any iterable, read once
+    assert data == ["c", "b", "a"]
+
+
+def test_slice_of_view_assigned_onto_itself_reads_it_first():
+    data = [0, 1, 2, 3, 4]
+    ref = list(data)
+    v = ListView(data)
+    v[1:5] = v[0:4]
+    ref[1:5] = ref[0:4]
+    assert data == ref == [0, 0, 1, 2, 3]
+
+
+def test_slice_assignment_checks_numpy_sources_first():
+    arr = np.zeros(5)
+    v = SliceView(seqtools.gather(arr, [4, 3, 2, 1, 0]), 1, 1, 4)
+    with pytest.raises(ValueError, match="could not convert") as e:
+        v[:] = [1.0, 2.0, "x", 4.0]
+    msg = str(e.value)
+    assert "values[2] (for item 2)" in msg and "dtype float64" in msg
+    assert "nothing was assigned" in msg
+    assert arr.tolist() == [0.0] * 5
+    with pytest.raises(TypeError, match="sequence of values, one per item, not int"):
+        v[:] = 5
+    v[np.array([0, 3])] = [7, 8]
+    assert arr.tolist() == [8.0, 0.0, 0.0, 7.0, 0.0]
+
+
+def test_read_only_numpy_source_refused_before_writing():
+    arr = np.zeros(3)
+    frozen = np.zeros(3)
+    frozen.flags.writeable = False
+    cat = seqtools.concatenate([arr, frozen])
+    with pytest.raises(ValueError, match="read-only.*mmap_mode='r\\+'"):
+        cat[1:5] = [1, 2, 3, 4]
+    assert arr.tolist() == [0.0] * 3

@@ -317,9 +317,11 @@ def test_collate_writes_one_value_per_source():
     c[0] = (10, "x")
     c[1:][::-1] = [(30, "z"), (20, "y")]
     assert a == [10, 20, 30] and b == ["x", "y", "z"]
-    for bad in ((1,), (1, 2, 3), 5):
+    for bad in ((1,), (1, 2, 3)):
         with pytest.raises(ValueError, match="one per source"):
             c[0] = bad
+    with pytest.raises(TypeError, match="one per source"):
+        c[0] = 5
 
 
 def test_assignment_errors():
@@ -569,3 +571,60 @@ def test_item_reads_of_empty_and_infinite_views(seed_layout):
 def test_public_names():
     for name in ("arange", "gather", "take", "concatenate", "collate"):
         assert name in seqtools.__all__ and callable(getattr(seqtools, name))
+
+
+# -- failed assignments write nothing ------------------------------------------------
+
+
+def test_failed_gather_assignment_writes_nothing():
+    arr = np.zeros(4)
+    g = gather(arr, [3, 1, 0])
+    with pytest.raises(ValueError, match=r"values\[2\] \(for item 2\): cannot write "
+                       r"'x' into a numpy array of dtype float64"):
+        g[:] = [1.0, 2.0, "x"]
+    with pytest.raises(ValueError, match="nothing was assigned"):
+        g[np.array([0, 2])] = [5.0, "y"]
+    assert arr.tolist() == [0.0] * 4
+    rows = np.zeros((3, 2))
+    with pytest.raises(ValueError, match="items of shape \\(2,\\)"):
+        gather(rows, [2, 0])[:] = [[1, 2], [1, 2, 3]]
+    assert not rows.any()
+
+
+def test_failed_concatenate_assignment_writes_nothing():
+    data, arr = [0, 1, 2], np.zeros(3)
+    cat = concatenate([data, arr])
+    with pytest.raises(ValueError, match="could not convert"):
+        cat[1:5] = [10, 20, 30, "x"]
+    assert data == [0, 1, 2] and arr.tolist() == [0.0] * 3
+    frozen = concatenate([data, (3, 4)])
+    with pytest.raises(TypeError, match="'tuple' object does not support item "
+                       "assignment; build the view over a list"):
+        frozen[1:4] = ["a", "b", "c"]
+    with pytest.raises(TypeError, match="'tuple' object does not support"):
+        frozen[1:][:] = ["a", "b", "c", "d"]  # through a slice view
+    with pytest.raises(TypeError, match="arange views are read-only"):
+        concatenate([data, arange(2)])[:] = [5, 6, 7, 8, 9]
+    assert data == [0, 1, 2]
+
+
+def test_failed_collate_assignment_writes_nothing():
+    a, b = [1, 2, 3], ["a", "b", "c"]
+    c = collate([a, b])
+    with pytest.raises(TypeError, match=r"values\[2\] \(for item 2\): collate: "
+                       "assign a sequence of 2 values, one per source, not int 5"):
+        c[:] = [(10, "x"), (20, "y"), 5]
+    with pytest.raises(ValueError, match="one per source, not 1 values"):
+        c[::-1] = [(10, "x"), (20, "y"), (30,)]
+    assert a == [1, 2, 3] and b == ["a", "b", "c"]
+    # One item: every source is checked before the first is written.
+    arr = np.zeros(3)
+    mixed = collate([a, arr])
+    with pytest.raises(ValueError, match=r"collate: value 1 \(for source 1\): "
+                       "cannot write 'x' into a numpy array"):
+        mixed[0] = (10, "x")
+    with pytest.raises(ValueError, match="nothing was assigned"):
+        gather(mixed, [2, 1])[:] = [(30, 3.0), (20, "y")]
+    assert a == [1, 2, 3] and arr.tolist() == [0.0] * 3
+    mixed[1] = [7, 8.0]
+    assert a == [1, 7, 3] and arr.tolist() == [0.0, 8.0, 0.0]

@@ -164,3 +164,21 @@ def test_monitor_writes_through_and_pickles():
     assert list(copy) == [1, 3]
     with pytest.raises(TypeError, match="indexable"):
         instrument.monitor_throughput(5)
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda s: instrument.debug(s, lambda i, v: None),
+    instrument.monitor_throughput,
+])
+def test_failed_assignment_writes_nothing(wrap):
+    np = pytest.importorskip("numpy")
+    arr = np.zeros(3)
+    view = wrap(arr)
+    with pytest.raises(ValueError, match=r"values\[2\] \(for item 2\): cannot write "
+                       "'x'.*nothing was assigned"):
+        view[:] = [1.0, 2.0, "x"]
+    assert not arr.any()
+    with pytest.raises(TypeError, match="'tuple' object does not support"):
+        wrap((1, 2))[0] = 3
+    view[:] = [1.0, 2.0, 3.0]
+    assert arr.tolist() == [1.0, 2.0, 3.0]

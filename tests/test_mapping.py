@@ -202,3 +202,15 @@ def test_memmap_items_reach_f_as_plain_arrays(tmp_path):
 
 def test_public_names():
     assert {"smap", "starmap"} <= set(seqtools.__all__)
+
+
+def test_mapped_part_refuses_assignment_before_any_write():
+    data = [0, 1, 2]
+    cat = seqtools.concatenate([data, smap(abs, [3, 4])])
+    with pytest.raises(TypeError, match=r"values\[2\] \(for item 3\): Mapping views "
+                       r"are read-only: their items are computed by abs\(\)"):
+        cat[1:] = [10, 11, 12, 13]
+    assert data == [0, 1, 2]
+    with pytest.raises(TypeError, match="ZipMapping views are read-only"):
+        seqtools.collate([data, smap(max, data, data)])[0] = (5, 6)
+    assert data == [0, 1, 2]

@@ -495,3 +495,76 @@ def test_collate_fn_gets_a_list_so_items_are_computed_once():
     b = seqtools.batch(seqtools.smap(compute, range(10)), 4, collate_fn=two_fields)
     assert b[1] == ([40, 50, 60, 70], [41, 51, 61, 71])
     assert sorted(calls) == [4, 5, 6, 7]
+
+
+# -- failed assignments write nothing ------------------------------------------------
+
+
+def test_failed_batch_assignment_writes_nothing():
+    data = list(range(7))
+    b = seqtools.batch(data, 3, pad=-1)
+    with pytest.raises(ValueError, match=r"values\[1\] \(for item 1\): batch 1 holds "
+                       "3 items but 2 values were assigned"):
+        b[0:2] = [["a", "b", "c"], ["d", "e"]]
+    with pytest.raises(TypeError, match="a batch must be assigned a sequence of "
+                       "items, got int; nothing was assigned"):
+        b[::-1] = [["z"], [1, 2, 3], 5]
+    assert data == list(range(7))
+    arr = np.zeros((5, 2))
+    ba = seqtools.batch(arr, 2)
+    with pytest.raises(ValueError, match="cannot write these 2 values into a numpy "
+                       r"array of dtype float64 and items of shape \(2,\)"):
+        ba[0:2] = [[[1, 2], [3, 4]], [[5, 6], [7, 8, 9]]]
+    assert not arr.any()
+    # Over a view, the items are checked down to its sources.
+    src = np.zeros(5)
+    bv = seqtools.batch(seqtools.gather(src, [4, 3, 2, 1, 0]), 2)
+    with pytest.raises(ValueError, match=r"value 1 \(for item 3 of the source\): "
+                       "cannot write 'x'"):
+        bv[:] = [[1, 2], [3, "x"], [5]]
+    assert not src.any()
+    bv[:] = [[1, 2], [3, 4], [5]]
+    assert src.tolist() == [5, 4, 3, 2, 1]
+
+
+def test_failed_padded_batch_assignment_writes_nothing():
+    data = list(range(5))
+    last = seqtools.batch(seqtools.gather(data, range(5)), 2, pad=-1)[2]
+    assert list(last) == [4, -1]
+    with pytest.raises(TypeError, match=r"item 1 of this batch is padding .* assign "
+                       r"only to batch\[:1\]; nothing was assigned"):
+        last[:] = [10, 11]
+    assert data == list(range(5))
+    last[:1] = [10]
+    assert data == [0, 1, 2, 3, 10]
+
+
+def test_failed_unbatch_assignment_writes_nothing():
+    batches = [[0, 1], [2]]
+    u = seqtools.unbatch(batches, 2)
+    with pytest.raises(ValueError, match="batch 1 of the source has fewer than 2"):
+        u[1:4] = ["a", "b", "c"]
+    arr = np.zeros((2, 2))
+    ua = seqtools.unbatch(arr, 2)
+    with pytest.raises(ValueError, match=r"values\[2\] \(for item 3\): cannot write"):
+        ua[1:] = [1, 2, "x"]
+    assert batches == [[0, 1], [2]] and not arr.any()
+
+
+def test_failed_split_assignment_writes_nothing():
+    data = list(range(6))
+    parts = seqtools.split(data, [2])
+    with pytest.raises(ValueError, match=r"values\[1\] \(for item 1\): part 1 holds "
+                       "4 items but 2 values were assigned"):
+        parts[:] = [["a", "b"], ["c", "d"]]
+    with pytest.raises(TypeError, match="a part must be assigned a sequence"):
+        parts[:] = [["a", "b"], None]
+    assert data == list(range(6))
+    arr = np.zeros(6, dtype=np.int8)
+    with pytest.raises(ValueError, match="dtype int8"):
+        seqtools.split(arr, 2)[:] = [[1, 2], [3, 4], [5, 1000]]
+    assert not arr.any()
+    ns = _NoSlice(4)
+    with pytest.raises(TypeError, match="'tuple' object does not support"):
+        seqtools.split(seqtools.concatenate([ns, (4, 5)]), 1)[:] = [[7, 8, 9], [1] * 3]
+    assert ns.data == [0, 1, 2, 3]
