@@ -44,7 +44,7 @@ extensions = [
     ext("seqtools._stack", ["seqtools/_stack.pyx"]),
     ext(
         "seqtools._ring",
-        ["seqtools/_ring.pyx", "csrc/ringbuf.c"],
+        ["seqtools/_ring.pyx", "csrc/ringbuf.c", "csrc/watchdog.c"],
         include_dirs=["csrc", numpy.get_include()],  # the allocation hook (NEP 49)
         define_macros=[("_GNU_SOURCE", "1")],
         extra_compile_args=["-pthread"],

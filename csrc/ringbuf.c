@@ -9,13 +9,22 @@
  * is stepped over rather than waited for, so releasing in any order gives space
  * back at once, and a long-held result never stalls the ring.
  *
- * Who writes what (all under the header mutex; no field is read outside it):
- *   parent (consumer): capacity (once), closed, epoch, next_index/end/window
- *                      (sq_task_reset), window_base, queue head (q_read), block
- *                      states COMMITTED -> FREE (release), worker slots and
- *                      blocks of dead producers (sq_worker_reset).
+ * Who writes what (all under the header mutex):
+ *   parent (consumer): capacity (set once, then grown), closed, epoch,
+ *                      next_index/end/window (sq_task_reset), window_base, queue
+ *                      head (q_read), block states COMMITTED -> FREE (release),
+ *                      worker slots and blocks of dead producers
+ *                      (sq_worker_reset).
  *   workers (producers): cursor, block headers FREE -> RESERVED -> COMMITTED,
  *                      queue tail (q_write), requested, their own slot.
+ * Who reads what outside the mutex: only capacity (sq_ring_capacity: the
+ * parent's Ring.capacity and Block bounds checks, the worker's allocation hook),
+ * and the event counters (futex words, _Atomic).  capacity is a plain uint64_t
+ * whose accesses outside the lock go through __atomic builtins: stored under the
+ * lock with release ordering (set_capacity, grow; init stores it before the
+ * magic is published), loaded outside it with acquire ordering, so a reader that
+ * sees a capacity sees the free block that extends the area to it.  Under the
+ * lock it is read plainly, since every store to it holds the lock too.
  */
 #include "ringbuf.h"
 
@@ -212,17 +221,23 @@ static void ring_unlock(sq_ring *r) {
 
 /* Under the lock: sleep until the event counter moves past the value it has now
  * or `deadline` passes, then retake the lock.  The counter is read under the lock
- * and bumped under the lock, so no wake-up is lost. */
-static void ring_wait(sq_ring *r, _Atomic uint32_t *word, uint32_t *sleepers,
-                      uint32_t *asleep, uint32_t how, const struct timespec *deadline) {
+ * and bumped under the lock, so no wake-up is lost.  Returns SQ_OK, the lock held
+ * again; or ring_lock's SQ_ESYS (errno set: the mutex is not recoverable), the
+ * lock NOT held: the caller returns that status at once, without touching the
+ * header or unlocking.  The sleeper count and asleep mark then stay up (too
+ * high, never too low; see sq_slot.asleep). */
+static int ring_wait(sq_ring *r, _Atomic uint32_t *word, uint32_t *sleepers,
+                     uint32_t *asleep, uint32_t how, const struct timespec *deadline) {
     uint32_t seen = atomic_load(word);
     (*sleepers)++;
     if (asleep) *asleep = how;
     ring_unlock(r);
     futex_wait(word, seen, deadline);
-    ring_lock(r);
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
     if (asleep) *asleep = SLOT_AWAKE;
     (*sleepers)--;
+    return SQ_OK;
 }
 
 /* Under the lock: move the event counter on; if anyone sleeps on it, wake up to
@@ -363,12 +378,13 @@ int sq_ring_set_capacity(sq_ring *r, uint64_t capacity) {
     if (r->capacity != 0 || capacity == 0 || capacity % SQ_ALIGN != 0) {
         rc = SQ_EINVAL;
     } else {
-        r->capacity = capacity;
         sq_block *b = block_at(r, 0);
         b->size = capacity;
         b->state = BLK_FREE;
         b->worker = -1;
         b->magic = 0;
+        /* release: the block before the capacity that includes it */
+        __atomic_store_n(&r->capacity, capacity, __ATOMIC_RELEASE);
         ring_wake(&r->space_seq, r->space_sleepers);
     }
     ring_unlock(r);
@@ -388,8 +404,9 @@ int sq_ring_grow(sq_ring *r, uint64_t capacity) {
         b->state = BLK_FREE;
         b->worker = -1;
         b->magic = 0;
-        STORE_ORDER(); /* the new block before the capacity that includes it */
-        r->capacity = capacity;
+        /* release: the new block before the capacity that includes it, for
+         * readers outside the lock and for ring_repair after a death here */
+        __atomic_store_n(&r->capacity, capacity, __ATOMIC_RELEASE);
         ring_wake(&r->space_seq, r->space_sleepers);
     }
     ring_unlock(r);
@@ -398,7 +415,9 @@ int sq_ring_grow(sq_ring *r, uint64_t capacity) {
 
 uint64_t sq_ring_data_offset(const sq_ring *r) { return r->data_offset; }
 
-uint64_t sq_ring_capacity(const sq_ring *r) { return r->capacity; }
+uint64_t sq_ring_capacity(const sq_ring *r) {
+    return __atomic_load_n(&r->capacity, __ATOMIC_ACQUIRE);
+}
 
 int sq_ring_nworkers(const sq_ring *r) { return r->nworkers; }
 
@@ -538,8 +557,9 @@ int sq_ring_reserve(sq_ring *r, int worker, uint64_t nbytes, double timeout,
             ring_slots(r)[worker].ticket = ++r->last_ticket;
         r->space_waiters++;
         ring_slots(r)[worker].waiting_for = need;
-        ring_wait(r, &r->space_seq, &r->space_sleepers, &ring_slots(r)[worker].asleep,
-                  SLOT_IN_RESERVE, &deadline);
+        rc = ring_wait(r, &r->space_seq, &r->space_sleepers,
+                       &ring_slots(r)[worker].asleep, SLOT_IN_RESERVE, &deadline);
+        if (rc != SQ_OK) return rc; /* the lock is not held */
         ring_slots(r)[worker].waiting_for = 0;
         r->space_waiters--;
     }
@@ -571,6 +591,22 @@ static int queue_push(sq_ring *r, const sq_entry *e) {
 
 /* Under the lock: the worker has finished its task. */
 static void slot_done(sq_ring *r, int worker) { ring_slots(r)[worker].task = -1; }
+
+/* Under the lock: forget the producers that died holding `index`.  The others
+ * keep their order (oldest first). */
+static void forget_deaths(sq_ring *r, int64_t index) {
+    int kept = 0;
+    for (int i = 0; i < r->n_deaths; i++)
+        if (r->deaths[i].index != index) r->deaths[kept++] = r->deaths[i];
+    r->n_deaths = kept;
+}
+
+/* Under the lock: the task (index, epoch) was answered, so whatever killed the
+ * producers that held it before did not kill this one: its count of deaths in a
+ * row starts again.  An answer from an older epoch may be about another item. */
+static void task_answered(sq_ring *r, int64_t index, uint64_t epoch) {
+    if (r->n_deaths > 0 && epoch == r->epoch) forget_deaths(r, index);
+}
 
 int sq_ring_commit(sq_ring *r, int worker, uint64_t offset, int64_t index,
                    uint64_t epoch, uint32_t kind) {
@@ -628,6 +664,7 @@ static void commit_apply(sq_ring *r, int worker) {
     STORE_ORDER();
     if (r->q_write == slot->commit_qw)
         queue_push(r, &slot->commit_entry); /* cannot fail: space checked before */
+    task_answered(r, slot->commit_entry.index, slot->commit_entry.epoch);
     SQ_FAULT_POINT();
     slot_done(r, worker);
 }
@@ -764,7 +801,10 @@ int sq_ring_post(sq_ring *r, int worker, int64_t index, uint64_t epoch, uint32_t
     leave_line(r, worker);
     sq_entry e = {0, 0, index, epoch, worker, kind};
     rc = queue_push(r, &e);
-    if (rc == SQ_OK) slot_done(r, worker);
+    if (rc == SQ_OK) {
+        task_answered(r, index, epoch);
+        slot_done(r, worker);
+    }
     ring_unlock(r);
     return rc;
 }
@@ -809,7 +849,8 @@ int sq_ring_pop_n(sq_ring *r, double timeout, uint64_t want, sq_entry *out,
         /* About to wait for producers: any held back by `refill` go now. */
         if (r->task_sleepers && claimable(r, NULL) > 0)
             ring_wake(&r->task_seq, r->task_sleepers);
-        ring_wait(r, &r->ready_seq, &r->ready_sleepers, NULL, 0, &deadline);
+        rc = ring_wait(r, &r->ready_seq, &r->ready_sleepers, NULL, 0, &deadline);
+        if (rc != SQ_OK) return rc; /* the lock is not held */
         r->ready_want = 1;
     }
     ring_unlock(r);
@@ -971,15 +1012,18 @@ int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
             rc = SQ_TIMEOUT;
             break;
         }
-        ring_wait(r, &r->task_seq, &r->task_sleepers, &ring_slots(r)[worker].asleep,
-                  SLOT_IN_CLAIM, &deadline);
+        rc = ring_wait(r, &r->task_seq, &r->task_sleepers,
+                       &ring_slots(r)[worker].asleep, SLOT_IN_CLAIM, &deadline);
+        if (rc != SQ_OK) return rc; /* the lock is not held */
     }
     ring_unlock(r);
     return rc;
 }
 
-uint64_t sq_task_reset(sq_ring *r, int64_t start, int64_t end, int64_t window) {
-    if (ring_lock(r) != SQ_OK) return 0;
+int sq_task_reset(sq_ring *r, int64_t start, int64_t end, int64_t window,
+                  uint64_t *epoch) {
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
     r->epoch++;
     r->next_index = start;
     r->end = end;
@@ -988,10 +1032,10 @@ uint64_t sq_task_reset(sq_ring *r, int64_t start, int64_t end, int64_t window) {
     r->n_retry = 0;
     r->refill = (window - r->nworkers) / 2;
     if (r->refill < 1) r->refill = 1;
-    uint64_t epoch = r->epoch;
+    if (epoch) *epoch = r->epoch;
     ring_wake(&r->task_seq, r->task_sleepers);
     ring_unlock(r);
-    return epoch;
+    return SQ_OK;
 }
 
 int sq_task_drop(sq_ring *r, int64_t index) {
@@ -1001,16 +1045,14 @@ int sq_task_drop(sq_ring *r, int64_t index) {
     for (int i = 0; i < r->n_retry; i++)
         if (r->retry[i] != index) r->retry[kept++] = r->retry[i];
     r->n_retry = kept;
-    kept = 0;
-    for (int i = 0; i < r->n_deaths; i++)
-        if (r->deaths[i].index != index) r->deaths[kept++] = r->deaths[i];
-    r->n_deaths = kept;
+    forget_deaths(r, index);
     ring_unlock(r);
     return SQ_OK;
 }
 
-void sq_task_advance(sq_ring *r, int64_t base) {
-    if (ring_lock(r) != SQ_OK) return;
+int sq_task_advance(sq_ring *r, int64_t base) {
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
     if (base > r->window_base) {
         r->window_base = base;
         int all_left;
@@ -1023,15 +1065,18 @@ void sq_task_advance(sq_ring *r, int64_t base) {
             ring_wake_n(&r->task_seq, r->task_sleepers, 1);
     }
     ring_unlock(r);
+    return SQ_OK;
 }
 
-void sq_ring_close(sq_ring *r) {
-    if (ring_lock(r) != SQ_OK) return;
+int sq_ring_close(sq_ring *r) {
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
     r->closed = 1;
     ring_wake(&r->space_seq, r->space_sleepers);
     ring_wake(&r->ready_seq, r->ready_sleepers);
     ring_wake(&r->task_seq, r->task_sleepers);
     ring_unlock(r);
+    return SQ_OK;
 }
 
 int sq_ring_stats(sq_ring *r, sq_stats *out) {
@@ -1045,21 +1090,39 @@ int sq_ring_stats(sq_ring *r, sq_stats *out) {
     out->space_waiters = r->space_waiters;
     out->requested = r->requested;
     out->kept = r->n_kept;
-    /* Free runs as ring_alloc would merge them (without merging: read only). */
+    out->space_events = atomic_load(&r->space_seq);
+    out->ready_events = atomic_load(&r->ready_seq);
+    sq_slot *slots = ring_slots(r);
+    /* Free runs as ring_alloc would merge them (without merging: read only), and
+     * the blocks of producers not asleep in sq_ring_reserve (an owner out of range
+     * cannot happen; it counts as awake, so that no stall is made up). */
     out->largest_free = 0;
+    out->reserved_active = 0;
+    out->kept_active = 0;
     uint64_t run = 0;
     for (uint64_t pos = 0; pos < r->capacity;) {
         sq_block *b = block_at(r, pos);
         if (b->size == 0 || b->size % SQ_ALIGN) break; /* corrupt: stop, no loop */
         run = b->state == BLK_FREE ? run + b->size : 0;
         if (run > out->largest_free) out->largest_free = run;
+        if (b->state == BLK_RESERVED || b->state == BLK_KEPT) {
+            int w = b->worker;
+            if (w < 0 || w >= r->nworkers || slots[w].asleep != SLOT_IN_RESERVE) {
+                if (b->state == BLK_RESERVED)
+                    out->reserved_active++;
+                else
+                    out->kept_active++;
+            }
+        }
         pos += b->size;
     }
     out->waiting_for = 0;
+    out->sleeping_in_reserve = 0;
     for (int w = 0; w < r->nworkers; w++) {
-        sq_slot *slot = &ring_slots(r)[w];
-        if (slot->asleep == SLOT_IN_RESERVE && slot->waiting_for > out->waiting_for)
-            out->waiting_for = slot->waiting_for;
+        if (slots[w].asleep != SLOT_IN_RESERVE) continue;
+        out->sleeping_in_reserve++;
+        if (slots[w].waiting_for > out->waiting_for)
+            out->waiting_for = slots[w].waiting_for;
     }
     ring_unlock(r);
     return SQ_OK;

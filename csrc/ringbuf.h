@@ -24,12 +24,15 @@
  * Synchronisation: one process-shared, robust pthread mutex guards the header
  * (a process killed while holding it is recovered through EOWNERDEAD: the next
  * locker completes a commit it left half done, from the journal in its slot, and
- * counts the blocks again).  Sleepers
- * wait on two event counters with a futex (Linux; short polling elsewhere):
- * producers for space, tasks, sizing or close; the consumer for completions and
- * size requests.  A futex holds no state for its waiters, so a SIGKILLed sleeper
- * cannot wedge the others (a process-shared pthread_cond_t can).  Every wait takes
- * a timeout so callers can check for a dead peer between waits.
+ * counts the blocks again).  A mutex that cannot be locked (not recoverable)
+ * makes every call that locks return SQ_ESYS with errno set, a call asleep in a
+ * wait included: the call touches no shared state without the lock, nor unlocks
+ * a mutex it does not hold.  Sleepers wait on event counters with a futex
+ * (Linux; short polling elsewhere): producers for space, tasks, sizing or close;
+ * the consumer for completions and size requests.  A futex holds no state for
+ * its waiters, so a SIGKILLed sleeper cannot wedge the others (a process-shared
+ * pthread_cond_t can).  Every wait takes a timeout so callers can check for a
+ * dead peer between waits.
  */
 #ifndef SQ_RINGBUF_H
 #define SQ_RINGBUF_H
@@ -50,15 +53,22 @@ extern "C" {
 #define SQ_EINVAL (-3)     /* bad argument (worker id, offset, sizes) */
 #define SQ_ESYS (-4)       /* a system call failed; errno is set */
 #define SQ_ECORRUPT (-5)   /* the header or a block header is not what it must be */
-#define SQ_EFULL (-6)      /* completion queue or retry list full (a logic error) */
+#define SQ_EFULL (-6)      /* completion queue full (commit, post: wait for the
+                            * consumer and try again), or a task holds the most
+                            * blocks it may (reserve), or retry list full */
 
 #define SQ_ALIGN 64        /* block payloads start on 64-byte boundaries */
 #define SQ_BLOCK_HEADER 64 /* bytes in front of each payload */
 
 /* Kinds of completion entries (sq_entry.kind). */
 #define SQ_KIND_RESULT 0   /* payload holds a result */
-#define SQ_KIND_ERROR 1    /* no block; the worker sent an error text on its pipe */
+#define SQ_KIND_ERROR 1    /* the task failed: the error report travels in the
+                            * entry's block (offset != 0, committed like a result)
+                            * or, with no block (offset 0, sq_ring_post), outside
+                            * the ring (the worker's pipe) */
 #define SQ_KIND_USER 2     /* first free value for callers */
+/* The ring does not look at kinds: every kind is queued, popped and released the
+ * same way, with or without a block. */
 
 typedef struct sq_ring sq_ring;
 
@@ -84,6 +94,21 @@ typedef struct {
     uint64_t waiting_for;    /* largest block (header included) a sleeping producer
                                 waits for in sq_ring_reserve; 0 if none */
     uint64_t kept;           /* blocks kept by producers (sq_ring_keep) */
+    /* For telling a stalled ring (nothing can move until the consumer releases or
+     * pops) from a slow one.  A producer asleep in sq_ring_reserve waits for
+     * space; any other producer (computing, writing, committing, or asleep in
+     * sq_task_claim) is counted as able to move.  A producer that died and was
+     * not yet reset (sq_worker_reset) counts as it was when it died. */
+    uint64_t reserved_active;     /* reserved blocks of producers not asleep in
+                                     sq_ring_reserve */
+    uint64_t kept_active;         /* kept blocks of producers not asleep in
+                                     sq_ring_reserve */
+    uint64_t sleeping_in_reserve; /* producers asleep in sq_ring_reserve */
+    /* Event counters (they wrap round): compare two readings for equality. */
+    uint64_t space_events;        /* producers waiting for space may go on: space
+                                     freed or added, their turn, close */
+    uint64_t ready_events;        /* the consumer may go on: entries queued, a
+                                     sizing request, close */
 } sq_stats;
 
 /* Bytes of header for nworkers producers and a completion queue of qlen entries;
@@ -109,6 +134,10 @@ int sq_ring_set_capacity(sq_ring *r, uint64_t capacity);
  * it).  SQ_EINVAL for an unsized ring or a capacity not larger. */
 int sq_ring_grow(sq_ring *r, uint64_t capacity);
 
+/* Any process or thread, without the lock.  The data offset and the number of
+ * producers never change; the capacity grows only (0, then sized, then larger),
+ * and is read with acquire ordering: a process that sees a capacity sees the
+ * block headers that tile the data area up to it. */
 uint64_t sq_ring_data_offset(const sq_ring *r);
 uint64_t sq_ring_capacity(const sq_ring *r);
 int sq_ring_nworkers(const sq_ring *r);
@@ -156,7 +185,9 @@ int sq_ring_unkeep(sq_ring *r, int worker, uint64_t offset);
  * failed half-way).  Returns SQ_OK, SQ_EINVAL, SQ_ECORRUPT. */
 int sq_ring_cancel(sq_ring *r, int worker);
 
-/* Producer: queue an entry that has no block (e.g. SQ_KIND_ERROR). */
+/* Producer: queue an entry that has no block (e.g. SQ_KIND_ERROR), answering the
+ * task it holds.  Returns SQ_OK, SQ_EINVAL, SQ_EFULL (completion queue full;
+ * nothing changed: wait for the consumer to pop, then post again), SQ_ESYS. */
 int sq_ring_post(sq_ring *r, int worker, int64_t index, uint64_t epoch,
                  uint32_t kind);
 
@@ -181,9 +212,11 @@ int sq_ring_release(sq_ring *r, uint64_t offset);
 /* Consumer, after producer `worker` died: free the blocks it had reserved but
  * not committed, and give back its task.  If it was working on a task of the
  * current epoch, that task goes on the retry list (claimed again first) and
- * *index is set to it (else -1); *deaths counts how many producers died while
- * holding that same index (for poison-item detection).  The slot is then free for
- * a new producer.  Returns SQ_OK, SQ_EINVAL, SQ_EFULL. */
+ * *index is set to it (else -1); *deaths counts how many producers died in a row
+ * while holding that same index (for poison-item detection): the count is
+ * forgotten when the task completes (a commit or post for it in the current
+ * epoch) or is dropped (sq_task_drop).  The slot is then free for a new
+ * producer.  Returns SQ_OK, SQ_EINVAL, SQ_EFULL. */
 int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths);
 
 /* Producer: wait for the next task (retry list first, then next_index while
@@ -195,19 +228,26 @@ int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
 /* Consumer: start a new epoch handing out tasks start, start+1, ... < end
  * (end < 0: unbounded) with at most `window` tasks ahead of window_base = start.
  * Empties the retry list; results of older epochs should be dropped by the
- * consumer.  Returns the new epoch. */
-uint64_t sq_task_reset(sq_ring *r, int64_t start, int64_t end, int64_t window);
+ * consumer.  On SQ_OK *epoch (if not NULL) is the new epoch.  Returns SQ_OK or
+ * SQ_ESYS (the mutex cannot be locked; nothing changed). */
+int sq_task_reset(sq_ring *r, int64_t start, int64_t end, int64_t window,
+                  uint64_t *epoch);
 
 /* Consumer: remove `index` from the retry list (an item that keeps killing its
- * producers is given up on) and forget its death count.  Returns SQ_OK. */
+ * producers is given up on) and forget its death count.  Returns SQ_OK or
+ * SQ_ESYS. */
 int sq_task_drop(sq_ring *r, int64_t index);
 
-/* Consumer: move the window base (tasks < base + window may be claimed). */
-void sq_task_advance(sq_ring *r, int64_t base);
+/* Consumer: move the window base (tasks < base + window may be claimed; it never
+ * moves back).  Returns SQ_OK or SQ_ESYS. */
+int sq_task_advance(sq_ring *r, int64_t base);
 
-/* Consumer: stop; every current and future wait returns SQ_CLOSED. */
-void sq_ring_close(sq_ring *r);
+/* Consumer: stop; every current and future wait returns SQ_CLOSED.  Returns
+ * SQ_OK or SQ_ESYS (not closed). */
+int sq_ring_close(sq_ring *r);
 
+/* Any process: a snapshot of the counters, taken under the lock.  Returns SQ_OK
+ * or SQ_ESYS. */
 int sq_ring_stats(sq_ring *r, sq_stats *out);
 
 #ifdef __cplusplus

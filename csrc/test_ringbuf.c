@@ -4,7 +4,12 @@
  *
  * It includes ringbuf.c itself (white-box): the tests can walk the block list
  * under the header mutex to check the allocator's invariants, and can take the
- * mutex directly to kill a process that provably holds it.
+ * mutex directly to kill a process that provably holds it.  It includes
+ * watchdog.c too, so that this file stays the only source to compile.
+ *
+ * The tests whose name contains "threads" run threads against one ring in one
+ * process: `make tsan` runs them under ThreadSanitizer (it cannot follow memory
+ * shared between processes, so the forked tests would tell it nothing).
  *
  * Each test runs in its own forked process group under an alarm, so a crash or a
  * deadlock fails that test only.  Usage: test_ringbuf [substring-of-test-name].
@@ -20,7 +25,9 @@ static int g_fault_at;
     ((g_fault_at > 0 && --g_fault_at == 0) ? (void)raise(SIGKILL) : (void)0)
 
 #include "ringbuf.c"
+#include "watchdog.c"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -220,6 +227,13 @@ static int pattern_ok(const unsigned char *p, uint64_t n, uint64_t worker, uint6
 
 static uint64_t g_seed;
 static uint64_t rnd(uint64_t n) { return mix64(&g_seed) % n; }
+
+/* sq_task_reset, checked: the new epoch (0 if it failed). */
+static uint64_t task_reset(sq_ring *r, int64_t start, int64_t end, int64_t window) {
+    uint64_t epoch = 0;
+    CHECK_EQ(sq_task_reset(r, start, end, window, &epoch), SQ_OK);
+    return epoch;
+}
 
 /* Reserve, retrying on SQ_TIMEOUT for up to LONG_WAIT seconds. */
 static int reserve(sq_ring *r, int w, uint64_t nbytes, uint64_t *off) {
@@ -721,7 +735,7 @@ static void test_tasks_window(void) {
     int timeouts = 0;
     pid_t pids[NPROD];
     memset(done, 0, sizeof done);
-    CHECK_EQ(sq_task_reset(r, 0, NTASKS, WINDOW), 1);
+    CHECK_EQ(task_reset(r, 0, NTASKS, WINDOW), 1);
     for (int w = 0; w < NPROD; w++) pids[w] = spawn(task_worker, r, w);
     while (got < NTASKS) {
         sq_entry e;
@@ -762,7 +776,7 @@ static void test_tasks_epochs(void) {
     uint64_t ep;
     int deaths;
     CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_TIMEOUT); /* no epoch yet */
-    CHECK_EQ(sq_task_reset(r, 10, -1, 3), 1); /* unbounded, window 3 */
+    CHECK_EQ(task_reset(r, 10, -1, 3), 1); /* unbounded, window 3 */
     for (int k = 10; k < 13; k++) {
         CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_OK);
         CHECK_EQ(i, k);
@@ -782,7 +796,7 @@ static void test_tasks_epochs(void) {
     CHECK_EQ(i, 14);
     CHECK_EQ(deaths, 1);
     /* a new epoch empties the retry list and restarts the numbering */
-    CHECK_EQ(sq_task_reset(r, 0, 2, 100), 2);
+    CHECK_EQ(task_reset(r, 0, 2, 100), 2);
     CHECK_EQ(sq_task_claim(r, 1, 0, &i, &ep), SQ_OK);
     CHECK_EQ(i, 0);
     CHECK_EQ(ep, 2);
@@ -790,7 +804,7 @@ static void test_tasks_epochs(void) {
     CHECK_EQ(i, 1);
     CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_TIMEOUT); /* end */
     /* worker 1 held a task of epoch 2; after a new epoch its death requeues nothing */
-    CHECK_EQ(sq_task_reset(r, 0, 1, 1), 3);
+    CHECK_EQ(task_reset(r, 0, 1, 1), 3);
     CHECK_EQ(sq_worker_reset(r, 1, &i, &deaths), SQ_OK);
     CHECK_EQ(i, -1);
     CHECK_EQ(deaths, 0);
@@ -825,7 +839,7 @@ static void test_worker_death(void) {
     char c;
     sq_entry e;
     CHECK_EQ(pipe(g_pipe), 0);
-    CHECK_EQ(sq_task_reset(r, 0, 100, 100), 1);
+    CHECK_EQ(task_reset(r, 0, 100, 100), 1);
 
     /* a live block before and after the dead one's */
     CHECK_EQ(sq_task_claim(r, 2, 0, &i, &ep), SQ_OK);
@@ -869,7 +883,7 @@ static void test_worker_death(void) {
     check_idle(r);
 
     /* poison detection: three producers die in turn holding the same index */
-    CHECK_EQ(sq_task_reset(r, 7, 8, 1), 2);
+    CHECK_EQ(task_reset(r, 7, 8, 1), 2);
     for (int k = 1; k <= 3; k++) {
         pid = spawn(dying_producer, r, 0);
         CHECK_EQ(read(g_pipe[0], &c, 1), 1);
@@ -1010,7 +1024,7 @@ static void test_killed_while_waiting(void) {
     CHECK_EQ(sq_ring_commit(r, 3, off, 0, 0, 0), SQ_OK);
     CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
     CHECK_EQ(sq_ring_release(r, off), SQ_OK); /* wakes the reserver */
-    CHECK_EQ(sq_task_reset(r, 0, 1, 1), 1); /* wakes the claimer */
+    CHECK_EQ(task_reset(r, 0, 1, 1), 1); /* wakes the claimer */
     CHECK(reap_ok(c));
     CHECK(reap_ok(d));
     CHECK_EQ(sq_ring_pop(r, LONG_WAIT, &e, NULL), SQ_OK);
@@ -1083,7 +1097,7 @@ static void test_multi_block(void) {
 
     /* a producer that dies with several blocks reserved: all freed */
     CHECK_EQ(pipe(g_pipe), 0);
-    CHECK_EQ(sq_task_reset(r, 0, 10, 10), 1);
+    CHECK_EQ(task_reset(r, 0, 10, 10), 1);
     CHECK_EQ(sq_ring_reserve(r, 2, 100, 0, &x), SQ_OK); /* extra block, same slot */
     pid = spawn(dying_producer, r, 2);
     char c;
@@ -1230,7 +1244,7 @@ static void test_killed_inside_commit(void) {
     for (g_fault_in_alloc = 0; g_fault_in_alloc < 2; g_fault_in_alloc++) {
         int completed = 0, killed = 0;
         for (g_fault_k = 1; !completed && g_fault_k < 50; g_fault_k++) {
-            uint64_t epoch = sq_task_reset(r, 0, 1, 1);
+            uint64_t epoch = task_reset(r, 0, 1, 1);
             pid_t pid = spawn(faulty_committer, r, 1);
             int st;
             CHECK_EQ(waitpid(pid, &st, 0), pid);
@@ -1326,7 +1340,7 @@ static void test_interleaved_deaths(void) {
     int64_t i0, i1, idx;
     uint64_t ep;
     int deaths;
-    CHECK_EQ(sq_task_reset(r, 0, -1, 4), 1);
+    CHECK_EQ(task_reset(r, 0, -1, 4), 1);
     for (int round = 1; round <= 3; round++) {
         CHECK_EQ(sq_task_claim(r, 0, 0, &i0, &ep), SQ_OK);
         CHECK_EQ(sq_task_claim(r, 1, 0, &i1, &ep), SQ_OK);
@@ -1360,6 +1374,394 @@ static void test_interleaved_deaths(void) {
     }
     check_invariants(r);
 }
+
+/* A mutex left not recoverable (a process died holding it, and the next locker
+ * unlocked it without repairing the header) fails every call with SQ_ESYS,
+ * calls asleep in a wait included: none goes on without the lock, nor unlocks a
+ * mutex it does not hold.  Each sleeper is left something to take (a task, a
+ * free block, an entry): one that went on without the lock would take it.  The
+ * consumer's calls (sq_task_reset, sq_task_advance, sq_ring_close...) report the
+ * failure too, and change nothing. */
+static void unrecoverable_claimer(sq_ring *r, int w) {
+    int64_t i = -7;
+    uint64_t ep = 99;
+    errno = 0;
+    CHECK_EQ(sq_task_claim(r, w, LONG_WAIT, &i, &ep), SQ_ESYS);
+    CHECK_EQ(errno, ENOTRECOVERABLE);
+    CHECK_EQ(i, -7);
+    CHECK_EQ(ep, 99);
+}
+
+static void unrecoverable_reserver(sq_ring *r, int w) {
+    uint64_t off = 7;
+    errno = 0;
+    CHECK_EQ(sq_ring_reserve(r, w, 512, LONG_WAIT, &off), SQ_ESYS);
+    CHECK_EQ(errno, ENOTRECOVERABLE);
+    CHECK_EQ(off, 7);
+}
+
+static void unrecoverable_popper(sq_ring *r, int w) {
+    sq_entry e = {0, 0, -7, 0, 0, 0};
+    (void)w;
+    errno = 0;
+    CHECK_EQ(sq_ring_pop(r, LONG_WAIT, &e, NULL), SQ_ESYS);
+    CHECK_EQ(errno, ENOTRECOVERABLE);
+    CHECK_EQ(e.index, -7);
+}
+
+static void test_unrecoverable_lock(void) {
+    sq_ring *r = ring_new(3, 8, 1024, 1024);
+    uint64_t off, ep = 12345;
+    char c;
+    sq_stats s;
+    CHECK_EQ(sq_ring_reserve(r, 2, 900, 0, &off), SQ_OK); /* full; no task, no entry */
+    pid_t pc = spawn(unrecoverable_claimer, r, 0);
+    pid_t pr = spawn(unrecoverable_reserver, r, 1);
+    pid_t pp = spawn(unrecoverable_popper, r, 0);
+    CHECK(wait_for(n_producer_sleepers, r, 2));
+    CHECK(wait_for(n_ready_sleepers, r, 1));
+
+    CHECK_EQ(pipe(g_pipe), 0);
+    pid_t h = spawn(lock_holder, r, 0);
+    CHECK_EQ(read(g_pipe[0], &c, 1), 1);
+    kill_reap(h);
+    CHECK_EQ(pthread_mutex_lock(&r->lock), EOWNERDEAD);
+    CHECK_EQ(pthread_mutex_unlock(&r->lock), 0); /* not made consistent: lost */
+
+    /* What each sleeper waits for, written without the lock (it cannot be had):
+     * a task, a free block, a queued entry.  A call that went on without the
+     * lock would now succeed, instead of failing. */
+    r->epoch = 1;
+    r->end = -1;
+    r->window = 1;
+    block_at(r, 0)->state = BLK_FREE;
+    block_at(r, 0)->magic = 0;
+    r->used = 0;
+    r->n_reserved = 0;
+    ring_entries(r)[0] = (sq_entry){0, 0, 42, 1, 2, SQ_KIND_USER};
+    r->q_write = 1;
+    atomic_fetch_add(&r->task_seq, 1);
+    atomic_fetch_add(&r->space_seq, 1);
+    atomic_fetch_add(&r->ready_seq, 1);
+    futex_wake(&r->task_seq, INT32_MAX);
+    futex_wake(&r->space_seq, INT32_MAX);
+    futex_wake(&r->ready_seq, INT32_MAX);
+    CHECK(reap_ok(pc));
+    CHECK(reap_ok(pr));
+    CHECK(reap_ok(pp));
+
+    /* the consumer's calls report it too, and change nothing */
+    errno = 0;
+    CHECK_EQ(sq_task_reset(r, 5, 6, 1, &ep), SQ_ESYS);
+    CHECK_EQ(errno, ENOTRECOVERABLE);
+    CHECK_EQ(ep, 12345);
+    CHECK_EQ(r->epoch, 1);
+    CHECK_EQ(sq_task_advance(r, 3), SQ_ESYS);
+    CHECK_EQ(r->window_base, 0);
+    CHECK_EQ(sq_ring_close(r), SQ_ESYS);
+    CHECK_EQ(r->closed, 0);
+    CHECK_EQ(sq_task_drop(r, 0), SQ_ESYS);
+    CHECK_EQ(sq_ring_stats(r, &s), SQ_ESYS);
+    CHECK_EQ(sq_ring_post(r, 0, 1, 1, SQ_KIND_ERROR), SQ_ESYS);
+    CHECK_EQ(r->q_write, 1);
+    close(g_pipe[0]);
+    close(g_pipe[1]);
+}
+
+/* Producer `w` claims a task, checks it is `want`, and dies (its slot reset by
+ * the consumer): returns the count of deaths on it. */
+static int die_on(sq_ring *r, int w, int64_t want) {
+    int64_t i, idx;
+    uint64_t ep;
+    int deaths = -1;
+    CHECK_EQ(sq_task_claim(r, w, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(i, want);
+    CHECK_EQ(sq_worker_reset(r, w, &idx, &deaths), SQ_OK);
+    CHECK_EQ(idx, want);
+    return deaths;
+}
+
+/* A task that killed producers and then completes starts its count of deaths in
+ * a row again: the consumer gives up on an item only when it kills every
+ * producer that takes it in a row, and reports that count ("killed K workers in
+ * a row"), which a success in between must break. */
+static void test_deaths_forgotten_on_success(void) {
+    sq_ring *r = ring_new(2, 8, 4096, 4096);
+    int64_t i, idx;
+    uint64_t ep, off;
+    int deaths;
+    sq_entry e;
+
+    /* a commit for the task, in its epoch */
+    ep = task_reset(r, 5, 6, 1);
+    CHECK_EQ(die_on(r, 0, 5), 1);
+    CHECK_EQ(die_on(r, 0, 5), 2);
+    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(i, 5);
+    CHECK_EQ(sq_ring_reserve(r, 1, 100, 0, &off), SQ_OK);
+    CHECK_EQ(sq_ring_commit(r, 1, off, i, ep, SQ_KIND_RESULT), SQ_OK);
+    CHECK_EQ(r->n_deaths, 0);
+    CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+    CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
+    task_reset(r, 5, 6, 1);
+    CHECK_EQ(die_on(r, 0, 5), 1);
+
+    /* an error posted for the task forgets it too, and only it */
+    ep = task_reset(r, 5, 7, 2);
+    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(i, 5);
+    CHECK_EQ(die_on(r, 0, 6), 1);
+    CHECK_EQ(die_on(r, 0, 6), 2);
+    CHECK_EQ(die_on(r, 0, 6), 3);
+    CHECK_EQ(sq_worker_reset(r, 1, &idx, &deaths), SQ_OK);
+    CHECK_EQ(idx, 5);
+    CHECK_EQ(deaths, 2); /* the count of 5 from above goes on */
+    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(i, 5);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(i, 6);
+    CHECK_EQ(sq_ring_post(r, 0, 6, ep, SQ_KIND_ERROR), SQ_OK);
+    CHECK_EQ(sq_ring_post(r, 1, 5, ep - 1, SQ_KIND_ERROR), SQ_OK); /* older epoch */
+    for (int k = 0; k < 2; k++) CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+    /* 6 answered in its epoch: forgotten; 5 (answered only for an older epoch,
+     * which may have been another item): counted on */
+    task_reset(r, 5, 7, 2);
+    CHECK_EQ(die_on(r, 0, 5), 3);
+    CHECK_EQ(die_on(r, 1, 5), 4);
+    CHECK_EQ(sq_task_drop(r, 5), SQ_OK);
+    CHECK_EQ(die_on(r, 1, 6), 1);
+    check_idle(r);
+}
+
+/* What the consumer needs to tell a stalled ring from a slow one.  A producer
+ * asleep in reserve, holding a reserved block (a batch it stacked) while it
+ * waits for room for a second one, cannot move until the consumer releases:
+ * its blocks are not "active", unlike those of a producer that is awake. */
+static void stacked_then_waiting(sq_ring *r, int w) {
+    uint64_t first, second, kept;
+    CHECK_EQ(sq_ring_keep(r, w, 100, UINT64_MAX, &kept), SQ_OK);
+    CHECK_EQ(sq_ring_reserve(r, w, 500, 0, &first), SQ_OK);
+    CHECK_EQ(sq_ring_reserve(r, w, 1500, LONG_WAIT, &second), SQ_OK);
+    memcpy((char *)r + second, &first, sizeof first); /* the result names it */
+    CHECK_EQ(sq_ring_commit(r, w, second, 1, 0, SQ_KIND_RESULT), SQ_OK);
+    CHECK_EQ(sq_ring_unkeep(r, w, kept), SQ_OK);
+}
+
+static uint64_t n_sleeping_in_reserve(sq_ring *r) { return stats(r).sleeping_in_reserve; }
+
+static void test_stats_stall(void) {
+    sq_ring *r = ring_new(2, 8, 4096, 4096);
+    uint64_t held, mine, kept;
+    sq_entry e;
+    /* the consumer holds 2048 bytes; worker 1 keeps a block and reserves one */
+    CHECK_EQ(sq_ring_reserve(r, 1, 2048 - SQ_BLOCK_HEADER, 0, &held), SQ_OK);
+    CHECK_EQ(sq_ring_commit(r, 1, held, 0, 0, SQ_KIND_RESULT), SQ_OK);
+    CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+    CHECK_EQ(sq_ring_keep(r, 1, 100, UINT64_MAX, &kept), SQ_OK);
+    CHECK_EQ(sq_ring_reserve(r, 1, 100, 0, &mine), SQ_OK);
+    sq_stats s = stats(r);
+    CHECK_EQ(s.reserved_active, 1);
+    CHECK_EQ(s.kept_active, 1);
+    CHECK_EQ(s.sleeping_in_reserve, 0);
+    CHECK_EQ(sq_ring_cancel(r, 1), SQ_OK);
+    CHECK_EQ(sq_ring_unkeep(r, 1, kept), SQ_OK);
+
+    /* worker 0 holds a kept block and a reserved one, and sleeps waiting for a
+     * block larger than the free space (4096 - 2048 - 192 - 576) */
+    pid_t pid = spawn(stacked_then_waiting, r, 0);
+    CHECK(wait_for(n_sleeping_in_reserve, r, 1));
+    s = stats(r);
+    CHECK_EQ(s.reserved, 1);
+    CHECK_EQ(s.kept, 1);
+    CHECK_EQ(s.reserved_active, 0);
+    CHECK_EQ(s.kept_active, 0);
+    CHECK_EQ(s.space_waiters, 1);
+    CHECK_EQ(s.committed, 0);
+    CHECK_EQ(s.popped, 1);
+    sq_stats again = stats(r); /* nothing moves */
+    CHECK_EQ(again.space_events, s.space_events);
+    CHECK_EQ(again.ready_events, s.ready_events);
+    /* the release lets it go on: the counters move */
+    CHECK_EQ(sq_ring_release(r, held), SQ_OK);
+    CHECK(stats(r).space_events != s.space_events);
+    CHECK_EQ(sq_ring_pop(r, LONG_WAIT, &e, NULL), SQ_OK);
+    CHECK(reap_ok(pid));
+    s = stats(r);
+    CHECK(s.ready_events != again.ready_events);
+    CHECK_EQ(s.sleeping_in_reserve, 0);
+    CHECK_EQ(s.reserved_active, 0);
+    CHECK_EQ(s.kept_active, 0);
+    uint64_t first;
+    memcpy(&first, (char *)r + e.offset, sizeof first);
+    CHECK_EQ(sq_ring_release(r, first), SQ_OK); /* went over with the result */
+    CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
+    check_idle(r);
+}
+
+/* The capacity is read without the lock (sq_ring_capacity: Ring.capacity, Block
+ * bounds, the allocation hook) while the consumer grows it.  Readers see only
+ * values the consumer stored, never decreasing, with the free block that
+ * extends the area to them.  Threads of one process, so that ThreadSanitizer
+ * (make tsan) sees the accesses: a plain read (or store) of the capacity is a
+ * race it reports. */
+#define GROW_STEPS 200
+
+typedef struct {
+    sq_ring *r;
+    uint64_t start, end;
+    int failures;
+} capacity_watch;
+
+static void *capacity_reader(void *arg) {
+    capacity_watch *cw = arg;
+    uint64_t last = cw->start;
+    while (last < cw->end) {
+        uint64_t c = sq_ring_capacity(cw->r);
+        if (c < last || c % SQ_ALIGN || c > cw->end) {
+            cw->failures++;
+            break;
+        }
+        if (c > last) { /* the block sq_ring_grow wrote at the old end */
+            sq_block *b = block_at(cw->r, last);
+            if (b->size < SQ_ALIGN || last + b->size > c || b->state != BLK_FREE)
+                cw->failures++;
+            last = c;
+        }
+    }
+    return NULL;
+}
+
+static void test_capacity_threads(void) {
+    const uint64_t step = 4096, start = 4096, end = start + GROW_STEPS * step;
+    sq_ring *r = ring_new(1, 8, start, end);
+    capacity_watch cw[2] = {{r, start, end, 0}, {r, start, end, 0}};
+    pthread_t t[2];
+    for (int k = 0; k < 2; k++)
+        CHECK_EQ(pthread_create(&t[k], NULL, capacity_reader, &cw[k]), 0);
+    for (uint64_t c = start + step; c <= end; c += step)
+        CHECK_EQ(sq_ring_grow(r, c), SQ_OK);
+    for (int k = 0; k < 2; k++) {
+        CHECK_EQ(pthread_join(t[k], NULL), 0);
+        CHECK_EQ(cw[k].failures, 0);
+    }
+    CHECK_EQ(sq_ring_capacity(r), end);
+    check_invariants(r);
+}
+
+/* The watchdog: a worker whose parent goes exits with SQ_WATCHDOG_EXIT, whatever
+ * it is doing (here a busy loop); so does one whose watched process (not its
+ * parent) goes; a healthy one is left alone.  The test process is a subreaper,
+ * so that it adopts the orphans and can tell how they ended. */
+#ifdef __linux__
+static void busy_forever(void) {
+    volatile uint64_t n = 0;
+    for (;;) n++;
+}
+
+/* Fork a child running fn(arg) from a process that exits once the child says it
+ * is ready (a byte on g_pipe): returns the child's pid when its parent has been
+ * reaped (the child is this process's then), -1 on error. */
+static pid_t orphan(int (*fn)(long), long arg) {
+    int p[2];
+    pid_t child = -1;
+    if (pipe(p) != 0) return -1;
+    fflush(NULL);
+    pid_t mid = fork();
+    if (mid == 0) {
+        char ok;
+        close(p[0]);
+        pid_t c = fork();
+        if (c == 0) _exit(fn(arg));
+        if (write(p[1], &c, sizeof c) != sizeof c) _exit(1);
+        if (read(g_pipe[0], &ok, 1) != 1) _exit(1);
+        _exit(0);
+    }
+    close(p[1]);
+    if (read(p[0], &child, sizeof child) != sizeof child) child = -1;
+    close(p[0]);
+    if (!reap_ok(mid)) return -1;
+    return child;
+}
+
+static int watched_busy(long parent) {
+    char ok = 1;
+    if (sq_watchdog_start(parent ? parent : (long)getppid(), 0.005) != 0) return 1;
+    if (write(g_pipe[1], &ok, 1) != 1) return 1;
+    busy_forever();
+    return 1;
+}
+
+static int pdeathsig_paused(long unused) {
+    char ok = 1;
+    (void)unused;
+    if (sq_set_pdeathsig(SIGKILL, (long)getppid()) != 0) return 1;
+    if (write(g_pipe[1], &ok, 1) != 1) return 1;
+    pause();
+    return 1;
+}
+
+/* Sets the signal only after its parent died: told so, it exits with 3. */
+static int pdeathsig_late(long unused) {
+    pid_t ppid0 = getppid();
+    char ok = 1;
+    (void)unused;
+    if (write(g_pipe[1], &ok, 1) != 1) return 1;
+    while (getppid() == ppid0) sleep_ms(1);
+    return sq_set_pdeathsig(SIGKILL, (long)ppid0) == SQ_PARENT_GONE ? 3 : 1;
+}
+
+static int exited_with(pid_t pid, int code) {
+    int st;
+    if (pid <= 0 || waitpid(pid, &st, 0) != pid) return 0;
+    if (code >= 0) return WIFEXITED(st) && WEXITSTATUS(st) == code;
+    return WIFSIGNALED(st) && WTERMSIG(st) == -code;
+}
+
+static void test_watchdog(void) {
+    CHECK_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1UL, 0UL, 0UL, 0UL), 0);
+    CHECK_EQ(pipe(g_pipe), 0);
+    /* the parent exits */
+    CHECK(exited_with(orphan(watched_busy, 0), SQ_WATCHDOG_EXIT));
+    /* the process watched is another one: it ends, then is reaped */
+    pid_t q = fork();
+    if (q == 0) {
+        pause();
+        _exit(0);
+    }
+    fflush(NULL);
+    pid_t c = fork();
+    if (c == 0) _exit(watched_busy(q));
+    char ok;
+    CHECK_EQ(read(g_pipe[0], &ok, 1), 1);
+    kill_reap(q);
+    CHECK(exited_with(c, SQ_WATCHDOG_EXIT));
+    /* a healthy process is left alone */
+    c = fork();
+    if (c == 0) {
+        if (sq_watchdog_start((long)getppid(), 0.001) != 0) _exit(1);
+        sleep_ms(50);
+        _exit(0);
+    }
+    CHECK(exited_with(c, 0));
+    /* pdeathsig: killed with its parent, or told it came too late */
+    CHECK(exited_with(orphan(pdeathsig_paused, 0), -SIGKILL));
+    CHECK(exited_with(orphan(pdeathsig_late, 0), 3));
+    /* bad arguments, nothing started or set */
+    CHECK_EQ(sq_watchdog_start(0, 1.0), -EINVAL);
+    CHECK_EQ(sq_watchdog_start((long)getpid(), 0.0), -EINVAL);
+    CHECK_EQ(sq_watchdog_start((long)getpid(), -1.0), -EINVAL);
+    CHECK_EQ(sq_watchdog_start((long)getpid(), NAN), -EINVAL);
+    CHECK_EQ(sq_watchdog_start((long)getpid(), 2e6), -EINVAL);
+    CHECK_EQ(sq_set_pdeathsig(SIGKILL, 0), -EINVAL);
+    CHECK_EQ(sq_set_pdeathsig(12345, (long)getppid()), -EINVAL);
+    close(g_pipe[0]);
+    close(g_pipe[1]);
+}
+#else
+static void test_watchdog(void) {
+    CHECK_EQ(sq_set_pdeathsig(SIGKILL, (long)getppid()), -ENOSYS);
+}
+#endif
 
 /* ----------------------------------------------------------------- runner ---- */
 
@@ -1406,7 +1808,7 @@ static void handoff_consume(sq_ring *r, uint64_t want) {
  * through a task window of `window`; none of its wake-ups may be lost. */
 static void handoff_run(int qlen, uint64_t capacity, int64_t window, uint64_t want) {
     sq_ring *r = ring_new(1, qlen, capacity, capacity);
-    sq_task_reset(r, 0, -1, window);
+    task_reset(r, 0, -1, window);
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     pid_t pid = spawn(handoff_producer, r, 0);
@@ -1430,7 +1832,7 @@ static void test_coalesced_pop(void) {
     uint64_t off;
 
     /* A queued entry is taken at once, whatever `want` says. */
-    sq_task_reset(r, 0, -1, 4);
+    task_reset(r, 0, -1, 4);
     CHECK_EQ(sq_ring_reserve(r, 0, 64, LONG_WAIT, &off), SQ_OK);
     CHECK_EQ(sq_ring_commit(r, 0, off, 0, 1, SQ_KIND_RESULT), SQ_OK);
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -1488,7 +1890,7 @@ static void test_task_refill(void) {
     uint64_t epoch, off;
     sq_entry e;
 
-    sq_task_reset(r, 0, 14, 10); /* window 10, 2 producers: refill (10 - 2) / 2 */
+    task_reset(r, 0, 14, 10); /* window 10, 2 producers: refill (10 - 2) / 2 */
     CHECK_EQ(r->refill, 4);
     for (int k = 0; k < 10; k++) CHECK_EQ(sq_task_claim(r, k % 2, 0, &index, &epoch), SQ_OK);
     CHECK_EQ(sq_task_claim(r, 0, 0, &index, &epoch), SQ_TIMEOUT); /* window full */
@@ -1503,7 +1905,7 @@ static void test_task_refill(void) {
     CHECK_EQ(index, 13); /* the last task of the range */
 
     /* the tail of a bounded range: everything left is claimable, wake for it */
-    sq_task_reset(r, 0, 12, 10);
+    task_reset(r, 0, 12, 10);
     for (int k = 0; k < 10; k++) CHECK_EQ(sq_task_claim(r, 0, 0, &index, &epoch), SQ_OK);
     seq = task_seq(r);
     sq_task_advance(r, 1);
@@ -1512,7 +1914,7 @@ static void test_task_refill(void) {
     CHECK(task_seq(r) != seq); /* 10 and 11, the last ones, are claimable */
 
     /* a consumer about to wait for results wakes producers held back */
-    sq_task_reset(r, 0, -1, 10);
+    task_reset(r, 0, -1, 10);
     for (int k = 0; k < 10; k++) CHECK_EQ(sq_task_claim(r, 0, 0, &index, &epoch), SQ_OK);
     sq_task_advance(r, 1);
     seq = task_seq(r);
@@ -1564,7 +1966,7 @@ static void test_refill_wakes_one(void) {
     int64_t index;
     uint64_t epoch;
     sq_entry e;
-    sq_task_reset(r, 0, -1, 6); /* refill (6 - 2) / 2 = 2 */
+    task_reset(r, 0, -1, 6); /* refill (6 - 2) / 2 = 2 */
     for (int k = 0; k < 6; k++) CHECK_EQ(sq_task_claim(r, 0, 0, &index, &epoch), SQ_OK);
     pid_t a = spawn(one_claimer, r, 0);
     pid_t b = spawn(one_claimer, r, 1);
@@ -1613,6 +2015,11 @@ static const struct {
     {"interleaved_deaths", test_interleaved_deaths},
     {"killed_inside_commit", test_killed_inside_commit},
     {"fair_space", test_fair_space},
+    {"unrecoverable_lock", test_unrecoverable_lock},
+    {"deaths_forgotten_on_success", test_deaths_forgotten_on_success},
+    {"stats_stall", test_stats_stall},
+    {"capacity_threads", test_capacity_threads},
+    {"watchdog", test_watchdog},
 };
 
 int main(int argc, char **argv) {

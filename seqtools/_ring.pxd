@@ -1,7 +1,8 @@
-# Declarations of the C ring buffer (csrc/ringbuf.h), cimported by _ring.pyx, and of
-# the Ring and Block classes, cimported by _transport.pyx (which reads and writes
-# payloads in place and calls the ring through Ring's Python methods only, so that
-# the C ring is linked into _ring alone).
+# Declarations of the C ring buffer (csrc/ringbuf.h) and of the worker watchdog
+# (csrc/watchdog.h), cimported by _ring.pyx, and of the Ring and Block classes,
+# cimported by _transport.pyx (which reads and writes payloads in place and calls
+# the ring through Ring's Python methods only, so that the C ring is linked into
+# _ring alone).
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from posix.types cimport pid_t
 
@@ -45,6 +46,11 @@ cdef extern from "ringbuf.h" nogil:
         uint64_t largest_free
         uint64_t waiting_for
         uint64_t kept
+        uint64_t reserved_active
+        uint64_t kept_active
+        uint64_t sleeping_in_reserve
+        uint64_t space_events
+        uint64_t ready_events
 
     size_t sq_ring_header_size(int nworkers, int qlen)
     int sq_ring_init(void *region, int nworkers, int qlen, uint64_t capacity)
@@ -74,11 +80,21 @@ cdef extern from "ringbuf.h" nogil:
     int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths)
     int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
                       uint64_t *epoch)
-    uint64_t sq_task_reset(sq_ring *r, int64_t start, int64_t end, int64_t window)
+    int sq_task_reset(sq_ring *r, int64_t start, int64_t end, int64_t window,
+                      uint64_t *epoch)
     int sq_task_drop(sq_ring *r, int64_t index)
-    void sq_task_advance(sq_ring *r, int64_t base)
-    void sq_ring_close(sq_ring *r)
+    int sq_task_advance(sq_ring *r, int64_t base)
+    int sq_ring_close(sq_ring *r)
     int sq_ring_stats(sq_ring *r, sq_stats *out)
+
+
+cdef extern from "watchdog.h" nogil:
+    enum:
+        SQ_WATCHDOG_EXIT
+        SQ_PARENT_GONE
+
+    int sq_watchdog_start(long parent_pid, double interval)
+    int sq_set_pdeathsig(int sig, long expected_ppid)
 
 
 cdef class Ring:
@@ -115,4 +131,5 @@ cdef bint hook_find(const char *ptr, size_t nbytes, uint64_t *offset,
 cdef void hook_adopted(uint64_t offset) noexcept
 cdef int hook_live() noexcept
 cdef int commit_n(Ring ring, int worker, uint64_t offset, int64_t index,
-                  uint64_t epoch, const uint64_t *adopt, int nadopt) except -1
+                  uint64_t epoch, uint32_t kind, const uint64_t *adopt,
+                  int nadopt) except -1

@@ -1,5 +1,6 @@
-# Cython wrapper of the C shared-memory ring (csrc/ringbuf.c), used by
-# seqtools/_transport.py and seqtools/evaluation.py only.
+# Cython wrapper of the C shared-memory ring (csrc/ringbuf.c) and of the worker
+# watchdog (csrc/watchdog.c), used by seqtools/_transport.pyx, seqtools/_worker.py
+# and seqtools/evaluation.py only.
 #
 # The region is an anonymous memfd (Linux) or an shm object unlinked as soon as it
 # is open (other POSIX): it has no name in /dev/shm, so nothing can be left behind
@@ -14,7 +15,7 @@ from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_New
 from cpython.ref cimport Py_INCREF
 from cpython.buffer cimport PyBuffer_Release, PyObject_GetBuffer
 from libc.errno cimport errno
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
 from posix.types cimport off_t
@@ -65,9 +66,22 @@ class RingClosed(Exception):
     """The ring was closed: the consumer has shut the workers down."""
 
 
-cdef object _raise(int rc, str what):
+class TooLarge(ValueError):
+    """A block larger than the whole data area was asked for."""
+
+
+class QueueFull(RuntimeError):
+    """The completion queue is full: nothing was queued (and a commit's blocks
+    are still the worker's). Wait for the consumer to pop, then try again."""
+
+
+cdef object _raise(int rc, str what, bint queue=False):
+    """Raise the exception for status ``rc`` of the call ``what``; ``queue``: the
+    call queues an entry, and SQ_EFULL means the completion queue is full."""
     if rc == SQ_CLOSED:
         raise RingClosed(what)
+    if rc == SQ_EFULL and queue:
+        raise QueueFull(f"{what}: the completion queue is full")
     if rc == SQ_ESYS:
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
     if rc == SQ_EINVAL:
@@ -262,7 +276,7 @@ cdef class Ring:
         if rc == SQ_TIMEOUT:
             return None
         if rc == SQ_ETOOBIG:
-            raise ValueError(
+            raise TooLarge(
                 f"a result of {nbytes} bytes does not fit in the shared ring of "
                 f"{sq_ring_capacity(self.r)} bytes")
         if rc == SQ_EFULL:
@@ -297,9 +311,11 @@ cdef class Ring:
 
     def commit(self, int worker, uint64_t offset, int64_t index, uint64_t epoch,
                unsigned int kind=SQ_KIND_RESULT):
+        """Queue the block at ``offset`` (and the worker's other reserved blocks)
+        as the answer to ``index``; :class:`QueueFull` if the queue is full."""
         cdef int rc = sq_ring_commit(self.r, worker, offset, index, epoch, kind)
         if rc != SQ_OK:
-            _raise(rc, "commit")
+            _raise(rc, "commit", True)
 
     def keep(self, int worker, uint64_t nbytes):
         """Producer: a kept block of nbytes (payload offset), or None if there is
@@ -318,14 +334,14 @@ cdef class Ring:
             _raise(rc, "unkeep")
 
     def commit_adopt(self, int worker, uint64_t offset, int64_t index, uint64_t epoch,
-                     adopt):
+                     adopt, unsigned int kind=SQ_KIND_RESULT):
         """:meth:`commit`, also handing over the kept blocks at offsets ``adopt``."""
         cdef uint64_t offs[16]
         if len(adopt) > 16:
             raise ValueError("commit_adopt: too many blocks")
         for k, o in enumerate(adopt):
             offs[k] = o
-        commit_n(self, worker, offset, index, epoch, offs, len(adopt))
+        commit_n(self, worker, offset, index, epoch, kind, offs, len(adopt))
 
     def cancel(self, int worker):
         """Give back every block `worker` reserved and will not commit."""
@@ -334,9 +350,10 @@ cdef class Ring:
             _raise(rc, "cancel")
 
     def post(self, int worker, int64_t index, uint64_t epoch, unsigned int kind):
+        """Queue an entry with no block; :class:`QueueFull` if the queue is full."""
         cdef int rc = sq_ring_post(self.r, worker, index, epoch, kind)
         if rc != SQ_OK:
-            _raise(rc, "post")
+            _raise(rc, "post", True)
 
     # -- consumer side ----------------------------------------------------------------
     def pop(self, double timeout, uint64_t want=1):
@@ -377,18 +394,38 @@ cdef class Ring:
         return index, deaths
 
     def task_reset(self, int64_t start, int64_t end, int64_t window):
-        return sq_task_reset(self.r, start, end, window)
+        """Start a new epoch handing out tasks ``start`` to ``end`` (exclusive; -1:
+        unbounded), at most ``window`` ahead of the window base; returns it."""
+        cdef uint64_t epoch = 0
+        cdef int rc = sq_task_reset(self.r, start, end, window, &epoch)
+        if rc != SQ_OK:
+            _raise(rc, "task_reset")
+        return epoch
 
     def task_drop(self, int64_t index):
-        sq_task_drop(self.r, index)
+        cdef int rc = sq_task_drop(self.r, index)
+        if rc != SQ_OK:
+            _raise(rc, "task_drop")
 
     def task_advance(self, int64_t base):
-        sq_task_advance(self.r, base)
+        cdef int rc = sq_task_advance(self.r, base)
+        if rc != SQ_OK:
+            _raise(rc, "task_advance")
 
     def close(self):
-        sq_ring_close(self.r)
+        cdef int rc = sq_ring_close(self.r)
+        if rc != SQ_OK:
+            _raise(rc, "close")
 
     def stats(self):
+        """A snapshot of the ring's counters (see ``sq_stats`` in ringbuf.h).
+
+        For telling a stalled ring from a slow one: ``sleeping_in_reserve``
+        producers wait for space; ``reserved_active`` and ``kept_active`` count
+        the blocks of the other producers (they can still move);
+        ``space_events`` and ``ready_events`` change whenever producers waiting
+        for space, or the consumer, may go on (compare two snapshots).
+        """
         cdef sq_stats s
         cdef int rc = sq_ring_stats(self.r, &s)
         if rc != SQ_OK:
@@ -397,7 +434,10 @@ cdef class Ring:
                 "committed": s.committed, "popped": s.popped,
                 "space_waiters": s.space_waiters, "requested": s.requested,
                 "largest_free": s.largest_free, "waiting_for": s.waiting_for,
-                "kept": s.kept}
+                "kept": s.kept, "reserved_active": s.reserved_active,
+                "kept_active": s.kept_active,
+                "sleeping_in_reserve": s.sleeping_in_reserve,
+                "space_events": s.space_events, "ready_events": s.ready_events}
 
 
 cdef class Block:
@@ -446,11 +486,15 @@ os.register_at_fork(after_in_child=_after_fork)
 
 
 cdef int commit_n(Ring ring, int worker, uint64_t offset, int64_t index,
-                  uint64_t epoch, const uint64_t *adopt, int nadopt) except -1:
-    cdef int rc = sq_ring_commit_n(ring.r, worker, offset, index, epoch,
-                                   SQ_KIND_RESULT, adopt, nadopt)
+                  uint64_t epoch, uint32_t kind, const uint64_t *adopt,
+                  int nadopt) except -1:
+    """Commit the block at ``offset`` as an entry of ``kind`` (SQ_KIND_RESULT, or
+    SQ_KIND_ERROR for an error report in the block), adopting ``nadopt`` kept
+    blocks; :class:`QueueFull` if the completion queue is full."""
+    cdef int rc = sq_ring_commit_n(ring.r, worker, offset, index, epoch, kind,
+                                   adopt, nadopt)
     if rc != SQ_OK:
-        _raise(rc, "commit")
+        _raise(rc, "commit", True)
     return 0
 
 
@@ -466,6 +510,47 @@ cdef Block make_block(Ring ring, uint64_t offset, uint64_t nbytes, bint leased):
     b.leased = leased
     b.owner = _pid
     return b
+
+
+# -- the worker's liveness watchdog (csrc/watchdog.c) -------------------------------
+
+#: Exit status of a worker ended by its watchdog.
+WATCHDOG_EXIT = SQ_WATCHDOG_EXIT
+
+
+def watchdog_start(long parent_pid, double interval=0.2):
+    """Worker, once: a C thread ends this process (``os._exit(WATCHDOG_EXIT)``:
+    no cleanup) once its parent changes or process ``parent_pid`` is gone,
+    checking every ``interval`` seconds, whatever the Python code is doing.
+
+    Raises ValueError for a pid or interval out of range, OSError if the thread
+    cannot be started.
+    """
+    cdef int rc
+    if parent_pid <= 0:
+        raise ValueError(f"parent_pid must be positive, not {parent_pid}")
+    if not 0 < interval <= 1e6:
+        raise ValueError(f"interval must be in (0, 1e6] seconds, not {interval}")
+    rc = sq_watchdog_start(parent_pid, interval)
+    if rc != 0:
+        raise OSError(-rc, f"watchdog_start: {os.strerror(-rc)}")
+
+
+def set_pdeathsig(int sig, long expected_ppid):
+    """Worker (Linux): have the kernel send ``sig`` to this process when the
+    thread that forked it ends. Returns True if the parent is already gone
+    (``os.getppid()`` is no longer ``expected_ppid``): then no signal will come.
+
+    Raises ValueError for ``expected_ppid`` <= 0, OSError on failure (errno
+    ENOSYS on systems without it, EINVAL for a bad signal number).
+    """
+    cdef int rc
+    if expected_ppid <= 0:
+        raise ValueError(f"expected_ppid must be positive, not {expected_ppid}")
+    rc = sq_set_pdeathsig(sig, expected_ppid)
+    if rc < 0:
+        raise OSError(-rc, f"set_pdeathsig: {os.strerror(-rc)}")
+    return rc == SQ_PARENT_GONE
 
 
 # -- the worker's numpy allocation hook ---------------------------------------------

@@ -48,6 +48,7 @@ from cpython.ref cimport Py_INCREF
 from libc.string cimport memcpy
 
 from cpython.object cimport PyObject, PyTypeObject
+from cpython.pythread cimport PyThread_get_thread_ident
 
 from ._ring cimport (
     Block,
@@ -66,7 +67,11 @@ import weakref
 
 import numpy as np
 
+from ._ring import KIND_RESULT, QueueFull
+
 cnp.import_array()
+
+_memmap = np.memmap
 
 
 cdef extern from "numpy/arrayobject.h":
@@ -79,6 +84,7 @@ __all__ = ["REF", "HEADROOM", "TaskBlocks", "Unsendable", "out_block", "send",
            "decode"]
 
 cdef enum:
+    _MAX_DIMS = 32  # dimensions of an array viewed in place (_Spec.dims)
     _HEAD = 8
     _ALIGN = 64
     _MAX_BLOCKS = 16  # more than the ring lets one task hold (SQ_SLOT_BLOCKS)
@@ -120,22 +126,26 @@ cdef class TaskBlocks:
     """Blocks reserved in the ring by the worker's own code for the current task.
 
     One per worker, emptied when a task starts (:meth:`reset`). ``reserve(nbytes)``
-    returns the offset of a new block, waiting as needed.
+    returns the offset of a new block, waiting as needed; ``wait()`` waits a
+    little for the parent to take a result from the full completion queue. Both
+    raise ``RingClosed`` once the parent is gone.
     """
 
     cdef readonly Ring ring
     cdef readonly int slot
     cdef object reserve
+    cdef public object wait
     cdef int n
     cdef uint64_t offsets[_MAX_BLOCKS]
     cdef uint64_t sizes[_MAX_BLOCKS]
     cdef list made  # weak references to the arrays new() made for this task
     cdef public bint disabled  # new() is refused: out_block() returns None
 
-    def __init__(self, Ring ring, int slot, reserve):
+    def __init__(self, Ring ring, int slot, reserve, wait):
         self.ring = ring
         self.slot = slot
         self.reserve = reserve
+        self.wait = wait
         self.n = 0
         self.made = []
         self.disabled = False
@@ -206,18 +216,39 @@ cdef class TaskBlocks:
         return -1
 
 
-_task = None  # the TaskBlocks of the task a worker runs now, else None
+# The TaskBlocks of the task a worker runs now, and the thread running it. Only
+# that thread builds results in the ring: threads the task's code starts itself
+# get None from current_task() (TaskBlocks is not thread-safe, and what they make
+# may not end up in the result).
+cdef TaskBlocks _task = None
+cdef unsigned long _task_thread = 0
+
+
+def set_task(TaskBlocks task):
+    """Worker: ``task`` runs now on the calling thread (None: no task runs)."""
+    global _task, _task_thread
+    _task_thread = PyThread_get_thread_ident()
+    _task = task
+
+
+cpdef TaskBlocks current_task():
+    """The TaskBlocks of the task running on the calling thread, else None."""
+    if _task is None or PyThread_get_thread_ident() != _task_thread:
+        return None
+    return _task
 
 
 def out_block(nbytes):
     """A writable uint8 array of ``nbytes`` in the ring, for the running task.
 
-    Only inside a worker process of ``prefetch``/``load_buffers`` (else None):
-    arrays built in it are handed to the parent without any copy.
+    Only on the thread running a task in a worker process of
+    ``prefetch``/``load_buffers`` (else None): arrays built in it are handed to
+    the parent without any copy.
     """
-    if _task is None or (<TaskBlocks>_task).disabled:
+    cdef TaskBlocks task = current_task()
+    if task is None or task.disabled:
         return None
-    return (<TaskBlocks>_task).new(nbytes)
+    return task.new(nbytes)
 
 
 cdef class _Flat:
@@ -241,8 +272,9 @@ cdef class _Flat:
 cdef object _flatten(object obj, _Flat f):
     """Return the skeleton of ``obj``, appending its arrays to ``f.arrays``."""
     cdef type t = type(obj)
-    if t is cnp.ndarray or isinstance(obj, cnp.ndarray):
-        if (<cnp.ndarray>obj).dtype.hasobject:
+    if t is cnp.ndarray or t is _memmap:
+        # A memmap arrives as the plain array it views: the parent has no file.
+        if (<cnp.ndarray>obj).dtype.hasobject or (<cnp.ndarray>obj).ndim > _MAX_DIMS:
             f.sig = None
             return obj  # pickled with the skeleton
         f.arrays.append(obj)
@@ -274,6 +306,10 @@ cdef object _flatten(object obj, _Flat f):
         return t(*[_flatten(x, f) for x in obj])
     f.sig = None  # a value: the skeleton differs from result to result
     if t in (int, float, bool, str, bytes, type(None)) or isinstance(obj, np.generic):
+        return obj
+    if isinstance(obj, cnp.ndarray):
+        # A subclass (masked array, matrix, recarray...) keeps its type and
+        # whatever it carries besides the data only through its own pickling.
         return obj
     try:  # anything else with the buffer protocol travels as an array
         view = memoryview(obj)
@@ -378,16 +414,18 @@ cdef void _sole(PyObject *o, set out, int depth):
 
 
 def send(Ring ring, int slot, long long index, unsigned long long epoch, list box,
-         TaskBlocks task not None):
+         TaskBlocks task not None, unsigned int kind=KIND_RESULT):
     """Write the result in ``box`` (its only reference) into the ring and commit it
-    as the answer to ``index``.
+    as the answer to ``index``, an entry of ``kind`` (KIND_ERROR for a failure
+    report).
 
     ``task`` holds the blocks the worker's code reserved for this result (with
     :func:`out_block`) and reserves the main block. Arrays numpy allocated in kept
     blocks (the worker's allocation hook, see _ring.pyx) go over in their block,
     uncopied, when the result holds the only reference to them. Raises
     :class:`Unsendable` for results that cannot cross (nothing is committed), and
-    ValueError from the reserve for a result larger than the ring.
+    ``TooLarge`` from the reserve for a result larger than the ring. While the
+    completion queue is full, waits with ``task.wait()``.
     """
     cdef _Flat f = _Flat()
     cdef cnp.ndarray a
@@ -469,7 +507,13 @@ def send(Ring ring, int slot, long long index, unsigned long long epoch, list bo
         _write_head(dst, meta, blk_off, blk_size, nb)
         _copy_all(copies, dst + base, ring)
         skip = 0
-    commit_n(ring, slot, offset, index, epoch, adopt + skip, nadopt - skip)
+    while True:
+        try:
+            commit_n(ring, slot, offset, index, epoch, kind, adopt + skip,
+                     nadopt - skip)
+            break
+        except QueueFull:
+            task.wait()
     for k in range(nadopt):
         hook_adopted(adopt[k])
 
@@ -522,7 +566,7 @@ def _shareable(skel):
 cdef class _Spec:
     cdef cnp.dtype dtype
     cdef int ndim
-    cdef cnp.npy_intp dims[32]
+    cdef cnp.npy_intp dims[_MAX_DIMS]
     cdef Py_ssize_t pos
     cdef Py_ssize_t nbytes
     cdef int block
@@ -533,7 +577,7 @@ cdef _Spec _make_spec(spec):
     cdef _Spec s = _Spec()
     s.dtype = np.dtype(dt)
     s.ndim = len(shape)
-    if s.ndim > 32:
+    if s.ndim > _MAX_DIMS:
         raise RuntimeError("corrupt result header: too many dimensions")
     s.nbytes = s.dtype.itemsize
     for j in range(s.ndim):
@@ -575,9 +619,9 @@ cdef object _new_array(cnp.dtype dtype, int ndim, cnp.npy_intp *dims, char *data
 
 cdef object _array_at(cnp.dtype dtype, tuple shape, char *data, base):
     """:func:`_new_array` with the dimensions given as a tuple."""
-    cdef cnp.npy_intp dims[32]
+    cdef cnp.npy_intp dims[_MAX_DIMS]
     cdef int ndim = len(shape)
-    if ndim > 32:
+    if ndim > _MAX_DIMS:
         raise ValueError("too many dimensions")
     for j in range(ndim):
         dims[j] = shape[j]

@@ -2,10 +2,16 @@
 
 A worker claims a task (an item index, or a call number for ``load_buffers``)
 from the shared ring, evaluates it, reserves a block, copies the result in and
-commits it. Errors in user code travel as traceback text on the worker's own pipe,
-announced by an entry without a block, so the ring never has to be sized for them.
+commits it. A failure is a result too: its report (what failed, the traceback
+text cut to :data:`MAX_TEXT` characters, the exception pickled when it can be)
+goes through the same ring, committed as the answer to its task, so the parent
+never waits on a side channel nor pairs a report with the wrong task. A worker
+that cannot start (its sampler does not unpickle, its ``start_hook`` raises)
+reports that as the answer to task -1 and exits.
+
 Every wait is short, so a worker notices within a fraction of a second that the
-parent died or closed the ring, and exits.
+parent died or closed the ring; a C watchdog thread (and, on Linux, the
+parent-death signal) ends it even while the task's own code runs.
 """
 
 import os
@@ -13,14 +19,22 @@ import pickle
 import random
 import signal
 import sys
+import time
 import traceback
 
 import numpy as np
 
 from . import _ring, _transport
-from ._ring import KIND_ERROR, RingClosed
+from ._ring import KIND_ERROR, QueueFull, RingClosed
+from .core import memmap_ref
 
 POLL = 0.1  # seconds between checks that the parent is alive
+WATCHDOG_INTERVAL = 0.2  # seconds between the watchdog thread's checks
+
+# An error report carries at most this many characters of traceback text: the
+# start (where it was raised from) and the end (the exception), with a note of
+# what was cut in between. A report is one ring block, like a result.
+MAX_TEXT = 16384
 
 KEPT_WARNING = (
     "the worker's code kept an array that seqtools.stack (or out_block) "
@@ -41,10 +55,104 @@ ADOPTED_WARNING = (
 # turns it off (every result is then copied once), to rule it out when debugging.
 ALLOC_HOOK = os.environ.get("SEQTOOLS_ALLOC_HOOK", "1") != "0"
 
-# Error codes sent with a traceback text.
-ERR_USER = "user"
-ERR_TRANSFER = "transfer"
-ERR_HOOK = "hook"
+# What a report is about (Failure.code).
+ERR_USER = "user"  # the task's code raised
+ERR_TRANSFER = "transfer"  # the result could not be sent
+ERR_START = "start"  # the worker could not start: answers task -1
+
+
+class Failure:
+    """A failure report, as it travels from a worker to the parent.
+
+    ``code`` is one of the ``ERR_*`` values, ``text`` the traceback text (cut to
+    :data:`MAX_TEXT` characters), ``exc`` the pickled exception or None.
+    """
+
+    __slots__ = ("code", "text", "exc")
+
+    def __init__(self, code, text, exc=None):
+        self.code = code
+        self.text = text
+        self.exc = exc
+
+    def __reduce__(self):
+        return Failure, (self.code, self.text, self.exc)
+
+    def exception(self):
+        """The worker's exception object, or None if it did not survive pickling."""
+        if self.exc is None:
+            return None
+        try:
+            return pickle.loads(self.exc)
+        except Exception:
+            return None
+
+
+def cut(text, limit=MAX_TEXT):
+    """``text`` cut to about ``limit`` characters, keeping its start and end."""
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    tail = limit - head
+    return (f"{text[:head]}\n[... {len(text) - head - tail} characters truncated "
+            f"...]\n{text[-tail:]}")
+
+
+def _pickled_exception(exc):
+    try:
+        data = pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
+    return data if len(data) <= MAX_TEXT else None
+
+
+# -- what the parent sends a spawned worker ---------------------------------------
+
+
+class _ByReference(pickle.Pickler):
+    """Pickles arrays that live in a file mapping as references to the file."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, np.ndarray):
+            ref = memmap_ref(obj)
+            if ref is not None:
+                return ref.__reduce__()
+        return NotImplemented
+
+
+def dumps(obj):
+    """Pickle ``obj`` for a spawned worker: memory maps travel by reference.
+
+    Wherever a memory-mapped array sits (a sequence that is one, a sampler object
+    holding one, a list of them), the worker maps the same file instead of
+    receiving a copy of its bytes.
+    """
+    import io
+
+    f = io.BytesIO()
+    _ByReference(f, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return f.getvalue()
+
+
+def payload_for(ctx, target, start_hook, what):
+    """What a worker receives: the objects (fork), else their pickle.
+
+    Under spawn and forkserver, pickling happens once, here, so that an object
+    that cannot be pickled is a clear TypeError now, and the worker unpickles it
+    inside its own error handling (see :func:`main`).
+    """
+    if ctx.get_start_method() == "fork":
+        return target, start_hook
+    try:
+        return dumps((target, start_hook))
+    except Exception as e:
+        raise TypeError(
+            f"{what} (and start_hook) must be picklable to run in "
+            f"{ctx.get_start_method()} worker processes ({type(e).__name__}: {e}); "
+            "define it at module level, or use the 'fork' start method") from e
+
+
+# -- the worker -----------------------------------------------------------------
 
 
 def _parent_alive(parent_pid, ppid0):
@@ -65,44 +173,114 @@ def _seed(seed):
     np.random.seed(seed % 2**32)
 
 
-def main(ring, slot, errconn, target, call, start_hook, seed, parent_pid):
-    """Worker entry point. ``call``: True to run ``target()``, else ``target[i]``."""
+def _guard(parent_pid, pdeathsig):
+    """End this process with its parent, whatever its code is doing then."""
+    ppid0 = os.getppid()
+    if pdeathsig and hasattr(signal, "SIGKILL"):
+        try:
+            if _ring.set_pdeathsig(signal.SIGKILL, ppid0):
+                os._exit(1)  # the parent died before the signal was set
+        except OSError:
+            pass  # not Linux: the watchdog alone
+    _ring.watchdog_start(parent_pid, WATCHDOG_INTERVAL)
+    return ppid0
+
+
+def main(ring, slot, payload, call, seed, parent_pid, pdeathsig):
+    """Worker entry point. ``call``: True to run ``target()``, else ``target[i]``.
+
+    ``payload`` is ``(target, start_hook)`` or its pickle (see :func:`payload_for`).
+    """
     # Ctrl-C is the parent's to handle: it shuts the workers down cleanly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    ppid0 = os.getppid()
+    ppid0 = _guard(parent_pid, pdeathsig)
     _seed(seed)
-    if ALLOC_HOOK:
-        _ring.hook_install(ring, slot)
+    alive = _Liveness(ring, slot, parent_pid, ppid0)
+    task = _transport.TaskBlocks(ring, slot, alive.reserve, alive.wait)
     try:
-        if start_hook is not None:
-            start_hook()
-    except BaseException:
-        _report(ring, errconn, slot, -1, 0, ERR_HOOK, traceback.format_exc())
-        return
-    try:
-        _loop(ring, slot, errconn, target, call, parent_pid, ppid0)
+        try:
+            target, start_hook = (pickle.loads(payload) if type(payload) is bytes
+                                  else payload)
+        except BaseException as e:
+            _report(task, -1, 0, ERR_START, e,
+                    "the worker could not unpickle what it was given")
+            return
+        try:
+            if start_hook is not None:
+                start_hook()
+        except BaseException as e:
+            _report(task, -1, 0, ERR_START, e, "start_hook failed")
+            return
+        if ALLOC_HOOK:
+            _ring.hook_install(ring, slot)
+        _loop(ring, slot, task, target, call, alive)
     except RingClosed:
         pass
     finally:
-        errconn.close()
         sys.stdout.flush()
+        sys.stderr.flush()
 
 
-def _report(ring, errconn, slot, index, epoch, code, text):
-    errconn.send((index, epoch, code, text))
-    ring.post(slot, index, epoch, KIND_ERROR)
+class _Liveness:
+    """The worker's bounded waits: each ends if the parent is gone."""
 
+    def __init__(self, ring, slot, parent_pid, ppid0):
+        self.ring = ring
+        self.slot = slot
+        self.parent_pid = parent_pid
+        self.ppid0 = ppid0
 
-def _loop(ring, slot, errconn, target, call, parent_pid, ppid0):
-    def reserve(nbytes):
+    def check(self):
+        if not _parent_alive(self.parent_pid, self.ppid0):
+            raise RingClosed("the parent process is gone")
+
+    def reserve(self, nbytes):
+        """Offset of a new block of ``nbytes`` for this worker's task."""
         while True:
-            offset = ring.reserve(slot, nbytes, POLL)
+            offset = self.ring.reserve(self.slot, nbytes, POLL)
             if offset is not None:
                 return offset
-            if not _parent_alive(parent_pid, ppid0):
-                raise RingClosed("the parent process is gone")
+            self.check()
 
-    task = _transport.TaskBlocks(ring, slot, reserve)
+    def wait(self):
+        """The completion queue is full: wait a little for the parent to pop."""
+        time.sleep(0.005)
+        self.check()
+
+
+def _report(task, index, epoch, code, exc, what=None):
+    """Answer ``index`` with a failure report (from an ``except`` block)."""
+    text = traceback.format_exc()
+    if what is not None:
+        text = f"{what}:\n{text}"
+    _send_failure(task, index, epoch, Failure(code, cut(text), _pickled_exception(exc)))
+
+
+def _send_failure(task, index, epoch, failure):
+    ring, slot = task.ring, task.slot
+    ring.cancel(slot)  # blocks the task reserved for its result
+    task.reset()
+    while True:
+        try:
+            _transport.send(ring, slot, index, epoch, [failure], task, KIND_ERROR)
+            return
+        except _ring.TooLarge:
+            # A report larger than a small fixed ring: shorter, down to nothing.
+            ring.cancel(slot)
+            task.reset()
+            if not failure.text and failure.exc is None:
+                break
+            failure = Failure(failure.code, cut(failure.text, len(failure.text) // 4)
+                              if len(failure.text) > 64 else "", None)
+    while True:  # no room at all: a report without a block
+        try:
+            ring.post(slot, index, epoch, KIND_ERROR)
+            return
+        except QueueFull:
+            task.wait()
+
+
+def _loop(ring, slot, task, target, call, alive):
     claim = ring.claim
     send = _transport.send
     hook_active = _ring.hook_active
@@ -122,12 +300,11 @@ def _loop(ring, slot, errconn, target, call, parent_pid, ppid0):
                   flush=True)
         claimed = claim(slot, POLL)
         if claimed is None:
-            if not _parent_alive(parent_pid, ppid0):
-                return
+            alive.check()
             continue
         index, epoch = claimed
         task.reset()
-        _transport._task = task
+        _transport.set_task(task)
         hook_active(hooking)
         try:
             # The list holds the only reference to the result: send() can then
@@ -135,34 +312,23 @@ def _loop(ring, slot, errconn, target, call, parent_pid, ppid0):
             box = [target() if call else target[index]]
         except RingClosed:
             raise
-        except Exception:
-            _fail(ring, errconn, slot, index, epoch, ERR_USER, traceback.format_exc())
+        except BaseException as e:  # SystemExit too: it answers this task
+            hook_active(False)
+            _transport.set_task(None)
+            _report(task, index, epoch, ERR_USER, e)
             continue
         finally:
             hook_active(False)
-            _transport._task = None
+            _transport.set_task(None)
         try:
             send(ring, slot, index, epoch, box, task)
-        except _transport.Unsendable as e:
-            _fail(ring, errconn, slot, index, epoch, ERR_TRANSFER, str(e))
-        except ValueError as e:  # larger than the ring
-            _fail(ring, errconn, slot, index, epoch, ERR_TRANSFER,
-                  f"{e}; pass a larger shm_size")
+        except RingClosed:
+            raise
+        except _ring.TooLarge as e:
+            _report(task, index, epoch, ERR_TRANSFER, e,
+                    f"the result does not fit in the shared-memory ring ({e}); "
+                    "pass a larger shm_size")
+        except Exception as e:
+            _report(task, index, epoch, ERR_TRANSFER, e,
+                    "the result could not be sent to the parent process")
         del box
-
-
-def _fail(ring, errconn, slot, index, epoch, code, text):
-    ring.cancel(slot)  # blocks the task reserved for its result
-    _report(ring, errconn, slot, index, epoch, code, text)
-
-
-def check_picklable(obj, what):
-    """Raise a clear TypeError now if ``obj`` cannot be sent to a spawned worker."""
-    try:
-        pickle.dumps(obj)
-    except Exception as e:
-        raise TypeError(
-            f"{what} must be picklable to run in spawned worker processes "
-            f"({type(e).__name__}: {e}); define it at module level, or use the "
-            "'fork' start method"
-        ) from e

@@ -23,9 +23,9 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 from . import _transport, _worker
-from ._ring import ALIGN, HOOK_HEADROOM, Ring, RingClosed
+from ._ring import ALIGN, HOOK_HEADROOM, KIND_ERROR, Ring, RingClosed
 from .core import View
-from .errors import EvaluationError, creation_site, raise_evaluation_error
+from .errors import EvaluationError, creation_site, passthrough, raise_evaluation_error
 
 __all__ = ["prefetch", "load_buffers", "BufferLoader"]
 
@@ -115,24 +115,26 @@ def _round_up(n, a):
 
 
 class _Pool:
-    """Worker processes around one ring: the consumer side of the protocol."""
+    """Worker processes around one ring: the consumer side of the protocol.
+
+    Only the process that made it acts on it: a child forked from that process
+    (a user's own multiprocessing.Process, a torch DataLoader worker) neither
+    closes the ring nor stops the workers when its copy is dropped.
+    """
 
     def __init__(self, target, call, nworkers, window, start_hook, shm_size,
                  start_method, origin):
         self.ctx = multiprocessing.get_context(start_method)
-        if self.ctx.get_start_method() != "fork":
-            _worker.check_picklable(target, "the sampler" if call else "the sequence")
-            if start_hook is not None:
-                _worker.check_picklable(start_hook, "start_hook")
+        self.payload = _worker.payload_for(
+            self.ctx, target, start_hook, "the sampler" if call else "the sequence")
         if not isinstance(shm_size, int) or shm_size < 0:
             raise ValueError(
                 f"shm_size must be an int >= 0 (0: automatic), got {shm_size!r}")
-        self.target = target
         self.call = call
-        self.start_hook = start_hook
         self.window = window
         self.origin = origin
         self.nworkers = nworkers
+        self.owner = _pid
         capacity = _round_up(shm_size, ALIGN)
         if capacity:
             _check_memory(capacity)
@@ -140,14 +142,20 @@ class _Pool:
         # Result size (block header included) an automatic ring is sized for;
         # 0 until then, and for a ring of the user's shm_size, which never grows.
         self.sized_for = 0
-        self.ring = Ring.create(nworkers, window + nworkers + 4, capacity,
-                                self.max_capacity)
+        # The completion queue holds every entry not yet popped: up to a window
+        # and a task per worker of the current epoch, and as many again left by
+        # the epoch before a prefetch restart (a worker that finds the queue full
+        # waits all the same).
+        self.ring = Ring.create(nworkers, 2 * (window + nworkers) + nworkers + 8,
+                                capacity, self.max_capacity)
         self.seed_base = int.from_bytes(os.urandom(7), "little")
         self.spawned = 0
         self.procs = [None] * nworkers
-        self.conns = [None] * nworkers
-        self.pending = [[] for _ in range(nworkers)]  # error texts of dead workers
-        self.poisoned = []  # (index, message) of items given up on, not yet returned
+        # Per slot: has its current process delivered anything, and how many of
+        # its processes in a row died holding no task before delivering anything.
+        self.delivered = [False] * nworkers
+        self.early_deaths = [0] * nworkers
+        self.poisoned = []  # (index, Failure) of items given up on, not yet returned
         self.last_check = time.monotonic()
         self.closed = False
         # Arrival interval estimate for wake-up coalescing.
@@ -158,55 +166,88 @@ class _Pool:
             for w in range(nworkers):
                 self._start(w)
         except BaseException:
-            _shutdown(self.ring, self.procs, self.conns)
+            _shutdown(self.ring, self.procs, self.owner)
             raise
         self._finalizer = weakref.finalize(
-            self, _shutdown, self.ring, self.procs, self.conns)
+            self, _shutdown, self.ring, self.procs, self.owner)
 
     def _start(self, w):
-        reader, writer = self.ctx.Pipe(duplex=False)
         self.spawned += 1
         seed = (self.seed_base * 1_000_003 + self.spawned) % 2**63
+        # The parent-death signal fires when the *thread* that started the worker
+        # ends: only the main thread's (or the fork server's) lasts as long as
+        # the process. The worker's watchdog covers the other cases.
+        pdeathsig = (self.ctx.get_start_method() == "forkserver"
+                     or threading.current_thread() is threading.main_thread())
         p = self.ctx.Process(
             target=_worker.main,
-            args=(self.ring, w, writer, self.target, self.call, self.start_hook,
-                  seed, os.getpid()),
+            args=(self.ring, w, self.payload, self.call, seed, os.getpid(),
+                  pdeathsig),
             name=f"seqtools-worker-{w}",
             daemon=True,
         )
         p.start()
-        writer.close()
         self.procs[w] = p
-        self.conns[w] = reader
+        self.delivered[w] = False
 
     def close(self):
         self.closed = True
         self._finalizer()
 
+    def check_owner(self):
+        if _pid != self.owner:
+            raise RuntimeError(
+                f"this loader belongs to process {self.owner}, and this process "
+                f"({_pid}) is a child forked from it: its workers answer that "
+                "process only. Create a loader in the child process")
+
     def _check_workers(self):
-        """Replace dead workers; return [(index, message)] of items given up on."""
+        """Replace dead workers; return [(index, Failure)] of items given up on.
+
+        Raises EvaluationError when the processes of one slot keep dying before
+        they do anything (they cannot start).
+        """
         poisoned = []
         for w, p in enumerate(self.procs):
             if p.exitcode is None:
                 continue
-            old = self.conns[w]
-            while old.poll():
-                try:
-                    self.pending[w].append(old.recv())
-                except (EOFError, OSError):
-                    break
-            old.close()
             index, deaths = self.ring.worker_reset(w)
             code = p.exitcode
             how = f"signal {-code}" if code < 0 else f"exit code {code}"
+            if index < 0 and not self.delivered[w]:
+                self.early_deaths[w] += 1
+                if self.early_deaths[w] >= MAX_DEATHS:
+                    self.close()
+                    raise EvaluationError(self._start_failure(
+                        f"worker processes died {self.early_deaths[w]} times in a "
+                        f"row before finishing any task (the last one by {how})"))
+            else:
+                self.early_deaths[w] = 0
             if index >= 0 and deaths >= MAX_DEATHS:
                 self.ring.task_drop(index)
                 what = "call" if self.call else "item"
-                poisoned.append((index, (
+                poisoned.append((index, _worker.Failure(_worker.ERR_USER, (
                     f"{what} {index} killed {deaths} worker processes in a row "
-                    f"(last one by {how}); it was given up on")))
+                    f"(last one by {how}); it was given up on"))))
             self._start(w)
         return poisoned
+
+    def _start_failure(self, what, text=""):
+        """The message for workers that cannot start, with the likely causes."""
+        method = self.ctx.get_start_method()
+        return (
+            f"the worker processes of the loader created at {self.origin} cannot "
+            f"start (start method {method!r}): {what}.{text}\n"
+            "Likely causes:\n"
+            "- with the 'spawn' or 'forkserver' start method (forkserver is "
+            "Python 3.14's default on Linux), each worker imports the main script "
+            "again as a module, without running its `if __name__ == "
+            "'__main__':` block: create the loader inside that block, and define "
+            "the sampler, and whatever it uses, at module level outside it;\n"
+            "- start_hook ended or crashed the process (os._exit, sys.exit, a "
+            "segmentation fault);\n"
+            "- the process was killed (signal 9: by the kernel when out of memory)."
+            "\nA worker's own error output, if any, is on stderr above")
 
     def _capacity_for(self, need):
         """Data-area bytes for results of ``need`` bytes each (header included)."""
@@ -226,14 +267,15 @@ class _Pool:
     def _grow(self, s):
         """Size an automatically sized ring anew for a larger result; True if done.
 
-        Called when the ring is stalled: a worker waits for a block that cannot
-        fit while the consumer holds what it holds. If that block is larger than
-        the results the ring was sized for (from the first one), the ring grows as
-        if the first result had been that large. Results of the expected size
-        never grow it, so a consumer that keeps every result still gets the
-        stall's BufferError rather than a ring growing without end.
+        Called when the ring is stalled: the workers wait for space that cannot
+        be found while the consumer holds what it holds. If a waiting worker's
+        result (the blocks it holds and the one it waits for) is larger than the
+        results the ring was sized for (from the first one), the ring grows as if
+        the first result had been that large. Results of the expected size never
+        grow it, so a consumer that keeps every result still gets the stall's
+        BufferError rather than a ring growing without end.
         """
-        need = s["waiting_for"]
+        need = max(s["waiting_for"], s.get("waiting_total", 0))
         if not self.sized_for or need <= self.sized_for:
             return False
         capacity = self._capacity_for(need)
@@ -247,24 +289,40 @@ class _Pool:
         self.sized_for = need
         return True
 
-    def _error_text(self, worker):
-        if self.pending[worker]:
-            return self.pending[worker].pop(0)
-        conn = self.conns[worker]
-        if conn.poll(5.0):
-            return conn.recv()
-        return (-1, 0, _worker.ERR_USER, "(the worker's error report was lost)")
-
     def _stalled(self):
+        """Whether no result can come until the consumer frees space, and the
+        ring's stats: a worker waits for space while nothing is queued for the
+        consumer and no worker holding blocks is on its way to a commit."""
         s = self.ring.stats()
-        return (s["space_waiters"] > 0 and s["reserved"] == 0 and s["committed"] == 0
-                and s["popped"] > 0), s
+        return (s["space_waiters"] > 0 and s["committed"] == 0
+                and s["reserved_active"] == 0 and s["kept_active"] == 0), s
+
+    def _entry(self, e):
+        """``(index, epoch, offset, nbytes, failure)`` of a popped entry."""
+        offset, nbytes, index, epoch, worker, kind = e
+        self.delivered[worker] = True
+        self.early_deaths[worker] = 0
+        if kind != KIND_ERROR:
+            return index, epoch, offset, nbytes, None
+        if offset:
+            failure = _transport.decode(self.ring, offset, nbytes)
+        else:
+            failure = _worker.Failure(
+                _worker.ERR_USER,
+                "(the error report did not fit in the shared-memory ring: pass a "
+                "larger shm_size to see it)")
+        if failure.code == _worker.ERR_START:
+            self.close()
+            raise EvaluationError(self._start_failure(
+                "a worker reported", "\n" + failure.text))
+        return index, epoch, 0, 0, failure
 
     def next_entry(self, slack, evict=None):
         """Block until the next completed task.
 
-        Returns ``(index, epoch, offset, nbytes, error)``: ``error`` is None or the
-        failure text. Poisoned items come back as errors too.
+        Returns ``(index, epoch, offset, nbytes, failure)``: ``failure`` is None
+        or the :class:`_worker.Failure` that answered the task. Poisoned items
+        come back as failures too (epoch None).
 
         ``slack``: how many results may be waited for at once when none is queued
         without stalling the workers or waiting for tasks that do not exist (the
@@ -278,13 +336,18 @@ class _Pool:
         that only the consumer can free); returns True if it freed some, by
         moving results the consumer holds for itself (not the user's) out of
         the ring.
+
+        Every wait is bounded: a dead worker is replaced within CHECK_EVERY
+        seconds, and a ring that stays stalled for STALL seconds, with no space
+        freed and nothing queued in the meantime, raises BufferError.
         """
         stalled_since = None
+        events = None
         want = max(1, min(slack, self.want))
         while True:
             if self.poisoned:
-                index, message = self.poisoned.pop(0)
-                return index, None, 0, 0, message
+                index, failure = self.poisoned.pop(0)
+                return index, None, 0, 0, failure
             try:
                 e = self.ring.pop(POLL, want)
             except RingClosed:
@@ -308,28 +371,20 @@ class _Pool:
                 if stalled and evict is not None and evict():
                     stalled_since = None
                     continue
-                if not stalled:
+                if stalled and self._grow(s):
                     stalled_since = None
-                elif stalled_since is None:
-                    stalled_since = now
+                    continue
+                moved = (s["space_events"], s["ready_events"])
+                if not stalled or stalled_since is None or moved != events:
+                    stalled_since = now if stalled else None
+                    events = moved
                 elif now - stalled_since > STALL:
-                    if self._grow(s):
-                        stalled_since = None
-                        continue
                     raise BufferError(_stall_message(s))
                 continue
             if e[0] == "unsized":
                 self._size(e[1])
                 continue
-            offset, nbytes, index, epoch, worker, kind = e
-            if offset:
-                return index, epoch, offset, nbytes, None
-            err_index, _, code, text = self._error_text(worker)
-            if code == _worker.ERR_HOOK:
-                self.close()
-                raise EvaluationError(
-                    f"start_hook failed in a worker process:\n{text}")
-            return index, epoch, 0, 0, text
+            return self._entry(e)
 
 
 def _stall_message(s):
@@ -338,6 +393,12 @@ def _stall_message(s):
     results = f"{n} result{'s' if n != 1 else ''}"
     free = s["capacity"] - s["used"]
     need = s["waiting_for"]
+    if n == 0:
+        return (f"the shared-memory ring ({s['capacity']} bytes) is too small for "
+                f"the results the workers write at once: each holds part of its "
+                f"result and waits for room for the rest ({need} more bytes, "
+                f"{free} free). Pass a larger shm_size (the largest result times "
+                "the number of workers, twice over)")
     if need and free >= need > s["largest_free"]:
         return (f"the shared-memory ring has {free} of {s['capacity']} bytes free, "
                 f"but not in one piece: a worker needs {need} contiguous bytes and "
@@ -357,7 +418,29 @@ def _stall_message(s):
             "them sooner, or pass a larger shm_size")
 
 
-def _shutdown(ring, procs, conns):
+class WorkerTraceback(Exception):
+    """The traceback text of an exception raised in a worker process, chained as
+    the ``__cause__`` of that exception when it is re-raised in the parent."""
+
+    def __str__(self):
+        return self.args[0]
+
+
+def _raise_failure(failure, what):
+    """Raise the failure that answered a task: EvaluationError saying ``what``
+    with the worker's traceback text, or under ``seterr('passthrough')`` the
+    worker's own exception (when it could be pickled), chained to that text."""
+    if passthrough() and failure.code == _worker.ERR_USER:
+        exc = failure.exception()
+        if exc is not None:
+            raise exc from WorkerTraceback(failure.text)
+    raise EvaluationError(f"{what}:\n{failure.text}")
+
+
+def _shutdown(ring, procs, owner):
+    """Close the ring and stop the workers, in the process that started them."""
+    if _pid != owner:
+        return  # a forked child's copy: the ring and workers are its parent's
     ring.close()
     deadline = time.monotonic() + 2.0
     for p in procs:
@@ -367,9 +450,18 @@ def _shutdown(ring, procs, conns):
         if p is not None and p.exitcode is None:
             p.kill()
             p.join(1.0)
-    for c in conns:
-        if c is not None:
-            c.close()
+
+
+# This process's id, kept current across fork (os.getpid() is a system call).
+_pid = os.getpid()
+
+
+def _after_fork():
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class _Closing:
@@ -395,8 +487,9 @@ class _ProcessPrefetch(_Closing, View):
                            shm_size, start_method, self._origin)
         self._end = -1 if n is None else n
         self._window = max_buffered
-        self._ready = {}  # index -> (offset, nbytes, error) of results ahead
+        self._ready = {}  # index -> (offset, nbytes, failure) of results ahead
         self._evicted = {}  # index -> result copied out of the ring (see _evict)
+        self._lock = threading.Lock()
         self._restart(0)
 
     def _restart(self, start):
@@ -410,34 +503,36 @@ class _ProcessPrefetch(_Closing, View):
         self._next = start
 
     def _get(self, i):
-        if i != self._next:
-            self._restart(i)
-        ready = self._ready
         pool = self._pool
-        try:
-            while i not in ready:
-                slack = _prefetch_slack(i, self._window, self._end, len(ready),
-                                        pool.nworkers)
-                index, epoch, offset, nbytes, error = pool.next_entry(slack,
-                                                                      self._evict)
-                if epoch is not None and epoch != self._epoch:
-                    if offset:  # a stale result: dropping it releases its blocks
-                        _transport.decode(pool.ring, offset, nbytes)
-                    continue
-                ready[index] = (offset, nbytes, error)
-        except KeyboardInterrupt:
-            self.close()
-            raise
-        offset, nbytes, error = ready.pop(i)
-        self._next = i + 1
-        pool.ring.task_advance(i + 1)
-        if error is not None:
-            raise EvaluationError(
-                f"failed to evaluate item {i} of prefetch created at {self._origin} "
-                f"in a worker process:\n{error}")
-        if i in self._evicted:
-            return self._evicted.pop(i)
-        return _transport.decode(pool.ring, offset, nbytes)
+        pool.check_owner()
+        with self._lock:  # threads sharing the view take their turns
+            if i != self._next:
+                self._restart(i)
+            ready = self._ready
+            try:
+                while i not in ready:
+                    slack = _prefetch_slack(i, self._window, self._end, len(ready),
+                                            pool.nworkers)
+                    index, epoch, offset, nbytes, failure = pool.next_entry(
+                        slack, self._evict)
+                    if epoch is not None and epoch != self._epoch:
+                        if offset:  # a stale result: dropping it releases its blocks
+                            _transport.decode(pool.ring, offset, nbytes)
+                        continue
+                    ready[index] = (offset, nbytes, failure)
+            except KeyboardInterrupt:
+                self.close()
+                raise
+            offset, nbytes, failure = ready.pop(i)
+            self._next = i + 1
+            pool.ring.task_advance(i + 1)
+            if failure is not None:
+                _raise_failure(failure, (
+                    f"failed to evaluate item {i} of prefetch created at "
+                    f"{self._origin} in a worker process"))
+            if i in self._evicted:
+                return self._evicted.pop(i)
+            return _transport.decode(pool.ring, offset, nbytes)
 
     def _evict(self):
         """Copy the results computed ahead out of the ring, freeing their blocks.
@@ -452,8 +547,8 @@ class _ProcessPrefetch(_Closing, View):
         """
         ring = self._pool.ring
         freed = False
-        for index, (offset, nbytes, error) in list(self._ready.items()):
-            if offset and error is None:
+        for index, (offset, nbytes, failure) in list(self._ready.items()):
+            if offset and failure is None:
                 value = _transport.decode(ring, offset, nbytes)
                 self._evicted[index] = pickle.loads(pickle.dumps(value, protocol=5))
                 del value  # the last reference: its blocks go back to the ring
@@ -598,6 +693,7 @@ class BufferLoader(_Closing):
         self._pool.ring.task_reset(0, -1, max_cached)
         self._consumed = 0
         self._closed = False
+        self._lock = threading.Lock()
         # Results that may be waited for at once (see _Pool.next_entry): the
         # window less one task per worker, so that none of them runs dry.
         self._slack = max_cached - nworkers
@@ -609,18 +705,20 @@ class BufferLoader(_Closing):
         if self._closed:
             raise StopIteration
         pool = self._pool
-        try:
-            index, _, offset, nbytes, error = pool.next_entry(self._slack)
-        except KeyboardInterrupt:
-            self.close()
-            raise
-        self._consumed += 1
-        pool.ring.task_advance(self._consumed)
-        if error is not None:
+        pool.check_owner()
+        with self._lock:  # threads sharing the loader take their turns
+            try:
+                index, _, offset, nbytes, failure = pool.next_entry(self._slack)
+            except KeyboardInterrupt:
+                self.close()
+                raise
+            self._consumed += 1
+            pool.ring.task_advance(self._consumed)
+        if failure is not None:
             name = getattr(self._func, "__qualname__", type(self._func).__name__)
-            raise EvaluationError(
+            _raise_failure(failure, (
                 f"{name}() failed in a worker process (call {index}) of load_buffers "
-                f"created at {self._origin}:\n{error}")
+                f"created at {self._origin}"))
         return _transport.decode(pool.ring, offset, nbytes)
 
     def close(self):

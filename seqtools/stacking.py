@@ -180,7 +180,7 @@ def stack(samples, out=None):
 
 def _shared_arrays(field_info, n):
     """Outputs in one block of the worker's ring, or None outside a worker."""
-    if _transport._task is None:
+    if _transport.current_task() is None:
         return None
     return _block_arrays(_block_layout([(shape, dtype) for _, shape, dtype
                                         in field_info], n))
@@ -292,7 +292,7 @@ class _Stacker:
             self.copy(resolved, self.layout.flatten_out(out, n))
             return out
         arrays = None
-        if _transport._task is not None:
+        if _transport.current_task() is not None:
             layout = self.blocks.get(n)
             if layout is None:
                 layout = _bounded_put(self.blocks, n, _block_layout(self.fields, n))
@@ -560,7 +560,7 @@ class MinibatchSampler:
 
     def generator(self):
         """The ``numpy.random.Generator`` of this process (and worker), made once."""
-        task = _transport._task
+        task = _transport.current_task()
         owner = (os.getpid(), None if task is None else task.slot)
         if self._owner != owner:
             key = () if owner[1] is None else (owner[1],)

@@ -468,7 +468,7 @@ def test_stack_in_a_worker_fills_one_block(monkeypatch, rng):
         blocks.append(np.zeros(nbytes + 64, np.uint8)[64:])
         return blocks[-1]
 
-    monkeypatch.setattr(_transport, "_task", object())
+    monkeypatch.setattr(_transport, "current_task", lambda: object())
     monkeypatch.setattr(_transport, "out_block", out_block)
     for m in (7, 3, 7):
         idx = rng.integers(0, 40, m)

@@ -9,20 +9,36 @@ Worker functions live at module level so that spawn/forkserver children can impo
 them.  Timeouts are safety nets against hangs, never timing assertions.
 """
 
+import errno
 import gc
 import multiprocessing
 import os
 import pathlib
+import platform
 import resource
 import shutil
 import signal
 import subprocess
+import sys
+import textwrap
+import threading
 import time
 
 import numpy as np
 import pytest
 from conftest import shm_leftovers, shm_listing
-from seqtools._ring import ALIGN, Ring, RingClosed
+from seqtools._ring import (
+    ALIGN,
+    KIND_ERROR,
+    KIND_RESULT,
+    WATCHDOG_EXIT,
+    QueueFull,
+    Ring,
+    RingClosed,
+    header_size,
+    set_pdeathsig,
+    watchdog_start,
+)
 
 METHODS = [
     m for m in ("fork", "spawn", "forkserver")
@@ -113,6 +129,19 @@ def grow_past_rlimit(ring):
     except OSError as e:
         os._exit(0 if "cannot grow shared memory" in str(e) else 2)
     os._exit(1)
+
+
+def stack_then_wait(ring, worker, first, second):
+    """Reserve a block (a stacked batch), keep one, then wait for room for a
+    second block and commit it; the payload names the first block."""
+    kept = ring.keep(worker, 64)
+    a = ring.reserve(worker, first, WAIT)
+    b = None
+    while b is None:
+        b = ring.reserve(worker, second, WAIT)
+    ring.write(b, second, [(0, np.array([a], np.uint64))])
+    ring.commit(worker, b, 0, 0)
+    ring.unkeep(worker, kept)
 
 
 def run(ctx, target, *args):
@@ -390,3 +419,350 @@ def test_c_program(tmp_path):
     print(res.stdout, res.stderr)
     assert res.returncode == 0, res.stdout + res.stderr
     assert ", 0 failed" in res.stdout
+
+
+# ------------------------------------------------------- errors, kinds, stalls ----
+
+
+@pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc" or not hasattr(os, "memfd_create"),
+    reason="needs glibc (its error for a garbage mutex) and memfd",
+)
+def test_lock_failure_raises():
+    # A region that passes the magic and version check but whose mutex is garbage:
+    # glibc refuses to lock it (EINVAL). Every consumer call reports it, none
+    # answers as if it had done its work (task_reset with an epoch of 0).
+    real = Ring.create(1, 8, 4096, 4096)  # its memfd: a real magic and version
+    fd = int(memfd_links()[0])
+    head = os.pread(fd, 16, 0)  # magic, version, nworkers
+    size = header_size(1, 8)
+    fake = os.memfd_create("seqtools-test-fake")
+    os.ftruncate(fake, size)
+    os.pwrite(fake, head + b"\xff" * (size - 16), 0)
+    ring = Ring.attach(fake, size)
+    for call, args in [("task_reset", (0, 10, 4)), ("task_advance", (3,)),
+                       ("task_drop", (1,)), ("close", ()), ("stats", ())]:
+        with pytest.raises(OSError, match=call) as info:
+            getattr(ring, call)(*args)
+        assert info.value.errno == errno.EINVAL
+    del real
+
+
+def test_task_reset_returns_each_new_epoch():
+    ring = Ring.create(1, 8, 4096, 4096)
+    assert [ring.task_reset(0, 3, 2) for _ in range(3)] == [1, 2, 3]
+    assert ring.claim(0, 0) == (0, 3)
+    ring.task_advance(1)
+    ring.task_drop(0)
+    ring.close()
+    ring.close()  # closing twice is harmless
+    with pytest.raises(RingClosed):
+        ring.claim(0, 0)
+
+
+def test_full_completion_queue_raises_queue_full():
+    ring = Ring.create(2, 2, 1 << 14, 1 << 14)
+    ring.task_reset(0, -1, 100)
+    ring.post(0, 0, 1, KIND_ERROR)
+    block = ring.reserve(1, 100, 0)
+    ring.commit(1, block, 1, 1)
+    # full: nothing is queued, and the block is still the worker's
+    with pytest.raises(QueueFull, match="post: the completion queue is full"):
+        ring.post(0, 2, 1, KIND_ERROR)
+    other = ring.reserve(0, 100, 0)
+    kept = ring.keep(0, 100)
+    with pytest.raises(QueueFull, match="commit"):
+        ring.commit(0, other, 3, 1)
+    with pytest.raises(QueueFull, match="commit"):
+        ring.commit_adopt(0, other, 3, 1, [kept])
+    s = ring.stats()
+    assert (s["reserved"], s["kept"], s["committed"]) == (1, 1, 1)
+    assert ring.pop(0)[2] == 0
+    ring.commit_adopt(0, other, 3, 1, [kept])  # room again: it goes through
+    got = [ring.pop(0) for _ in range(2)]
+    assert [e[2] for e in got] == [1, 3]
+    for offset in (got[0][0], got[1][0], kept):
+        ring.release(offset)
+    assert idle(ring)
+    # a QueueFull is a RuntimeError (callers that caught that still do); a task
+    # holding too many blocks is not a full queue
+    assert issubclass(QueueFull, RuntimeError)
+    for _ in range(12):
+        ring.reserve(1, 10, 0)
+    with pytest.raises(RuntimeError, match="too many shared-memory blocks") as info:
+        ring.reserve(1, 10, 0)
+    assert not isinstance(info.value, QueueFull)
+    ring.cancel(1)
+
+
+def test_error_report_travels_in_a_block():
+    ring = Ring.create(1, 8, 1 << 14, 1 << 14)
+    epoch = ring.task_reset(0, -1, 10)
+    index, _ = ring.claim(0, 0)
+    text = b"Traceback: ValueError in the user's code"
+    main = ring.keep(0, 200)
+    extra = ring.keep(0, 100)
+    ring.write(main, 200, [(0, np.frombuffer(text, np.uint8))])
+    ring.commit_adopt(0, main, index, epoch, [extra], kind=KIND_ERROR)
+    offset, nbytes, got, got_epoch, worker, kind = ring.pop(0)
+    assert (offset, got, got_epoch, worker, kind) == (main, index, epoch, 0, KIND_ERROR)
+    lease = ring.lease(offset, nbytes)
+    assert bytes(lease)[: len(text)] == text
+    del lease
+    ring.release(extra)  # adopted with it, as for a result
+    gc.collect()
+    assert idle(ring)
+    # the default is still a result
+    block = ring.keep(0, 64)
+    ring.commit_adopt(0, block, index, epoch, [])
+    assert ring.pop(0)[5] == KIND_RESULT
+    ring.release(block)
+
+
+def test_death_count_forgotten_once_the_task_completes():
+    ring = Ring.create(2, 8, 1 << 14, 1 << 14)
+    epoch = ring.task_reset(0, 1, 1)
+    for k in (1, 2):
+        assert ring.claim(0, 0) == (0, epoch)
+        assert ring.worker_reset(0) == (0, k)
+    assert ring.claim(1, 0) == (0, epoch)
+    block = ring.reserve(1, 10, 0)
+    ring.commit(1, block, 0, epoch)
+    ring.release(ring.pop(0)[0])
+    epoch = ring.task_reset(0, 1, 1)
+    assert ring.claim(0, 0) == (0, epoch)
+    assert ring.worker_reset(0) == (0, 1)  # not 3: the success came between
+
+
+def stalled(s):
+    """The ring can make no progress without the consumer (one snapshot)."""
+    return (s["sleeping_in_reserve"] > 0 and s["reserved_active"] == 0
+            and s["kept_active"] == 0 and s["committed"] == 0)
+
+
+def test_stats_count_blocks_of_active_producers():
+    ring = Ring.create(2, 8, 1 << 14, 1 << 14)
+    s0 = ring.stats()
+    assert s0["reserved_active"] == s0["kept_active"] == s0["sleeping_in_reserve"] == 0
+    assert ring.stats()["space_events"] == s0["space_events"]  # nothing moved
+    assert ring.stats()["ready_events"] == s0["ready_events"]
+    a = ring.reserve(0, 100, 0)
+    b = ring.reserve(0, 100, 0)
+    k = ring.keep(1, 100)
+    s = ring.stats()
+    assert (s["reserved"], s["reserved_active"]) == (2, 2)
+    assert (s["kept"], s["kept_active"]) == (1, 1)
+    ring.commit(0, a, 0, 0)
+    s1 = ring.stats()
+    assert s1["ready_events"] != s0["ready_events"]
+    assert (s1["reserved_active"], s1["committed"], s1["popped"]) == (0, 1, 1)
+    ring.pop(0)
+    ring.release(a)
+    assert ring.stats()["space_events"] != s1["space_events"]
+    ring.release(b)  # it went over with the commit
+    ring.unkeep(1, k)
+    assert idle(ring)
+
+
+def test_stats_see_a_producer_asleep_holding_its_batch():
+    # A worker holds a stacked batch (a reserved block) and waits in reserve for
+    # room for a second array, which only the consumer can free: the ring cannot
+    # move on its own, although a block is reserved (a test of reserved == 0
+    # misses this hang).
+    ring = Ring.create(1, 8, 4096, 4096)
+    held = ring.reserve(0, 2048 - 64, 0)
+    ring.commit(0, held, 0, 0)
+    ring.pop(0)
+    assert ring.reserve(0, 500, 0) is not None  # the batch it stacked
+    got = []
+    t = threading.Thread(target=lambda: got.append(ring.reserve(0, 1500, WAIT)))
+    t.start()
+    wait_until(lambda: ring.stats()["sleeping_in_reserve"] == 1, "the reserve to sleep")
+    s = ring.stats()
+    assert (s["reserved"], s["reserved_active"], s["space_waiters"]) == (1, 0, 1)
+    assert stalled(s)
+    again = ring.stats()
+    assert (again["space_events"], again["ready_events"]) == (
+        s["space_events"], s["ready_events"])
+    ring.release(held)
+    t.join(WAIT)
+    assert got and got[0] is not None
+    s2 = ring.stats()
+    assert s2["space_events"] != s["space_events"]
+    assert (s2["sleeping_in_reserve"], s2["reserved_active"]) == (0, 2)
+    assert not stalled(s2)
+    ring.cancel(0)
+    assert idle(ring)
+
+
+def test_stats_tell_a_stalled_producer_process(ctx):
+    ring = Ring.create(2, 8, 4096, 4096)
+    held = ring.reserve(1, 2048 - 64, 0)  # the consumer will hold this one
+    ring.commit(1, held, 9, 0)
+    assert ring.pop(0)[0] == held
+    p = run(ctx, stack_then_wait, ring, 0, 500, 1500)
+    wait_until(lambda: ring.stats()["sleeping_in_reserve"] == 1, "the producer to wait")
+    s = ring.stats()
+    assert (s["reserved"], s["kept"], s["space_waiters"]) == (1, 1, 1)
+    assert (s["reserved_active"], s["kept_active"], s["committed"]) == (0, 0, 0)
+    assert stalled(s)
+    ring.release(held)  # room: it goes on
+    offset, nbytes, *_ = ring.pop(WAIT)
+    join_ok(p)
+    s2 = ring.stats()
+    assert s2["space_events"] != s["space_events"]
+    assert s2["ready_events"] != s["ready_events"]
+    assert not stalled(s2)
+    first = int(np.frombuffer(ring.block(offset, 8), np.uint64)[0])
+    ring.release(first)  # handed over with the result
+    ring.release(offset)
+    assert idle(ring)
+
+
+@pytest.mark.skipif(
+    shutil.which("cc") is None or not (CSRC / "test_ringbuf.c").exists(),
+    reason="needs a C compiler and the csrc/ sources",
+)
+def test_c_program_under_thread_sanitizer(tmp_path):
+    # The capacity is read without the lock while the consumer grows it: under
+    # ThreadSanitizer the threaded C tests report any race on it.
+    exe = tmp_path / "test_ringbuf_tsan"
+    build = subprocess.run(
+        ["cc", "-O1", "-g", "-fsanitize=thread", "-D_GNU_SOURCE", "-pthread", "-o",
+         str(exe), str(CSRC / "test_ringbuf.c")],
+        capture_output=True, text=True,
+    )
+    if build.returncode != 0:
+        pytest.skip(f"no ThreadSanitizer here: {build.stderr[-300:]}")
+    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1")
+    env.pop("LD_PRELOAD", None)  # the sanitize run preloads ASan: not with TSan
+    res = subprocess.run([str(exe), "threads"], capture_output=True, text=True,
+                         timeout=300, env=env)
+    print(res.stdout, res.stderr)
+    if "FATAL: ThreadSanitizer" in res.stderr:  # e.g. a memory layout it refuses
+        pytest.skip("ThreadSanitizer cannot run here")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "1 passed, 0 failed" in res.stdout
+
+
+# ---------------------------------------------------------------- watchdog ----
+
+# Run by a fresh interpreter (as a subreaper, so that it adopts the orphaned
+# worker and can tell how it ended): a "middle" process forks a worker that arms
+# its guard, then exits (or, for "watched", another process the worker watches
+# dies). Prints how the worker ended.
+GUARD_SCRIPT = textwrap.dedent("""
+    import ctypes, os, signal, sys, time
+    from seqtools import _ring
+
+    mode, wait = sys.argv[1], float(sys.argv[2])
+    if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:
+        print("no subreaper"); sys.exit(0)  # PR_SET_CHILD_SUBREAPER
+
+    def stuck():
+        if "busy" in mode:
+            sum(range(1 << 62))  # a C loop that holds the GIL
+        else:
+            time.sleep(wait)
+
+    def worker(watched, ready):
+        ppid0 = os.getppid()
+        if mode.startswith("pdeathsig_late"):
+            os.write(ready, b"1")
+            while os.getppid() == ppid0:
+                time.sleep(0.001)
+            os._exit(3 if _ring.set_pdeathsig(signal.SIGKILL, ppid0) else 4)
+        if mode.startswith("pdeathsig"):
+            if _ring.set_pdeathsig(signal.SIGKILL, ppid0):
+                os._exit(4)
+        else:
+            _ring.watchdog_start(watched or ppid0, 0.01)
+        os.write(ready, b"1")
+        stuck()
+        os._exit(1)
+
+    ready_r, ready_w = os.pipe()
+    pid_r, pid_w = os.pipe()
+    if mode.startswith("watched"):
+        q = os.fork()
+        if q == 0:
+            time.sleep(wait)
+            os._exit(0)
+        child = os.fork()
+        if child == 0:
+            worker(q, ready_w)
+        os.read(ready_r, 1)
+        os.kill(q, signal.SIGKILL)
+        os.waitpid(q, 0)  # reaped: gone for kill(pid, 0) too
+    else:
+        mid = os.fork()
+        if mid == 0:
+            child = os.fork()
+            if child == 0:
+                worker(0, ready_w)
+            os.write(pid_w, child.to_bytes(8, "little"))
+            os.read(ready_r, 1)
+            os._exit(0)
+        child = int.from_bytes(os.read(pid_r, 8), "little")
+        os.waitpid(mid, 0)
+    deadline = time.monotonic() + wait
+    while True:
+        pid, status = os.waitpid(child, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            os.kill(child, signal.SIGKILL)
+            print("still alive"); sys.exit(0)
+        time.sleep(0.01)
+    if os.WIFEXITED(status):
+        print("exit", os.WEXITSTATUS(status))
+    else:
+        print("signal", os.WTERMSIG(status))
+""")
+
+
+def run_guard(mode):
+    res = subprocess.run([sys.executable, "-c", GUARD_SCRIPT, mode, str(WAIT)],
+                         capture_output=True, text=True, timeout=3 * WAIT)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.strip()
+    if out == "no subreaper":
+        pytest.skip("prctl(PR_SET_CHILD_SUBREAPER) refused here")
+    return out
+
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="needs Linux (prctl)")
+
+
+@linux_only
+@pytest.mark.parametrize("mode", ["parent_sleep", "parent_busy", "watched_sleep",
+                                  "watched_busy"])
+def test_watchdog_ends_a_stuck_worker_whose_parent_is_gone(mode):
+    assert run_guard(mode) == f"exit {WATCHDOG_EXIT}"
+
+
+@linux_only
+@pytest.mark.parametrize("mode", ["pdeathsig_sleep", "pdeathsig_busy"])
+def test_pdeathsig_kills_a_stuck_worker_with_its_parent(mode):
+    assert run_guard(mode) == f"signal {signal.SIGKILL}"
+
+
+@linux_only
+def test_pdeathsig_set_too_late_is_reported():
+    assert run_guard("pdeathsig_late") == "exit 3"
+
+
+def test_guard_argument_errors():
+    # nothing is started or set in this process: every call is refused first
+    with pytest.raises(ValueError, match="parent_pid"):
+        watchdog_start(0)
+    for interval in (0.0, -1.0, float("nan"), 2e6):
+        with pytest.raises(ValueError, match="interval"):
+            watchdog_start(os.getpid(), interval)
+    with pytest.raises(ValueError, match="expected_ppid"):
+        set_pdeathsig(signal.SIGKILL, 0)
+    if sys.platform.startswith("linux"):
+        with pytest.raises(OSError) as info:
+            set_pdeathsig(12345, os.getppid())
+        assert info.value.errno == errno.EINVAL
