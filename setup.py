@@ -20,7 +20,11 @@ ldflags = []
 if SANITIZE:
     cflags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
     ldflags += ["-fsanitize=address,undefined"]
-macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+# The numpy C API of the oldest numpy supported (pyproject: numpy>=1.23): the
+# allocation-handler functions (NEP 49, numpy 1.22) are declared only from there,
+# and numpy 2.0's headers target 1.19 by default (what Python 3.9 builds get).
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+          ("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION")]
 
 
 def ext(name, sources, **kw):

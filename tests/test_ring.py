@@ -722,8 +722,10 @@ GUARD_SCRIPT = textwrap.dedent("""
 
 
 def run_guard(mode):
+    # cwd "/": `python -c` puts the working directory first on sys.path, and a
+    # checkout there (no compiled modules) would shadow the installed package.
     res = subprocess.run([sys.executable, "-c", GUARD_SCRIPT, mode, str(WAIT)],
-                         capture_output=True, text=True, timeout=3 * WAIT)
+                         capture_output=True, text=True, timeout=3 * WAIT, cwd="/")
     assert res.returncode == 0, res.stderr
     out = res.stdout.strip()
     if out == "no subreaper":
