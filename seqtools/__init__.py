@@ -5,7 +5,7 @@ from .cache import add_cache
 from .combine import case, cycle, interleave, repeat, switch
 from .core import View
 from .errors import EvaluationError, seterr
-from .evaluation import load_buffers, prefetch
+from .evaluation import call_index, load_buffers, prefetch
 from .indexing import arange, collate, concatenate, gather, take
 from .mapping import smap, starmap
 from .serialization import SerializableFunc
@@ -17,7 +17,7 @@ __all__ = [
     "arange", "gather", "take", "concatenate", "collate",
     "smap", "starmap",
     "prefetch",
-    "load_buffers",
+    "load_buffers", "call_index",
     "View", "EvaluationError", "seterr", "stack", "minibatches",
     "batch", "unbatch", "split",
     "interleave", "cycle", "repeat", "switch", "case",

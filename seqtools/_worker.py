@@ -19,6 +19,7 @@ import pickle
 import random
 import signal
 import sys
+import threading
 import time
 import traceback
 
@@ -153,6 +154,12 @@ def payload_for(ctx, target, start_hook, what):
 
 
 # -- the worker -----------------------------------------------------------------
+
+
+# Per thread: the index of the load_buffers call (or prefetch item) that thread is
+# evaluating for a loader, so that a sampler can make its result a function of it
+# (see evaluation.call_index).
+evaluating = threading.local()
 
 
 def _parent_alive(parent_pid, ppid0):
@@ -306,6 +313,7 @@ def _loop(ring, slot, task, target, call, alive):
         task.reset()
         _transport.set_task(task)
         hook_active(hooking)
+        evaluating.index = index
         try:
             # The list holds the only reference to the result: send() can then
             # tell which arrays nothing else references (those may cross in place).
@@ -320,6 +328,7 @@ def _loop(ring, slot, task, target, call, alive):
         finally:
             hook_active(False)
             _transport.set_task(None)
+            evaluating.index = None
         try:
             send(ring, slot, index, epoch, box, task)
         except RingClosed:

@@ -14,6 +14,7 @@ forkserver). A dead worker is noticed within a second, replaced, and its item
 given to another worker; an item that keeps killing workers raises an error.
 """
 
+import collections
 import multiprocessing
 import os
 import pickle
@@ -27,7 +28,7 @@ from ._ring import ALIGN, HOOK_HEADROOM, KIND_ERROR, Ring, RingClosed
 from .core import View
 from .errors import EvaluationError, creation_site, passthrough, raise_evaluation_error
 
-__all__ = ["prefetch", "load_buffers", "BufferLoader"]
+__all__ = ["prefetch", "load_buffers", "BufferLoader", "call_index"]
 
 POLL = 0.1  # seconds: the longest the parent sleeps before checking its workers
 CHECK_EVERY = 0.5  # seconds between worker checks while results keep coming
@@ -131,6 +132,7 @@ class _Pool:
             raise ValueError(
                 f"shm_size must be an int >= 0 (0: automatic), got {shm_size!r}")
         self.call = call
+        self.target = target
         self.window = window
         self.origin = origin
         self.nworkers = nworkers
@@ -480,10 +482,12 @@ class _ProcessPrefetch(_Closing, View):
     """Items of a sequence computed ahead, in order, by worker processes."""
 
     def __init__(self, seq, n, nworkers, max_buffered, start_hook, shm_size,
-                 start_method):
+                 start_method, call=False, origin=None):
         View.__init__(self, n)
-        self._origin = creation_site(3)
-        self._pool = _Pool(seq, False, nworkers, max_buffered, start_hook,
+        # call: the workers call seq() for item i (an ordered load_buffers)
+        self._origin = origin or creation_site(3)
+        self._call = call
+        self._pool = _Pool(seq, call, nworkers, max_buffered, start_hook,
                            shm_size, start_method, self._origin)
         self._end = -1 if n is None else n
         self._window = max_buffered
@@ -527,7 +531,8 @@ class _ProcessPrefetch(_Closing, View):
             self._next = i + 1
             pool.ring.task_advance(i + 1)
             if failure is not None:
-                _raise_failure(failure, (
+                _raise_failure(failure, _call_failed(self._pool.target, i, self._origin)
+                               if self._call else (
                     f"failed to evaluate item {i} of prefetch created at "
                     f"{self._origin} in a worker process"))
             if i in self._evicted:
@@ -677,6 +682,27 @@ def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
     raise ValueError(f"method must be 'thread' or 'process', got {method!r}")
 
 
+def _call_failed(func, index, origin, where="process"):
+    name = getattr(func, "__qualname__", type(func).__name__)
+    return (f"{name}() failed in a worker {where} (call {index}) of load_buffers "
+            f"created at {origin}")
+
+
+def call_index():
+    """The index of the ``load_buffers`` call this thread is evaluating, else None.
+
+    In a worker (process or thread) of :func:`load_buffers`, the ``k``-th call of
+    the sampler (counting from 0 in the order calls are handed out, which is the
+    order results are yielded with ``ordered=True``) sees ``k``; a call that is
+    retried after its worker died sees the same ``k``. A sampler whose result is a
+    function of ``call_index()`` (and of its own seed) gives the same stream
+    whatever the number of workers, the method and the start method: see
+    :func:`minibatches`. Under ``prefetch``, the index of the item evaluated.
+    None outside a loader's worker.
+    """
+    return getattr(_worker.evaluating, "index", None)
+
+
 class BufferLoader(_Closing):
     """Iterator over results of a function called repeatedly in worker processes.
 
@@ -685,15 +711,24 @@ class BufferLoader(_Closing):
     """
 
     def __init__(self, func, max_cached, nworkers, start_hook, shm_size,
-                 start_method):
+                 start_method, ordered=False):
         self._origin = creation_site(3)
         self._func = func
-        self._pool = _Pool(func, True, nworkers, max_cached, start_hook, shm_size,
-                           start_method, self._origin)
-        self._pool.ring.task_reset(0, -1, max_cached)
         self._consumed = 0
         self._closed = False
         self._lock = threading.Lock()
+        if ordered:
+            # Results in call order: the ordered machinery of prefetch, over the
+            # endless sequence of calls.
+            self._ordered = _ProcessPrefetch(func, None, nworkers, max_cached,
+                                             start_hook, shm_size, start_method,
+                                             call=True, origin=self._origin)
+            self._pool = self._ordered._pool
+            return
+        self._ordered = None
+        self._pool = _Pool(func, True, nworkers, max_cached, start_hook, shm_size,
+                           start_method, self._origin)
+        self._pool.ring.task_reset(0, -1, max_cached)
         # Results that may be waited for at once (see _Pool.next_entry): the
         # window less one task per worker, so that none of them runs dry.
         self._slack = max_cached - nworkers
@@ -704,6 +739,11 @@ class BufferLoader(_Closing):
     def __next__(self):
         if self._closed:
             raise StopIteration
+        if self._ordered is not None:
+            with self._lock:
+                k = self._consumed
+                self._consumed += 1  # a failed call is passed, as unordered
+                return self._ordered._get(k)
         pool = self._pool
         pool.check_owner()
         with self._lock:  # threads sharing the loader take their turns
@@ -715,10 +755,7 @@ class BufferLoader(_Closing):
             self._consumed += 1
             pool.ring.task_advance(self._consumed)
         if failure is not None:
-            name = getattr(self._func, "__qualname__", type(self._func).__name__)
-            _raise_failure(failure, (
-                f"{name}() failed in a worker process (call {index}) of load_buffers "
-                f"created at {self._origin}"))
+            _raise_failure(failure, _call_failed(self._func, index, self._origin))
         return _transport.decode(pool.ring, offset, nbytes)
 
     def close(self):
@@ -728,17 +765,157 @@ class BufferLoader(_Closing):
             self._pool.close()
 
 
+class _ThreadCalls:
+    """What the worker threads of a thread-mode load_buffers share with it.
+
+    Kept apart from the loader so that the threads do not keep the loader alive:
+    when it is dropped, its finalizer closes this and the threads end.
+    """
+
+    def __init__(self, func, window, ordered):
+        self.func = func
+        self.window = window
+        self.ordered = ordered
+        self.lock = threading.Lock()
+        self.ready = threading.Condition(self.lock)  # a result came in
+        self.space = threading.Condition(self.lock)  # the consumer took one
+        self.issued = 0  # calls handed out
+        self.consumed = 0  # results taken
+        self.done = {}  # ordered: call index -> (index, value, exception)
+        self.queue = collections.deque()  # unordered: the same, as completed
+        self.start_failure = None
+        self.closed = False
+
+    def close(self):
+        with self.lock:
+            self.closed = True
+            self.done.clear()
+            self.queue.clear()
+            self.ready.notify_all()
+            self.space.notify_all()
+
+    def work(self, start_hook):
+        evaluating = _worker.evaluating
+        try:
+            if start_hook is not None:
+                start_hook()
+        except BaseException as e:
+            with self.lock:
+                if self.start_failure is None:
+                    self.start_failure = e
+                self.ready.notify_all()
+            return
+        func = self.func
+        lock, ready, space = self.lock, self.ready, self.space
+        while True:
+            with lock:
+                while self.issued >= self.consumed + self.window:
+                    if self.closed:
+                        return
+                    space.wait(POLL)
+                if self.closed:
+                    return
+                k = self.issued
+                self.issued += 1
+            evaluating.index = k
+            try:
+                result = (k, func(), None)
+            except BaseException as e:  # SystemExit too: it answers this call
+                result = (k, None, e)
+            finally:
+                evaluating.index = None
+            with lock:
+                if self.closed:
+                    return
+                if self.ordered:
+                    self.done[k] = result
+                else:
+                    self.queue.append(result)
+                ready.notify()
+
+    def take(self):
+        """The next result: (index, value, exception)."""
+        with self.lock:
+            while True:
+                if self.closed:
+                    raise StopIteration
+                if self.ordered:
+                    result = self.done.pop(self.consumed, None)
+                else:
+                    result = self.queue.popleft() if self.queue else None
+                if result is not None:
+                    self.consumed += 1
+                    self.space.notify()
+                    return result
+                if self.start_failure is not None:
+                    raise self.start_failure
+                self.ready.wait(POLL)
+
+
+class _ThreadLoader(_Closing):
+    """Iterator over results of a function called repeatedly by worker threads.
+
+    See :func:`load_buffers` with ``method='thread'``.
+    """
+
+    def __init__(self, func, max_cached, nworkers, start_hook, ordered):
+        self._origin = creation_site(3)
+        self._func = func
+        self._calls = calls = _ThreadCalls(func, max_cached, ordered)
+        self._threads = [
+            threading.Thread(target=calls.work, args=(start_hook,), daemon=True,
+                             name=f"seqtools-load_buffers-{w}")
+            for w in range(nworkers)]
+        for t in self._threads:
+            t.start()
+        self._finalizer = weakref.finalize(self, calls.close)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            index, value, exc = self._calls.take()
+        except StopIteration:
+            raise
+        except KeyboardInterrupt:
+            self.close()
+            raise
+        except BaseException as e:  # start_hook failed: the loader cannot go on
+            self.close()
+            if passthrough():
+                raise
+            raise EvaluationError(
+                f"start_hook failed in a worker thread of load_buffers created at "
+                f"{self._origin}: {type(e).__name__}: {e}") from e
+        if exc is not None:
+            if isinstance(exc, EvaluationError) or passthrough():
+                raise exc
+            raise EvaluationError(
+                f"{_call_failed(self._func, index, self._origin, 'thread')}: "
+                f"{type(exc).__name__}: {exc}") from exc
+        return value
+
+    def close(self):
+        """Stop the workers (each ends after its current call); results already
+        handed out stay valid."""
+        self._finalizer()
+
+
 def load_buffers(func, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,
-                 start_method=None):
-    """Call ``func()`` over and over in worker processes and iterate its results.
+                 start_method=None, ordered=False, method="process"):
+    """Call ``func()`` over and over in background workers and iterate its results.
 
     Typical use is a minibatch sampler feeding a training loop: the loading cost is
-    hidden behind the loop's own work. Results are yielded as they complete. Arrays
-    in them view shared memory, zero-copy, and remain valid for as long as they
+    hidden behind the loop's own work. Results are yielded as they complete, or
+    in call order with ``ordered=True``. With process workers (the default), arrays
+    in results view shared memory, zero-copy, and remain valid for as long as they
     are referenced; large arrays that ``func`` makes with numpy are built in shared
     memory to begin with and are not copied at all (see "How background loading
-    works" in the documentation). Each worker seeds Python's and numpy's global random
-    generators differently, so workers never repeat each other's draws.
+    works" in the documentation). Each worker process seeds Python's and numpy's
+    global random generators differently, so workers never repeat each other's
+    draws; for a stream that does not depend on the workers, make each result a
+    function of :func:`call_index` (as :func:`minibatches` does).
 
     Parameters
     ----------
@@ -748,14 +925,22 @@ def load_buffers(func, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,
     max_cached : int
         At most this many results are computed ahead of the consumer (>= 1).
     nworkers : int
-        Number of worker processes; ``0`` or negative: cores minus that.
+        Number of workers; ``0`` or negative: cores minus that.
     start_hook : callable, optional
         Called without arguments in each worker when it starts.
     shm_size : int
-        Bytes of shared memory for results in flight; 0 sizes it from the first
-        result.
+        Bytes of shared memory for results in flight (processes only); 0 sizes it
+        from the first result.
     start_method : {'fork', 'spawn', 'forkserver'}, optional
         multiprocessing start method (default: multiprocessing's current default).
+    ordered : bool
+        Yield the result of call ``k`` in position ``k`` (a slow call holds back
+        those after it, up to ``max_cached``); by default, as they complete.
+    method : {'process', 'thread'}
+        Worker processes, or threads of this process: threads share the sampler
+        (it must be thread-safe) and pay off when it releases the GIL (the fused
+        reads of :func:`stack` and :func:`minibatches` do) or on a free-threaded
+        Python.
 
     Returns
     -------
@@ -778,4 +963,11 @@ def load_buffers(func, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,
     nworkers = _nworkers(nworkers)
     if start_hook is not None and not callable(start_hook):
         raise TypeError("start_hook must be callable")
-    return BufferLoader(func, max_cached, nworkers, start_hook, shm_size, start_method)
+    if not isinstance(ordered, bool):
+        raise TypeError(f"ordered must be True or False, got {ordered!r}")
+    if method == "thread":
+        return _ThreadLoader(func, max_cached, nworkers, start_hook, ordered)
+    if method == "process":
+        return BufferLoader(func, max_cached, nworkers, start_hook, shm_size,
+                            start_method, ordered)
+    raise ValueError(f"method must be 'process' or 'thread', got {method!r}")

@@ -56,12 +56,13 @@ on stderr and stacks into its own memory from then on.
 
 import dataclasses
 import math
-import os
+import threading
 from collections.abc import Mapping
 
 import numpy as np
 
 from . import _stack, _transport
+from ._worker import evaluating
 from .core import Items, Rows, View, fuse, peel, pickle_source, program, source_length
 from .indexing import Gathering
 
@@ -545,6 +546,9 @@ def plan(samples):
     )
 
 
+BLOCK = 256  # minibatches: batches whose indices are drawn at once
+
+
 class MinibatchSampler:
     """Draws random minibatches of a dataset, stacked: see :func:`minibatches`."""
 
@@ -553,47 +557,45 @@ class MinibatchSampler:
         self.batch_size = batch_size
         self.seed = seed
         self._n = source_length(dataset, "minibatches: dataset")
-        self._rng = None
-        self._owner = None  # (pid, worker slot) the generator was made for
-        self._drawn = None  # indices drawn ahead, in one call for many batches
-        self._next = 0
+        self._calls = 0  # calls made outside a loader's workers
+        self._lock = threading.Lock()
+        self._block = (-1, None)  # (block number, its indices), replaced whole
 
-    def generator(self):
-        """The ``numpy.random.Generator`` of this process (and worker), made once."""
-        task = _transport.current_task()
-        owner = (os.getpid(), None if task is None else task.slot)
-        if self._owner != owner:
-            key = () if owner[1] is None else (owner[1],)
-            self._rng = np.random.default_rng(
-                np.random.SeedSequence(self.seed, spawn_key=key))
-            self._owner = owner
-            self._drawn = None
-        return self._rng
-
-    def _indices(self):
-        # Generator.integers costs several microseconds per call whatever its
-        # size: draw for 256 batches at once. The stream stays a function of the
-        # seed and the worker, batch after batch.
-        rng = self.generator()
-        drawn, k, b = self._drawn, self._next, self.batch_size
-        if drawn is None or k + b > len(drawn):
-            drawn = self._drawn = rng.integers(0, self._n, size=256 * b,
-                                               dtype=np.int64)
-            k = 0
-        self._next = k + b
-        return drawn[k : k + b]
+    def indices(self, k):
+        """The dataset indices of batch ``k``: a function of (seed, k) only."""
+        # Generator construction and Generator.integers cost several microseconds
+        # each whatever the size: the indices of BLOCK batches are drawn at once,
+        # from a generator seeded by (seed, block number).
+        block, offset = divmod(k, BLOCK)
+        number, drawn = self._block
+        if number != block:
+            rng = np.random.default_rng(
+                np.random.SeedSequence(self.seed, spawn_key=(block,)))
+            drawn = rng.integers(0, self._n, size=BLOCK * self.batch_size,
+                                 dtype=np.int64)
+            self._block = (block, drawn)  # one assignment: safe between threads
+        b = self.batch_size
+        return drawn[offset * b : (offset + 1) * b]
 
     def __call__(self):
-        result = _stack_fused(self.dataset, self._indices(), None)
+        k = getattr(evaluating, "index", None)  # evaluation.call_index()
+        if k is None:
+            with self._lock:
+                k = self._calls
+                self._calls = k + 1
+        result = _stack_fused(self.dataset, self.indices(k), None)
         if type(result) is Items:
             return stack(result.read())
         return result
 
     def __getstate__(self):
-        # The generator is per process: a worker makes its own from the seed.
         return {"dataset": pickle_source(self.dataset), "batch_size": self.batch_size,
-                "seed": self.seed, "_n": self._n, "_rng": None, "_owner": None,
-                "_drawn": None, "_next": 0}
+                "seed": self.seed, "_n": self._n, "_calls": self._calls}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._block = (-1, None)
 
     def __repr__(self):
         return (f"<seqtools.MinibatchSampler of {self.batch_size} items from "
@@ -627,15 +629,16 @@ def minibatches(dataset, batch_size, seed=None):
 
     Notes
     -----
-    Each process draws from its own ``numpy.random.Generator``, made on the first
-    call from ``numpy.random.SeedSequence(seed, spawn_key=key)``: ``key`` is ``()``
-    in the process that is not a worker, and ``(w,)`` in worker ``w`` of
-    ``load_buffers``/``prefetch(method='process')`` (``w`` is its slot,
-    ``0 <= w < nworkers``). The stream of each worker is thus reproducible from the
-    seed and different from every other worker's and from the parent's; the order
-    in which ``load_buffers`` yields the workers' batches is not. A worker
-    restarted after a crash starts its slot's stream again. The generator is not
-    shared between threads safely: use one sampler per thread.
+    Batch ``k`` is a function of ``(seed, k)`` only: its indices come from a
+    ``numpy.random.Generator`` seeded with ``numpy.random.SeedSequence(seed,
+    spawn_key=(k // 256,))``. In a worker of :func:`load_buffers`, ``k`` is the
+    call's index (:func:`call_index`); called directly, the sampler counts its own
+    calls from 0. So ``load_buffers(sampler, ..., ordered=True)`` yields the same
+    batches, in the same order, as calling the sampler in a loop, whatever the
+    number of workers, the method and the start method; a call retried after its
+    worker died redraws the same batch, and nothing is replayed or duplicated.
+    Unordered, the same batches come in completion order. The sampler may be
+    shared by threads (direct calls from several threads share its call counter).
 
     Examples
     --------
@@ -649,6 +652,11 @@ def minibatches(dataset, batch_size, seed=None):
     True
     >>> y2 = seqtools.minibatches(data, 8, seed=0)()[1]
     >>> bool((y == y2).all())  # the same seed draws the same batches
+    True
+    >>> with seqtools.load_buffers(seqtools.minibatches(data, 8, seed=0), 4, 2,
+    ...                            ordered=True) as loader:
+    ...     y3 = next(loader)[1]
+    >>> bool((y == y3).all())  # and so do workers, in call order
     True
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
