@@ -22,12 +22,23 @@ reading it. Rows, with nworkers 1 and 2 for the loaders:
   ``gather`` (``smap`` for W2) view instead of a list and ``np.stack``.
 - ``prefetch thread`` / ``prefetch process``: ``seqtools.prefetch`` over
   ``batch(smap(transform, gather(dataset, shuffled order)), B, collate_fn=...)``.
+- ``prefetch thread stack`` / ``prefetch process stack``: the same, collated by
+  ``seqtools.stack`` (the fused read: no per-sample Python when there is no
+  transform); the table ends with the thread / process ratios.
 - ``load_buffers``: the sampler through ``seqtools.load_buffers``.
 - ``load_buffers stack(gather)``: the ``seqtools.stack`` sampler through it (the
   fused path when ``seqtools.stack`` exists; skipped, with a message, otherwise).
 - ``minibatches``: ``seqtools.minibatches(dataset, B)`` (over
   ``smap(transform, dataset)`` for W2), inline and through ``load_buffers``;
   skipped, with a message, when seqtools has no ``minibatches``.
+- ``load_buffers thread minibatches``: ``minibatches`` through
+  ``load_buffers(method='thread')``.
+- ``SPDL pipeline``: SPDL's thread pipeline (``spdl`` on the package index): an
+  index source, the sampler's batch built in ``pipe(..., concurrency=nw)``;
+  skipped, with a message, when spdl is absent.
+- ``Grain mp_prefetch``: Grain (``grain``): a shuffled ``MapDataset`` of transformed
+  samples, ``batch``, ``to_iter_dataset().mp_prefetch(num_workers=nw)``; skipped,
+  with a message, when grain is absent.
 - ``SeqTools 1.4.1 prefetch process``: upstream's ``prefetch(method='process',
   shm_size=...)`` over the same batch sequence, run by this file in the interpreter
   named by ``--upstream-python`` (a subprocess; it has no ``load_buffers``).
@@ -52,6 +63,7 @@ Usage: python benchmarks/bench_peers.py [--workloads W1,W2,W3] [--batches N]
 
 import argparse
 import gc
+import inspect
 import json
 import os
 import statistics
@@ -101,15 +113,17 @@ class Workload:
             view = seqtools.smap(self.transform, view)
         return view
 
-    def batches(self, dataset, n, seed=0):
-        """A sequence of ``n`` batches over shuffled epochs (prefetch's input)."""
+    def batches(self, dataset, n, seed=0, fused=False):
+        """A sequence of ``n`` batches over shuffled epochs (prefetch's input),
+        collated by np.stack per field or, ``fused``, by ``seqtools.stack``."""
         rng = np.random.default_rng(seed)
         need = n * self.batch_size
         order = np.concatenate(
             [rng.permutation(len(dataset)) for _ in range(-(-need // len(dataset)))]
         )[:need]
         return seqtools.batch(self.samples(dataset, order), self.batch_size,
-                              drop_last=True, collate_fn=_np_collate)
+                              drop_last=True,
+                              collate_fn=seqtools.stack if fused else _np_collate)
 
 
 class Sampler:
@@ -241,9 +255,10 @@ def run_inline(sampler, warm, n):
     return _time_next(sampler, warm, n)
 
 
-def run_prefetch(workload, dataset, warm, n, nworkers, method):
-    loader = seqtools.prefetch(workload.batches(dataset, warm + n), nworkers=nworkers,
-                               method=method, max_buffered=MAX_BUFFERED)
+def run_prefetch(workload, dataset, warm, n, nworkers, method, fused=False):
+    loader = seqtools.prefetch(workload.batches(dataset, warm + n, fused=fused),
+                               nworkers=nworkers, method=method,
+                               max_buffered=MAX_BUFFERED)
     try:
         it = iter(range(warm + n))
         return _time_next(lambda: loader[next(it)], warm, n)
@@ -251,12 +266,78 @@ def run_prefetch(workload, dataset, warm, n, nworkers, method):
         loader.close()  # workers stop now, not when the view is collected
 
 
-def run_load_buffers(sampler, warm, n, nworkers):
-    loader = seqtools.load_buffers(sampler, max_cached=MAX_BUFFERED, nworkers=nworkers)
+def run_load_buffers(sampler, warm, n, nworkers, method="process"):
+    extra = {"method": method} if method != "process" else {}  # 1.4.1 has none
+    loader = seqtools.load_buffers(sampler, max_cached=MAX_BUFFERED, nworkers=nworkers,
+                                   **extra)
     try:
         return _time_next(loader.__next__, warm, n)
     finally:
         loader.close()
+
+
+def run_spdl(workload, dataset, warm, n, nworkers):
+    """SPDL's thread pipeline: index batches in, the workload's batch built by
+    ``nworkers`` threads (gather, transform, np.stack per field), in completion
+    order, as load_buffers yields."""
+    from spdl.pipeline import PipelineBuilder
+
+    def indices():
+        while True:
+            yield np.random.choice(len(dataset), workload.batch_size)
+
+    def load(idx):
+        return _np_collate(workload.samples(dataset, idx))
+
+    pipeline = (PipelineBuilder().add_source(indices())
+                .pipe(load, concurrency=nworkers)
+                .add_sink(MAX_BUFFERED).build(num_threads=nworkers))
+    with pipeline.auto_stop():
+        it = iter(pipeline)
+        return _time_next(lambda: next(it), warm, n)
+
+
+class _GrainSource:
+    """Random-access source for Grain: item i is the transformed sample i."""
+
+    def __init__(self, workload, dataset):
+        self.transform = workload.transform
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        sample = self.dataset[i]
+        return sample if self.transform is None else self.transform(sample)
+
+
+def run_grain(workload, dataset, warm, n, nworkers):
+    """Grain: a shuffled MapDataset of samples, batched (np.stack per field), its
+    iterator prefetched by ``nworkers`` processes (``mp_prefetch``)."""
+    import grain
+
+    epochs = -(-(warm + n) * workload.batch_size // len(dataset)) + 1
+    ds = (grain.MapDataset.source(_GrainSource(workload, dataset)).shuffle(seed=0)
+          .repeat(epochs).batch(workload.batch_size, drop_remainder=True)
+          .to_iter_dataset()
+          .mp_prefetch(grain.MultiprocessingOptions(num_workers=nworkers,
+                                                    per_worker_buffer_size=2)))
+    it = iter(ds)
+    try:
+        return _time_next(lambda: next(it), warm, n)
+    finally:
+        close = getattr(it, "close", None) or getattr(it, "stop", None)
+        if close is not None:
+            close()
+
+
+def optional_available(name):
+    try:
+        __import__(name)
+    except Exception:  # absent, or broken in this environment
+        return False
+    return True
 
 
 class _TorchDataset:
@@ -403,6 +484,16 @@ def measure(workload, workdir, n, repeats, upstream_python, log):
     has_torch = torch_available()
     if not has_torch:
         notes.append("torch DataLoader rows skipped: torch is not importable")
+    has_spdl = optional_available("spdl.pipeline")
+    if not has_spdl:
+        notes.append("SPDL rows skipped: spdl is not importable (pip install spdl)")
+    has_grain = optional_available("grain")
+    if not has_grain:
+        notes.append("Grain rows skipped: grain is not importable (pip install grain)")
+    threaded = "method" in inspect.signature(seqtools.load_buffers).parameters
+    if not threaded:
+        notes.append("load_buffers thread rows skipped: this seqtools's load_buffers "
+                     "has no method='thread'")
     if not upstream_python:
         notes.append("SeqTools 1.4.1 rows skipped: pass --upstream-python PATH")
 
@@ -423,6 +514,16 @@ def measure(workload, workdir, n, repeats, upstream_python, log):
             (f"prefetch process nw={k}", "prefetch process", k,
              "seqtools.prefetch(batch(smap(transform, gather)), method='process')",
              lambda k=k: run_prefetch(workload, dataset, warm, n, k, "process")),
+            (f"prefetch thread stack nw={k}", "prefetch thread stack", k,
+             "seqtools.prefetch(batch(..., collate_fn=seqtools.stack), "
+             "method='thread')",
+             (lambda k=k: run_prefetch(workload, dataset, warm, n, k, "thread",
+                                       fused=True)) if fused else None),
+            (f"prefetch process stack nw={k}", "prefetch process stack", k,
+             "seqtools.prefetch(batch(..., collate_fn=seqtools.stack), "
+             "method='process')",
+             (lambda k=k: run_prefetch(workload, dataset, warm, n, k, "process",
+                                       fused=True)) if fused else None),
             (f"load_buffers nw={k}", "load_buffers", k,
              "seqtools.load_buffers(sampler), np.stack collate",
              lambda k=k: run_load_buffers(sampler, warm, n, k)),
@@ -433,6 +534,22 @@ def measure(workload, workdir, n, repeats, upstream_python, log):
             (f"load_buffers minibatches nw={k}", "load_buffers minibatches", k,
              "seqtools.load_buffers(seqtools.minibatches(dataset, B))",
              (lambda k=k: run_load_buffers(mini, warm, n, k)) if mini else None),
+            (f"load_buffers thread minibatches nw={k}",
+             "load_buffers thread minibatches", k,
+             "seqtools.load_buffers(seqtools.minibatches(dataset, B), "
+             "method='thread')",
+             (lambda k=k: run_load_buffers(mini, warm, n, k, "thread"))
+             if mini and threaded else None),
+            (f"SPDL pipeline nw={k}", "SPDL pipeline", k,
+             "spdl PipelineBuilder: index source, pipe(load batch, concurrency=nw), "
+             "num_threads=nw",
+             (lambda k=k: run_spdl(workload, dataset, warm, n, k))
+             if has_spdl else None),
+            (f"Grain mp_prefetch nw={k}", "Grain mp_prefetch", k,
+             "grain MapDataset.source.shuffle.repeat.batch, to_iter_dataset()"
+             ".mp_prefetch(num_workers=nw)",
+             (lambda k=k: run_grain(workload, dataset, warm, n, k))
+             if has_grain else None),
             (f"SeqTools 1.4.1 prefetch process nw={k}",
              "SeqTools 1.4.1 prefetch process", k,
              "upstream prefetch(batch(smap(transform, gather)), method='process', "
@@ -496,11 +613,20 @@ def markdown(workload, table, nbytes, warm, n, repeats):
         m = med[r["key"]]
         up = med.get(f"SeqTools 1.4.1 prefetch process nw={r['nworkers']}")
         vs_up = ratio(m, up) if r["nworkers"] and not r["family"].startswith(
-            ("SeqTools", "torch")) else ""
+            ("SeqTools", "torch", "SPDL", "Grain")) else ""
         lines.append(
             f"| {r['key']} | {r['runs']} | {m:,.1f} | "
             f"{min(r['rates']):,.1f}-{max(r['rates']):,.1f} | "
             f"{m * nbytes / 1e6:,.0f} | {vs_up} | {ratio(m, memcpy)} |")
+    pairs = [(f"prefetch thread stack nw={k}", f"prefetch process stack nw={k}")
+             for k in (1, 2)]
+    pairs += [(f"load_buffers thread minibatches nw={k}",
+               f"load_buffers minibatches nw={k}") for k in (1, 2)]
+    found = [(a, b) for a, b in pairs if med.get(a) and med.get(b)]
+    if found:
+        lines += ["", "Thread workers against process workers, same work, this run: "
+                  + "; ".join(f"{a} / {b.split(' nw=')[0]} = {ratio(med[a], med[b])}"
+                              for a, b in found) + "."]
     return "\n".join(lines)
 
 

@@ -21,7 +21,6 @@ import pickle
 import threading
 import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 
 from . import _transport, _worker
 from ._ring import ALIGN, HOOK_HEADROOM, KIND_ERROR, Ring, RingClosed
@@ -576,46 +575,38 @@ class _ThreadPrefetch(_Closing, View):
     def __init__(self, seq, n, nworkers, max_buffered, start_hook):
         View.__init__(self, n)
         self._origin = creation_site(3)
-        self._seq = seq
-        self._window = max_buffered
-        self._executor = ThreadPoolExecutor(
-            nworkers, thread_name_prefix="seqtools-prefetch",
-            initializer=start_hook)
-        self._futures = {}
+        self._work = _ThreadWork(seq, False, n, max_buffered, True)
+        self._workers = _start_threads(self._work, nworkers, start_hook,
+                                       "seqtools-prefetch")
         self._next = 0
-        self._submitted = 0
         self._lock = threading.Lock()
-        weakref.finalize(self, self._executor.shutdown, False, cancel_futures=True)
-
-    def _fill(self, i):
-        end = i + self._window
-        if self._n is not None:
-            end = min(end, self._n)
-        seq = self._seq
-        while self._submitted < end:
-            k = self._submitted
-            self._futures[k] = self._executor.submit(seq.__getitem__, k)
-            self._submitted += 1
+        self._finalizer = weakref.finalize(self, self._work.close)
 
     def _get(self, i):
-        with self._lock:
-            if i != self._next or i not in self._futures:
-                for f in self._futures.values():
-                    f.cancel()
-                self._futures.clear()
-                self._submitted = i
-            self._fill(i)
-            future = self._futures.pop(i)
+        with self._lock:  # threads sharing the view take their turns
+            if i != self._next:
+                self._work.restart(i)
             self._next = i + 1
-            self._fill(i + 1)
-        try:
-            return future.result()
-        except Exception as e:
-            raise_evaluation_error(self, i, e)
+            try:
+                _, value, exc = self._work.take(i)
+            except KeyboardInterrupt:
+                self.close()
+                raise
+            except StopIteration:
+                raise ValueError("this prefetch view was closed") from None
+            except BaseException as e:
+                self.close()
+                _start_hook_failed(e, "prefetch", self._origin)
+        if exc is not None:
+            try:
+                raise exc
+            except BaseException as e:
+                raise_evaluation_error(self, i, e)
+        return value
 
     def close(self):
-        """Stop the worker threads."""
-        self._executor.shutdown(False, cancel_futures=True)
+        """Stop the worker threads (each ends after its current item)."""
+        self._finalizer()
 
 
 def _length(seq):
@@ -765,23 +756,29 @@ class BufferLoader(_Closing):
             self._pool.close()
 
 
-class _ThreadCalls:
-    """What the worker threads of a thread-mode load_buffers share with it.
+class _ThreadWork:
+    """The state worker threads share with a thread-mode loader.
 
     Kept apart from the loader so that the threads do not keep the loader alive:
-    when it is dropped, its finalizer closes this and the threads end.
+    when it is dropped, its finalizer closes this and the threads end. Tasks are
+    call or item indices, handed out in order, at most ``window`` ahead of the
+    consumer; results wait in ``done`` (ordered) or ``queue`` (as completed). One
+    lock guards everything; each wait is bounded (POLL) and rechecks ``closed``.
     """
 
-    def __init__(self, func, window, ordered):
-        self.func = func
+    def __init__(self, target, call, end, window, ordered):
+        self.target = target
+        self.call = call  # True: target(), else target[k]
+        self.end = end  # None: endless
         self.window = window
         self.ordered = ordered
         self.lock = threading.Lock()
         self.ready = threading.Condition(self.lock)  # a result came in
         self.space = threading.Condition(self.lock)  # the consumer took one
-        self.issued = 0  # calls handed out
-        self.consumed = 0  # results taken
-        self.done = {}  # ordered: call index -> (index, value, exception)
+        self.epoch = 0  # bumped by restart(): results of older tasks are dropped
+        self.issued = 0  # next task index to hand out
+        self.consumed = 0  # tasks whose result was taken
+        self.done = {}  # ordered: index -> (index, value, exception)
         self.queue = collections.deque()  # unordered: the same, as completed
         self.start_failure = None
         self.closed = False
@@ -794,6 +791,27 @@ class _ThreadCalls:
             self.ready.notify_all()
             self.space.notify_all()
 
+    def restart(self, start):
+        """Drop everything ahead and go on from task ``start`` (prefetch)."""
+        with self.lock:
+            self.epoch += 1
+            self.done.clear()
+            self.issued = self.consumed = start
+            self.space.notify_all()
+
+    def _claim(self):
+        """(index, epoch) of the next task, or None when closed."""
+        with self.lock:
+            while True:
+                if self.closed:
+                    return None
+                k = self.issued
+                if k < self.consumed + self.window and (
+                        self.end is None or k < self.end):
+                    self.issued = k + 1
+                    return k, self.epoch
+                self.space.wait(POLL)
+
     def work(self, start_hook):
         evaluating = _worker.evaluating
         try:
@@ -805,42 +823,42 @@ class _ThreadCalls:
                     self.start_failure = e
                 self.ready.notify_all()
             return
-        func = self.func
-        lock, ready, space = self.lock, self.ready, self.space
+        target, call = self.target, self.call
+        lock, ready = self.lock, self.ready
         while True:
-            with lock:
-                while self.issued >= self.consumed + self.window:
-                    if self.closed:
-                        return
-                    space.wait(POLL)
-                if self.closed:
-                    return
-                k = self.issued
-                self.issued += 1
+            claimed = self._claim()
+            if claimed is None:
+                return
+            k, epoch = claimed
             evaluating.index = k
             try:
-                result = (k, func(), None)
-            except BaseException as e:  # SystemExit too: it answers this call
+                result = (k, target() if call else target[k], None)
+            except BaseException as e:  # SystemExit too: it answers this task
                 result = (k, None, e)
             finally:
                 evaluating.index = None
             with lock:
                 if self.closed:
                     return
+                if epoch != self.epoch:
+                    continue
                 if self.ordered:
                     self.done[k] = result
                 else:
                     self.queue.append(result)
                 ready.notify()
+            del result
 
-    def take(self):
-        """The next result: (index, value, exception)."""
+    def take(self, k=None):
+        """Result (index, value, exception) of task ``k`` (ordered), or of the
+        next task to complete. Raises StopIteration once closed, and what a
+        start_hook raised."""
         with self.lock:
             while True:
                 if self.closed:
                     raise StopIteration
                 if self.ordered:
-                    result = self.done.pop(self.consumed, None)
+                    result = self.done.pop(self.consumed if k is None else k, None)
                 else:
                     result = self.queue.popleft() if self.queue else None
                 if result is not None:
@@ -852,6 +870,23 @@ class _ThreadCalls:
                 self.ready.wait(POLL)
 
 
+def _start_threads(work, nworkers, start_hook, name):
+    threads = [threading.Thread(target=work.work, args=(start_hook,), daemon=True,
+                                name=f"{name}-{w}")
+               for w in range(nworkers)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def _start_hook_failed(exc, what, origin):
+    if passthrough():
+        raise exc
+    raise EvaluationError(
+        f"start_hook failed in a worker thread of {what} created at {origin}: "
+        f"{type(exc).__name__}: {exc}") from exc
+
+
 class _ThreadLoader(_Closing):
     """Iterator over results of a function called repeatedly by worker threads.
 
@@ -861,21 +896,17 @@ class _ThreadLoader(_Closing):
     def __init__(self, func, max_cached, nworkers, start_hook, ordered):
         self._origin = creation_site(3)
         self._func = func
-        self._calls = calls = _ThreadCalls(func, max_cached, ordered)
-        self._threads = [
-            threading.Thread(target=calls.work, args=(start_hook,), daemon=True,
-                             name=f"seqtools-load_buffers-{w}")
-            for w in range(nworkers)]
-        for t in self._threads:
-            t.start()
-        self._finalizer = weakref.finalize(self, calls.close)
+        self._work = _ThreadWork(func, True, None, max_cached, ordered)
+        self._threads = _start_threads(self._work, nworkers, start_hook,
+                                       "seqtools-load_buffers")
+        self._finalizer = weakref.finalize(self, self._work.close)
 
     def __iter__(self):
         return self
 
     def __next__(self):
         try:
-            index, value, exc = self._calls.take()
+            index, value, exc = self._work.take()
         except StopIteration:
             raise
         except KeyboardInterrupt:
@@ -883,11 +914,7 @@ class _ThreadLoader(_Closing):
             raise
         except BaseException as e:  # start_hook failed: the loader cannot go on
             self.close()
-            if passthrough():
-                raise
-            raise EvaluationError(
-                f"start_hook failed in a worker thread of load_buffers created at "
-                f"{self._origin}: {type(e).__name__}: {e}") from e
+            _start_hook_failed(e, "load_buffers", self._origin)
         if exc is not None:
             if isinstance(exc, EvaluationError) or passthrough():
                 raise exc

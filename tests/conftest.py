@@ -1,8 +1,18 @@
+import multiprocessing
 import os
 import random
 
 import numpy as np
 import pytest
+
+
+def pytest_configure(config):
+    # SEQTOOLS_START_METHOD=spawn|forkserver|fork runs the suite with that start
+    # method as the process-wide default, as Python 3.14 makes forkserver the
+    # default on Linux: every loader that does not name one uses it.
+    method = os.environ.get("SEQTOOLS_START_METHOD")
+    if method:
+        multiprocessing.set_start_method(method, force=True)
 
 
 @pytest.fixture

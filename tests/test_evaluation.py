@@ -4,6 +4,7 @@ Worker functions live at module level so that spawn/forkserver children can impo
 them. Timeouts here are safety nets against hangs, never performance assertions.
 """
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -19,6 +20,10 @@ import seqtools
 from seqtools import EvaluationError
 
 METHODS = ["fork", "spawn", "forkserver"]
+# For tests reading what workers print: forkserver workers write to the fork
+# server's stderr, which pytest's per-test capture does not reach (the server
+# outlives the test that started it); spawn behaves the same otherwise.
+PRINTING = "spawn" if multiprocessing.get_start_method() == "forkserver" else None
 
 
 @pytest.fixture(autouse=True)
@@ -452,7 +457,8 @@ def test_load_buffers_arrays_built_in_ring_are_not_copied():
 
 
 def test_load_buffers_worker_keeping_a_shared_batch_is_warned_and_made_safe(capfd):
-    with seqtools.load_buffers(KeepsItsBatch(), max_cached=4, nworkers=1) as it:
+    with seqtools.load_buffers(KeepsItsBatch(), max_cached=4, nworkers=1,
+                               start_method=PRINTING) as it:
         for _ in range(60):
             n, batch, prev = next(it)
             expected = [KeepsItsBatch.data[(n + k) % 100] for k in range(8)]
@@ -470,7 +476,7 @@ def test_worker_keeping_a_shared_batch_is_told_once_even_when_idle(capfd):
     # shm_size: the ring is sized up front, so the first batch is made at once;
     # the worker then polls for a task, idle, while the loop sleeps.
     with seqtools.load_buffers(KeepsItsBatch(), max_cached=1, nworkers=1,
-                               shm_size=1 << 20) as it:
+                               shm_size=1 << 20, start_method=PRINTING) as it:
         time.sleep(0.5)
         next(it)
         next(it)
