@@ -14,6 +14,7 @@ parent died or closed the ring; a C watchdog thread (and, on Linux, the
 parent-death signal) ends it even while the task's own code runs.
 """
 
+import inspect
 import os
 import pickle
 import random
@@ -162,6 +163,23 @@ def payload_for(ctx, target, start_hook, what):
 evaluating = threading.local()
 
 
+def run_start_hook(start_hook, index):
+    """Call a loader's start_hook in worker ``index`` (0 to nworkers - 1).
+
+    As in SeqTools 1.4.1's process workers and torch's ``worker_init_fn``, the hook
+    gets the worker's index when its signature takes one positional argument;
+    a hook that takes none is called without.
+    """
+    if start_hook is None:
+        return
+    try:
+        inspect.signature(start_hook).bind(index)
+    except (TypeError, ValueError):  # takes no argument, or has no signature
+        start_hook()
+    else:
+        start_hook(index)
+
+
 def _parent_alive(parent_pid, ppid0):
     if os.getppid() != ppid0:
         return False
@@ -213,8 +231,7 @@ def main(ring, slot, payload, call, seed, parent_pid, pdeathsig):
                     "the worker could not unpickle what it was given")
             return
         try:
-            if start_hook is not None:
-                start_hook()
+            run_start_hook(start_hook, slot)
         except BaseException as e:
             _report(task, -1, 0, ERR_START, e, "start_hook failed")
             return

@@ -641,7 +641,9 @@ def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
     max_buffered : int
         At most this many items are computed ahead of the last one read (>= 1).
     start_hook : callable, optional
-        Called without arguments in each worker when it starts.
+        Called in each worker when it starts: ``start_hook(i)`` with the worker's
+        index ``0 <= i < nworkers`` (a replacement keeps the index of the worker
+        it replaces), or ``start_hook()`` if it takes no argument.
     shm_size : int
         Bytes of shared memory for results in flight (processes only); 0 sizes it
         from the first result to hold ``max_buffered + nworkers + 2`` such results.
@@ -812,11 +814,10 @@ class _ThreadWork:
                     return k, self.epoch
                 self.space.wait(POLL)
 
-    def work(self, start_hook):
+    def work(self, start_hook, index):
         evaluating = _worker.evaluating
         try:
-            if start_hook is not None:
-                start_hook()
+            _worker.run_start_hook(start_hook, index)
         except BaseException as e:
             with self.lock:
                 if self.start_failure is None:
@@ -871,7 +872,7 @@ class _ThreadWork:
 
 
 def _start_threads(work, nworkers, start_hook, name):
-    threads = [threading.Thread(target=work.work, args=(start_hook,), daemon=True,
+    threads = [threading.Thread(target=work.work, args=(start_hook, w), daemon=True,
                                 name=f"{name}-{w}")
                for w in range(nworkers)]
     for t in threads:
@@ -954,7 +955,8 @@ def load_buffers(func, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,
     nworkers : int
         Number of workers; ``0`` or negative: cores minus that.
     start_hook : callable, optional
-        Called without arguments in each worker when it starts.
+        Called in each worker when it starts: ``start_hook(i)`` with the worker's
+        index ``0 <= i < nworkers``, or ``start_hook()`` if it takes no argument.
     shm_size : int
         Bytes of shared memory for results in flight (processes only); 0 sizes it
         from the first result.
