@@ -76,6 +76,28 @@ class CachedView(View):
                 self._touch(i)
         return value
 
+    def _iter(self):
+        # A pass over every item gains nothing from a cache of the most recent
+        # ones: iterate the source itself, by its fastest path, as SeqTools 1.4.1
+        # does, leaving the cache as it is. Views report their own failures;
+        # failures of other sources are reported as item reads are.
+        if isinstance(self._seq, View):
+            return iter(self._seq)
+        return self._iter_reported()
+
+    def _iter_reported(self):
+        items = iter(self._seq)
+        i = 0
+        while True:
+            try:
+                value = next(items)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise_evaluation_error(self, i, exc)
+            yield value
+            i += 1
+
     def _check(self, i, value):
         return check_item(self._seq, i, value)
 
@@ -117,7 +139,10 @@ def add_cache(arr, cache_size=1, cache=None):
         Writes made to `arr` directly, or through other processes sharing
         `cache`, are not seen: the cache may then serve the old value. Errors
         raised when computing an item raise :class:`~seqtools.EvaluationError`
-        naming it.
+        naming it. Iterating the view iterates `arr` itself, neither reading
+        nor filling the cache, as in SeqTools 1.4.1 (a pass over all the items
+        gains nothing from a cache of the most recent ones); to go through the
+        cache, index it: ``(cached[i] for i in range(len(cached)))``.
 
     Raises
     ------

@@ -7,6 +7,7 @@ can be infinite). The index arithmetic of interleave and cycle runs in the
 """
 
 import itertools
+import operator
 import sys
 
 from . import _indexmaps
@@ -83,7 +84,92 @@ class InterleaveView(View):
             active = [(n, it) for n, it in active if n > end]
 
 
-def interleave(*seqs):
+class EndlessInterleaveView(View):
+    """Interleaving where some sources are infinite views (see :func:`interleave`).
+
+    Up to the end of the longest finite source, the items are those of the finite
+    interleaving in which the infinite sources count as that long (the compiled
+    ``InterleaveMap``); past it, the infinite sources take turns on their own.
+    """
+
+    __slots__ = ("_seqs", "_lengths", "_endless", "_head", "_map", "_mapped")
+    _transient = ("_map", "_mapped")
+
+    def __init__(self, seqs, lengths):
+        View.__init__(self, None)
+        self._seqs = seqs
+        self._lengths = lengths  # None for an infinite source
+        self._endless = tuple(k for k, n in enumerate(lengths) if n is None)
+        self._head = max([n for n in lengths if n is not None], default=0)
+        self._bind()
+
+    def _bind(self):
+        capped = [self._head if n is None else n for n in self._lengths]
+        self._map = _indexmaps.InterleaveMap(capped)
+        self._mapped = self._map.size
+
+    def __getitem__(self, key):
+        if type(key) is int and key > sys.maxsize:  # past 64 bits, still an item
+            return self._get(key)
+        return View.__getitem__(self, key)
+
+    def _locate_one(self, i):
+        if i < self._mapped:
+            return self._map.locate(i)
+        rnd, turn = divmod(i - self._mapped, len(self._endless))
+        return self._endless[turn], self._head + rnd
+
+    def _get(self, i):
+        s, j = self._locate_one(i)
+        return self._seqs[s][j]
+
+    def _check(self, i, value):
+        s, j = self._locate_one(i)
+        return check_item(self._seqs[s], j, value)
+
+    def _set(self, i, value):
+        s, j = self._locate_one(i)
+        item_setter(self._seqs[s])(j, value)
+
+    def _iter(self):
+        return _round_robin(self._seqs)
+
+
+def _round_robin(iterables):
+    """Items of ``iterables`` in turn, skipping those that have run out.
+
+    Each phase cycles over the iterators still active until one runs out (``map``
+    stops at its StopIteration, the exhausted iterator already taken from the
+    cycle), then goes on with the others in the same order, without the
+    exhausted one.
+    """
+    turns = map(iter, iterables)
+    for active in range(len(iterables), 0, -1):
+        turns = itertools.cycle(itertools.islice(turns, active))
+        yield from map(next, turns)
+
+
+class InterleavedIterables:
+    """Items of several iterables taken in turn, without random access.
+
+    What :func:`interleave` returns when an input has no length (a generator, an
+    iterator, a sequence without ``len()``): it can be iterated, as many times as
+    its inputs can, but not indexed.
+    """
+
+    __slots__ = ("_iterables",)
+
+    def __init__(self, iterables):
+        self._iterables = iterables
+
+    def __iter__(self):
+        return _round_robin(self._iterables)
+
+    def __repr__(self):
+        return f"<seqtools.InterleavedIterables of {len(self._iterables)} iterables>"
+
+
+def interleave(*sequences):
     """Interleave the items of several sequences into one.
 
     Sequences may have different lengths: once one runs out, the turns continue
@@ -91,30 +177,54 @@ def interleave(*seqs):
 
     Parameters
     ----------
-    *seqs : Sequence
-        Finite sequences.
+    *sequences : Sequence or iterable
+        Sequences, infinite views (``cycle(x)``, ``repeat(x)``...) or, for a
+        result that can only be iterated, iterables without a length.
 
     Returns
     -------
-    Sequence
-        A view of ``sum(map(len, seqs))`` items; assigning an item writes it into
-        its source. Locating an item costs O(log m + m) for m sequences, whatever
-        the index.
+    Sequence or iterable
+        With finite sequences, a view of ``sum(map(len, sequences))`` items;
+        locating an item costs O(log m + m) for m sequences, whatever the index.
+        With infinite views among them, an infinite view (once the finite
+        sequences run out, the infinite ones go on in turn). Assigning an item of
+        either writes it into its source. If an input has no length (a generator,
+        an iterator), an ``InterleavedIterables`` object that can only be iterated,
+        as in SeqTools 1.4.1.
 
     Raises
     ------
     TypeError
-        If a sequence has no length or is infinite.
+        If an input is not iterable.
 
     Examples
     --------
     >>> import seqtools
     >>> list(seqtools.interleave([1, 2, 3, 4, 5], ['a', 'b', 'c'], [.1, .2, .3, .4]))
     [1, 'a', 0.1, 2, 'b', 0.2, 3, 'c', 0.3, 4, 0.4, 5]
+    >>> endless = seqtools.interleave(seqtools.cycle([1, 2]), ['a', 'b', 'c'])
+    >>> list(endless[:8])
+    [1, 'a', 2, 'b', 1, 'c', 2, 1]
+    >>> endless[10 ** 12]
+    2
     """
-    lengths = [_length(s, "interleave", f"sequence (argument {k})")
-               for k, s in enumerate(seqs)]
-    return InterleaveView(seqs, lengths)
+    lengths = []
+    for k, s in enumerate(sequences):
+        if isinstance(s, View) and s._n is None:
+            lengths.append(None)
+            continue
+        try:
+            lengths.append(_length(s, "interleave", f"sequence (argument {k})"))
+        except TypeError:
+            if not hasattr(s, "__iter__") and not hasattr(s, "__getitem__"):
+                raise TypeError(
+                    f"interleave(): argument {k} is neither a sequence nor an "
+                    f"iterable, got {type(s).__name__}"
+                ) from None
+            return InterleavedIterables(sequences)
+    if None in lengths:
+        return EndlessInterleaveView(sequences, lengths)
+    return InterleaveView(sequences, lengths)
 
 
 # -- cycle and repeat ---------------------------------------------------------------
@@ -157,30 +267,33 @@ class CycleView(View):
         return itertools.islice(rounds, self._n)
 
 
-def cycle(seq, limit=None):
+def cycle(sequence, limit=None):
     """Return a view of a sequence repeated over and over.
 
     Parameters
     ----------
-    seq : Sequence
-        The sequence to repeat, finite and non-empty (unless `limit` is 0).
+    sequence : Sequence
+        The sequence to repeat, finite and non-empty (unless `limit` is 0). An
+        infinite view is its own cycle: the result is then `sequence` (or its first
+        `limit` items).
     limit : int, optional
         Number of items of the view; ``None`` (the default) makes it infinite.
 
     Returns
     -------
     Sequence
-        Item ``i`` is ``seq[i % len(seq)]``; assigning it writes into `seq`. An
-        infinite view has no ``len()`` (TypeError), refuses negative indices
-        (IndexError), but can be iterated, indexed with any non-negative integer and
-        sliced with a ``stop``.
+        Item ``i`` is ``sequence[i % len(sequence)]``; assigning it writes into
+        `sequence`. An infinite view has no ``len()`` (TypeError), refuses negative
+        indices (IndexError), but can be iterated, indexed with any non-negative
+        integer and sliced with a ``stop``.
 
     Raises
     ------
     TypeError
-        If `seq` has no length or `limit` is not an integer.
+        If `sequence` has no length or `limit` is not an integer.
     ValueError
-        If `limit` < 0, or `seq` is empty and the view is not.
+        If `limit` < 0, or `sequence` is empty and the view is not (SeqTools
+        1.4.1 loops forever there).
 
     Examples
     --------
@@ -193,49 +306,65 @@ def cycle(seq, limit=None):
     >>> list(seqtools.cycle(['a', 'b', 'c'], 7))
     ['a', 'b', 'c', 'a', 'b', 'c', 'a']
     """
-    m = _length(seq, "cycle")
     if limit is not None:
         limit = _check_int(limit, "limit", "cycle", 0)
+    if isinstance(sequence, View) and sequence._n is None:
+        return sequence if limit is None else sequence[:limit]
+    m = _length(sequence, "cycle")
     if m == 0 and limit != 0:
         raise ValueError(
             "cycle(): cannot cycle over an empty sequence (it would have no items to "
             "repeat); check the source, or pass limit=0"
         )
-    return CycleView(seq, m, limit)
+    return CycleView(sequence, m, limit)
 
 
 class RepeatView(View):
-    """One value repeated, a number of times or forever (see :func:`repeat`)."""
+    """One value repeated, a number of times or forever (see :func:`repeat`).
 
-    __slots__ = ("_value",)
+    The value sits in a one-item list shared with the slices of the view, so that
+    assigning any item of any of them sets the value of all.
+    """
 
-    def __init__(self, value, times):
+    __slots__ = ("_cell",)
+
+    def __init__(self, cell, times):
         View.__init__(self, times)
-        self._value = value
+        self._cell = cell
 
     def __getitem__(self, key):
         if self._n is None and type(key) is int and key > sys.maxsize:
-            return self._value
+            return self._cell[0]
         return View.__getitem__(self, key)
 
+    def __setitem__(self, key, value):
+        if self._n is None and type(key) is int and key > sys.maxsize:
+            self._cell[0] = value
+            return
+        View.__setitem__(self, key, value)
+
     def _get(self, i):
-        return self._value
+        return self._cell[0]
 
     def _check(self, i, value):
-        raise TypeError(
-            "repeat() views are read-only: every item is the same object; build a "
-            "list, e.g. [value] * n, to modify items independently"
-        )
+        return value
 
-    _set = _check
+    def _set(self, i, value):
+        self._cell[0] = value
+
+    def _set_many(self, indices, values):
+        if len(indices):  # the last value assigned wins
+            self._cell[0] = values[len(indices) - 1]
 
     def _slice(self, start, step, length):
-        return RepeatView(self._value, length)
+        return RepeatView(self._cell, length)
 
     def _iter(self):
-        if self._n is None:
-            return itertools.repeat(self._value)
-        return itertools.repeat(self._value, self._n)
+        # Reads the cell at each step (in C), so that an assignment shows up.
+        cells = itertools.repeat(self._cell)
+        if self._n is not None:
+            cells = itertools.repeat(self._cell, self._n)
+        return map(operator.itemgetter(0), cells)
 
 
 def repeat(value, times=None):
@@ -251,8 +380,10 @@ def repeat(value, times=None):
     Returns
     -------
     Sequence
-        A read-only view: assigning an item raises TypeError. An infinite view has
-        no ``len()`` (TypeError) and refuses negative indices (IndexError).
+        A view holding one value: assigning any item (of the view or of a slice
+        of it) replaces the value of every item; a slice assignment leaves the
+        last value assigned. An infinite view has no ``len()`` (TypeError) and
+        refuses negative indices (IndexError).
 
     Raises
     ------
@@ -264,14 +395,18 @@ def repeat(value, times=None):
     Examples
     --------
     >>> import seqtools
-    >>> list(seqtools.repeat(3, 4))
+    >>> r = seqtools.repeat(3, 4)
+    >>> list(r)
     [3, 3, 3, 3]
+    >>> r[-1] = 2
+    >>> list(r)
+    [2, 2, 2, 2]
     >>> seqtools.repeat('x')[10 ** 12]
     'x'
     """
     if times is not None:
         times = _check_int(times, "times", "repeat", 0)
-    return RepeatView(value, times)
+    return RepeatView([value], times)
 
 
 # -- switch and case ----------------------------------------------------------------
@@ -362,10 +497,11 @@ class CaseView(View):
                 "hold indices into the value sequences"
             )
         k = s.__index__()
-        if not 0 <= k < len(self._values):
+        m = len(self._values)
+        if not -m <= k < m:  # negative ones count from the end, as in a tuple
             raise ValueError(
-                f"case(): selector[{i}] = {k} but only {len(self._values)} value "
-                f"sequences were given (valid: 0 to {len(self._values) - 1})"
+                f"case(): selector[{i}] = {k} but only {m} value sequences were "
+                f"given (valid: -{m} to {m - 1})"
             )
         return self._values[k]
 
@@ -385,7 +521,8 @@ def case(selector, *values):
     Parameters
     ----------
     selector : Sequence of int
-        Item ``i`` is ``values[selector[i]][i]``.
+        Item ``i`` is ``values[selector[i]][i]``; negative selectors count from
+        the end of `values`, as tuple indices do.
     *values : Sequence
         At least one sequence. Only the selected item is read.
 
@@ -393,8 +530,8 @@ def case(selector, *values):
     -------
     Sequence
         A view; assigning item ``i`` writes into ``values[selector[i]]``. Reading
-        an item whose selector is not an integer in ``[0, len(values))`` raises
-        TypeError or ValueError naming it.
+        an item whose selector is not an integer in ``[-len(values), len(values))``
+        raises TypeError or ValueError naming it.
 
     Raises
     ------

@@ -125,14 +125,19 @@ def arange(start, stop=None, step=None):
 
 
 class Gathering(ReaderView):
-    """Items ``base[idx[k]]`` for a validated, read-only int64 index array ``idx``."""
+    """Items ``base[idx[k]]`` for a validated, read-only int64 index array ``idx``.
 
-    __slots__ = ("_base", "_table")
+    ``as_array`` says whether the indices were given as a numpy array, for
+    :attr:`indexes` to answer in kind.
+    """
 
-    def __init__(self, base, idx):
+    __slots__ = ("_base", "_table", "_as_array")
+
+    def __init__(self, base, idx, as_array):
         View.__init__(self, idx.shape[0])
         self._base = base
         self._table = _indexing.IndexTable(idx)
+        self._as_array = as_array
         self._bind()
 
     def _bind(self):
@@ -143,6 +148,23 @@ class Gathering(ReaderView):
         """The int64 array of source indices (read-only)."""
         return self._table.array
 
+    @property
+    def indexes(self):
+        """The indices into :attr:`sequence`, as SeqTools 1.4.1 code reads them.
+
+        A new list (a read-only int64 array when the indices were given as a
+        numpy array), negative ones wrapped, composed through slices and nested
+        gathers: ``view[k]`` is ``view.sequence[view.indexes[k]]``.
+        """
+        if self._as_array:
+            return self._table.array
+        return self._table.array.tolist()
+
+    @property
+    def sequence(self):
+        """The source the items are read from (that of nested gathers and slices)."""
+        return self._base
+
     def _check(self, i, value):
         return check_item(self._base, self._table.at(i), value)
 
@@ -151,7 +173,7 @@ class Gathering(ReaderView):
 
     def _slice(self, start, step, length):
         idx = self._table.array[start::step][:length]
-        return Gathering(self._base, idx)
+        return Gathering(self._base, idx, self._as_array)
 
     def _locate(self, indices):
         return self._base, _indexing.compose_indices(self._table.array, indices)
@@ -184,12 +206,16 @@ def gather(sequence, indexes):
     Returns
     -------
     View
-        A view of ``len(indexes)`` items.
+        A view of ``len(indexes)`` items. Its ``sequence`` and ``indexes``
+        attributes are the source and the indices into it (a list, or an array
+        when `indexes` is one), after collapsing: ``view[k]`` is
+        ``view.sequence[view.indexes[k]]``; ``indices`` is the int64 array itself.
 
     Raises
     ------
     IndexError
-        If an index is out of range; the message names its position and value.
+        If an index is out of range (SeqTools 1.4.1 fails later, when the item is
+        read); the message names its position and value.
     TypeError
         If an index is not an integer (boolean masks included).
 
@@ -202,8 +228,11 @@ def gather(sequence, indexes):
     'hello world'
     >>> seqtools.gather(arr, idx)[-1]
     'd'
+    >>> seqtools.gather(arr, idx)[2:8:2].indexes
+    [3, 4, 6]
     """
     seq = as_source(sequence)
+    as_array = isinstance(indexes, np.ndarray)
     if type(indexes) is Arange:
         indexes = indexes._range  # one numpy call instead of reading item by item
     idx = _indexing.as_indices(indexes, source_length(seq))
@@ -217,7 +246,7 @@ def gather(sequence, indexes):
         else:
             break
         seq = seq._base
-    return Gathering(seq, idx)
+    return Gathering(seq, idx, as_array)
 
 
 def take(sequence, indexes):
@@ -253,6 +282,11 @@ class Concatenation(ReaderView):
         # is then one Rows over the parts, straight from ``locate_many``.
         specs = {row_spec(p) for p in self._parts}
         self._rows = specs.pop() if len(specs) == 1 else None
+
+    @property
+    def sequences(self):
+        """The parts, nested concatenations flattened, as a new list."""
+        return list(self._parts)
 
     def _check(self, i, value):
         p, j = self._table.locate(i)
@@ -307,7 +341,14 @@ def concatenate(sequences):
     Returns
     -------
     View
-        A view of ``sum(len(s) for s in sequences)`` items.
+        A view of ``sum(len(s) for s in sequences)`` items. Its ``sequences``
+        attribute lists the parts, those of nested concatenations included.
+
+    Raises
+    ------
+    TypeError
+        If `sequences` is not an iterable of sequences, or one of them has no
+        length (infinite views included).
 
     Examples
     --------
@@ -330,7 +371,10 @@ def concatenate(sequences):
             continue
         n = source_length(s, f"concatenate: sequence {k}")
         if n is None:
-            raise ValueError(f"concatenate: sequence {k} is infinite")
+            raise TypeError(
+                f"concatenate: sequence {k} is infinite (it has no len()); take a "
+                "finite slice first, e.g. seq[:1000]"
+            )
         parts.append(as_source(s))
     return Concatenation(tuple(parts))
 
@@ -382,7 +426,7 @@ class Collation(ReaderView):
 
     def _iter(self):
         # Each source iterates by its fastest path (views iterate faster than they
-        # index); the lengths are equal so zip does not truncate.
+        # index); the finite lengths are equal, so zip stops where they end.
         return zip(*self._sources)
 
 
@@ -395,12 +439,14 @@ def collate(sequences):
     Parameters
     ----------
     sequences : iterable of sequences
-        At least one; all must have the same length (or all be infinite views).
+        At least one; the finite ones must have the same length, which infinite
+        views (``repeat(label)``...) fit.
 
     Returns
     -------
     View
-        A view of ``len(sequences[0])`` tuples.
+        A view of as many tuples as the finite sequences have items (infinite if
+        all are infinite views).
 
     Raises
     ------
@@ -427,7 +473,8 @@ def collate(sequences):
     lengths = [
         source_length(s, f"collate: sequence {k}") for k, s in enumerate(sources)
     ]
-    if any(n != lengths[0] for n in lengths):
+    finite = {n for n in lengths if n is not None}
+    if len(finite) > 1:
         shown = ["inf" if n is None else n for n in lengths]
         raise ValueError(f"collate: sequences have different lengths {shown}")
-    return Collation(sources, lengths[0])
+    return Collation(sources, finite.pop() if finite else None)

@@ -263,14 +263,15 @@ class BatchView(View):
         _write_items(self._seq, start, values, min(self._k, self._src_n - start))
 
 
-def batch(seq, k, drop_last=False, pad=None, collate_fn=None):
+def batch(sequence, k, drop_last=False, pad=None, collate_fn=None):
     """Return a view of a sequence in groups of ``k`` items.
 
     Parameters
     ----------
-    seq : Sequence
+    sequence : Sequence
         The items. Lists, tuples, arrays and views give batches of their own type
         (a numpy batch is a view of the array); other sequences give lazy views.
+        (SeqTools 1.4.1 gives lists: pass ``collate_fn=list`` for those.)
     k : int
         Number of items per batch, ``>= 1``.
     drop_last : bool, optional
@@ -283,7 +284,7 @@ def batch(seq, k, drop_last=False, pad=None, collate_fn=None):
         Called on each batch of items to consolidate it. ``None`` (the default)
         returns the items themselves (a list, array or view, as above). Pass
         :func:`seqtools.stack` for stacked batches (one array per field): when
-        `seq` is a view graph over arrays (gather, slices, concatenate, collate of
+        `sequence` is a view graph over arrays (gather, slices, concatenate, collate of
         numpy or memory-mapped arrays) the batch is read fused, rows copied
         straight from the sources by one kernel call, padding included; parts that
         run user code (smap...) are read item by item. Failures of `collate_fn`
@@ -292,13 +293,13 @@ def batch(seq, k, drop_last=False, pad=None, collate_fn=None):
     Returns
     -------
     Sequence
-        ``ceil(len(seq) / k)`` batches (``floor`` with `drop_last`). Assigning a
-        batch writes its items into `seq`.
+        ``ceil(len(sequence) / k)`` batches (``floor`` with `drop_last`).
+        Assigning a batch writes its items into `sequence`.
 
     Raises
     ------
     TypeError
-        If `k` is not an integer or `seq` has no length.
+        If `k` is not an integer or `sequence` has no length.
     ValueError
         If `k` < 1.
 
@@ -323,7 +324,7 @@ def batch(seq, k, drop_last=False, pad=None, collate_fn=None):
         raise TypeError(
             f"batch(): collate_fn must be callable, got {type(collate_fn).__name__}"
         )
-    return BatchView(seq, k, bool(drop_last), pad, collate_fn)
+    return BatchView(sequence, k, bool(drop_last), pad, collate_fn)
 
 
 class UnbatchView(View):
@@ -379,32 +380,33 @@ class UnbatchView(View):
                 self._short_batch(b, None)
 
 
-def unbatch(seq, batch_size, last_batch_size=None):
+def unbatch(sequence, batch_size, last_batch_size=None):
     """Return a view of the items of a sequence of batches, concatenated.
 
     Reverses the effect of :func:`batch`.
 
     Parameters
     ----------
-    seq : Sequence of Sequence
+    sequence : Sequence of Sequence
         The batches.
     batch_size : int
         Number of items of every batch but the last, ``>= 1``.
     last_batch_size : int, optional
-        Number of items of the last batch, ``1 <= last_batch_size <= batch_size``;
-        ``None`` (the default) means `batch_size`. Items past these sizes (padding)
-        are left out.
+        Number of items of the last batch, ``0 <= last_batch_size <= batch_size``,
+        where ``None`` (the default) and 0 mean `batch_size` (a full last batch):
+        ``len(items) % batch_size`` is the natural argument. Items past these
+        sizes (padding) are left out.
 
     Returns
     -------
     Sequence
-        A view of ``(len(seq) - 1) * batch_size + last_batch_size`` items. Assigning
-        an item writes it into its batch.
+        A view of ``(len(sequence) - 1) * batch_size + last_batch_size`` items.
+        Assigning an item writes it into its batch.
 
     Raises
     ------
     TypeError
-        If a size is not an integer or `seq` has no length.
+        If a size is not an integer or `sequence` has no length.
     ValueError
         If a size is out of range. Reading from a batch shorter than announced also
         raises ValueError.
@@ -415,18 +417,23 @@ def unbatch(seq, batch_size, last_batch_size=None):
     >>> batches = [[0, 1, 2], [3, 4, 5], [6, -1, -1]]
     >>> list(seqtools.unbatch(batches, 3, last_batch_size=1))
     [0, 1, 2, 3, 4, 5, 6]
+    >>> items = list(range(9))
+    >>> len(seqtools.unbatch(seqtools.batch(items, 3), 3, len(items) % 3))
+    9
     """
     batch_size = _check_int(batch_size, "batch_size", "unbatch", 1)
     if last_batch_size is None:
         last_batch_size = batch_size
     else:
-        last_batch_size = _check_int(last_batch_size, "last_batch_size", "unbatch", 1)
+        last_batch_size = _check_int(last_batch_size, "last_batch_size", "unbatch", 0)
         if last_batch_size > batch_size:
             raise ValueError(
                 f"unbatch(): last_batch_size ({last_batch_size}) cannot exceed "
                 f"batch_size ({batch_size})"
             )
-    return UnbatchView(seq, batch_size, last_batch_size)
+        if last_batch_size == 0:  # as SeqTools 1.4.1 reads it: len(items) % k
+            last_batch_size = batch_size
+    return UnbatchView(sequence, batch_size, last_batch_size)
 
 
 class SplitView(View):
@@ -459,33 +466,33 @@ class SplitView(View):
         _write_items(self._seq, start, values, stop - start)
 
 
-def split(seq, edges):
+def split(sequence, edges):
     """Split a sequence into a succession of parts.
 
     Parameters
     ----------
-    seq : Sequence
+    sequence : Sequence
         The sequence to cut. Lists, tuples, arrays and views give parts of their own
         type; other sequences give lazy views.
     edges : int, Sequence of int, or Sequence of (int, int)
         How to cut:
 
         - an int ``m >= 0``: ``m`` cuts into ``m + 1`` parts of equal size, which
-          must divide ``len(seq)``;
-        - cut points: non-decreasing indices in ``[0, len(seq)]``, the beginning
+          must divide ``len(sequence)``;
+        - cut points: non-decreasing indices in ``[0, len(sequence)]``, the beginning
           and the end being implicit (equal cuts give empty parts);
-        - ``(start, stop)`` pairs with ``0 <= start <= stop <= len(seq)``, in any
+        - ``(start, stop)`` pairs with ``0 <= start <= stop <= len(sequence)``, in any
           order, possibly overlapping.
 
     Returns
     -------
     Sequence
-        A view of the parts. Assigning a part writes its items into `seq`.
+        A view of the parts. Assigning a part writes its items into `sequence`.
 
     Raises
     ------
     TypeError
-        If `edges` holds non-integers or `seq` has no length.
+        If `edges` holds non-integers or `sequence` has no length.
     ValueError
         If a cut point or a pair is out of range, cut points decrease, or the
         number of parts does not divide the length.
@@ -501,7 +508,7 @@ def split(seq, edges):
     >>> list(seqtools.split(data, 1))
     [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
     """
-    n = _length(seq, "split")
+    n = _length(sequence, "split")
     if isinstance(edges, (float, bool)):
         raise TypeError(
             f"split(): edges must be an int, cut points or (start, stop) pairs, "
@@ -518,7 +525,7 @@ def split(seq, edges):
             )
         size = n // parts
         starts = np.arange(parts, dtype=np.int64) * size
-        return SplitView(seq, starts, starts + size)
+        return SplitView(sequence, starts, starts + size)
     try:
         arr = np.asarray(edges)
     except ValueError:  # ragged
@@ -537,4 +544,4 @@ def split(seq, edges):
             "split(): edges must be a 1-D sequence of cut points or a sequence of "
             f"(start, stop) pairs, got an array of shape {arr.shape}"
         )
-    return SplitView(seq, starts, stops)
+    return SplitView(sequence, starts, stops)

@@ -153,10 +153,41 @@ def test_interleave_upstream_example_and_writes():
 
 
 def test_interleave_bad_arguments():
-    with pytest.raises(TypeError, match=r"argument 1"):
-        seqtools.interleave([1], seqtools.cycle([1]))
-    with pytest.raises(TypeError, match="indexable"):
+    with pytest.raises(TypeError, match=r"argument 1 is neither a sequence nor an"):
         seqtools.interleave([1], 5)
+
+
+def test_interleave_with_infinite_views_indexes_like_iteration():
+    loop, rep = seqtools.cycle("ab"), seqtools.repeat(0)
+    for seqs in ([[1, 2, 3], loop], [loop, [1, 2, 3], rep, [9]], [rep, loop],
+                 [[], loop, []]):
+        view = seqtools.interleave(*seqs)
+        ref = list(itertools.islice(view, 40))
+        assert [view[i] for i in range(40)] == ref
+        assert list(view[3:40:4]) == ref[3:40:4]
+    view = seqtools.interleave([1, 2, 3], loop, rep)
+    assert view[10**30] == view[10**30 - 2 * 3 * 10**6]  # period 6 past the head
+    with pytest.raises(IndexError, match="infinite"):
+        view[-1]
+    with pytest.raises(TypeError, match="no len"):
+        len(view)
+    data = [1, 2, 3]
+    view = seqtools.interleave(data, seqtools.cycle([0, 0]))
+    view[4] = "x"
+    view[7:10:2] = ["y", "z"]  # past the head: items of the cycle only
+    assert data == [1, 2, "x"] and view[7] == view[9] == "z"
+    copy = pickle.loads(pickle.dumps(view))
+    assert list(itertools.islice(copy, 10)) == list(itertools.islice(view, 10))
+
+
+def test_interleave_of_iterables_iterates_only():
+    view = seqtools.interleave((x for x in range(3)), "ab", iter([7]))
+    assert list(view) == [0, "a", 7, 1, "b", 2]
+    assert list(view) == ["a", "b"]  # the one-shot iterators are spent
+    again = seqtools.interleave(range(3), {"k"})  # a set: iterable, no indexing
+    assert list(again) == list(again) == [0, "k", 1, 2]
+    with pytest.raises(TypeError):
+        again[0]
 
 
 # -- cycle and repeat ----------------------------------------------------------------
@@ -223,8 +254,11 @@ def test_cycle_bad_arguments():
         seqtools.cycle([1], -1)
     with pytest.raises(TypeError, match="limit must be an integer"):
         seqtools.cycle([1], 2.0)
-    with pytest.raises(TypeError, match="no len"):
-        seqtools.cycle(seqtools.repeat(1))
+    endless = seqtools.repeat(1)  # an infinite view is its own cycle
+    assert seqtools.cycle(endless) is endless
+    assert list(seqtools.cycle(seqtools.cycle([1, 2]), 3)) == [1, 2, 1]
+    with pytest.raises(TypeError, match="indexable"):  # SeqTools 1.4.1 hangs
+        seqtools.cycle(iter([1, 2]))
 
 
 def test_cycle_locate_hook_maps_to_source():
@@ -250,8 +284,11 @@ def test_repeat():
     assert view[10**12] is obj
     assert list(view[5:8]) == [obj] * 3
     assert list(itertools.islice(view, 2)) == [obj, obj]
-    with pytest.raises(TypeError, match="read-only"):
-        view[0] = 1
+    part = view[3:5]
+    part[1] = 1  # one value shared by the view and its slices
+    assert view[0] == view[10**30] == 1 and list(part) == [1, 1]
+    view[10**30] = 2
+    assert view[7] == 2
     with pytest.raises(ValueError, match="times must be >= 0"):
         seqtools.repeat(1, -1)
     with pytest.raises(TypeError, match="times must be an integer"):
@@ -329,12 +366,13 @@ def test_case_writes_and_errors():
     view[0] = "x"
     view[1] = "y"
     assert a == [0, "y"] and b == ["x", 1]
-    bad = seqtools.case([0, 3, -1, 0.5], "abcd", "efgh")
+    bad = seqtools.case([0, 3, -3, 0.5], "abcd", "efgh")
     assert bad[0] == "a"
     with pytest.raises(ValueError, match=r"selector\[1\] = 3 but only 2"):
         bad[1]
-    with pytest.raises(ValueError, match=r"selector\[2\] = -1"):
+    with pytest.raises(ValueError, match=r"selector\[2\] = -3 .*valid: -2 to 1"):
         bad[-2]
+    assert list(seqtools.case([-1, -2], "ab", "cd")) == ["c", "b"]  # tuple-style
     with pytest.raises(TypeError, match=r"selector\[3\] = 0.5 is not an integer"):
         bad[3]
     with pytest.raises(ValueError, match="at least one value sequence"):
@@ -366,12 +404,10 @@ def test_failed_cycle_assignment_writes_nothing():
 
 
 def test_failed_repeat_assignment_writes_nothing():
-    data = [0, 1]
-    with pytest.raises(TypeError, match="repeat\\(\\) views are read-only"):
-        seqtools.switch([1, 0, 1], [0, 1, 2], seqtools.repeat(None))[:] = [7, 8, 9]
-    with pytest.raises(TypeError, match="read-only.*nothing was assigned"):
-        seqtools.interleave(data, seqtools.repeat(0, 2))[:] = [5, 6, 7, 8]
-    assert data == [0, 1]
+    data, rep = [0, 1], seqtools.repeat(0, 2)
+    with pytest.raises(TypeError, match="'tuple' object.*nothing was assigned"):
+        seqtools.interleave(data, rep, (7, 8))[:] = [1, 2, 3, 4, 5, 6]
+    assert data == [0, 1] and list(rep) == [0, 0]
 
 
 def test_failed_switch_assignment_writes_nothing():

@@ -354,7 +354,7 @@ def test_unbatch_short_batches_explained():
         ((0,), ValueError, "batch_size must be >= 1"),
         ((2.5,), TypeError, "integer"),
         ((2, 3), ValueError, "cannot exceed"),
-        ((2, 0), ValueError, "last_batch_size must be >= 1"),
+        ((2, -1), ValueError, "last_batch_size must be >= 0"),
         ((2, "1"), TypeError, "integer"),
     ],
 )
