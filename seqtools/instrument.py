@@ -72,12 +72,12 @@ class DebugView(View):
         item_setter(self._seq)(i, value)
 
 
-def debug(seq, func, max_calls=None, max_rate=None):
+def debug(sequence, func, max_calls=None, max_rate=None):
     """Wrap a sequence to call a function on the items read.
 
     Parameters
     ----------
-    seq : Sequence
+    sequence : Sequence
         Source sequence.
     func : callable
         Called as ``func(i, item)`` after item ``i`` (a non-negative index) is read.
@@ -92,7 +92,7 @@ def debug(seq, func, max_calls=None, max_rate=None):
     Returns
     -------
     Sequence
-        A view returning the items of `seq` unchanged; assignments write through.
+        A view returning the items of `sequence` unchanged; assignments write through.
 
     Raises
     ------
@@ -115,7 +115,7 @@ def debug(seq, func, max_calls=None, max_rate=None):
     """
     if not callable(func):
         raise TypeError(f"debug(): func must be callable, got {type(func).__name__}")
-    n = _source_length(seq, "debug")
+    n = _source_length(sequence, "debug")
     if max_calls is not None:
         max_calls = _check_int(max_calls, "max_calls", "debug", 0)
     interval = 0.0
@@ -128,7 +128,7 @@ def debug(seq, func, max_calls=None, max_rate=None):
         if not max_rate > 0:
             raise ValueError(f"debug(): max_rate must be > 0, got {max_rate}")
         interval = 1.0 / max_rate
-    return DebugView(seq, n, func, max_calls, interval)
+    return DebugView(sequence, n, func, max_calls, interval)
 
 
 class MonitorView(View):
@@ -196,18 +196,18 @@ class MonitorView(View):
             self._count = 0
 
 
-def monitor_throughput(seq):
+def monitor_throughput(sequence):
     """Wrap a sequence to measure how long reading its items takes.
 
     Parameters
     ----------
-    seq : Sequence
+    sequence : Sequence
         Source sequence, typically the end of a lazy pipeline.
 
     Returns
     -------
     Sequence
-        A view returning the items of `seq` unchanged, with three more methods:
+        A view returning the items of `sequence` unchanged, with three more methods:
         ``read_delay()`` (average seconds per item read), ``throughput()`` (items
         per second) and ``reset()``. Time spent outside reads (the consumer's own
         work) is not counted. Thread safe.
@@ -222,4 +222,4 @@ def monitor_throughput(seq):
     (True, True)
     >>> monitored.reset()
     """
-    return MonitorView(seq, _source_length(seq, "monitor_throughput"))
+    return MonitorView(sequence, _source_length(sequence, "monitor_throughput"))
