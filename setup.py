@@ -69,6 +69,11 @@ setup(
             "cdivision": not DEBUG,
             "initializedcheck": DEBUG,
             "embedsignature": True,
+            # Py_mod_gil = Py_MOD_GIL_NOT_USED: importing the modules leaves a
+            # free-threaded (3.13t) interpreter's GIL off, so their shared state
+            # must be guarded or per call (tests/test_freethreading.py).
+            # Cython >= 3.1 (pyproject's floor): 3.0 rejects the directive.
+            "freethreading_compatible": True,
         },
     )
 )

@@ -951,10 +951,17 @@ cdef class ReaderIter:
         return self
 
     def __next__(self):
-        cdef Py_ssize_t k = self._k
-        if self._reader._n >= 0 and k >= self._reader._n:
+        cdef Py_ssize_t k
+        cdef bint done
+        # Threads sharing the iterator each take a position of their own: without
+        # a GIL, two could read the same _k (a no-op on GIL builds).
+        with cython.critical_section(self):
+            k = self._k
+            done = self._reader._n >= 0 and k >= self._reader._n
+            if not done:
+                self._k = k + 1  # before get(), so that next() after an error moves on
+        if done:
             raise StopIteration
-        self._k = k + 1  # first, so that next() after an error moves on, like map()
         return self._reader.get(k)
 
     def __length_hint__(self):

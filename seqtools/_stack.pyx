@@ -17,6 +17,7 @@
 # sources' buffers are acquired once, and each batch pays only for its indices.
 
 from ._buffers cimport release_buffers
+cimport cython
 from cpython.buffer cimport (
     PyBUF_C_CONTIGUOUS,
     PyBUF_STRIDES,
@@ -209,6 +210,15 @@ cdef void copy_rows(char* dst, const Src* srcs, Py_ssize_t n, Py_ssize_t rowbyte
         else:
             copy_strided(dst + i * rowbytes, srcs[i].ptr, srcs[i].ndim, srcs[i].shape,
                          srcs[i].strides, itemsize)
+
+
+cdef void copy_fields(char** dst, const Src* srcs, Py_ssize_t n, Py_ssize_t nf,
+                      const Py_ssize_t* rowbytes, const Py_ssize_t* itemsize
+                      ) noexcept nogil:
+    cdef Py_ssize_t f
+    for f in range(nf):
+        if rowbytes[f] > 0:
+            copy_rows(dst[f], &srcs[f * n], n, rowbytes[f], itemsize[f])
 
 
 cdef bint _is_c_contiguous(const Py_buffer* view):
@@ -697,9 +707,7 @@ def stack_into(Layout layout, samples, list arrays=None):
             rowbytes[f] = fd.rowbytes
             itemsize[f] = fd.itemsize
         with nogil:
-            for f in range(nf):
-                if rowbytes[f] > 0:
-                    copy_rows(dst[f], &b.srcs[f * n], n, rowbytes[f], itemsize[f])
+            copy_fields(dst, b.srcs, n, nf, rowbytes, itemsize)
     finally:
         free(dst)
         free(rowbytes)
@@ -767,6 +775,12 @@ cdef void gather_field(const RowField* f) noexcept nogil:
             copy_strided(dst, s.base + i * s.stride0, s.ndim, s.shape, s.strides,
                          f.itemsize)
         dst += f.rowbytes
+
+
+cdef void gather_fields(const RowField* fs, Py_ssize_t nf) noexcept nogil:
+    cdef Py_ssize_t f
+    for f in range(nf):
+        gather_field(&fs[f])
 
 
 cdef bint _row_contiguous(const Py_buffer* view):
@@ -853,8 +867,7 @@ cdef int _bind_rows(Py_ssize_t f, RowField* fd, sources, part, local, out,
         raise ValueError(f"field {f}: out holds {bufs[2].len} bytes, expected "
                          f"{fd.nrows} rows of {fd.rowbytes} bytes")
     fd.dst = <char*>bufs[2].buf
-    with nogil:
-        bad = check_rows(fd)
+    bad = check_rows(fd)  # a few ns a row: not worth a GIL hand-over
     if bad >= 0:
         _row_index_error(f, bad, fd.nrows, sources, part, local)
     return 0
@@ -926,13 +939,20 @@ cdef class RowGather:
 
     def run(self):
         """Copy every field (GIL released), then release the buffers. Once only."""
-        cdef Py_ssize_t f
-        if self.fields == NULL:
+        cdef RowField* fields
+        # Taken out of the object first: a second run() from another thread
+        # (possible while this one copies without the GIL) finds nothing to run.
+        with cython.critical_section(self):
+            fields = self.fields
+            self.fields = NULL
+        if fields == NULL:
             raise RuntimeError("RowGather.run() was already called")
-        with nogil:
-            for f in range(self.nfields):
-                gather_field(&self.fields[f])
-        self._release()
+        try:
+            with nogil:
+                gather_fields(fields, self.nfields)
+        finally:
+            free(fields)
+            self._release()
 
     cdef void _release(self):
         release_buffers(self.bufs, self.nbufs)
@@ -1022,8 +1042,7 @@ cdef class RowSources:
                 fs[f].nrows = len(local)
                 _bind_rows(f, &fs[f], self.sources[f], part, local, out, &bufs[3 * f])
             with nogil:
-                for f in range(self.nfields):
-                    gather_field(&fs[f])
+                gather_fields(fs, self.nfields)
         finally:
             release_buffers(bufs, nbufs)
             free(bufs)

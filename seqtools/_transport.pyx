@@ -227,13 +227,19 @@ cdef unsigned long _task_thread = 0
 def set_task(TaskBlocks task):
     """Worker: ``task`` runs now on the calling thread (None: no task runs)."""
     global _task, _task_thread
-    _task_thread = PyThread_get_thread_ident()
-    _task = task
+    # Other threads read _task only after seeing their own id in _task_thread
+    # (current_task), so the thread id is set last and cleared first.
+    if task is None:
+        _task_thread = 0
+        _task = None
+    else:
+        _task = task
+        _task_thread = PyThread_get_thread_ident()
 
 
 cpdef TaskBlocks current_task():
     """The TaskBlocks of the task running on the calling thread, else None."""
-    if _task is None or PyThread_get_thread_ident() != _task_thread:
+    if PyThread_get_thread_ident() != _task_thread:
         return None
     return _task
 

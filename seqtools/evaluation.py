@@ -230,6 +230,8 @@ class _Pool:
                 poisoned.append((index, _worker.Failure(_worker.ERR_USER, (
                     f"{what} {index} killed {deaths} worker processes in a row "
                     f"(last one by {how}); it was given up on"))))
+            if self.closed:  # closed from another thread meanwhile: no new worker
+                break
             self._start(w)
         return poisoned
 
