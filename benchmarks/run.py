@@ -7,7 +7,8 @@ threads or memory; their progress lines go to stderr as they come, their tables 
 every table, and ``bench_peers`` adds ``peers.png`` (throughput against workers, per
 loader) and ``peers.json`` (every measurement).
 
-Benchmarks: bench_views, bench_stack, bench_load_buffers, bench_peers, and with
+Benchmarks: bench_views, bench_stack, bench_load_buffers, bench_peers,
+bench_epochs, and with
 ``--seed-example`` the seed example (it needs scikit-learn: ``pip install
 .[bench]``).
 
@@ -34,12 +35,14 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import _common  # noqa: E402
 
-BENCHMARKS = ["views", "stack", "load_buffers", "peers", "seed_example"]
+BENCHMARKS = ["views", "stack", "load_buffers", "peers", "epochs", "seed_example"]
 TITLES = {
     "views": "Item reads through a stack of views (bench_views.py)",
     "stack": "Batch stacking (bench_stack.py)",
     "load_buffers": "load_buffers on the seed workload (bench_load_buffers.py)",
     "peers": "Loaders against their peers, W1-W3 (bench_peers.py)",
+    "epochs": "Epochs, resume, against DataLoader and StatefulDataLoader "
+              "(bench_epochs.py)",
     "seed_example": "The seed example, timed (seed_example.py)",
 }
 
@@ -47,9 +50,11 @@ TITLES = {
 # Each benchmark's own flags for the shared options, and its default batch count.
 REPEAT_FLAGS = {"stack": ["--repeat", "--seed-repeats"], "views": ["--repeats"],
                 "load_buffers": ["--repeats"], "peers": ["--repeats"],
+                "epochs": ["--repeats", "--latency-repeats"],
                 "seed_example": ["--repeats"]}
 UPSTREAM = {"views", "stack", "load_buffers", "peers"}
 BATCH_FLAGS = {"stack": ("--batches", 3000), "load_buffers": ("--batches", 3000),
+               "epochs": ("--batches", 3000),
                "seed_example": ("--iterations", 4000)}
 
 

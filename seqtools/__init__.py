@@ -11,13 +11,14 @@ from .mapping import smap, starmap
 from .serialization import SerializableFunc
 from .shape import batch, split, unbatch
 from .stacking import minibatches, stack
+from .training import epochs
 from .uniter import uniter
 
 __all__ = [
     "arange", "gather", "take", "concatenate", "collate",
     "smap", "starmap",
     "prefetch",
-    "load_buffers", "call_index",
+    "load_buffers", "call_index", "epochs",
     "View", "EvaluationError", "seterr", "stack", "minibatches",
     "batch", "unbatch", "split",
     "interleave", "cycle", "repeat", "switch", "case",

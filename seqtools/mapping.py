@@ -4,12 +4,22 @@
 item is read. A failure inside ``f`` raises :class:`seqtools.EvaluationError`, which
 names the item and where the view was created (see :func:`seqtools.seterr` to let the
 original exception through instead). Mapped views are read-only.
+
+``smap(f, seq, rng=seed)`` also hands ``f`` a ``numpy.random.Generator`` of its
+own for each item, a pure function of (seed, epoch, item index): random
+augmentations are reproducible whichever process or thread reads the item, and
+in whatever order (see :func:`sample_rng`).
 """
+
+import threading
+
+import numpy as np
+from numpy.random.bit_generator import ISeedSequence
 
 from .core import View, as_source, item_getter, source_length
 from .errors import raise_evaluation_error
 
-__all__ = ["smap", "starmap"]
+__all__ = ["smap", "starmap", "sample_rng"]
 
 
 class ZipMapping(View):
@@ -113,6 +123,143 @@ class StarMapping(ZipMapping):
             i += 1
 
 
+# -- per-item random generators ------------------------------------------------------
+
+# The epoch that smap(..., rng=seed) mixes into its generators: set by the
+# seqtools.epochs loader around each batch it makes, per thread (worker threads
+# make batches of different epochs at once), 0 wherever it is not set.
+_context = threading.local()
+
+
+def current_epoch():
+    """The epoch the generators of ``smap(..., rng=seed)`` use in this thread."""
+    return getattr(_context, "epoch", 0)
+
+
+def set_epoch(epoch):
+    """Make ``epoch`` the current epoch of this thread; return the previous one."""
+    previous = getattr(_context, "epoch", 0)
+    _context.epoch = epoch
+    return previous
+
+
+class _PhiloxKey(ISeedSequence):
+    """Hands ``numpy.random.Philox`` a key derived once from the seed.
+
+    ``Philox(key=k, counter=c)`` first makes a seed sequence from fresh OS
+    entropy, which it then ignores: a generator made so cost 15 us on the test
+    machine, as much as ``default_rng(SeedSequence(seed, spawn_key=(epoch,
+    i)))`` (18 us). Given this object as its seed, Philox takes the key from
+    ``generate_state``, and a generator costs under 5 us.
+    """
+
+    __slots__ = ("key",)
+
+    def __init__(self, seed):
+        self.key = np.random.SeedSequence(seed).generate_state(2, np.uint64)
+
+    def generate_state(self, n_words, dtype=np.uint32):
+        if n_words != 2 or np.dtype(dtype) != np.uint64:
+            raise ValueError("a per-item Philox key is two uint64 words")
+        return self.key
+
+
+def _generator(key, epoch, index):
+    # Philox counts in 256 bits, words low to high, and one block (4 outputs)
+    # advances the low 128 bits: items and epochs in the high words get streams
+    # 2**128 blocks apart, never overlapping.
+    counter = np.array((0, 0, index, epoch), dtype=np.uint64)
+    return np.random.Generator(np.random.Philox(key, counter=counter))
+
+
+def _check_seed(seed, func):
+    """``seed`` as an int or a list of ints, checked (``rng=`` of smap, epochs)."""
+    if isinstance(seed, (list, tuple)) and seed:
+        items = list(seed)
+    else:
+        items = [seed]
+    for x in items:
+        if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+            raise TypeError(
+                f"{func}: a seed is an int >= 0 or a non-empty list of them, not "
+                f"{type(seed).__name__}"
+                + (" (pass the seed the generator was made from)"
+                   if isinstance(seed, (np.random.Generator,
+                                        np.random.BitGenerator)) else ""))
+        if x < 0:
+            raise ValueError(f"{func}: a seed must be >= 0, got {x}")
+    if isinstance(seed, (list, tuple)):
+        return [int(x) for x in items]
+    return int(seed)
+
+
+def sample_rng(seed, index, epoch=0):
+    """The generator ``smap(f, seq, rng=seed)`` hands ``f`` for item ``index``.
+
+    Parameters
+    ----------
+    seed : int or list of int
+        The ``rng`` argument of :func:`smap`.
+    index : int
+        The item's index in the mapped view (``0 <= index < 2**64``).
+    epoch : int
+        The epoch (see :func:`smap`).
+
+    Returns
+    -------
+    numpy.random.Generator
+        Over a ``numpy.random.Philox`` bit generator keyed by the seed, its
+        counter starting at ``(0, 0, index, epoch)`` (four 64-bit words, low
+        first): the streams of two items, or of one item in two epochs, lie
+        ``2**128`` blocks apart and never overlap.
+
+    Examples
+    --------
+    >>> import seqtools
+    >>> from seqtools.mapping import sample_rng
+    >>> noisy = seqtools.smap(lambda x, rng: x + rng.normal(), [0.0, 0.0], rng=7)
+    >>> bool(noisy[1] == sample_rng(7, 1).normal())
+    True
+    """
+    seed = _check_seed(seed, "sample_rng")
+    return _generator(_PhiloxKey(seed), epoch, index)
+
+
+class RandomMapping(ZipMapping):
+    """Items ``f(s0[i], s1[i], ..., rng)``, ``rng`` made for item ``i``."""
+
+    __slots__ = ("_seed", "_key")
+    _transient = ("_key",)
+
+    def __init__(self, f, sources, n, seed):
+        self._seed = seed
+        ZipMapping.__init__(self, f, sources, n)
+
+    def _bind(self):
+        ZipMapping._bind(self)
+        self._key = _PhiloxKey(self._seed)
+
+    def _get(self, i):
+        args = [get(i) for get in self._getters]
+        args.append(_generator(self._key, current_epoch(), i))
+        try:
+            return self._f(*args)
+        except Exception as e:
+            raise_evaluation_error(self, i, e)
+
+    def _iter(self):
+        f, key = self._f, self._key
+        i = 0
+        for args in zip(*self._sources):
+            rng = _generator(key, current_epoch(), i)
+            try:
+                y = f(*args, rng)
+            except Exception as e:
+                raise_evaluation_error(self, i, e)
+            yield y
+            i += 1
+
+
 def _check_sources(name, f, sequences):
     if not callable(f):
         raise TypeError(f"{name}: f must be callable, not {type(f).__name__}")
@@ -129,7 +276,7 @@ def _check_sources(name, f, sequences):
     return sources, lengths[0]
 
 
-def smap(f, *sequences):
+def smap(f, *sequences, rng=None):
     """Return a view of ``f`` mapped over the items of the sequence(s).
 
     Equivalent to ``[f(x) for x in sequence]``, or with several sequences to
@@ -139,11 +286,21 @@ def smap(f, *sequences):
     Parameters
     ----------
     f : callable
-        Called with one item of each sequence.
+        Called with one item of each sequence, and with ``rng`` given, a
+        ``numpy.random.Generator`` last: ``f(x, rng)``.
     *sequences : sequences
         At least one. They must have the same length: unlike ``zip`` (and upstream
         SeqTools 1.4, whose ``len`` followed the first sequence while iteration
         stopped at the shortest), sequences of different lengths raise ValueError.
+    rng : int or list of int, optional
+        A seed: item ``i`` is then ``f(x, g)`` where ``g`` is a new generator made
+        from (seed, epoch, ``i``) at each read (:func:`sample_rng` gives it):
+        random transforms (crops, flips, noise) give the same item whichever
+        worker reads it, and no two items, nor one item in two epochs, share a
+        stream. The epoch is the one of the batch :func:`seqtools.epochs` is
+        making when it reads the item, 0 anywhere else. Making the generator
+        costs about 5 microseconds per item. Two views given the same seed draw
+        the same streams: give each its own.
 
     Returns
     -------
@@ -165,8 +322,18 @@ def smap(f, *sequences):
     ([3, 4, 5, 6], 6)
     >>> list(seqtools.smap(max, [1, 5, 3], [4, 2, 6]))
     [4, 5, 6]
+
+    A random transform, reproducible item by item:
+
+    >>> import numpy as np
+    >>> flip = seqtools.smap(lambda x, rng: x[::-1] if rng.random() < 0.5 else x,
+    ...                      np.arange(12).reshape(4, 3), rng=0)
+    >>> all(np.array_equal(flip[i], flip[i]) for i in range(4))
+    True
     """
     sources, n = _check_sources("smap", f, sequences)
+    if rng is not None:
+        return RandomMapping(f, sources, n, _check_seed(rng, "smap: rng"))
     cls = Mapping if len(sources) == 1 else ZipMapping
     return cls(f, sources, n)
 

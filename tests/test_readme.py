@@ -5,7 +5,6 @@ import pathlib
 import re
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -69,9 +68,10 @@ def test_readme_example_without_main_guard_says_what_to_do(tmp_path):
     code = code.replace('if __name__ == "__main__":  # see below\n', "if True:\n")
     code = re.sub(r"^( +)\.\.\.  #.*$", "        break", code, flags=re.M)
     script = tmp_path / "example.py"
-    script.write_text(PRELUDE.format(method="spawn", folder=str(tmp_path))
-                      .replace('if __name__ == "__main__":\n    rng', "if True:\n    rng")
-                      + code)
+    prelude = PRELUDE.format(method="spawn", folder=str(tmp_path))
+    guard = 'if __name__ == "__main__":\n    rng'
+    prelude = prelude.replace(guard, "if True:\n    rng")
+    script.write_text(prelude + code)
     done = subprocess.run([sys.executable, str(script)], cwd="/", capture_output=True,
                           text=True, timeout=240)
     assert done.returncode != 0
