@@ -12,6 +12,7 @@ Worker functions live at module level so that spawn/forkserver children can impo
 them.
 """
 
+import importlib
 import os
 import signal
 import threading
@@ -40,6 +41,21 @@ def stats():
     return np.array([s["hooked"], s["adopted"], s["live"], s["adopted_alive"]])
 
 
+def numpy_handler_api():
+    """numpy's ``get_handler_name``, the Python face of its allocation-handler C API
+    (NEP 49, numpy >= 1.22, what the hook is built on); None where numpy has none.
+
+    ``numpy._core`` first: numpy 2 warns when ``numpy.core`` is imported.
+    """
+    for name in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        return getattr(module, "get_handler_name", None)
+    return None
+
+
 def draw():
     return float(np.random.randint(1, 2**30))
 
@@ -55,6 +71,18 @@ class Fresh:
     def __call__(self):
         v = draw()
         return np.full(SHAPE, v), np.full(8, v), v, stats()
+
+
+class HandlerName:
+    """A new large array, with the name of the numpy handler that allocated it
+    (None where numpy cannot tell) and whether seqtools installed its hook here."""
+
+    def __call__(self):
+        v = draw()
+        x = np.full(SHAPE, v)
+        get_handler_name = numpy_handler_api()
+        name = None if get_handler_name is None else get_handler_name(x)
+        return x, v, name, _ring.hook_stats()["installed"], stats()
 
 
 class DictResult:
@@ -201,7 +229,7 @@ def run(sampler, n, check_one, nworkers=2, max_cached=4, kept_each=0, **kw):
     last = None
     with seqtools.load_buffers(sampler, max_cached=max_cached, nworkers=nworkers,
                                **kw) as it:
-        for i in range(n):
+        for _ in range(n):
             r = next(it)
             check_one(r)
             last = r[-1] if not isinstance(r, dict) else r["stats"]
@@ -228,6 +256,30 @@ def test_large_result_crosses_in_place(method):
     assert adopted > 0  # the hook did its work ...
     assert adopted_alive == 0  # ... and the worker kept nothing it handed over
     assert hooked >= adopted
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_hook_is_used_exactly_when_numpy_has_the_handler_api(method):
+    # The build needs numpy >= 1.23 (NEP 49 is 1.22), so today the API is always
+    # there; a build that could do without it must still say so truthfully.
+    has_api = numpy_handler_api() is not None
+    installed, names = set(), []
+
+    def one(r):
+        x, v, name, hook_installed, _ = r
+        check(x, v)
+        installed.add(hook_installed)
+        names.append(name)
+
+    hooked, adopted, _, adopted_alive = run(HandlerName(), 40, one,
+                                            start_method=method)
+    assert installed == {has_api}, f"hook installed: {installed}, numpy API: {has_api}"
+    if has_api:
+        # Results really were built by numpy in the ring, and crossed uncopied.
+        assert "seqtools_ring" in names, f"numpy's handlers: {set(names)}"
+        assert adopted > 0 and hooked >= adopted and adopted_alive == 0
+    else:
+        assert hooked == 0 and adopted == 0
 
 
 def test_dict_result_crosses_in_place():

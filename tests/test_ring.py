@@ -93,9 +93,12 @@ def ring_mapped():
 
 def produce(ring, worker, sizes, seed0):
     """Reserve, write and commit one block per size; exit code 0 iff all went well."""
+    deadline = time.monotonic() + WAIT
     for k, n in enumerate(sizes):
         off = None
         while off is None:
+            if time.monotonic() > deadline:
+                os._exit(3)  # no room for WAIT seconds: the parent's join reports it
             off = ring.reserve(worker, n, WAIT)
         ring.write(off, n, [(0, pattern(n, seed0 + k))])
         ring.commit(worker, off, k, 0)
@@ -145,7 +148,9 @@ def stack_then_wait(ring, worker, first, second):
 
 
 def run(ctx, target, *args):
-    p = ctx.Process(target=target, args=args)
+    # daemon: should the test fail before joining it, the child is terminated when
+    # the test process exits instead of keeping pytest from exiting
+    p = ctx.Process(target=target, args=args, daemon=True)
     p.start()
     return p
 
