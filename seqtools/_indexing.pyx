@@ -44,6 +44,9 @@ cimport cython
 cimport numpy as cnp
 
 import numpy as np
+import sys
+
+_MAXSIZE = sys.maxsize  # PY_SSIZE_T_MAX
 
 cnp.import_array()
 
@@ -283,6 +286,15 @@ def slice_range(s, n):
     if total >= 0:
         length = _slice_adjust(total, &start, &stop, step)
     else:
+        # PySlice_Unpack clamps bounds to PY_SSIZE_T_MAX: past it, the slice would
+        # silently be another one.
+        for bound in (s.start, s.stop):
+            if bound is not None and bound > _MAXSIZE:
+                raise OverflowError(
+                    f"slice bound {bound} is past 2**63 - 1, the largest slice bound "
+                    "of an infinite view; index such items one by one (view[i] "
+                    "takes any integer)"
+                )
         if step <= 0:
             raise ValueError(
                 "only positive slice steps are supported on infinite views"

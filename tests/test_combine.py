@@ -233,6 +233,17 @@ def test_infinite_views_list_semantics():
             view[2:] = "xyz"
 
 
+def test_infinite_view_slice_past_64_bits_raises():
+    # slice bounds are machine integers: past them, a clear error, never another
+    # slice (items keep taking any integer)
+    for view in (seqtools.cycle([1, 2, 3]), seqtools.repeat(5)):
+        for key in (slice(10**19, 10**19 + 3), slice(0, 10**20), slice(2**63, None)):
+            with pytest.raises(OverflowError, match="2\\*\\*63 - 1"):
+                view[key]
+        assert list(view[sys.maxsize - 2 : sys.maxsize]) == [
+            view[sys.maxsize - 2], view[sys.maxsize - 1]]
+
+
 def test_cycle_writes_through():
     data = [0, 1, 2]
     loop = seqtools.cycle(data)
