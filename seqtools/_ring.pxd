@@ -162,6 +162,7 @@ cdef class Block:
 
 
 cdef Block make_block(Ring ring, uint64_t offset, uint64_t nbytes, bint leased)
+cdef str too_many_blocks()
 
 
 # The worker's numpy allocation hook (see _ring.pyx): large arrays its code

@@ -21,6 +21,8 @@ from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, mun
 from posix.types cimport off_t
 from posix.unistd cimport close, ftruncate, getpid
 
+from ._limits cimport SQ_SLOT_BLOCKS
+
 import os
 
 class RingClosed(Exception):
@@ -78,6 +80,13 @@ def address(obj):
 
 def header_size(int nworkers, int qlen):
     return sq_ring_header_size(nworkers, qlen)
+
+
+cdef str too_many_blocks():
+    """The error of a task reserving more than SQ_SLOT_BLOCKS blocks."""
+    return (f"one task reserved too many shared-memory blocks (at most "
+            f"SQ_SLOT_BLOCKS = {SQ_SLOT_BLOCKS}, the result's own block included): "
+            "stack fewer separate batches per result, or stack them into one")
 
 
 def _attach_dupfd(dupfd, map_size):
@@ -241,9 +250,7 @@ cdef class Ring:
                 f"a result of {nbytes} bytes does not fit in the shared ring of "
                 f"{sq_ring_capacity(self.r)} bytes")
         if rc == SQ_EFULL:
-            raise RuntimeError(
-                "one task reserved too many shared-memory blocks (stack fewer "
-                "separate batches per result)")
+            raise RuntimeError(too_many_blocks())
         _raise(rc, "reserve")
 
     def write(self, uint64_t offset, uint64_t nbytes, list parts):
