@@ -23,7 +23,6 @@ cdef extern from "ringbuf.h" nogil:
         SQ_BLOCK_HEADER
         SQ_KIND_RESULT
         SQ_KIND_ERROR
-        SQ_KIND_USER
 
     ctypedef struct sq_ring:
         pass

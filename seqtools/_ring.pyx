@@ -10,15 +10,12 @@
 # Status codes from C become Python exceptions here, after the GIL is back.
 
 cimport numpy as cnp
-from cpython.buffer cimport PyBUF_C_CONTIGUOUS
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_New
 from cpython.ref cimport Py_INCREF
-from cpython.buffer cimport PyBuffer_Release, PyObject_GetBuffer
 from libc.errno cimport errno
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
-from libc.string cimport memcpy, strncpy
+from libc.string cimport strncpy
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
-from posix.types cimport off_t
 from posix.unistd cimport close, ftruncate, getpid
 
 from ._limits cimport SQ_SLOT_BLOCKS
@@ -58,28 +55,7 @@ cdef object _raise(int rc, str what, bint queue=False):
 
 KIND_RESULT = SQ_KIND_RESULT
 KIND_ERROR = SQ_KIND_ERROR
-KIND_USER = SQ_KIND_USER
 ALIGN = SQ_ALIGN
-
-
-def address(obj):
-    """Address of the first byte of a C-contiguous buffer (-1 if not contiguous).
-
-    Cheaper than ``ndarray.__array_interface__`` (which builds a dict), for the
-    worker's per-batch check of which arrays already lie in the ring.
-    """
-    cdef Py_buffer view
-    try:
-        PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS)
-    except (BufferError, TypeError, ValueError):  # numpy: ValueError
-        return -1
-    addr = <size_t>view.buf
-    PyBuffer_Release(&view)
-    return addr
-
-
-def header_size(int nworkers, int qlen):
-    return sq_ring_header_size(nworkers, qlen)
 
 
 cdef str too_many_blocks():
@@ -253,41 +229,25 @@ cdef class Ring:
             raise RuntimeError(too_many_blocks())
         _raise(rc, "reserve")
 
-    def write(self, uint64_t offset, uint64_t nbytes, list parts):
-        """Copy ``parts`` — (position, buffer) pairs, positions relative to the
-        payload — into the block at `offset`, with the GIL released for each copy.
-
-        Every buffer must be C-contiguous; the caller handles other layouts.
-        """
-        cdef Py_buffer view
-        cdef uint64_t pos
-        cdef char *dst = self.base + offset
-        for item in parts:
-            pos = item[0]
-            PyObject_GetBuffer(item[1], &view, PyBUF_C_CONTIGUOUS)
-            try:
-                if pos + <uint64_t>view.len > nbytes:
-                    raise ValueError("write past the end of the block")
-                with nogil:
-                    memcpy(dst + pos, view.buf, view.len)
-            finally:
-                PyBuffer_Release(&view)
-
     def block(self, uint64_t offset, uint64_t nbytes):
-        """A writable buffer over a reserved payload (not released when dropped)."""
+        """Test-only: a writable buffer over a reserved payload (not released when
+        dropped); workers write through _transport."""
         return make_block(self, offset, nbytes, False)
 
     def commit(self, int worker, uint64_t offset, int64_t index, uint64_t epoch,
                unsigned int kind=SQ_KIND_RESULT):
         """Queue the block at ``offset`` (and the worker's other reserved blocks)
-        as the answer to ``index``; :class:`QueueFull` if the queue is full."""
+        as the answer to ``index``; :class:`QueueFull` if the queue is full.
+
+        Test-only: workers commit through ``commit_n``, from _transport."""
         cdef int rc = sq_ring_commit(self.r, worker, offset, index, epoch, kind)
         if rc != SQ_OK:
             _raise(rc, "commit", True)
 
-    def keep(self, int worker, uint64_t nbytes):
-        """Producer: a kept block of nbytes (payload offset), or None if there is
-        no room now (never waits); see ``sq_ring_keep``."""
+    # Test-only: the worker keeps blocks through its allocation hook, in C.
+    def _keep(self, int worker, uint64_t nbytes):
+        """Test-only. Producer: a kept block of nbytes (payload offset), or None
+        if there is no room now (never waits); see ``sq_ring_keep``."""
         cdef uint64_t offset
         cdef int rc = sq_ring_keep(self.r, worker, nbytes, <uint64_t>-1, &offset)
         if rc == SQ_OK:
@@ -296,16 +256,18 @@ cdef class Ring:
             return None
         _raise(rc, "keep")
 
-    def unkeep(self, int worker, uint64_t offset):
+    def _unkeep(self, int worker, uint64_t offset):
+        """Test-only: give back a kept block (``sq_ring_unkeep``)."""
         cdef int rc = sq_ring_unkeep(self.r, worker, offset)
         if rc != SQ_OK:
             _raise(rc, "unkeep")
 
-    def commit_adopt(self, int worker, uint64_t offset, int64_t index, uint64_t epoch,
-                     adopt, unsigned int kind=SQ_KIND_RESULT):
-        """:meth:`commit`, also handing over the kept blocks at offsets ``adopt``."""
-        cdef uint64_t offs[16]
-        if len(adopt) > 16:
+    def _commit_adopt(self, int worker, uint64_t offset, int64_t index,
+                      uint64_t epoch, adopt, unsigned int kind=SQ_KIND_RESULT):
+        """Test-only: :meth:`commit`, also handing over the kept blocks at offsets
+        ``adopt`` (the worker commits through ``commit_n``, from _transport)."""
+        cdef uint64_t offs[SQ_SLOT_BLOCKS]
+        if len(adopt) > SQ_SLOT_BLOCKS:
             raise ValueError("commit_adopt: too many blocks")
         for k, o in enumerate(adopt):
             offs[k] = o
@@ -344,10 +306,12 @@ cdef class Ring:
         _raise(rc, "pop")
 
     def lease(self, uint64_t offset, uint64_t nbytes):
-        """A writable buffer over a popped payload, released when garbage-collected."""
+        """Test-only: a writable buffer over a popped payload, released when
+        garbage-collected (the parent decodes through _transport)."""
         return make_block(self, offset, nbytes, True)
 
     def release(self, uint64_t offset):
+        """Test-only: give a popped block back (Block does, when collected)."""
         cdef int rc = sq_ring_release(self.r, offset)
         if rc != SQ_OK:
             _raise(rc, "release")
