@@ -45,10 +45,11 @@ extensions = [
         include_dirs=[numpy.get_include()],  # the numpy C API, for index arrays
     ),
     ext("seqtools._indexmaps", ["seqtools/_indexmaps.pyx"]),
-    ext("seqtools._stack", ["seqtools/_stack.pyx"]),
+    ext("seqtools._stack", ["seqtools/_stack.pyx"], include_dirs=["csrc"]),
     ext(
         "seqtools._ring",
-        ["seqtools/_ring.pyx", "csrc/ringbuf.c", "csrc/watchdog.c"],
+        ["seqtools/_ring.pyx", "csrc/ringbuf.c", "csrc/watchdog.c", "csrc/shm.c",
+         "csrc/allochook.c"],
         include_dirs=["csrc", numpy.get_include()],  # the allocation hook (NEP 49)
         define_macros=[("_GNU_SOURCE", "1")],
         extra_compile_args=["-pthread"],

@@ -27,6 +27,7 @@
  * lock it is read plainly, since every store to it holds the lock too.
  */
 #include "ringbuf.h"
+#include "sq_limits.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -74,9 +75,9 @@ typedef struct {
  * down: a death in between leaves a count too high (harmless), never too low. */
 enum { SLOT_AWAKE = 0, SLOT_IN_CLAIM = 1, SLOT_IN_RESERVE = 2 };
 
-/* Blocks one task may hold reserved at once: its result's main block and the
- * blocks its code built arrays in (sq_ring_commit hands them over together). */
-#define SQ_SLOT_BLOCKS 12
+/* SQ_SLOT_BLOCKS (sq_limits.h): blocks one task may hold reserved at once, its
+ * result's main block and the blocks its code built arrays in (sq_ring_commit
+ * hands them over together). */
 
 typedef struct {
     int64_t task;    /* current task index, -1 when idle */

@@ -5,7 +5,10 @@
  * It includes ringbuf.c itself (white-box): the tests can walk the block list
  * under the header mutex to check the allocator's invariants, and can take the
  * mutex directly to kill a process that provably holds it.  It includes
- * watchdog.c too, so that this file stays the only source to compile.
+ * watchdog.c, shm.c (the region's memfd) and allochook.c (the worker's numpy
+ * allocation hook, tested here with a stand-in for numpy's default allocator:
+ * its numpy side is covered by tests/test_alloc_hook.py) too, so that this file
+ * stays the only source to compile.
  *
  * The tests whose name contains "threads" run threads against one ring in one
  * process: `make tsan` runs them under ThreadSanitizer (it cannot follow memory
@@ -26,6 +29,10 @@ static int g_fault_at;
 
 #include "ringbuf.c"
 #include "watchdog.c"
+#include "shm.c"
+#include "allochook.c"
+
+#include <fcntl.h>
 
 #include <math.h>
 #include <stdio.h>
@@ -1990,6 +1997,232 @@ static void test_refill_wakes_one(void) {
     CHECK(reap_ok(other));
 }
 
+
+/* ------------------------------------------------ shm.c: the ring's region ---- */
+
+static void test_anon_shm(void) {
+    int fd = sq_anon_shm();
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    CHECK(fcntl(fd, F_GETFD) & FD_CLOEXEC); /* a worker gets it on purpose only */
+#ifdef __linux__
+    char link[64], target[256];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    CHECK(n > 0);
+    target[n > 0 ? n : 0] = 0;
+    CHECK(strstr(target, "seqtools-ring") != NULL); /* memfd: no file in /dev/shm */
+#endif
+    CHECK_EQ(ftruncate(fd, 1 << 16), 0);
+    CHECK_EQ(sq_fallocate(fd, 1 << 16), 0);
+    char *p = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+                   fd, 0);
+    CHECK(p != MAP_FAILED);
+    if (p == MAP_FAILED) return;
+    CHECK_EQ(p[12345], 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) { /* a second mapping of the same fd, as a worker makes */
+        char *q = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (q == MAP_FAILED) _exit(1);
+        q[12345] = 42;
+        _exit(0);
+    }
+    CHECK(reap_ok(pid));
+    CHECK_EQ(p[12345], 42);
+    munmap(p, 1 << 16);
+    /* a size the system cannot back is an error value, not a signal later */
+    CHECK(sq_fallocate(fd, -1) != 0);
+    close(fd);
+}
+
+/* --------------------------------- allochook.c: the worker's allocation hook ---- */
+
+/* A stand-in for numpy's default allocator, counting what it serves. */
+static int g_dflt_calls;
+
+static void *dflt_malloc(void *ctx, size_t size) {
+    CHECK(ctx == &g_dflt_calls);
+    g_dflt_calls++;
+    return malloc(size);
+}
+
+static void *dflt_calloc(void *ctx, size_t nelem, size_t elsize) {
+    g_dflt_calls++;
+    return calloc(nelem, elsize);
+}
+
+static void *dflt_realloc(void *ctx, void *ptr, size_t new_size) {
+    g_dflt_calls++;
+    return realloc(ptr, new_size);
+}
+
+static void dflt_free(void *ctx, void *ptr, size_t size) {
+    g_dflt_calls++;
+    free(ptr);
+}
+
+#define HOOK_HEADROOM 4096
+#define HOOK_MIN 1024
+
+/* A ring of 2 producers with 1 MiB of data (a hook budget of 256 KiB, a quarter),
+ * and the hook set up on it for producer 0 and left inactive. */
+static sq_ring *hook_ring(void) {
+    sq_ring *r = ring_new(2, 16, 1 << 20, 1 << 20);
+    sqh_allocator d = {&g_dflt_calls, dflt_malloc, dflt_calloc, dflt_realloc, dflt_free};
+    CHECK_EQ(sqh_setup(r, (char *)r, g_map_size, 0, HOOK_HEADROOM, HOOK_MIN, &d), 0);
+    CHECK_EQ(sqh_setup(r, (char *)r, g_map_size, 0, HOOK_HEADROOM, HOOK_MIN, &d), -1);
+    CHECK(sqh_installed());
+    return r;
+}
+
+static int in_region(sq_ring *r, const void *p) {
+    return (const char *)p >= (const char *)r && (const char *)p < (const char *)r + g_map_size;
+}
+
+static void test_hook_placement(void) {
+    sq_ring *r = hook_ring();
+    uint64_t off = 0, nbytes = 0;
+    sqh_stats st;
+
+    char *p = sqh_malloc(NULL, 100000); /* inactive: the default allocator */
+    CHECK(p != NULL && !in_region(r, p));
+    CHECK_EQ(g_dflt_calls, 1);
+    CHECK_EQ(sqh_find(p, 1, &off, &nbytes), 0);
+    sqh_free(NULL, p, 100000);
+    CHECK_EQ(g_dflt_calls, 2);
+
+    sqh_set_active(1);
+    p = sqh_malloc(NULL, 100000);
+    CHECK(in_region(r, p));
+    CHECK_EQ(g_dflt_calls, 2);
+    memset(p, 0x5a, 100000);
+    CHECK_EQ(sqh_find(p, 100000, &off, &nbytes), 1);
+    CHECK(p == (char *)r + off + HOOK_HEADROOM); /* the headroom is in front */
+    CHECK_EQ(nbytes, 100000 + HOOK_HEADROOM);
+    CHECK_EQ(sqh_find(p, 100001, &off, &nbytes), 0); /* larger than the array */
+    CHECK_EQ(sqh_find(p + 64, 64, &off, &nbytes), 0); /* not an array's start */
+    CHECK_EQ(stats(r).kept, 1);
+    sqh_get_stats(&st);
+    CHECK_EQ(st.live, 1);
+    CHECK_EQ(st.hooked, 1);
+    CHECK_EQ(st.live_bytes, 100000 + HOOK_HEADROOM);
+
+    char *small = sqh_malloc(NULL, HOOK_MIN - 1); /* small: not worth a block */
+    CHECK(!in_region(r, small));
+    char *zeroed = sqh_calloc(NULL, 1000, 100); /* a block is not known zero */
+    CHECK(!in_region(r, zeroed));
+    CHECK_EQ(zeroed[99999], 0);
+    sqh_free(NULL, small, HOOK_MIN - 1);
+    sqh_free(NULL, zeroed, 100000);
+
+    /* realloc moves an array out of its block, contents kept, block given back */
+    char *q = sqh_realloc(NULL, p, 120000); /* both blocks fit in the budget */
+    CHECK(q != NULL && q != p);
+    CHECK_EQ(q[99999], 0x5a);
+    CHECK_EQ(sqh_find(p, 1, &off, &nbytes), 0);
+    sqh_get_stats(&st);
+    CHECK_EQ(st.live, 1); /* q itself, in a block of its own */
+    CHECK(in_region(r, q));
+    sqh_free(NULL, q, 120000);
+    sqh_get_stats(&st);
+    CHECK_EQ(st.live, 0);
+    CHECK_EQ(st.live_bytes, 0);
+    CHECK_EQ(stats(r).kept, 0);
+    check_idle(r);
+
+    sqh_disable(); /* for good: frees come back, allocations no longer */
+    p = sqh_malloc(NULL, 100000);
+    CHECK(!in_region(r, p));
+    sqh_free(NULL, p, 100000);
+    sqh_get_stats(&st);
+    CHECK_EQ(st.enabled, 0);
+    check_invariants(r);
+}
+
+static void test_hook_limits(void) {
+    sq_ring *r = hook_ring();
+    char *p[SQH_MAX + 1];
+    sqh_set_active(1);
+    /* the budget: capacity / (2 * nworkers) = 256 KiB of blocks in all */
+    p[0] = sqh_malloc(NULL, 200000);
+    p[1] = sqh_malloc(NULL, 100000);
+    CHECK(in_region(r, p[0]));
+    CHECK(!in_region(r, p[1])); /* over the budget: the default allocator */
+    sqh_free(NULL, p[1], 100000);
+    sqh_free(NULL, p[0], 200000);
+    /* at most SQH_MAX arrays at once */
+    for (int k = 0; k <= SQH_MAX; k++) p[k] = sqh_malloc(NULL, HOOK_MIN);
+    for (int k = 0; k < SQH_MAX; k++) CHECK(in_region(r, p[k]));
+    CHECK(!in_region(r, p[SQH_MAX]));
+    CHECK_EQ(sqh_count(SQH_LIVE), SQH_MAX);
+    for (int k = 0; k <= SQH_MAX; k++) sqh_free(NULL, p[k], HOOK_MIN);
+    CHECK_EQ(sqh_count(SQH_LIVE), 0);
+    check_idle(r);
+}
+
+static void *malloc_elsewhere(void *arg) {
+    return sqh_malloc(NULL, 100000);
+}
+
+static void test_hook_only_its_thread_and_process(void) {
+    sq_ring *r = hook_ring();
+    sqh_set_active(1);
+    pthread_t t;
+    void *other = NULL;
+    CHECK_EQ(pthread_create(&t, NULL, malloc_elsewhere, NULL), 0);
+    CHECK_EQ(pthread_join(t, &other), 0);
+    CHECK(other != NULL && !in_region(r, other)); /* another thread: not hooked */
+    sqh_free(NULL, other, 100000);
+
+    char *p = sqh_malloc(NULL, 100000);
+    CHECK(in_region(r, p));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* a forked child: neither allocates in the ring nor frees its blocks */
+        char *q = sqh_malloc(NULL, 100000);
+        int ok = q != NULL && !in_region(r, q);
+        sqh_free(NULL, q, 100000);
+        sqh_free(NULL, p, 100000);
+        _exit(ok && g_fail == 0 ? 0 : 1);
+    }
+    CHECK(reap_ok(pid));
+    CHECK_EQ(stats(r).kept, 1);
+    sqh_free(NULL, p, 100000);
+    CHECK_EQ(stats(r).kept, 0);
+}
+
+static void test_hook_adoption(void) {
+    sq_ring *r = hook_ring();
+    uint64_t off = 0, nbytes = 0, small_off, small_bytes;
+    sq_entry e;
+    uint64_t req;
+    sqh_set_active(1);
+    char *p = sqh_malloc(NULL, 100000);
+    char *kept = sqh_malloc(NULL, 50000);
+    CHECK_EQ(sqh_find(p, 100000, &off, &nbytes), 1);
+    CHECK_EQ(sqh_find(kept, 50000, &small_off, &small_bytes), 1);
+    /* the result is p's block itself: _transport's merged header */
+    CHECK_EQ(sq_ring_commit_n(r, 0, off, 5, 1, SQ_KIND_RESULT, NULL, 0), SQ_OK);
+    sqh_adopted(off);
+    CHECK_EQ(sqh_count(SQH_ADOPTED), 1);
+    CHECK_EQ(sqh_count(SQH_LIVE), 1); /* `kept`, not in the result */
+    CHECK_EQ(sqh_find(p, 100000, &off, &nbytes), 0); /* no longer the worker's */
+    sqh_free(NULL, p, 100000); /* the worker's array dies: the block is the parent's */
+    CHECK_EQ(sqh_count(SQH_ADOPTED), 0);
+    sqh_stats st;
+    sqh_get_stats(&st);
+    CHECK_EQ(st.adopted, 1);
+    CHECK_EQ(st.live_bytes, 50000 + HOOK_HEADROOM);
+    CHECK_EQ(sq_ring_pop(r, 0, &e, &req), SQ_OK);
+    CHECK_EQ(e.offset, off);
+    CHECK_EQ(e.index, 5);
+    CHECK_EQ(sq_ring_release(r, off), SQ_OK);
+    sqh_free(NULL, kept, 50000);
+    check_idle(r);
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
@@ -2024,6 +2257,11 @@ static const struct {
     {"stats_stall", test_stats_stall},
     {"capacity_threads", test_capacity_threads},
     {"watchdog", test_watchdog},
+    {"anon_shm", test_anon_shm},
+    {"hook_placement", test_hook_placement},
+    {"hook_limits", test_hook_limits},
+    {"hook_only_its_thread_and_process", test_hook_only_its_thread_and_process},
+    {"hook_adoption", test_hook_adoption},
 };
 
 int main(int argc, char **argv) {

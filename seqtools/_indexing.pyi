@@ -1,10 +1,11 @@
 """Type stub of the index arithmetic kernels (seqtools/_indexing.pyx)."""
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, SupportsIndex
+from typing import Any, SupportsIndex, final
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 _Int64Array = npt.NDArray[np.int64]
 
@@ -19,12 +20,14 @@ def as_indices(
 def affine_indices(idx: _Int64Array, start: int, step: int) -> _Int64Array: ...
 def compose_indices(inner: _Int64Array, outer: _Int64Array) -> _Int64Array: ...
 
+@final
 class IndexTable:
     array: _Int64Array
     def __init__(self, array: _Int64Array) -> None: ...
     def __len__(self) -> int: ...
     def at(self, key: SupportsIndex) -> int: ...
 
+@disjoint_base
 class OffsetTable:
     offsets: _Int64Array
     def __init__(self, lengths: Sequence[SupportsIndex] | npt.ArrayLike) -> None: ...
@@ -37,6 +40,7 @@ class OffsetTable:
         self, indices: npt.ArrayLike
     ) -> tuple[_Int64Array, _Int64Array]: ...
 
+@disjoint_base
 class Resolver:
     def __init__(
         self,
@@ -47,31 +51,39 @@ class Resolver:
         self, indices: _Int64Array
     ) -> list[tuple[_Int64Array | None, _Int64Array]]: ...
 
+@disjoint_base
 class Reader:
     def __len__(self) -> int: ...
     def read(self, i: int) -> Any: ...
     def __getitem__(self, key: SupportsIndex) -> Any: ...
     def __iter__(self) -> ReaderIter: ...
 
+@disjoint_base
 class ReaderIter(Iterator[Any]):
     def __init__(self, reader: Reader) -> None: ...
     def __next__(self) -> Any: ...
     def __length_hint__(self) -> int: ...
 
+@disjoint_base
 class CallReader(Reader):
     def __init__(self, func: Callable[[int], Any], n: int | None) -> None: ...
 
+@disjoint_base
 class SequenceReader(Reader):
     def __init__(self, seq: Sequence[Any]) -> None: ...
 
+@disjoint_base
 class TupleReader(Reader):
     def __init__(self, readers: Iterable[Reader], n: int | None) -> None: ...
 
+@disjoint_base
 class SliceReader(Reader):
     def __init__(self, source: Reader, start: int, step: int, n: int) -> None: ...
 
+@disjoint_base
 class TakeReader(Reader):
     def __init__(self, table: IndexTable, source: Reader) -> None: ...
 
+@disjoint_base
 class PartsReader(Reader):
     def __init__(self, table: OffsetTable, parts: Iterable[Reader]) -> None: ...

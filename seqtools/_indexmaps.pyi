@@ -4,6 +4,7 @@ from typing import SupportsIndex
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 _Int64Array = npt.NDArray[np.int64]
 _Indices = npt.ArrayLike
@@ -26,6 +27,7 @@ def split_locate_array(
     idx: _Indices, stops: npt.ArrayLike
 ) -> tuple[_Int64Array, _Int64Array]: ...
 
+@disjoint_base
 class InterleaveMap:
     lengths: _Int64Array
     def __init__(self, lengths: npt.ArrayLike) -> None: ...

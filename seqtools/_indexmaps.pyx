@@ -130,7 +130,9 @@ def unbatch_locate(i, n, k):
 
 
 def unbatch_locate_array(idx, n, k):
-    """Vectorised :func:`unbatch_locate`: two int64 arrays ``(batch, offset)``."""
+    """Vectorised :func:`unbatch_locate`: two int64 arrays ``(batch, offset)``.
+
+    Test-only (tests/test_shape.py checks it against the scalar form)."""
     cdef int64_t n_ = _as_size(n, "the number of items")
     cdef int64_t k_ = _as_size(k, "the batch size")
     if k_ == 0:
@@ -297,7 +299,9 @@ def split_locate(i, stops):
     """``(part, local)`` of source item ``i`` for contiguous parts ending at ``stops``.
 
     Source items are covered once by the parts of a cut-point split, so each maps to
-    exactly one part (empty parts are skipped). O(log parts).
+    exactly one part (empty parts are skipped). O(log parts). Test-only (the
+    split views locate items by their own bounds; tests/test_shape.py checks it
+    against a reference).
     """
     arr = _check_stops(stops)
     cdef const int64_t[::1] e = arr
@@ -313,7 +317,9 @@ def split_locate(i, stops):
 
 
 def split_locate_array(idx, stops):
-    """Vectorised :func:`split_locate`: two int64 arrays ``(part, local)``."""
+    """Vectorised :func:`split_locate`: two int64 arrays ``(part, local)``.
+
+    Test-only, as :func:`split_locate`."""
     earr = _check_stops(stops)
     cdef const int64_t[::1] e = earr
     cdef Py_ssize_t m = e.shape[0]
@@ -447,7 +453,9 @@ cdef class InterleaveMap:
         return seq, local
 
     def locate_array(self, idx):
-        """Vectorised :meth:`locate`: two int64 arrays ``(sequence, local)``."""
+        """Vectorised :meth:`locate`: two int64 arrays ``(sequence, local)``.
+
+        Test-only (tests/test_combine.py checks it against :meth:`locate`)."""
         iarr = _as_index_array(idx)
         cdef const int64_t[::1] a = iarr
         cdef Py_ssize_t k = a.shape[0]
@@ -492,7 +500,9 @@ cdef int64_t _cycle_args(object n, object limit) except? -2:
 
 def cycle_locate(i, n, limit=None):
     """Source index of item ``i`` of a sequence of ``n`` items repeated up to
-    ``limit`` items (``None``: forever)."""
+    ``limit`` items (``None``: forever).
+
+    Test-only: the reference of :func:`cycle_locate_array`, which views use."""
     cdef int64_t lim = _cycle_args(n, limit)
     cdef int64_t n_ = n
     cdef int64_t i_ = _as_index(i)

@@ -1,10 +1,11 @@
-# Declarations of the C ring buffer (csrc/ringbuf.h) and of the worker watchdog
-# (csrc/watchdog.h), cimported by _ring.pyx, and of the Ring and Block classes,
+# Declarations of the C ring buffer (csrc/ringbuf.h), of its shared-memory region
+# (csrc/shm.h), of the worker watchdog (csrc/watchdog.h) and of the worker's
+# allocation hook (csrc/allochook.h), cimported by _ring.pyx, and of the Ring and Block classes,
 # cimported by _transport.pyx (which reads and writes payloads in place and calls
 # the ring through Ring's Python methods only, so that the C ring is linked into
 # _ring alone).
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
-from posix.types cimport pid_t
+from posix.types cimport off_t, pid_t
 
 
 cdef extern from "ringbuf.h" nogil:
@@ -22,7 +23,6 @@ cdef extern from "ringbuf.h" nogil:
         SQ_BLOCK_HEADER
         SQ_KIND_RESULT
         SQ_KIND_ERROR
-        SQ_KIND_USER
 
     ctypedef struct sq_ring:
         pass
@@ -97,6 +97,49 @@ cdef extern from "watchdog.h" nogil:
     int sq_set_pdeathsig(int sig, long expected_ppid)
 
 
+cdef extern from "shm.h" nogil:
+    int MAP_NORESERVE
+    int sq_anon_shm()
+    int sq_fallocate(int fd, off_t len)
+
+
+cdef extern from "allochook.h" nogil:
+    ctypedef struct sqh_allocator:
+        void *ctx
+        void *(*malloc)(void *ctx, size_t size) noexcept nogil
+        void *(*calloc)(void *ctx, size_t nelem, size_t elsize) noexcept nogil
+        void *(*realloc)(void *ctx, void *ptr, size_t new_size) noexcept nogil
+        void (*free)(void *ctx, void *ptr, size_t size) noexcept nogil
+
+    enum:
+        SQH_LIVE
+        SQH_ADOPTED
+
+    ctypedef struct sqh_stats:
+        int installed
+        int enabled
+        uint64_t hooked
+        uint64_t adopted
+        int live
+        uint64_t live_bytes
+        int adopted_alive
+
+    int sqh_setup(sq_ring *r, char *base, size_t map_size, int slot,
+                  uint64_t headroom, uint64_t min_size, const sqh_allocator *dflt)
+    int sqh_installed()
+    void sqh_set_active(int on)
+    void sqh_disable()
+    void *sqh_malloc(void *ctx, size_t size)
+    void *sqh_calloc(void *ctx, size_t nelem, size_t elsize)
+    void *sqh_realloc(void *ctx, void *ptr, size_t new_size)
+    void sqh_free(void *ctx, void *ptr, size_t size)
+    int sqh_find(const char *ptr, size_t nbytes, uint64_t *offset,
+                 uint64_t *block_bytes)
+    void sqh_adopted(uint64_t offset)
+    int sqh_count(int state)
+    void sqh_get_stats(sqh_stats *out)
+
+
 cdef class Ring:
     cdef sq_ring *r
     cdef char *base
@@ -118,6 +161,7 @@ cdef class Block:
 
 
 cdef Block make_block(Ring ring, uint64_t offset, uint64_t nbytes, bint leased)
+cdef str too_many_blocks()
 
 
 # The worker's numpy allocation hook (see _ring.pyx): large arrays its code

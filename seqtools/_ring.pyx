@@ -10,57 +10,17 @@
 # Status codes from C become Python exceptions here, after the GIL is back.
 
 cimport numpy as cnp
-from cpython.buffer cimport PyBUF_C_CONTIGUOUS
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_New
 from cpython.ref cimport Py_INCREF
-from cpython.buffer cimport PyBuffer_Release, PyObject_GetBuffer
 from libc.errno cimport errno
-from libc.stdint cimport int64_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport strncpy
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
-from posix.types cimport off_t
 from posix.unistd cimport close, ftruncate, getpid
 
+from ._limits cimport SQ_SLOT_BLOCKS
+
 import os
-
-cdef extern from *:
-    """
-    #include <sys/mman.h>
-    #include <fcntl.h>
-    #include <unistd.h>
-    #include <stdio.h>
-    #include <errno.h>
-    #ifndef MAP_NORESERVE
-    #define MAP_NORESERVE 0
-    #endif
-    /* An anonymous shared-memory fd: memfd on Linux, else an shm object unlinked
-     * right after it is opened.  Returns -1 with errno set on failure. */
-    static int sq_anon_shm(void) {
-    #if defined(__linux__) && defined(MFD_CLOEXEC)
-        return memfd_create("seqtools-ring", MFD_CLOEXEC);
-    #else
-        char name[64];
-        for (int i = 0; i < 100; i++) {
-            snprintf(name, sizeof name, "/seqtools-%ld-%d", (long)getpid(), i);
-            int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
-            if (fd >= 0) { shm_unlink(name); return fd; }
-            if (errno != EEXIST) return -1;
-        }
-        return -1;
-    #endif
-    }
-    static int sq_fallocate(int fd, off_t len) {
-    #if defined(__linux__)
-        return posix_fallocate(fd, 0, len);
-    #else
-        (void)fd; (void)len; return 0;
-    #endif
-    }
-    """
-    int MAP_NORESERVE
-    int sq_anon_shm() nogil
-    int sq_fallocate(int fd, off_t len) nogil
-
 
 class RingClosed(Exception):
     """The ring was closed: the consumer has shut the workers down."""
@@ -95,28 +55,14 @@ cdef object _raise(int rc, str what, bint queue=False):
 
 KIND_RESULT = SQ_KIND_RESULT
 KIND_ERROR = SQ_KIND_ERROR
-KIND_USER = SQ_KIND_USER
 ALIGN = SQ_ALIGN
 
 
-def address(obj):
-    """Address of the first byte of a C-contiguous buffer (-1 if not contiguous).
-
-    Cheaper than ``ndarray.__array_interface__`` (which builds a dict), for the
-    worker's per-batch check of which arrays already lie in the ring.
-    """
-    cdef Py_buffer view
-    try:
-        PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS)
-    except (BufferError, TypeError, ValueError):  # numpy: ValueError
-        return -1
-    addr = <size_t>view.buf
-    PyBuffer_Release(&view)
-    return addr
-
-
-def header_size(int nworkers, int qlen):
-    return sq_ring_header_size(nworkers, qlen)
+cdef str too_many_blocks():
+    """The error of a task reserving more than SQ_SLOT_BLOCKS blocks."""
+    return (f"one task reserved too many shared-memory blocks (at most "
+            f"SQ_SLOT_BLOCKS = {SQ_SLOT_BLOCKS}, the result's own block included): "
+            "stack fewer separate batches per result, or stack them into one")
 
 
 def _attach_dupfd(dupfd, map_size):
@@ -280,46 +226,28 @@ cdef class Ring:
                 f"a result of {nbytes} bytes does not fit in the shared ring of "
                 f"{sq_ring_capacity(self.r)} bytes")
         if rc == SQ_EFULL:
-            raise RuntimeError(
-                "one task reserved too many shared-memory blocks (stack fewer "
-                "separate batches per result)")
+            raise RuntimeError(too_many_blocks())
         _raise(rc, "reserve")
 
-    def write(self, uint64_t offset, uint64_t nbytes, list parts):
-        """Copy ``parts`` — (position, buffer) pairs, positions relative to the
-        payload — into the block at `offset`, with the GIL released for each copy.
-
-        Every buffer must be C-contiguous; the caller handles other layouts.
-        """
-        cdef Py_buffer view
-        cdef uint64_t pos
-        cdef char *dst = self.base + offset
-        for item in parts:
-            pos = item[0]
-            PyObject_GetBuffer(item[1], &view, PyBUF_C_CONTIGUOUS)
-            try:
-                if pos + <uint64_t>view.len > nbytes:
-                    raise ValueError("write past the end of the block")
-                with nogil:
-                    memcpy(dst + pos, view.buf, view.len)
-            finally:
-                PyBuffer_Release(&view)
-
     def block(self, uint64_t offset, uint64_t nbytes):
-        """A writable buffer over a reserved payload (not released when dropped)."""
+        """Test-only: a writable buffer over a reserved payload (not released when
+        dropped); workers write through _transport."""
         return make_block(self, offset, nbytes, False)
 
     def commit(self, int worker, uint64_t offset, int64_t index, uint64_t epoch,
                unsigned int kind=SQ_KIND_RESULT):
         """Queue the block at ``offset`` (and the worker's other reserved blocks)
-        as the answer to ``index``; :class:`QueueFull` if the queue is full."""
+        as the answer to ``index``; :class:`QueueFull` if the queue is full.
+
+        Test-only: workers commit through ``commit_n``, from _transport."""
         cdef int rc = sq_ring_commit(self.r, worker, offset, index, epoch, kind)
         if rc != SQ_OK:
             _raise(rc, "commit", True)
 
-    def keep(self, int worker, uint64_t nbytes):
-        """Producer: a kept block of nbytes (payload offset), or None if there is
-        no room now (never waits); see ``sq_ring_keep``."""
+    # Test-only: the worker keeps blocks through its allocation hook, in C.
+    def _keep(self, int worker, uint64_t nbytes):
+        """Test-only. Producer: a kept block of nbytes (payload offset), or None
+        if there is no room now (never waits); see ``sq_ring_keep``."""
         cdef uint64_t offset
         cdef int rc = sq_ring_keep(self.r, worker, nbytes, <uint64_t>-1, &offset)
         if rc == SQ_OK:
@@ -328,16 +256,18 @@ cdef class Ring:
             return None
         _raise(rc, "keep")
 
-    def unkeep(self, int worker, uint64_t offset):
+    def _unkeep(self, int worker, uint64_t offset):
+        """Test-only: give back a kept block (``sq_ring_unkeep``)."""
         cdef int rc = sq_ring_unkeep(self.r, worker, offset)
         if rc != SQ_OK:
             _raise(rc, "unkeep")
 
-    def commit_adopt(self, int worker, uint64_t offset, int64_t index, uint64_t epoch,
-                     adopt, unsigned int kind=SQ_KIND_RESULT):
-        """:meth:`commit`, also handing over the kept blocks at offsets ``adopt``."""
-        cdef uint64_t offs[16]
-        if len(adopt) > 16:
+    def _commit_adopt(self, int worker, uint64_t offset, int64_t index,
+                      uint64_t epoch, adopt, unsigned int kind=SQ_KIND_RESULT):
+        """Test-only: :meth:`commit`, also handing over the kept blocks at offsets
+        ``adopt`` (the worker commits through ``commit_n``, from _transport)."""
+        cdef uint64_t offs[SQ_SLOT_BLOCKS]
+        if len(adopt) > SQ_SLOT_BLOCKS:
             raise ValueError("commit_adopt: too many blocks")
         for k, o in enumerate(adopt):
             offs[k] = o
@@ -376,10 +306,12 @@ cdef class Ring:
         _raise(rc, "pop")
 
     def lease(self, uint64_t offset, uint64_t nbytes):
-        """A writable buffer over a popped payload, released when garbage-collected."""
+        """Test-only: a writable buffer over a popped payload, released when
+        garbage-collected (the parent decodes through _transport)."""
         return make_block(self, offset, nbytes, True)
 
     def release(self, uint64_t offset):
+        """Test-only: give a popped block back (Block does, when collected)."""
         cdef int rc = sq_ring_release(self.r, offset)
         if rc != SQ_OK:
             _raise(rc, "release")
@@ -553,224 +485,24 @@ def set_pdeathsig(int sig, long expected_ppid):
     return rc == SQ_PARENT_GONE
 
 
-# -- the worker's numpy allocation hook ---------------------------------------------
+# -- the worker's numpy allocation hook (csrc/allochook.c) -------------------------
 #
-# A sampler's last step is usually numpy building the batch (np.stack, a fancy
-# index, arithmetic): without help, the worker then copies that array into a ring
-# block.  In a worker, a numpy allocation handler (NEP 49) places the large
-# arrays the task's code allocates straight in *kept* ring blocks (sq_ring_keep):
-# blocks of this worker's own, which commit hands over only when told to.  When
-# such an array is in the result, referenced by nothing else, the commit adopts
-# its block and the parent views the array where numpy built it: no copy at all.
-# Any other array keeps its block until numpy frees it (sq_ring_unkeep), whatever
-# the worker's code does with it: kept across tasks, held by a traceback, resized.
-#
-# What is hooked: allocations (not calloc: a ring block is not known zero) of at
-# least `min_size` bytes made on the worker's main thread, in the worker process
-# (never in a child it forks), while a task's code runs, and while this worker's
-# hooked blocks take at most capacity / (2 * nworkers) of the ring in all.  A
-# hooked block never waits for space: with none free, numpy's own allocator
-# serves the request.  Everything else goes to the handler that was in place.
+# In a worker, the large arrays the task's code allocates with numpy are built in
+# ring blocks the worker keeps, and a result holding the only reference to such an
+# array hands its block over uncopied (csrc/allochook.h says what is hooked).
+# Here: numpy's handler (NEP 49) around the C allocator functions.
 
 cdef extern from "numpy/ndarraytypes.h":
     ctypedef struct PyDataMemAllocator:
-        pass
-
-cdef extern from *:
-    r"""
-    #include <pthread.h>
-    #include <unistd.h>
-    #define SQH_MAX 8
-    enum { SQH_EMPTY = 0, SQH_LIVE = 1, SQH_ADOPTED = 2 };
-    typedef struct {
-        char *ptr;        /* what numpy was given */
-        uint64_t offset;  /* payload offset of the kept block */
-        uint64_t nbytes;  /* payload bytes of the block */
-        size_t size;      /* bytes numpy asked for */
-        int state;
-    } sqh_entry;
-    static struct {
-        sq_ring *r;
-        char *lo, *hi;    /* this process's mapping of the region */
-        int slot, nworkers;
-        pid_t pid;
-        pthread_t thread;
-        int installed, active, enabled;
-        uint64_t headroom, min_size, live_bytes;
-        uint64_t n_hooked, n_adopted;
-        sqh_entry e[SQH_MAX];
-        PyDataMemAllocator dflt;
-        pthread_mutex_t mu;
-    } sqh = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-    /* Under sqh.mu: the entry of ptr, or NULL. */
-    static sqh_entry *sqh_entry_of(const char *ptr) {
-        for (int k = 0; k < SQH_MAX; k++)
-            if (sqh.e[k].state != SQH_EMPTY && sqh.e[k].ptr == ptr) return &sqh.e[k];
-        return NULL;
-    }
-
-    static void *sqh_try(size_t size) {
-        uint64_t cap, need, offset;
-        void *p = NULL;
-        if (!pthread_equal(pthread_self(), sqh.thread) || getpid() != sqh.pid)
-            return NULL;
-        cap = sq_ring_capacity(sqh.r);
-        need = (uint64_t)size + sqh.headroom;
-        if (cap == 0) return NULL;
-        pthread_mutex_lock(&sqh.mu);
-        if (sqh.live_bytes + need <= cap / (2 * (uint64_t)sqh.nworkers)) {
-            for (int k = 0; k < SQH_MAX; k++) {
-                if (sqh.e[k].state != SQH_EMPTY) continue;
-                if (sq_ring_keep(sqh.r, sqh.slot, need, UINT64_MAX, &offset) == SQ_OK) {
-                    sqh_entry *e = &sqh.e[k];
-                    e->ptr = sqh.lo + offset + sqh.headroom;
-                    e->offset = offset;
-                    e->nbytes = need;
-                    e->size = size;
-                    e->state = SQH_LIVE;
-                    sqh.live_bytes += need;
-                    sqh.n_hooked++;
-                    p = e->ptr;
-                }
-                break;
-            }
-        }
-        pthread_mutex_unlock(&sqh.mu);
-        return p;
-    }
-
-    /* Numpy frees (or moves) an array that lies in the ring. */
-    static void sqh_release(char *ptr) {
-        if (getpid() != sqh.pid) return; /* a forked child: the blocks are not its */
-        pthread_mutex_lock(&sqh.mu);
-        sqh_entry *e = sqh_entry_of(ptr);
-        if (e != NULL) {
-            if (e->state == SQH_LIVE) {
-                sq_ring_unkeep(sqh.r, sqh.slot, e->offset);
-                sqh.live_bytes -= e->nbytes;
-            } /* SQH_ADOPTED: the parent holds the block now */
-            e->state = SQH_EMPTY;
-        }
-        pthread_mutex_unlock(&sqh.mu);
-    }
-
-    static int sqh_in_ring(const void *ptr) {
-        return (const char *)ptr >= sqh.lo && (const char *)ptr < sqh.hi;
-    }
-
-    static void *sqh_malloc(void *ctx, size_t size) {
-        if (size >= sqh.min_size && sqh.active && sqh.enabled) {
-            void *p = sqh_try(size);
-            if (p != NULL) return p;
-        }
-        return sqh.dflt.malloc(sqh.dflt.ctx, size);
-    }
-
-    static void *sqh_calloc(void *ctx, size_t nelem, size_t elsize) {
-        return sqh.dflt.calloc(sqh.dflt.ctx, nelem, elsize);
-    }
-
-    static void *sqh_realloc(void *ctx, void *ptr, size_t new_size) {
-        if (ptr == NULL || !sqh_in_ring(ptr))
-            return sqh.dflt.realloc(sqh.dflt.ctx, ptr, new_size);
-        size_t old = 0;
-        pthread_mutex_lock(&sqh.mu);
-        sqh_entry *e = sqh_entry_of((char *)ptr);
-        if (e != NULL) old = e->size;
-        pthread_mutex_unlock(&sqh.mu);
-        void *q = sqh_malloc(ctx, new_size ? new_size : 1);
-        if (q == NULL) return NULL;
-        memcpy(q, ptr, old < new_size ? old : new_size);
-        sqh_release((char *)ptr);
-        return q;
-    }
-
-    static void sqh_free(void *ctx, void *ptr, size_t size) {
-        if (ptr != NULL && sqh_in_ring(ptr)) {
-            sqh_release((char *)ptr);
-            return;
-        }
-        sqh.dflt.free(sqh.dflt.ctx, ptr, size);
-    }
-
-    static PyDataMem_Handler sqh_handler = {
-        "seqtools_ring", 1, {NULL, sqh_malloc, sqh_calloc, sqh_realloc, sqh_free}};
-
-    /* Once per worker process, on its main thread, before it sets the handler. */
-    static void sqh_setup(sq_ring *r, char *base, size_t map_size, int slot,
-                          uint64_t headroom, uint64_t min_size,
-                          const PyDataMem_Handler *dflt) {
-        sqh.r = r;
-        sqh.lo = base;
-        sqh.hi = base + map_size;
-        sqh.slot = slot;
-        sqh.nworkers = sq_ring_nworkers(r);
-        sqh.pid = getpid();
-        sqh.thread = pthread_self();
-        sqh.headroom = headroom;
-        sqh.min_size = min_size;
-        sqh.dflt = dflt->allocator;
-        sqh.enabled = 1;
-        sqh.installed = 1;
-    }
-
-    static int sqh_find(const char *ptr, size_t nbytes, uint64_t *offset,
-                        uint64_t *block_bytes) {
-        int found = 0;
-        if (!sqh.installed || !sqh_in_ring(ptr)) return 0;
-        pthread_mutex_lock(&sqh.mu);
-        sqh_entry *e = sqh_entry_of(ptr);
-        if (e != NULL && e->state == SQH_LIVE && nbytes <= e->size) {
-            *offset = e->offset;
-            *block_bytes = e->nbytes;
-            found = 1;
-        }
-        pthread_mutex_unlock(&sqh.mu);
-        return found;
-    }
-
-    /* The block at offset went over in a commit: numpy's free leaves it alone. */
-    static void sqh_adopted(uint64_t offset) {
-        pthread_mutex_lock(&sqh.mu);
-        for (int k = 0; k < SQH_MAX; k++) {
-            sqh_entry *e = &sqh.e[k];
-            if (e->state == SQH_LIVE && e->offset == offset) {
-                e->state = SQH_ADOPTED;
-                sqh.live_bytes -= e->nbytes;
-                sqh.n_adopted++;
-            }
-        }
-        pthread_mutex_unlock(&sqh.mu);
-    }
-
-    static int sqh_count(int state) {
-        int n = 0;
-        pthread_mutex_lock(&sqh.mu);
-        for (int k = 0; k < SQH_MAX; k++) n += sqh.e[k].state == state;
-        pthread_mutex_unlock(&sqh.mu);
-        return n;
-    }
-    """
+        void *ctx
+        void *(*malloc)(void *ctx, size_t size) noexcept nogil
+        void *(*calloc)(void *ctx, size_t nelem, size_t elsize) noexcept nogil
+        void *(*realloc)(void *ctx, void *ptr, size_t new_size) noexcept nogil
+        void (*free)(void *ctx, void *ptr, size_t size) noexcept nogil
     ctypedef struct PyDataMem_Handler:
+        char name[127]
+        uint8_t version
         PyDataMemAllocator allocator
-    enum:
-        SQH_LIVE
-        SQH_ADOPTED
-    PyDataMem_Handler sqh_handler
-    void sqh_setup(sq_ring *r, char *base, size_t map_size, int slot,
-                   uint64_t headroom, uint64_t min_size,
-                   const PyDataMem_Handler *dflt) noexcept
-    bint sqh_find(const char *ptr, size_t nbytes, uint64_t *offset,
-                  uint64_t *block_bytes) noexcept
-    void sqh_adopted(uint64_t offset) noexcept
-    int sqh_count(int state) noexcept
-    int sqh_installed "sqh.installed"
-    int sqh_active "sqh.active"
-    int sqh_enabled "sqh.enabled"
-    uint64_t sqh_live_bytes "sqh.live_bytes"
-    uint64_t sqh_n_hooked "sqh.n_hooked"
-    uint64_t sqh_n_adopted "sqh.n_adopted"
 
 cdef extern from "numpy/arrayobject.h":
     object PyDataMem_SetHandler(object handler)
@@ -786,6 +518,7 @@ HOOK_HEADROOM = HOOK_HEADROOM_BYTES
 HOOK_MIN = 64 * 1024
 
 cdef object _hook_keep = None  # the Ring and capsules the hook needs, forever
+cdef PyDataMem_Handler _hook_handler
 
 
 def hook_install(Ring ring, int slot, uint64_t min_size=HOOK_MIN):
@@ -794,13 +527,26 @@ def hook_install(Ring ring, int slot, uint64_t min_size=HOOK_MIN):
     ``hook_active(False)``)."""
     global _hook_keep
     cdef PyDataMem_Handler *dflt
-    if sqh_installed:
+    cdef sqh_allocator d
+    if sqh_installed():
         raise RuntimeError("the allocation hook is already installed")
     old = PyDataMem_GetHandler()
     dflt = <PyDataMem_Handler *>PyCapsule_GetPointer(old, "mem_handler")
+    d.ctx = dflt.allocator.ctx
+    d.malloc = dflt.allocator.malloc
+    d.calloc = dflt.allocator.calloc
+    d.realloc = dflt.allocator.realloc
+    d.free = dflt.allocator.free
     sqh_setup(ring.r, ring.base, ring.map_size, slot, HOOK_HEADROOM_BYTES, min_size,
-              dflt)
-    capsule = PyCapsule_New(&sqh_handler, "mem_handler", NULL)
+              &d)
+    strncpy(_hook_handler.name, b"seqtools_ring", sizeof(_hook_handler.name))
+    _hook_handler.version = 1
+    _hook_handler.allocator.ctx = NULL
+    _hook_handler.allocator.malloc = sqh_malloc
+    _hook_handler.allocator.calloc = sqh_calloc
+    _hook_handler.allocator.realloc = sqh_realloc
+    _hook_handler.allocator.free = sqh_free
+    capsule = PyCapsule_New(&_hook_handler, "mem_handler", NULL)
     PyDataMem_SetHandler(capsule)
     # Arrays may outlive every other reference to the ring (module teardown at
     # exit): their free must still find the mapping and the old handler. One
@@ -810,22 +556,22 @@ def hook_install(Ring ring, int slot, uint64_t min_size=HOOK_MIN):
 
 
 def hook_active(bint on):
-    global sqh_active
-    sqh_active = on
+    sqh_set_active(on)
 
 
 def hook_disable():
     """Allocate nothing more in the ring (frees still come back to it)."""
-    global sqh_enabled
-    sqh_enabled = 0
+    sqh_disable()
 
 
 def hook_stats():
     """What the hook did in this process: a dict of counts."""
-    return {"installed": bool(sqh_installed), "enabled": bool(sqh_enabled),
-            "hooked": sqh_n_hooked, "adopted": sqh_n_adopted,
-            "live": sqh_count(SQH_LIVE), "live_bytes": sqh_live_bytes,
-            "adopted_alive": sqh_count(SQH_ADOPTED)}
+    cdef sqh_stats s
+    sqh_get_stats(&s)
+    return {"installed": bool(s.installed), "enabled": bool(s.enabled),
+            "hooked": s.hooked, "adopted": s.adopted,
+            "live": s.live, "live_bytes": s.live_bytes,
+            "adopted_alive": s.adopted_alive}
 
 
 cdef bint hook_find(const char *ptr, size_t nbytes, uint64_t *offset,
@@ -838,9 +584,9 @@ cdef void hook_adopted(uint64_t offset) noexcept:
 
 
 cdef int hook_live() noexcept:
-    return sqh_count(SQH_LIVE) if sqh_installed else 0
+    return sqh_count(SQH_LIVE)
 
 
 def hook_adopted_alive():
     """Arrays whose blocks went to the parent and that are still alive here."""
-    return sqh_count(SQH_ADOPTED) if sqh_installed else 0
+    return sqh_count(SQH_ADOPTED)

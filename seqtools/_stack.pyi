@@ -4,7 +4,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from typing_extensions import disjoint_base
 
+@disjoint_base
 class Layout:
     """The stacked structure planned from one sample."""
 
@@ -21,6 +23,7 @@ def stack_into(
     arrays: list[np.ndarray[Any, Any]] | None = None,
 ) -> list[np.ndarray[Any, Any]]: ...
 
+@disjoint_base
 class RowGather:
     """Rows of source arrays gathered into outputs: checked now, copied by run()."""
 
@@ -37,6 +40,7 @@ class RowGather:
     ) -> None: ...
     def run(self) -> None: ...
 
+@disjoint_base
 class RowSources:
     """The source arrays of fused fields, acquired once for many batches."""
 

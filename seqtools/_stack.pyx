@@ -17,6 +17,8 @@
 # sources' buffers are acquired once, and each batch pays only for its indices.
 
 from ._buffers cimport release_buffers
+# the most dimensions a row has: numpy's own maximum (csrc/sq_limits.h)
+from ._limits cimport SQ_MAX_NDIM as MAX_NDIM
 cimport cython
 from cpython.buffer cimport (
     PyBUF_C_CONTIGUOUS,
@@ -62,11 +64,6 @@ cdef enum:
     N_TUPLE = 1
     N_LIST = 2
     N_DICT = 3
-
-cdef enum:
-    # numpy's NPY_MAXDIMS is 64 since numpy 2 (32 before): no row has more dimensions.
-    MAX_NDIM = 64
-
 
 # -- kernels (no Python objects, GIL released) ----------------------------------------
 

@@ -50,6 +50,7 @@ from libc.string cimport memcpy
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.pythread cimport PyThread_get_thread_ident
 
+from ._limits cimport SQ_MAX_NDIM, SQ_RESULT_BLOCKS, SQ_SLOT_BLOCKS
 from ._ring cimport (
     Block,
     Ring,
@@ -59,6 +60,7 @@ from ._ring cimport (
     HOOK_HEADROOM_BYTES,
     hook_live,
     make_block,
+    too_many_blocks,
 )
 
 import gc
@@ -80,14 +82,20 @@ cdef extern from "numpy/arrayobject.h":
                                 cnp.npy_intp *dims, cnp.npy_intp *strides, void *data,
                                 int flags, object obj)
 
-__all__ = ["REF", "HEADROOM", "TaskBlocks", "Unsendable", "out_block", "send",
+__all__ = ["REF", "HEADROOM", "MAX_NDIM", "SLOT_BLOCKS", "TaskBlocks", "Unsendable", "out_block", "send",
            "decode"]
 
+# The limits (csrc/sq_limits.h): SQ_MAX_NDIM dimensions per array (numpy's own
+# maximum, so every numpy array qualifies); SQ_SLOT_BLOCKS blocks reserved per
+# task (out_block's and the main block); SQ_RESULT_BLOCKS blocks named by one
+# result's header (reserved or adopted).
+if cnp.NPY_MAXDIMS > SQ_MAX_NDIM:
+    raise ImportError(f"built with numpy headers allowing {cnp.NPY_MAXDIMS} "
+                      f"dimensions, more than SQ_MAX_NDIM = {SQ_MAX_NDIM}")
+
 cdef enum:
-    _MAX_DIMS = 32  # dimensions of an array viewed in place (_Spec.dims)
     _HEAD = 8
     _ALIGN = 64
-    _MAX_BLOCKS = 16  # more than the ring lets one task hold (SQ_SLOT_BLOCKS)
     _CACHE = 256  # layouts remembered on each side
     _HEADROOM = 512
     # Where a spec's array lies (its last field); k >= 0 is auxiliary block k.
@@ -96,6 +104,10 @@ cdef enum:
 
 #: Spare bytes at the start of every block from :func:`out_block`, for the header.
 HEADROOM = _HEADROOM
+#: Dimensions of an array a result may hold (numpy's own maximum).
+MAX_NDIM = SQ_MAX_NDIM
+#: Blocks one task may reserve: out_block's ones and its result's main block.
+SLOT_BLOCKS = SQ_SLOT_BLOCKS
 
 
 cdef inline Py_ssize_t _align(Py_ssize_t n) noexcept nogil:
@@ -136,8 +148,8 @@ cdef class TaskBlocks:
     cdef object reserve
     cdef public object wait
     cdef int n
-    cdef uint64_t offsets[_MAX_BLOCKS]
-    cdef uint64_t sizes[_MAX_BLOCKS]
+    cdef uint64_t offsets[SQ_SLOT_BLOCKS]
+    cdef uint64_t sizes[SQ_SLOT_BLOCKS]
     cdef list made  # weak references to the arrays new() made for this task
     cdef public bint disabled  # new() is refused: out_block() returns None
 
@@ -180,10 +192,8 @@ cdef class TaskBlocks:
         cdef uint64_t offset
         if nbytes < 0:
             raise ValueError(f"out_block: nbytes must be >= 0, got {nbytes}")
-        if self.n == _MAX_BLOCKS:
-            raise RuntimeError(
-                "one task reserved too many shared-memory blocks (stack fewer "
-                "separate batches per result)")
+        if self.n == SQ_SLOT_BLOCKS:
+            raise RuntimeError(too_many_blocks())
         offset = self.reserve(_HEADROOM + nbytes)
         self.offsets[self.n] = offset
         self.sizes[self.n] = _HEADROOM + nbytes
@@ -280,7 +290,11 @@ cdef object _flatten(object obj, _Flat f):
     cdef type t = type(obj)
     if t is cnp.ndarray or t is _memmap:
         # A memmap arrives as the plain array it views: the parent has no file.
-        if (<cnp.ndarray>obj).dtype.hasobject or (<cnp.ndarray>obj).ndim > _MAX_DIMS:
+        if (<cnp.ndarray>obj).ndim > SQ_MAX_NDIM:  # no numpy array so far
+            raise Unsendable(
+                f"an array of {(<cnp.ndarray>obj).ndim} dimensions cannot be sent "
+                f"(at most SQ_MAX_NDIM = {SQ_MAX_NDIM}); reshape it")
+        if (<cnp.ndarray>obj).dtype.hasobject:
             f.sig = None
             return obj  # pickled with the skeleton
         f.arrays.append(obj)
@@ -439,9 +453,9 @@ def send(Ring ring, int slot, long long index, unsigned long long epoch, list bo
     cdef Py_ssize_t pos = 0, base, room, start, head
     cdef uint64_t where = 0, offset, hoff, hbytes
     # The blocks arrays lie in: the task's out_block ones, then adopted ones.
-    cdef uint64_t blk_off[_MAX_BLOCKS]
-    cdef uint64_t blk_size[_MAX_BLOCKS]
-    cdef uint64_t adopt[_MAX_BLOCKS]
+    cdef uint64_t blk_off[SQ_RESULT_BLOCKS]
+    cdef uint64_t blk_size[SQ_RESULT_BLOCKS]
+    cdef uint64_t adopt[SQ_RESULT_BLOCKS]
     cdef int k, nb, nadopt = 0, skip
     cdef bint merged
     cdef bytes meta
@@ -462,7 +476,7 @@ def send(Ring ring, int slot, long long index, unsigned long long epoch, list bo
         k = task.find(a, &where)
         if k >= 0:
             specs.append((dt, shape, <Py_ssize_t>where, k))
-        elif sole and <size_t><PyObject *>a in sole and nb < _MAX_BLOCKS \
+        elif sole and <size_t><PyObject *>a in sole and nb < SQ_RESULT_BLOCKS \
                 and cnp.PyArray_CHKFLAGS(a, cnp.NPY_ARRAY_OWNDATA) \
                 and cnp.PyArray_IS_C_CONTIGUOUS(a) \
                 and hook_find(<const char *>cnp.PyArray_DATA(a),
@@ -572,7 +586,7 @@ def _shareable(skel):
 cdef class _Spec:
     cdef cnp.dtype dtype
     cdef int ndim
-    cdef cnp.npy_intp dims[_MAX_DIMS]
+    cdef cnp.npy_intp dims[SQ_MAX_NDIM]
     cdef Py_ssize_t pos
     cdef Py_ssize_t nbytes
     cdef int block
@@ -583,7 +597,7 @@ cdef _Spec _make_spec(spec):
     cdef _Spec s = _Spec()
     s.dtype = np.dtype(dt)
     s.ndim = len(shape)
-    if s.ndim > _MAX_DIMS:
+    if s.ndim > SQ_MAX_NDIM:  # the worker refuses them (_flatten)
         raise RuntimeError("corrupt result header: too many dimensions")
     s.nbytes = s.dtype.itemsize
     for j in range(s.ndim):
@@ -625,10 +639,10 @@ cdef object _new_array(cnp.dtype dtype, int ndim, cnp.npy_intp *dims, char *data
 
 cdef object _array_at(cnp.dtype dtype, tuple shape, char *data, base):
     """:func:`_new_array` with the dimensions given as a tuple."""
-    cdef cnp.npy_intp dims[_MAX_DIMS]
+    cdef cnp.npy_intp dims[SQ_MAX_NDIM]
     cdef int ndim = len(shape)
-    if ndim > _MAX_DIMS:
-        raise ValueError("too many dimensions")
+    if ndim > SQ_MAX_NDIM:
+        raise ValueError(f"more than SQ_MAX_NDIM = {SQ_MAX_NDIM} dimensions")
     for j in range(ndim):
         dims[j] = shape[j]
     return _new_array(dtype, ndim, dims, data, base)
@@ -660,7 +674,7 @@ def decode(Ring ring, uint64_t offset, uint64_t nbytes):
     word = _get_u64(p)
     m = word & 0xffffffffu
     naux = word >> 32
-    if naux > _MAX_BLOCKS or _HEAD + 16 * naux + m > nbytes:
+    if naux > SQ_RESULT_BLOCKS or _HEAD + 16 * naux + m > nbytes:
         raise RuntimeError("corrupt result header")
     for k in range(naux):
         aux.append(make_block(ring, _get_u64(p + _HEAD + 16 * k),

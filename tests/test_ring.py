@@ -35,7 +35,6 @@ from seqtools._ring import (
     QueueFull,
     Ring,
     RingClosed,
-    header_size,
     set_pdeathsig,
     watchdog_start,
 )
@@ -91,6 +90,12 @@ def ring_mapped():
 # --------------------------------------------------------------- children ----
 
 
+def put(ring, offset, nbytes, data):
+    """Copy the bytes of array ``data`` to the start of the reserved block."""
+    data = np.ascontiguousarray(data).view(np.uint8).ravel()
+    np.frombuffer(ring.block(offset, nbytes), np.uint8)[: data.size] = data
+
+
 def produce(ring, worker, sizes, seed0):
     """Reserve, write and commit one block per size; exit code 0 iff all went well."""
     deadline = time.monotonic() + WAIT
@@ -100,7 +105,7 @@ def produce(ring, worker, sizes, seed0):
             if time.monotonic() > deadline:
                 os._exit(3)  # no room for WAIT seconds: the parent's join reports it
             off = ring.reserve(worker, n, WAIT)
-        ring.write(off, n, [(0, pattern(n, seed0 + k))])
+        put(ring, off, n, pattern(n, seed0 + k))
         ring.commit(worker, off, k, 0)
 
 
@@ -137,14 +142,14 @@ def grow_past_rlimit(ring):
 def stack_then_wait(ring, worker, first, second):
     """Reserve a block (a stacked batch), keep one, then wait for room for a
     second block and commit it; the payload names the first block."""
-    kept = ring.keep(worker, 64)
+    kept = ring._keep(worker, 64)
     a = ring.reserve(worker, first, WAIT)
     b = None
     while b is None:
         b = ring.reserve(worker, second, WAIT)
-    ring.write(b, second, [(0, np.array([a], np.uint64))])
+    put(ring, b, second, np.array([a], np.uint64))
     ring.commit(worker, b, 0, 0)
-    ring.unkeep(worker, kept)
+    ring._unkeep(worker, kept)
 
 
 def run(ctx, target, *args):
@@ -440,7 +445,7 @@ def test_lock_failure_raises():
     real = Ring.create(1, 8, 4096, 4096)  # its memfd: a real magic and version
     fd = int(memfd_links()[0])
     head = os.pread(fd, 16, 0)  # magic, version, nworkers
-    size = header_size(1, 8)
+    size = real.data_offset  # the header of a ring of 1 worker, 8 entries
     fake = os.memfd_create("seqtools-test-fake")
     os.ftruncate(fake, size)
     os.pwrite(fake, head + b"\xff" * (size - 16), 0)
@@ -475,15 +480,15 @@ def test_full_completion_queue_raises_queue_full():
     with pytest.raises(QueueFull, match="post: the completion queue is full"):
         ring.post(0, 2, 1, KIND_ERROR)
     other = ring.reserve(0, 100, 0)
-    kept = ring.keep(0, 100)
+    kept = ring._keep(0, 100)
     with pytest.raises(QueueFull, match="commit"):
         ring.commit(0, other, 3, 1)
     with pytest.raises(QueueFull, match="commit"):
-        ring.commit_adopt(0, other, 3, 1, [kept])
+        ring._commit_adopt(0, other, 3, 1, [kept])
     s = ring.stats()
     assert (s["reserved"], s["kept"], s["committed"]) == (1, 1, 1)
     assert ring.pop(0)[2] == 0
-    ring.commit_adopt(0, other, 3, 1, [kept])  # room again: it goes through
+    ring._commit_adopt(0, other, 3, 1, [kept])  # room again: it goes through
     got = [ring.pop(0) for _ in range(2)]
     assert [e[2] for e in got] == [1, 3]
     for offset in (got[0][0], got[1][0], kept):
@@ -505,10 +510,10 @@ def test_error_report_travels_in_a_block():
     epoch = ring.task_reset(0, -1, 10)
     index, _ = ring.claim(0, 0)
     text = b"Traceback: ValueError in the user's code"
-    main = ring.keep(0, 200)
-    extra = ring.keep(0, 100)
-    ring.write(main, 200, [(0, np.frombuffer(text, np.uint8))])
-    ring.commit_adopt(0, main, index, epoch, [extra], kind=KIND_ERROR)
+    main = ring._keep(0, 200)
+    extra = ring._keep(0, 100)
+    put(ring, main, 200, np.frombuffer(text, np.uint8))
+    ring._commit_adopt(0, main, index, epoch, [extra], kind=KIND_ERROR)
     offset, nbytes, got, got_epoch, worker, kind = ring.pop(0)
     assert (offset, got, got_epoch, worker, kind) == (main, index, epoch, 0, KIND_ERROR)
     lease = ring.lease(offset, nbytes)
@@ -518,8 +523,8 @@ def test_error_report_travels_in_a_block():
     gc.collect()
     assert idle(ring)
     # the default is still a result
-    block = ring.keep(0, 64)
-    ring.commit_adopt(0, block, index, epoch, [])
+    block = ring._keep(0, 64)
+    ring._commit_adopt(0, block, index, epoch, [])
     assert ring.pop(0)[5] == KIND_RESULT
     ring.release(block)
 
@@ -553,7 +558,7 @@ def test_stats_count_blocks_of_active_producers():
     assert ring.stats()["ready_events"] == s0["ready_events"]
     a = ring.reserve(0, 100, 0)
     b = ring.reserve(0, 100, 0)
-    k = ring.keep(1, 100)
+    k = ring._keep(1, 100)
     s = ring.stats()
     assert (s["reserved"], s["reserved_active"]) == (2, 2)
     assert (s["kept"], s["kept_active"]) == (1, 1)
@@ -565,7 +570,7 @@ def test_stats_count_blocks_of_active_producers():
     ring.release(a)
     assert ring.stats()["space_events"] != s1["space_events"]
     ring.release(b)  # it went over with the commit
-    ring.unkeep(1, k)
+    ring._unkeep(1, k)
     assert idle(ring)
 
 

@@ -1,5 +1,6 @@
 """seqtools._transport: results written into ring blocks by send() and rebuilt by
-decode(), in one process (the cross-process paths are in test_evaluation.py).
+decode(), in one process (the cross-process paths are in test_evaluation.py, but
+for the limits of csrc/sq_limits.h, at the end).
 
 Each test sends through a real ring (shared memory, the C allocator) and checks the
 rebuilt result against the original: values, dtypes, shapes, structure types, and
@@ -7,6 +8,7 @@ that arrays view the ring (zero-copy) and keep their blocks until dropped.
 """
 
 import collections
+import functools
 import gc
 import pickle
 
@@ -16,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from seqtools._ring import Ring
 
+import seqtools
 from seqtools import _transport
 
 Point = collections.namedtuple("Point", "x y")
@@ -322,3 +325,76 @@ def test_roundtrip_any_structure(value):
         same(sent, got)
         del got
     assert ch.used() == 0
+
+
+# -- limits (csrc/sq_limits.h), through process workers -------------------------------
+
+
+def _deep(i):
+    return np.full((1,) * (_transport.MAX_NDIM - 1) + (3,), i, dtype=np.int16)
+
+
+def test_arrays_of_every_numpy_ndim_go_over_in_place():
+    # 33 dimensions and more (numpy 2 allows 64) were once reported as a corrupt
+    # result header in the parent.
+    try:
+        _deep(0)
+    except ValueError:
+        pytest.skip("this numpy allows fewer dimensions")
+    p = seqtools.prefetch(seqtools.smap(_deep, range(6)), nworkers=2,
+                          method="process", max_buffered=2)
+    for i in range(6):
+        a = p[i]
+        assert a.shape == _deep(i).shape
+        assert (a == i).all()
+    del p
+
+
+def _too_deep(i):
+    return np.zeros((1,) * (_transport.MAX_NDIM + 1))
+
+
+def test_array_over_the_ndim_limit_is_an_error_naming_it():
+    try:
+        _too_deep(0)
+    except ValueError:
+        pytest.skip(f"numpy builds no array of more than {_transport.MAX_NDIM} "
+                    "dimensions")
+    p = seqtools.prefetch(seqtools.smap(_too_deep, range(3)), nworkers=1,
+                          method="process")
+    with pytest.raises(seqtools.EvaluationError, match="SQ_MAX_NDIM"):
+        p[0]
+
+
+def _many_batches(i, nbatches):
+    return tuple(seqtools.stack([np.full(1000, i + k) for k in range(4)])
+                 for k in range(nbatches))
+
+
+@pytest.mark.parametrize("nbatches", [_transport.SLOT_BLOCKS + 1,
+                                      2 * _transport.SLOT_BLOCKS])
+def test_too_many_stacked_batches_is_an_error_naming_the_limit(nbatches):
+    # Each stack() in a worker reserves a block for its batch, and the task may
+    # hold SLOT_BLOCKS (with SLOT_BLOCKS of them, the result's header goes in the
+    # first one's headroom if it fits, else it needs one more block: refused too).
+    p = seqtools.prefetch(
+        seqtools.smap(functools.partial(_many_batches, nbatches=nbatches),
+                      range(4)),
+        nworkers=2, method="process", max_buffered=2)
+    for i in range(4):
+        with pytest.raises(seqtools.EvaluationError, match="SQ_SLOT_BLOCKS"):
+            p[i]
+    del p
+
+
+def test_stacked_batches_up_to_the_limit_go_over():
+    n = _transport.SLOT_BLOCKS - 1
+    p = seqtools.prefetch(
+        seqtools.smap(functools.partial(_many_batches, nbatches=n), range(4)),
+        nworkers=2, method="process", max_buffered=2)
+    for i in range(4):
+        got = p[i]
+        assert len(got) == n
+        for b in got:
+            assert b.shape == (4, 1000) and (b[:, 0] == i + np.arange(4)).all()
+    del p, got
