@@ -832,7 +832,6 @@ class SliceView(View):
 
     def __init__(self, base, start, step, length):
         View.__init__(self, length)
-        self._origin = creation_site(3)
         self._base = as_source(base)
         self._start = start
         self._step = step

@@ -576,7 +576,6 @@ class _ThreadPrefetch(_Closing, View):
 
     def __init__(self, seq, n, nworkers, max_buffered, start_hook):
         View.__init__(self, n)
-        self._origin = creation_site(3)
         self._work = _ThreadWork(seq, False, n, max_buffered, True)
         self._workers = _start_threads(self._work, nworkers, start_hook,
                                        "seqtools-prefetch")

@@ -27,7 +27,7 @@ from .core import (
     reworded,
 )
 from .errors import raise_evaluation_error
-from .stacking import stack
+from .stacking import stack, stack_range
 
 __all__ = ["batch", "unbatch", "split"]
 
@@ -228,6 +228,13 @@ class BatchView(View):
     def _get(self, b):
         start = b * self._k
         stop = min(start + self._k, self._src_n)
+        if self._collate is stack and (
+            self._pad is None or stop - start == self._k
+        ) and isinstance(self._seq, (View, np.ndarray)):
+            try:
+                return stack_range(self._seq, start, stop)
+            except Exception as exc:
+                raise_evaluation_error(self, b, exc)
         chunk = _slice_of(self._seq, start, stop)
         if self._pad is not None and stop - start < self._k:
             chunk = _pad_batch(chunk, self._pad, self._k - (stop - start))

@@ -513,6 +513,27 @@ def test_batch_with_stack(rng, drop_last, pad):
             assert (y[m:] == -1).all() and (x[m:] == 0).all()
 
 
+@pytest.mark.parametrize("kind", ["array", "gather", "smap", "list"])
+def test_batch_with_stack_sources(rng, kind):
+    # batch(collate_fn=stack) reads each batch of a view or array straight from the
+    # source (stacking.stack_range); what it returns is stack of the batch's items
+    data = rng.standard_normal((23, 2, 3))
+    order = rng.permutation(23)
+    source = {
+        "array": data,
+        "gather": seqtools.gather(data, order),
+        "smap": seqtools.smap(lambda x: x * 2, seqtools.gather(data, order)),
+        "list": list(data),
+    }[kind]
+    batches = seqtools.batch(source, 5, collate_fn=stack)
+    for b in range(len(batches)):
+        items = [source[i] for i in range(b * 5, min(b * 5 + 5, 23))]
+        assert_same(batches[b], np.stack(items))
+    failing = seqtools.batch(seqtools.smap(lambda x: 1 / 0, data), 5, collate_fn=stack)
+    with pytest.raises(seqtools.EvaluationError):
+        failing[1]
+
+
 def test_batch_padding_plan_is_fused():
     x = np.arange(10.0)
     view = seqtools.batch(seqtools.gather(x, np.arange(10)), 4, pad=np.float64(-1),
