@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 
 import seqtools
 import seqtools.core
+import seqtools.fusion
 import seqtools.stacking
-from seqtools import _stack, _transport, stack
-from seqtools.core import Items, Rows, fuse
+from seqtools import _stack, _task, _transport, stack
+from seqtools.fusion import Items, Rows, fuse
 
 DTYPES = [np.float64, np.float32, np.int64, np.int8, np.uint16, np.bool_,
           np.complex64, np.dtype([("a", "<i2"), ("b", "<f4")])]
@@ -362,8 +363,8 @@ def test_programs_are_cached_per_view_and_match_the_dynamic_path(rng):
     chunks, data = random_chunks(rng, 30, (3,), np.float64)
     labels = rng.integers(0, 10, 30)
     col = seqtools.collate([seqtools.concatenate(chunks), labels])
-    prog = seqtools.core.program(col)
-    assert prog is seqtools.core.program(col) and prog.rows_only
+    prog = seqtools.fusion.program(col)
+    assert prog is seqtools.fusion.program(col) and prog.rows_only
     idx = rng.integers(0, 30, 17)
     compiled, dynamic = fuse(col, idx), type(col)._fuse(col, idx)
     for c, d in zip(compiled, dynamic):
@@ -372,9 +373,9 @@ def test_programs_are_cached_per_view_and_match_the_dynamic_path(rng):
         assert (c.part is None) == (d.part is None)
     # index-only views are not compiled at the top: their source's program serves
     sl = col[3:20:2]
-    assert seqtools.core.program(sl) is None and sl._program is False
+    assert seqtools.fusion.program(sl) is None and sl._program is False
     assert_same(stack(seqtools.gather(sl, [0, 8])), (data[[3, 19]], labels[[3, 19]]))
-    assert seqtools.core.program(col) is prog
+    assert seqtools.fusion.program(col) is prog
     # two datasets of one structure: each its own program and rows
     other = seqtools.collate([seqtools.concatenate([data[::-1]]), labels[::-1]])
     assert_same(stack(seqtools.gather(other, [0, 1])), (data[[29, 28]],
@@ -409,11 +410,11 @@ def test_compiled_graph_with_user_views_and_subclasses(rng):
     view = seqtools.collate([inner, seqtools.gather(x, np.arange(12)[::-1])])
     plan = fuse(view, np.arange(12, dtype=np.int64))
     assert type(plan[0][0]) is Rows and type(plan[0][1]) is Items
-    assert not seqtools.core.program(view).rows_only
+    assert not seqtools.fusion.program(view).rows_only
     g = seqtools.gather(view, rng.integers(0, 12, 9))
     assert_same(stack(g), per_item(g))
     mine = MyCollation((x, np.arange(12)), 12)
-    assert seqtools.core.program(mine) is None
+    assert seqtools.fusion.program(mine) is None
     assert_same(stack(seqtools.gather(mine, [3, 1])), (x[[3, 1]], np.array([3, 1])))
 
 
@@ -430,7 +431,7 @@ def test_a_view_after_an_error_and_after_pickling(rng, tmp_path):
         stack(seqtools.gather(dataset, [1, 2]), out=(np.empty((2, 5)), out[1]))
     # the program cached before the errors still serves
     assert_same(stack(seqtools.gather(dataset, [5, 2])), (data[[5, 2]], labels[[5, 2]]))
-    assert seqtools.core.program(dataset._base) is not None
+    assert seqtools.fusion.program(dataset._base) is not None
     # programs are not pickled: the copy compiles its own
     copy = pickle.loads(pickle.dumps(dataset))
     assert copy._program is None and copy._base._program is None
@@ -470,8 +471,7 @@ def test_stack_in_a_worker_fills_one_block(monkeypatch, rng):
         blocks.append(np.zeros(nbytes + 64, np.uint8)[64:])
         return blocks[-1]
 
-    monkeypatch.setattr(_transport, "current_task", lambda: object())
-    monkeypatch.setattr(_transport, "out_block", out_block)
+    monkeypatch.setattr(_task.evaluating, "out_block", out_block, raising=False)
     for m in (7, 3, 7):
         idx = rng.integers(0, 40, m)
         x, y = stack(seqtools.gather(dataset, idx))
@@ -482,7 +482,7 @@ def test_stack_in_a_worker_fills_one_block(monkeypatch, rng):
             assert np.shares_memory(a, blocks[-1])
             assert a.__array_interface__["data"][0] == (
                 blocks[-1].__array_interface__["data"][0] + f.offset)
-    monkeypatch.setattr(_transport, "out_block", lambda nbytes: None)
+    monkeypatch.setattr(_task.evaluating, "out_block", lambda nbytes: None)
     assert_same(stack(seqtools.gather(dataset, [1])), (data[[1]], labels[[1]]))
 
 
