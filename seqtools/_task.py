@@ -11,23 +11,33 @@ it holds.
 ``evaluating`` is a ``threading.local``: other threads (those the task's own code
 starts, the parent's) see no task.
 
-- ``evaluating.index``: the call or item index being evaluated, else unset or None.
+- ``evaluating.index``: the call or item index being evaluated, else None.
 - ``evaluating.out_block``: a function ``nbytes -> writable uint8 array or None``
   giving a block of the worker's ring that travels to the parent with the result,
-  set by ``_worker.Placement`` while a task runs; unset elsewhere.
+  set by ``_worker.Placement`` while a task runs; None elsewhere.
 """
 
 import threading
 
 __all__ = ["evaluating", "out_block"]
 
-evaluating = threading.local()
+
+
+class _Evaluating(threading.local):
+    # Class attributes: every thread starts with these (a missing attribute of a
+    # threading.local costs an exception per read, and stack() reads out_block
+    # once per batch).
+    index = None
+    out_block = None
+
+
+evaluating = _Evaluating()
 
 
 def out_block(nbytes):
     """A writable uint8 array of ``nbytes`` where the running task's output should
     live (a ring block handed over uncopied), or None: allocate it with numpy."""
-    blocks = getattr(evaluating, "out_block", None)
+    blocks = evaluating.out_block
     if blocks is None:
         return None
     return blocks(nbytes)
@@ -35,4 +45,4 @@ def out_block(nbytes):
 
 def placing():
     """True when the calling thread runs a task whose outputs go to ring blocks."""
-    return getattr(evaluating, "out_block", None) is not None
+    return evaluating.out_block is not None

@@ -180,7 +180,7 @@ def stack(samples, out=None):
 
 def _shared_arrays(field_info, n):
     """Outputs in one block of the worker's ring, or None outside a worker."""
-    if not _task.placing():
+    if _task.evaluating.out_block is None:
         return None
     return _block_arrays(_block_layout([(shape, dtype) for _, shape, dtype
                                         in field_info], n))
@@ -292,7 +292,7 @@ class _Stacker:
             self.copy(resolved, self.layout.flatten_out(out, n))
             return out
         arrays = None
-        if _task.placing():
+        if _task.evaluating.out_block is not None:  # in a worker: see _task
             layout = self.blocks.get(n)
             if layout is None:
                 layout = _bounded_put(self.blocks, n, _block_layout(self.fields, n))
