@@ -155,10 +155,9 @@ def stack(samples, out=None):
     >>> seqtools.stack(seqtools.gather(data, [7, 2, 2]))
     (array([7., 2., 2.]), array([1, 2, 2]))
     """
-    if View in type(samples).__mro__ or (
-        isinstance(samples, np.ndarray) and samples.ndim > 0
-    ):
-        n = length(samples, "stack", "sequence", True)
+    is_view = View in type(samples).__mro__
+    if is_view or (isinstance(samples, np.ndarray) and samples.ndim > 0):
+        n = samples._n if is_view else len(samples)
         if n is None:
             raise TypeError(
                 f"cannot stack an infinite {type(samples).__name__}: take a finite "
