@@ -20,7 +20,6 @@ import pickle
 import random
 import signal
 import sys
-import threading
 import time
 import traceback
 
@@ -28,7 +27,8 @@ import numpy as np
 
 from . import _ring, _transport
 from ._ring import KIND_ERROR, QueueFull, RingClosed
-from .core import memmap_ref
+from ._task import evaluating
+from .memmaps import memmap_ref
 
 POLL = 0.1  # seconds between checks that the parent is alive
 WATCHDOG_INTERVAL = 0.2  # seconds between the watchdog thread's checks
@@ -157,12 +157,6 @@ def payload_for(ctx, target, start_hook, what):
 # -- the worker -----------------------------------------------------------------
 
 
-# Per thread: the index of the load_buffers call (or prefetch item) that thread is
-# evaluating for a loader, so that a sampler can make its result a function of it
-# (see evaluation.call_index).
-evaluating = threading.local()
-
-
 def run_start_hook(start_hook, index):
     """Call a loader's start_hook in worker ``index`` (0 to nworkers - 1).
 
@@ -235,9 +229,7 @@ def main(ring, slot, payload, call, seed, parent_pid, pdeathsig):
         except BaseException as e:
             _report(task, -1, 0, ERR_START, e, "start_hook failed")
             return
-        if ALLOC_HOOK:
-            _ring.hook_install(ring, slot)
-        _loop(ring, slot, task, target, call, alive)
+        _loop(ring, slot, task, target, call, alive, Placement(ring, slot, task))
     except RingClosed:
         pass
     finally:
@@ -304,32 +296,72 @@ def _send_failure(task, index, epoch, failure):
             task.wait()
 
 
-def _loop(ring, slot, task, target, call, alive):
-    claim = ring.claim
-    send = _transport.send
-    hook_active = _ring.hook_active
-    adopted_alive = _ring.hook_adopted_alive
-    hooking = ALLOC_HOOK
-    while True:
+class Placement:
+    """Where the arrays a task makes live: the one place that decides it.
+
+    While a task runs (between :meth:`begin` and :meth:`end`, on the worker's main
+    thread), its arrays are placed in blocks of the worker's ring, which travel to
+    the parent with the result and are not copied again:
+
+    - ``seqtools.stack`` (and ``_transport.out_block``) asks for a block through
+      ``_task.out_block``: set here to ``_transport.out_block``;
+    - numpy's large allocations go to ring blocks through the allocation hook
+      (``_ring.hook_install``; off with ``SEQTOOLS_ALLOC_HOOK=0``, see
+      :data:`ALLOC_HOOK`), switched on per task with ``_ring.hook_active``.
+
+    Everything else is in the worker's own memory, and ``_transport.send`` copies
+    it into a block once. Each way is given up for good when the task's code keeps
+    an array placed in shared memory beyond its call (:meth:`check`, before each
+    task): that memory belongs to the parent once sent.
+    """
+
+    def __init__(self, ring, slot, task):
+        self.slot = slot
+        self.task = task
+        self.hooking = ALLOC_HOOK
+        if self.hooking:
+            _ring.hook_install(ring, slot)
+
+    def check(self):
+        """Stop placing in the ring what the last results showed is kept."""
         # Printed, not warnings.warn(): under -W error a warning would end the
         # worker's loop.
+        task = self.task
         if not task.disabled and task.kept():
-            task.disabled = True
-            print(f"seqtools worker {slot}: {KEPT_WARNING}", file=sys.stderr,
+            task.disabled = True  # out_block() returns None from now on
+            print(f"seqtools worker {self.slot}: {KEPT_WARNING}", file=sys.stderr,
                   flush=True)
-        if hooking and adopted_alive():
-            hooking = False
+        if self.hooking and _ring.hook_adopted_alive():
+            self.hooking = False
             _ring.hook_disable()
-            print(f"seqtools worker {slot}: {ADOPTED_WARNING}", file=sys.stderr,
-                  flush=True)
+            print(f"seqtools worker {self.slot}: {ADOPTED_WARNING}",
+                  file=sys.stderr, flush=True)
+
+    def begin(self):
+        """The calling thread runs the task: place its arrays in the ring."""
+        _transport.set_task(self.task)
+        evaluating.out_block = _transport.out_block
+        _ring.hook_active(self.hooking)
+
+    def end(self):
+        """The task is over: arrays go to the worker's memory again."""
+        _ring.hook_active(False)
+        evaluating.out_block = None
+        _transport.set_task(None)
+
+
+def _loop(ring, slot, task, target, call, alive, placement):
+    claim = ring.claim
+    send = _transport.send
+    while True:
+        placement.check()
         claimed = claim(slot, POLL)
         if claimed is None:
             alive.check()
             continue
         index, epoch = claimed
         task.reset()
-        _transport.set_task(task)
-        hook_active(hooking)
+        placement.begin()
         evaluating.index = index
         try:
             # The list holds the only reference to the result: send() can then
@@ -338,13 +370,11 @@ def _loop(ring, slot, task, target, call, alive):
         except RingClosed:
             raise
         except BaseException as e:  # SystemExit too: it answers this task
-            hook_active(False)
-            _transport.set_task(None)
+            placement.end()
             _report(task, index, epoch, ERR_USER, e)
             continue
         finally:
-            hook_active(False)
-            _transport.set_task(None)
+            placement.end()
             evaluating.index = None
         try:
             send(ring, slot, index, epoch, box, task)

@@ -8,9 +8,10 @@ computed once while it stays among the ``cache_size`` most recently used.
 import collections
 import threading
 
-from .core import View, check_item, item_setter
+from ._checks import check_int, length
+from .access import check_item, item_setter
+from .core import View
 from .errors import raise_evaluation_error
-from .shape import _check_int, _length
 
 __all__ = ["add_cache"]
 
@@ -169,8 +170,8 @@ def add_cache(arr, cache_size=1, cache=None):
     6
     """
     infinite = isinstance(arr, View) and arr._n is None
-    n = None if infinite else _length(arr, "add_cache")
-    cache_size = _check_int(cache_size, "cache_size", "add_cache", 0)
+    n = None if infinite else length(arr, "add_cache")
+    cache_size = check_int(cache_size, "cache_size", "add_cache", 0)
     if cache is None:
         cache = {}
     elif not all(hasattr(cache, a) for a in ("keys", "__setitem__", "pop")):

@@ -11,8 +11,9 @@ import operator
 import sys
 
 from . import _indexmaps
-from .core import View, check_item, item_setter
-from .shape import _check_int, _length
+from ._checks import check_int, length
+from .access import check_item, item_setter
+from .core import View
 
 __all__ = ["interleave", "cycle", "repeat", "switch", "case"]
 
@@ -26,7 +27,7 @@ def _common_length(func, named):
 
     Infinite views (cycle, repeat) fit any length; None when all are infinite.
     """
-    lengths = [(name, _length(seq, func, name)) for name, seq in named
+    lengths = [(name, length(seq, func, name)) for name, seq in named
                if not _is_infinite(seq)]
     if len({n for _, n in lengths}) > 1:
         got = ", ".join(f"len({name}) = {n}" for name, n in lengths)
@@ -214,7 +215,7 @@ def interleave(*sequences):
             lengths.append(None)
             continue
         try:
-            lengths.append(_length(s, "interleave", f"sequence (argument {k})"))
+            lengths.append(length(s, "interleave", f"sequence (argument {k})"))
         except TypeError:
             if not hasattr(s, "__iter__") and not hasattr(s, "__getitem__"):
                 raise TypeError(
@@ -307,10 +308,10 @@ def cycle(sequence, limit=None):
     ['a', 'b', 'c', 'a', 'b', 'c', 'a']
     """
     if limit is not None:
-        limit = _check_int(limit, "limit", "cycle", 0)
+        limit = check_int(limit, "limit", "cycle", 0)
     if isinstance(sequence, View) and sequence._n is None:
         return sequence if limit is None else sequence[:limit]
-    m = _length(sequence, "cycle")
+    m = length(sequence, "cycle")
     if m == 0 and limit != 0:
         raise ValueError(
             "cycle(): cannot cycle over an empty sequence (it would have no items to "
@@ -405,7 +406,7 @@ def repeat(value, times=None):
     'x'
     """
     if times is not None:
-        times = _check_int(times, "times", "repeat", 0)
+        times = check_int(times, "times", "repeat", 0)
     return RepeatView([value], times)
 
 

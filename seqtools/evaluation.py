@@ -23,6 +23,7 @@ import time
 import weakref
 
 from . import _transport, _worker
+from ._checks import check_int, length
 from ._ring import ALIGN, HOOK_HEADROOM, KIND_ERROR, Ring, RingClosed
 from .core import View
 from .errors import EvaluationError, creation_site, passthrough, raise_evaluation_error
@@ -48,18 +49,12 @@ COALESCE_MAX = 8
 RATE_EVERY = 32  # results between two estimates of the arrival interval
 
 
-def _nworkers(nworkers):
-    if not isinstance(nworkers, int) or isinstance(nworkers, bool):
-        raise TypeError(f"nworkers must be an int, not {type(nworkers).__name__}")
+def _nworkers(nworkers, func):
+    """The number of workers: ``nworkers``, or the cores minus ``-nworkers``."""
+    nworkers = check_int(nworkers, "nworkers", func)
     if nworkers > 0:
         return nworkers
     return max(1, (os.cpu_count() or 1) + nworkers)
-
-
-def _positive(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
 
 
 def _physical_memory():
@@ -610,17 +605,6 @@ class _ThreadPrefetch(_Closing, View):
         self._finalizer()
 
 
-def _length(seq):
-    if isinstance(seq, View):
-        return seq._n
-    try:
-        return len(seq)
-    except TypeError:
-        raise TypeError(
-            f"prefetch needs a sequence (with __len__ and __getitem__), got "
-            f"{type(seq).__name__}") from None
-
-
 def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
              shm_size=0, *, start_method=None):
     """Wrap a sequence so that items are computed ahead by background workers.
@@ -663,9 +647,9 @@ def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
     >>> list(squares)
     [0, 1, 4, 9, 16]
     """
-    n = _length(seq)
-    nworkers = _nworkers(nworkers)
-    max_buffered = _positive("max_buffered", max_buffered)
+    n = length(seq, "prefetch", "sequence", True)
+    nworkers = _nworkers(nworkers, "prefetch")
+    max_buffered = check_int(max_buffered, "max_buffered", "prefetch", 1)
     if start_hook is not None and not callable(start_hook):
         raise TypeError("start_hook must be callable")
     if method == "thread":
@@ -989,8 +973,8 @@ def load_buffers(func, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,
     """
     if not callable(func):
         raise TypeError(f"load_buffers needs a callable, got {type(func).__name__}")
-    max_cached = _positive("max_cached", max_cached)
-    nworkers = _nworkers(nworkers)
+    max_cached = check_int(max_cached, "max_cached", "load_buffers", 1)
+    nworkers = _nworkers(nworkers, "load_buffers")
     if start_hook is not None and not callable(start_hook):
         raise TypeError("start_hook must be callable")
     if not isinstance(ordered, bool):

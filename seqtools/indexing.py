@@ -8,9 +8,11 @@ Index arithmetic runs in the ``_indexing`` kernels; stacked index views collapse
 into one (a gather of a gather or of a slice is one gather over the innermost source,
 with one int64 index array), and each view compiles an ``_indexing`` reader from its
 sources' (see :mod:`seqtools.core`), so that reading an item costs no Python frame
-between the caller and the sources.
+between the caller and the sources. The view ``gather`` returns
+(:class:`~seqtools.core.Gathering`) lives in :mod:`seqtools.core` with the slices,
+where the collapsing rules are.
 
-All four take part in fused reads (see :mod:`seqtools.core`): ``seqtools.stack`` of
+All four take part in fused reads (see :mod:`seqtools.fusion`): ``seqtools.stack`` of
 a gather over ``collate([concatenate(chunks), labels])`` resolves the whole batch of
 indices with one kernel call per level and copies rows straight from the chunks.
 """
@@ -20,26 +22,20 @@ import itertools
 import numpy as np
 
 from . import _indexing
-from .core import (
+from ._checks import length
+from .access import as_source, check_item, item_reader, item_setter, reworded
+from .core import Gathering, ReaderView, View, gathered
+from .fusion import (
     Items,
     ProgramLeaf,
-    ReaderView,
     Rows,
-    SliceView,
-    View,
-    as_source,
-    check_item,
     compile_leaves,
     fuse,
-    item_reader,
-    item_setter,
     merge_plans,
-    reworded,
     row_spec,
-    source_length,
 )
 
-__all__ = ["arange", "gather", "take", "concatenate", "collate"]
+__all__ = ["arange", "gather", "take", "concatenate", "collate", "Gathering"]
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -124,67 +120,6 @@ def arange(start, stop=None, step=None):
     return Arange(r)
 
 
-class Gathering(ReaderView):
-    """Items ``base[idx[k]]`` for a validated, read-only int64 index array ``idx``.
-
-    ``as_array`` says whether the indices were given as a numpy array, for
-    :attr:`indexes` to answer in kind.
-    """
-
-    __slots__ = ("_base", "_table", "_as_array")
-
-    def __init__(self, base, idx, as_array):
-        View.__init__(self, idx.shape[0])
-        self._base = base
-        self._table = _indexing.IndexTable(idx)
-        self._as_array = as_array
-        self._bind()
-
-    def _bind(self):
-        self._rd = _indexing.TakeReader(self._table, item_reader(self._base))
-
-    @property
-    def indices(self):
-        """The int64 array of source indices (read-only)."""
-        return self._table.array
-
-    @property
-    def indexes(self):
-        """The indices into :attr:`sequence`, as SeqTools 1.4.1 code reads them.
-
-        A new list (a read-only int64 array when the indices were given as a
-        numpy array), negative ones wrapped, composed through slices and nested
-        gathers: ``view[k]`` is ``view.sequence[view.indexes[k]]``.
-        """
-        if self._as_array:
-            return self._table.array
-        return self._table.array.tolist()
-
-    @property
-    def sequence(self):
-        """The source the items are read from (that of nested gathers and slices)."""
-        return self._base
-
-    def _check(self, i, value):
-        return check_item(self._base, self._table.at(i), value)
-
-    def _set(self, i, value):
-        item_setter(self._base)(self._table.at(i), value)
-
-    def _slice(self, start, step, length):
-        idx = self._table.array[start::step][:length]
-        return Gathering(self._base, idx, self._as_array)
-
-    def _locate(self, indices):
-        return self._base, _indexing.compose_indices(self._table.array, indices)
-
-    def _compile(self, ops, leaves):
-        return compile_leaves(self._base, ops + (("take", self._table.array),), leaves)
-
-    def _iter(self):
-        return iter(self._rd)
-
-
 def gather(sequence, indexes):
     """Return a view of ``sequence`` reordered by ``indexes``.
 
@@ -235,18 +170,8 @@ def gather(sequence, indexes):
     as_array = isinstance(indexes, np.ndarray)
     if type(indexes) is Arange:
         indexes = indexes._range  # one numpy call instead of reading item by item
-    idx = _indexing.as_indices(indexes, source_length(seq))
-    while True:  # push the gather through index-only views
-        kind = type(seq)
-        if kind is Gathering:
-            idx = _indexing.compose_indices(seq._table.array, idx)
-        elif kind is SliceView:
-            if seq._start != 0 or seq._step != 1:  # not a prefix such as ds[:-100]
-                idx = _indexing.affine_indices(idx, seq._start, seq._step)
-        else:
-            break
-        seq = seq._base
-    return Gathering(seq, idx, as_array)
+    idx = _indexing.as_indices(indexes, length(seq, "gather", infinite=True))
+    return gathered(seq, idx, as_array)
 
 
 def take(sequence, indexes):
@@ -268,7 +193,7 @@ class Concatenation(ReaderView):
     _transient = ("_rows",)
 
     def __init__(self, parts):
-        table = _indexing.OffsetTable([source_length(p) for p in parts])
+        table = _indexing.OffsetTable([length(p, "concatenate") for p in parts])
         View.__init__(self, table.total)
         self._parts = parts
         self._table = table
@@ -369,7 +294,7 @@ def concatenate(sequences):
         if type(s) is Concatenation:
             parts.extend(s._parts)
             continue
-        n = source_length(s, f"concatenate: sequence {k}")
+        n = length(s, "concatenate", f"sequence {k}", True)
         if n is None:
             raise TypeError(
                 f"concatenate: sequence {k} is infinite (it has no len()); take a "
@@ -471,7 +396,7 @@ def collate(sequences):
     if not sources:
         raise ValueError("collate needs at least one sequence")
     lengths = [
-        source_length(s, f"collate: sequence {k}") for k, s in enumerate(sources)
+        length(s, "collate", f"sequence {k}", True) for k, s in enumerate(sources)
     ]
     finite = {n for n in lengths if n is not None}
     if len(finite) > 1:

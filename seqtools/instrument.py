@@ -8,20 +8,15 @@ pipeline. Both pass items, assignments and errors through unchanged.
 import threading
 import time
 
-from .core import View, check_item, item_setter
+from ._checks import check_int, length
+from .access import check_item, item_setter
+from .core import View
 from .errors import raise_evaluation_error
-from .shape import _check_int, _length
 
 __all__ = ["debug", "monitor_throughput"]
 
 # Read at each call (not bound at import) so that tests can substitute a clock.
 _clock = time.perf_counter
-
-
-def _source_length(seq, func):
-    if isinstance(seq, View) and seq._n is None:
-        return None
-    return _length(seq, func)
 
 
 class DebugView(View):
@@ -115,9 +110,9 @@ def debug(sequence, func, max_calls=None, max_rate=None):
     """
     if not callable(func):
         raise TypeError(f"debug(): func must be callable, got {type(func).__name__}")
-    n = _source_length(sequence, "debug")
+    n = length(sequence, "debug", infinite=True)
     if max_calls is not None:
-        max_calls = _check_int(max_calls, "max_calls", "debug", 0)
+        max_calls = check_int(max_calls, "max_calls", "debug", 0)
     interval = 0.0
     if max_rate is not None:
         if isinstance(max_rate, bool) or not isinstance(max_rate, (int, float)):
@@ -222,4 +217,4 @@ def monitor_throughput(sequence):
     (True, True)
     >>> monitored.reset()
     """
-    return MonitorView(sequence, _source_length(sequence, "monitor_throughput"))
+    return MonitorView(sequence, length(sequence, "monitor_throughput", infinite=True))

@@ -16,7 +16,9 @@ import threading
 import numpy as np
 from numpy.random.bit_generator import ISeedSequence
 
-from .core import View, as_source, item_getter, source_length
+from ._checks import length
+from .access import as_source, item_getter
+from .core import View
 from .errors import raise_evaluation_error
 
 __all__ = ["smap", "starmap", "sample_rng"]
@@ -53,20 +55,27 @@ class ZipMapping(View):
     _set = _check
 
     def _iter(self):
-        f = self._f
-        i = 0
-        # Source errors propagate as they are; only failures of f are wrapped.
-        for args in zip(*self._sources):
-            try:
-                y = f(*args)
-            except Exception as e:
-                raise_evaluation_error(self, i, e)
-            yield y
-            i += 1
+        return _calls(self, self._f, zip(*self._sources), True)
 
 
-class Mapping(ZipMapping):
-    """Items ``f(s[i])``: one source, the common case, without an argument list."""
+def _calls(view, f, arguments, star):
+    """Iterate ``f(*args)`` (``f(args)`` unless ``star``) over ``arguments``.
+
+    Source errors propagate as they are; only failures of ``f`` are wrapped, naming
+    the item of ``view``.
+    """
+    i = 0
+    for args in arguments:
+        try:
+            y = f(*args) if star else f(args)
+        except Exception as e:
+            raise_evaluation_error(view, i, e)
+        yield y
+        i += 1
+
+
+class _OneSource(ZipMapping):
+    """A mapping of one source: reads it through ``_get0``, without a tuple."""
 
     __slots__ = ("_get0",)
     _transient = ("_getters", "_get0")
@@ -74,6 +83,12 @@ class Mapping(ZipMapping):
     def _bind(self):
         ZipMapping._bind(self)
         (self._get0,) = self._getters
+
+
+class Mapping(_OneSource):
+    """Items ``f(s[i])``: one source, the common case, without an argument list."""
+
+    __slots__ = ()
 
     def _get(self, i):
         x = self._get0(i)
@@ -83,26 +98,13 @@ class Mapping(ZipMapping):
             raise_evaluation_error(self, i, e)
 
     def _iter(self):
-        f = self._f
-        i = 0
-        for x in self._sources[0]:
-            try:
-                y = f(x)
-            except Exception as e:
-                raise_evaluation_error(self, i, e)
-            yield y
-            i += 1
+        return _calls(self, self._f, self._sources[0], False)
 
 
-class StarMapping(ZipMapping):
+class StarMapping(_OneSource):
     """Items ``f(*s[i])`` for a sequence ``s`` of argument tuples."""
 
-    __slots__ = ("_get0",)
-    _transient = ("_getters", "_get0")
-
-    def _bind(self):
-        ZipMapping._bind(self)
-        (self._get0,) = self._getters
+    __slots__ = ()
 
     def _get(self, i):
         args = self._get0(i)
@@ -112,15 +114,7 @@ class StarMapping(ZipMapping):
             raise_evaluation_error(self, i, e)
 
     def _iter(self):
-        f = self._f
-        i = 0
-        for args in self._sources[0]:
-            try:
-                y = f(*args)
-            except Exception as e:
-                raise_evaluation_error(self, i, e)
-            yield y
-            i += 1
+        return _calls(self, self._f, self._sources[0], True)
 
 
 # -- per-item random generators ------------------------------------------------------
@@ -266,7 +260,7 @@ def _check_sources(name, f, sequences):
     if not sequences:
         raise ValueError(f"{name}: at least one sequence must be given")
     sources = tuple(as_source(s) for s in sequences)
-    lengths = [source_length(s, f"{name}: sequence {k}") for k, s in enumerate(sources)]
+    lengths = [length(s, name, f"sequence {k}", True) for k, s in enumerate(sources)]
     if any(n != lengths[0] for n in lengths):
         shown = ["inf" if n is None else n for n in lengths]
         raise ValueError(

@@ -8,25 +8,15 @@ chunks, other views) and a training loop; the index arithmetic runs in the
 """
 
 import itertools
-import operator
 
 import numpy as np
 
 from . import _indexmaps
-from .core import (
-    Items,
-    Rows,
-    SliceView,
-    View,
-    check_array_slice,
-    check_item,
-    fuse,
-    item_setter,
-    merge_plans,
-    plain_array,
-    reworded,
-)
+from ._checks import check_int, length
+from .access import check_array_slice, check_item, item_setter, plain_array, reworded
+from .core import SliceView, View
 from .errors import raise_evaluation_error
+from .fusion import Items, Rows, fuse, merge_plans
 from .stacking import stack, stack_range
 
 __all__ = ["batch", "unbatch", "split"]
@@ -34,44 +24,6 @@ __all__ = ["batch", "unbatch", "split"]
 # Sources whose native slicing returns a same-kind sequence (an ndarray slice is a
 # view, a View slice is a view); other sequences are sliced with a SliceView.
 _NATIVE_SLICING = (list, tuple, np.ndarray, View, range, str, bytes)
-
-
-def _length(seq, func, what="sequence"):
-    """``len(seq)`` for a finite sequence, or a TypeError saying what is wrong."""
-    if isinstance(seq, View):
-        if seq._n is None:
-            raise TypeError(
-                f"{func}() needs a finite {what}, but this {type(seq).__name__} has "
-                "no len() (an infinite view, or a uniter() without size); take a "
-                "finite slice first, e.g. seq[:1000]"
-            )
-        return seq._n
-    if not hasattr(seq, "__getitem__"):
-        raise TypeError(
-            f"{func}() needs an indexable {what}, got {type(seq).__name__}; "
-            "wrap iterables with seqtools.uniter"
-        )
-    try:
-        return len(seq)
-    except TypeError:
-        raise TypeError(
-            f"{func}() needs a {what} with a len(), got {type(seq).__name__}"
-        ) from None
-
-
-def _check_int(value, name, func, minimum):
-    try:
-        if isinstance(value, (float, bool)):
-            raise TypeError
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"{func}(): {name} must be an integer, got {type(value).__name__} "
-            f"{value!r}"
-        ) from None
-    if value < minimum:
-        raise ValueError(f"{func}(): {name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _slice_of(seq, start, stop):
@@ -103,7 +55,7 @@ def _check_items(seq, start, values, m):
     """The values ``_write_items(seq, start, values, m)`` will write, checked.
 
     Raises TypeError or ValueError, writing nothing, where the write would fail
-    (see :func:`seqtools.core.check_item`); ``values`` is a list, tuple or array.
+    (see :func:`seqtools.access.check_item`); ``values`` is a list, tuple or array.
     """
     if isinstance(seq, list):
         return values
@@ -179,8 +131,6 @@ class _PaddedView(View):
 
     def _fuse(self, indices):
         # The padding is stacked once, as a one-row source repeated where needed.
-        from .stacking import stack
-
         inside = np.flatnonzero(indices < self._m)
         outside = np.flatnonzero(indices >= self._m)
         plans, positions = [], []
@@ -214,23 +164,30 @@ def _repeat_plan(stacked, count):
 class BatchView(View):
     """Batches of ``k`` consecutive items of a sequence (see :func:`batch`)."""
 
-    __slots__ = ("_seq", "_k", "_src_n", "_pad", "_collate")
+    __slots__ = ("_seq", "_k", "_src_n", "_pad", "_collate", "_reads_views",
+                 "_reads_ranges")
 
     def __init__(self, seq, k, drop_last, pad, collate_fn):
-        src_n = _length(seq, "batch")
+        src_n = length(seq, "batch")
         View.__init__(self, _indexmaps.batch_count(src_n, k, drop_last))
         self._seq = seq
         self._k = k
         self._src_n = src_n
         self._pad = pad
         self._collate = collate_fn
+        # stack reads a view of items in one fused pass: it gets the view itself.
+        # Other collate functions may read the items more than once (the seed
+        # example's reads them once per field): they get a list, as in SeqTools
+        # 1.x, so that items computed by smap & co. are computed once.
+        self._reads_views = collate_fn is stack
+        # stack of a view or array reads rows start:stop of it directly, without
+        # the slice view (stacking.stack_range).
+        self._reads_ranges = self._reads_views and isinstance(seq, (View, np.ndarray))
 
     def _get(self, b):
         start = b * self._k
         stop = min(start + self._k, self._src_n)
-        if self._collate is stack and (
-            self._pad is None or stop - start == self._k
-        ) and isinstance(self._seq, (View, np.ndarray)):
+        if self._reads_ranges and (self._pad is None or stop - start == self._k):
             try:
                 return stack_range(self._seq, start, stop)
             except Exception as exc:
@@ -240,11 +197,7 @@ class BatchView(View):
             chunk = _pad_batch(chunk, self._pad, self._k - (stop - start))
         if self._collate is None:
             return chunk
-        if self._collate is not stack and isinstance(chunk, View):
-            # A collate function may read the items more than once (the seed
-            # example's reads them once per field): hand it a list, as SeqTools
-            # 1.x does, so that items computed by smap & co. are computed once.
-            # stack reads views in one fused pass, so it gets the view itself.
+        if not self._reads_views and isinstance(chunk, View):
             chunk = list(chunk)
         try:
             return self._collate(chunk)
@@ -326,7 +279,7 @@ def batch(sequence, k, drop_last=False, pad=None, collate_fn=None):
     >>> x.shape, y
     ((4, 2), array([ 8,  9, -1, -1]))
     """
-    k = _check_int(k, "k (the batch size)", "batch", 1)
+    k = check_int(k, "k (the batch size)", "batch", 1)
     if collate_fn is not None and not callable(collate_fn):
         raise TypeError(
             f"batch(): collate_fn must be callable, got {type(collate_fn).__name__}"
@@ -340,7 +293,7 @@ class UnbatchView(View):
     __slots__ = ("_seq", "_bs", "_nb", "_last")
 
     def __init__(self, seq, batch_size, last_batch_size):
-        nb = _length(seq, "unbatch", "sequence of batches")
+        nb = length(seq, "unbatch", "sequence of batches")
         n = 0 if nb == 0 else (nb - 1) * batch_size + last_batch_size
         View.__init__(self, n)
         self._seq = seq
@@ -428,11 +381,11 @@ def unbatch(sequence, batch_size, last_batch_size=None):
     >>> len(seqtools.unbatch(seqtools.batch(items, 3), 3, len(items) % 3))
     9
     """
-    batch_size = _check_int(batch_size, "batch_size", "unbatch", 1)
+    batch_size = check_int(batch_size, "batch_size", "unbatch", 1)
     if last_batch_size is None:
         last_batch_size = batch_size
     else:
-        last_batch_size = _check_int(last_batch_size, "last_batch_size", "unbatch", 0)
+        last_batch_size = check_int(last_batch_size, "last_batch_size", "unbatch", 0)
         if last_batch_size > batch_size:
             raise ValueError(
                 f"unbatch(): last_batch_size ({last_batch_size}) cannot exceed "
@@ -515,7 +468,7 @@ def split(sequence, edges):
     >>> list(seqtools.split(data, 1))
     [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
     """
-    n = _length(sequence, "split")
+    n = length(sequence, "split")
     if isinstance(edges, (float, bool)):
         raise TypeError(
             f"split(): edges must be an int, cut points or (start, stop) pairs, "
@@ -523,7 +476,7 @@ def split(sequence, edges):
         )
     scalar = not isinstance(edges, np.ndarray) or edges.ndim == 0
     if scalar and hasattr(edges, "__index__"):
-        cuts = _check_int(edges, "edges (a number of cuts)", "split", 0)
+        cuts = check_int(edges, "edges (a number of cuts)", "split", 0)
         parts = cuts + 1
         if n % parts:
             raise ValueError(

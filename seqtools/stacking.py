@@ -35,7 +35,7 @@ Rules shared by both functions:
 
 **Fused reads.** When ``samples`` is a view (or a numpy array), :func:`stack` does
 not read it item by item: it asks the view graph for a fusion plan (see
-:mod:`seqtools.core`) and copies whole rows from the underlying arrays straight into
+:mod:`seqtools.fusion`) and copies whole rows from the underlying arrays straight into
 the output, one Cython call for all fields, the GIL released. Views that fuse:
 numpy and memory-mapped arrays, ``gather``/``take``, slices, ``concatenate``,
 ``collate``, ``arange``, and batches of ``batch(..., collate_fn=stack)`` (padding
@@ -61,10 +61,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import _stack, _transport
-from ._worker import evaluating
-from .core import Items, Rows, View, fuse, peel, pickle_source, program, source_length
-from .indexing import Gathering
+from . import _stack, _task
+from ._checks import check_int, length
+from .core import View
+from .fusion import Items, Rows, fuse, locate_all, peel, program
+from .memmaps import pickle_source
 
 __all__ = ["ALIGNMENT", "FieldPlan", "StackPlan", "plan", "stack", "minibatches",
            "MinibatchSampler"]
@@ -154,20 +155,17 @@ def stack(samples, out=None):
     >>> seqtools.stack(seqtools.gather(data, [7, 2, 2]))
     (array([7., 2., 2.]), array([1, 2, 2]))
     """
-    if View in type(samples).__mro__ or (
-        isinstance(samples, np.ndarray) and samples.ndim > 0
-    ):
-        n = source_length(samples)
+    is_view = View in type(samples).__mro__
+    if is_view or (isinstance(samples, np.ndarray) and samples.ndim > 0):
+        n = samples._n if is_view else len(samples)
         if n is None:
             raise TypeError(
                 f"cannot stack an infinite {type(samples).__name__}: take a finite "
                 "slice first, e.g. view[:1000]"
             )
         if n > 0:
-            if type(samples) is Gathering:  # its index table, as it is
-                result = _stack_fused(samples._base, samples.indices, out)
-            else:
-                result = _stack_fused(samples, np.arange(n, dtype=np.int64), out)
+            source, indices = locate_all(samples, n)
+            result = _stack_fused(source, indices, out)
             if type(result) is not Items:
                 return result
     samples = _as_list(samples)
@@ -196,7 +194,7 @@ def stack_range(seq, start, stop):
 
 def _shared_arrays(field_info, n):
     """Outputs in one block of the worker's ring, or None outside a worker."""
-    if _transport.current_task() is None:
+    if _task.evaluating.out_block is None:
         return None
     return _block_arrays(_block_layout([(shape, dtype) for _, shape, dtype
                                         in field_info], n))
@@ -213,7 +211,7 @@ def _block_layout(fields, n):
 def _block_arrays(block_layout):
     """Arrays laid out by :func:`_block_layout` in a new ring block, or None."""
     nbytes, views = block_layout
-    block = _transport.out_block(nbytes)
+    block = _task.out_block(nbytes)
     if block is None:
         return None
     return [np.ndarray(shape, dtype, block, offset) for shape, dtype, offset in views]
@@ -261,7 +259,7 @@ def _plan_prototype(node, values):
 def _stack_fused(seq, indices, out):
     """``stack`` of items ``indices`` of a view or array, read fused.
 
-    Returns the :class:`~seqtools.core.Items` plan instead when every item has to be
+    Returns the :class:`~seqtools.fusion.Items` plan instead when every item has to be
     read one by one (the caller then stacks the items).
     """
     seq, indices = peel(seq, indices)
@@ -308,7 +306,7 @@ class _Stacker:
             self.copy(resolved, self.layout.flatten_out(out, n))
             return out
         arrays = None
-        if _transport.current_task() is not None:
+        if _task.evaluating.out_block is not None:  # in a worker: see _task
             layout = self.blocks.get(n)
             if layout is None:
                 layout = _bounded_put(self.blocks, n, _block_layout(self.fields, n))
@@ -346,7 +344,7 @@ _layouts = {}
 
 
 def _stack_plan(node, n, out):
-    """Stack the n rows described by a fusion plan (see seqtools.core)."""
+    """Stack the n rows described by a fusion plan (see seqtools.fusion)."""
     leaves = []
     sig = _walk(node, "", leaves)
     cached = _layouts.get(sig) if sig is not None else None
@@ -571,7 +569,7 @@ class MinibatchSampler:
         self.dataset = dataset
         self.batch_size = batch_size
         self.seed = seed
-        self._n = source_length(dataset, "minibatches: dataset")
+        self._n = length(dataset, "minibatches", "dataset", True)
         self._calls = 0  # calls made outside a loader's workers
         self._lock = threading.Lock()
         self._block = (-1, None)  # (block number, its indices), replaced whole
@@ -593,7 +591,7 @@ class MinibatchSampler:
         return drawn[offset * b : (offset + 1) * b]
 
     def __call__(self):
-        k = getattr(evaluating, "index", None)  # evaluation.call_index()
+        k = getattr(_task.evaluating, "index", None)  # evaluation.call_index()
         if k is None:
             with self._lock:
                 k = self._calls
@@ -674,12 +672,8 @@ def minibatches(dataset, batch_size, seed=None):
     >>> bool((y == y3).all())  # and so do workers, in call order
     True
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-        raise TypeError(
-            f"minibatches: batch_size must be an integer, got {batch_size!r}")
-    if batch_size < 1:
-        raise ValueError(f"minibatches: batch_size must be >= 1, got {batch_size}")
-    n = source_length(dataset, "minibatches: dataset")
+    batch_size = check_int(batch_size, "batch_size", "minibatches", 1)
+    n = length(dataset, "minibatches", "dataset", True)
     if n is None or n == 0:
         raise ValueError("minibatches: the dataset must be finite and not empty")
     if seed is None:

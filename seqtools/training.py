@@ -42,9 +42,10 @@ import threading
 import numpy as np
 
 from . import mapping
-from .core import Items, View
+from ._checks import check_int, length
+from .core import View
 from .evaluation import prefetch
-from .shape import _check_int, _length
+from .fusion import Items
 from .stacking import _stack_fused, stack
 
 __all__ = ["epochs", "EpochLoader", "epoch_order"]
@@ -531,19 +532,19 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
     >>> next(resumed)[1].tolist() == next(loader)[1].tolist()
     True
     """
-    n = _length(dataset, "epochs", "dataset")
+    n = length(dataset, "epochs", "dataset")
     if n == 0:
         raise ValueError("epochs(): the dataset is empty")
-    batch_size = _check_int(batch_size, "batch_size", "epochs", 1)
+    batch_size = check_int(batch_size, "batch_size", "epochs", 1)
     seed = mapping._check_seed(seed, "epochs(): seed")
     if num_epochs is not None:
-        num_epochs = _check_int(num_epochs, "num_epochs", "epochs", 0)
+        num_epochs = check_int(num_epochs, "num_epochs", "epochs", 0)
     rank, world_size = _default_world(rank, world_size)
-    world_size = _check_int(world_size, "world_size", "epochs", 1)
-    rank = _check_int(rank, "rank", "epochs", 0)
+    world_size = check_int(world_size, "world_size", "epochs", 1)
+    rank = check_int(rank, "rank", "epochs", 0)
     if rank >= world_size:
         raise ValueError(f"epochs(): rank {rank} is not below world_size {world_size}")
-    nworkers = _check_int(nworkers, "nworkers", "epochs", 0)
+    nworkers = check_int(nworkers, "nworkers", "epochs", 0)
     if method not in ("process", "thread"):
         raise ValueError(f"epochs(): method must be 'process' or 'thread', got "
                          f"{method!r}")
@@ -551,7 +552,7 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
         raise ValueError("epochs(): start_method is for method='process'")
     if max_buffered is None:
         max_buffered = max(10, 2 * nworkers)
-    max_buffered = _check_int(max_buffered, "max_buffered", "epochs", 1)
+    max_buffered = check_int(max_buffered, "max_buffered", "epochs", 1)
     if drop_last and n < batch_size * world_size:
         raise ValueError(
             f"epochs(): with drop_last=True, {n} samples never fill a batch of "

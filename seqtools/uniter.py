@@ -9,9 +9,9 @@ cache keeps the most recently produced items.
 import collections
 import threading
 
+from ._checks import check_int
 from .core import View
 from .errors import raise_evaluation_error
-from .shape import _check_int
 
 __all__ = ["uniter"]
 
@@ -200,9 +200,9 @@ def uniter(iterable, cache_size=0, n_parallel=1, size=None):
         raise TypeError(
             f"uniter(): expected an iterable, got {type(iterable).__name__}"
         )
-    cache_size = _check_int(cache_size, "cache_size", "uniter", 0)
-    n_parallel = _check_int(n_parallel, "n_parallel", "uniter", 1)
+    cache_size = check_int(cache_size, "cache_size", "uniter", 0)
+    n_parallel = check_int(n_parallel, "n_parallel", "uniter", 1)
     if size is not None:
-        size = _check_int(size, "size", "uniter", 0)
+        size = check_int(size, "size", "uniter", 0)
     one_shot = hasattr(iterable, "__next__")
     return Uniter(iterable, cache_size, n_parallel, size, one_shot)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import seqtools
-from seqtools.core import SliceView, View, memmap_ref, pickle_source
+from seqtools.core import SliceView, View
+from seqtools.memmaps import memmap_ref, pickle_source
 
 
 class ListView(View):
@@ -55,14 +56,6 @@ def test_setitem_writes_through():
     assert data == ["a", "y", "b", 3, "c", "x"]
     with pytest.raises(ValueError, match="cannot change size"):
         v[0:2] = [1, 2, 3]
-
-
-def test_seterr_roundtrip():
-    assert seqtools.seterr() == "wrap"
-    assert seqtools.seterr("passthrough") == "wrap"
-    assert seqtools.seterr("wrap") == "passthrough"
-    with pytest.raises(ValueError, match="expected one of"):
-        seqtools.seterr("ignore")
 
 
 # -- added with the index views: pickling, numpy keys, memmap references ------------

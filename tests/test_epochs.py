@@ -274,7 +274,7 @@ def test_batches_take_the_fused_path(tmp_path, monkeypatch):
     dataset, data = memmapped(tmp_path, 90)
     expected = take(seqtools.epochs(dataset, 8, seed=0), 12)
     # The per-item paths: a fusion plan's Items leaves, and stacking a list.
-    monkeypatch.setattr(seqtools.core.Items, "read", refuse)
+    monkeypatch.setattr(seqtools.fusion.Items, "read", refuse)
     monkeypatch.setattr(seqtools.stacking, "_as_list", refuse)
     assert same_streams(take(seqtools.epochs(dataset, 8, seed=0), 12), expected)
     # forked workers inherit the patches, and stack into the shared ring

@@ -2,11 +2,12 @@ import pickle
 
 import numpy as np
 import pytest
+from fused_helpers import assert_same, random_chunks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seqtools
-from seqtools import _indexmaps
+from seqtools import _indexmaps, stack
 from seqtools.core import View
 
 FAST = settings(max_examples=40, deadline=None)
@@ -568,3 +569,56 @@ def test_failed_split_assignment_writes_nothing():
     with pytest.raises(TypeError, match="'tuple' object does not support"):
         seqtools.split(seqtools.concatenate([ns, (4, 5)]), 1)[:] = [[7, 8, 9], [1] * 3]
     assert ns.data == [0, 1, 2, 3]
+
+
+# -- batch(..., collate_fn=stack): fused batches ---------------------------------------
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("pad", [None, "zero"])
+def test_batch_with_stack(rng, drop_last, pad):
+    n = int(rng.integers(1, 30))
+    k = int(rng.integers(1, 8))
+    chunks, data = random_chunks(rng, n, (3,), np.float64)
+    labels = rng.integers(0, 10, n)
+    dataset = seqtools.collate([seqtools.concatenate(chunks), labels])
+    padding = (np.zeros(3), np.int64(-1)) if pad else None
+    batches = seqtools.batch(dataset, k, drop_last=drop_last, pad=padding,
+                             collate_fn=stack)
+    ref = seqtools.batch(dataset, k, drop_last=drop_last, pad=padding,
+                         collate_fn=lambda items: stack(list(items)))
+    assert len(batches) == len(ref)
+    for b in range(len(batches)):
+        assert_same(batches[b], ref[b])
+        x, y = batches[b]
+        m = min(k, n - b * k)
+        assert (x[:m] == data[b * k : b * k + m]).all()
+        assert (y[:m] == labels[b * k : b * k + m]).all()
+        if pad:
+            assert (y[m:] == -1).all() and (x[m:] == 0).all()
+
+
+@pytest.mark.parametrize("kind", ["array", "gather", "smap", "list"])
+def test_batch_with_stack_sources(rng, kind):
+    # batch(collate_fn=stack) reads each batch of a view or array straight from the
+    # source (stacking.stack_range); what it returns is stack of the batch's items
+    data = rng.standard_normal((23, 2, 3))
+    order = rng.permutation(23)
+    source = {
+        "array": data,
+        "gather": seqtools.gather(data, order),
+        "smap": seqtools.smap(lambda x: x * 2, seqtools.gather(data, order)),
+        "list": list(data),
+    }[kind]
+    batches = seqtools.batch(source, 5, collate_fn=stack)
+    for b in range(len(batches)):
+        items = [source[i] for i in range(b * 5, min(b * 5 + 5, 23))]
+        assert_same(batches[b], np.stack(items))
+    failing = seqtools.batch(seqtools.smap(lambda x: 1 / 0, data), 5, collate_fn=stack)
+    with pytest.raises(seqtools.EvaluationError):
+        failing[1]
+
+
+def test_batch_default_returns_items():
+    view = seqtools.batch(seqtools.gather(np.arange(6), [5, 4, 3, 2, 1]), 2)
+    assert list(view[0]) == [5, 4]

@@ -1,12 +1,11 @@
-"""Tests of fused reads: ``stack`` of a view graph, ``batch(collate_fn=stack)`` and
-``minibatches``, against numpy references and against the per-item path.
+"""Tests of seqtools.fusion: fusion plans and compiled programs, read through
+``stack`` of a view graph, against numpy references and against the per-item path.
 
-The per-item path is ``stack(list(view))``: every item read through the views, then
-stacked. The fused path must give the same arrays, bit for bit, with the same
-structure, shapes and dtypes, for random view graphs (concatenations of chunks of
-random lengths, empty ones included, collations of arrays and lists, slices with
-negative steps, gathers of gathers, batches with drop_last and padding) over
-random dtypes and shapes, non-contiguous and memory-mapped sources.
+The fused path must give the same arrays as ``stack(list(view))``, bit for bit, for
+random view graphs (concatenations of chunks of random lengths, empty ones included,
+collations of arrays and lists, slices with negative steps, gathers of gathers,
+padded batches) over random dtypes and shapes, non-contiguous and memory-mapped
+sources.
 """
 
 import doctest
@@ -14,78 +13,23 @@ import pickle
 
 import numpy as np
 import pytest
+from fused_helpers import (
+    DTYPES,
+    assert_same,
+    per_item,
+    random_array,
+    random_chunks,
+    seed_like_dataset,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seqtools
 import seqtools.core
+import seqtools.fusion
 import seqtools.stacking
-from seqtools import _stack, _transport, stack
-from seqtools.core import Items, Rows, fuse
-
-DTYPES = [np.float64, np.float32, np.int64, np.int8, np.uint16, np.bool_,
-          np.complex64, np.dtype([("a", "<i2"), ("b", "<f4")])]
-
-
-def assert_same(result, expected):
-    assert type(result) is type(expected)
-    if isinstance(expected, (tuple, list)):
-        assert len(result) == len(expected)
-        for r, e in zip(result, expected):
-            assert_same(r, e)
-    elif isinstance(expected, dict):
-        assert list(result) == list(expected)
-        for k in expected:
-            assert_same(result[k], expected[k])
-    else:
-        assert result.dtype == expected.dtype
-        assert result.shape == expected.shape
-        assert result.flags.c_contiguous
-        assert result.tobytes() == expected.tobytes()
-
-
-def per_item(view):
-    """The reference: every item read through the views, then stacked."""
-    return stack(list(view))
-
-
-def random_array(rng, n, row_shape, dtype, layout="c"):
-    shape = (n,) + row_shape
-    if np.dtype(dtype).names:
-        a = np.zeros(shape, dtype)
-        a["a"] = rng.integers(-100, 100, shape)
-        a["b"] = rng.standard_normal(shape)
-    elif np.dtype(dtype).kind == "b":
-        a = rng.integers(0, 2, shape).astype(dtype)
-    elif np.dtype(dtype).kind == "c":
-        a = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
-    else:
-        a = (rng.standard_normal(shape) * 50).astype(dtype)
-    if layout == "fortran":
-        a = np.asfortranarray(a)
-    elif layout == "reverse":  # negative outer stride
-        a = np.ascontiguousarray(a[::-1])[::-1]
-    elif layout == "step" and len(row_shape) and row_shape[-1] > 1:
-        wide = np.zeros(shape[:-1] + (2 * shape[-1],), dtype)
-        wide[..., ::2] = a
-        a = wide[..., ::2]
-    return a
-
-
-def random_chunks(rng, total, row_shape, dtype, layout="c"):
-    """Arrays of random lengths (empty ones included) holding ``total`` rows."""
-    cuts = np.sort(rng.integers(0, total + 1, size=rng.integers(0, 5)))
-    bounds = [0, *cuts.tolist(), total]
-    data = random_array(rng, total, row_shape, dtype)
-    chunks = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        c = data[lo:hi]
-        if layout != "c":
-            c = random_array(rng, 0, row_shape, dtype, layout)[:0] if hi == lo else c
-            c = np.asfortranarray(c) if layout == "fortran" else c
-        chunks.append(c)
-    return chunks, data
-
+from seqtools import _stack, stack
+from seqtools.fusion import Items, Rows, fuse
 
 # -- the protocol ----------------------------------------------------------------------
 
@@ -362,8 +306,8 @@ def test_programs_are_cached_per_view_and_match_the_dynamic_path(rng):
     chunks, data = random_chunks(rng, 30, (3,), np.float64)
     labels = rng.integers(0, 10, 30)
     col = seqtools.collate([seqtools.concatenate(chunks), labels])
-    prog = seqtools.core.program(col)
-    assert prog is seqtools.core.program(col) and prog.rows_only
+    prog = seqtools.fusion.program(col)
+    assert prog is seqtools.fusion.program(col) and prog.rows_only
     idx = rng.integers(0, 30, 17)
     compiled, dynamic = fuse(col, idx), type(col)._fuse(col, idx)
     for c, d in zip(compiled, dynamic):
@@ -372,9 +316,9 @@ def test_programs_are_cached_per_view_and_match_the_dynamic_path(rng):
         assert (c.part is None) == (d.part is None)
     # index-only views are not compiled at the top: their source's program serves
     sl = col[3:20:2]
-    assert seqtools.core.program(sl) is None and sl._program is False
+    assert seqtools.fusion.program(sl) is None and sl._program is False
     assert_same(stack(seqtools.gather(sl, [0, 8])), (data[[3, 19]], labels[[3, 19]]))
-    assert seqtools.core.program(col) is prog
+    assert seqtools.fusion.program(col) is prog
     # two datasets of one structure: each its own program and rows
     other = seqtools.collate([seqtools.concatenate([data[::-1]]), labels[::-1]])
     assert_same(stack(seqtools.gather(other, [0, 1])), (data[[29, 28]],
@@ -409,11 +353,11 @@ def test_compiled_graph_with_user_views_and_subclasses(rng):
     view = seqtools.collate([inner, seqtools.gather(x, np.arange(12)[::-1])])
     plan = fuse(view, np.arange(12, dtype=np.int64))
     assert type(plan[0][0]) is Rows and type(plan[0][1]) is Items
-    assert not seqtools.core.program(view).rows_only
+    assert not seqtools.fusion.program(view).rows_only
     g = seqtools.gather(view, rng.integers(0, 12, 9))
     assert_same(stack(g), per_item(g))
     mine = MyCollation((x, np.arange(12)), 12)
-    assert seqtools.core.program(mine) is None
+    assert seqtools.fusion.program(mine) is None
     assert_same(stack(seqtools.gather(mine, [3, 1])), (x[[3, 1]], np.array([3, 1])))
 
 
@@ -430,108 +374,11 @@ def test_a_view_after_an_error_and_after_pickling(rng, tmp_path):
         stack(seqtools.gather(dataset, [1, 2]), out=(np.empty((2, 5)), out[1]))
     # the program cached before the errors still serves
     assert_same(stack(seqtools.gather(dataset, [5, 2])), (data[[5, 2]], labels[[5, 2]]))
-    assert seqtools.core.program(dataset._base) is not None
+    assert seqtools.fusion.program(dataset._base) is not None
     # programs are not pickled: the copy compiles its own
     copy = pickle.loads(pickle.dumps(dataset))
     assert copy._program is None and copy._base._program is None
     assert_same(stack(seqtools.gather(copy, [5, 2])), (data[[5, 2]], labels[[5, 2]]))
-
-
-def test_sampler_pickled_to_a_subprocess(rng, tmp_path):
-    import subprocess
-    import sys
-
-    dataset, data, labels = seed_like_dataset(rng, tmp_path)
-    sampler = seqtools.minibatches(dataset, 8, seed=3)
-    first = sampler()  # compiles and caches the program before pickling
-    code = ("import pickle, sys; s = pickle.load(sys.stdin.buffer); "
-            "pickle.dump([s(), s()], sys.stdout.buffer)")
-    # cwd: a `python -c` child puts its working folder first on sys.path, where a
-    # source checkout's uncompiled seqtools/ would shadow the installed package.
-    done = subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path,
-                          input=pickle.dumps(sampler), capture_output=True)
-    got = pickle.loads(done.stdout)
-    # a pickled sampler goes on from its position: calls 1 and 2
-    fresh = seqtools.minibatches(dataset, 8, seed=3)
-    assert_same(fresh(), first)
-    assert_same(got[0], fresh())
-    assert_same(got[1], fresh())
-    for x, y in got:
-        assert_same(x, data[y])
-
-
-def test_stack_in_a_worker_fills_one_block(monkeypatch, rng):
-    chunks, data = random_chunks(rng, 40, (5,), np.float32)
-    labels = rng.integers(0, 10, 40)
-    dataset = seqtools.collate([seqtools.concatenate(chunks), labels])
-    blocks = []
-
-    def out_block(nbytes):
-        blocks.append(np.zeros(nbytes + 64, np.uint8)[64:])
-        return blocks[-1]
-
-    monkeypatch.setattr(_transport, "current_task", lambda: object())
-    monkeypatch.setattr(_transport, "out_block", out_block)
-    for m in (7, 3, 7):
-        idx = rng.integers(0, 40, m)
-        x, y = stack(seqtools.gather(dataset, idx))
-        assert_same((x, y), (data[idx], labels[idx]))
-        p = seqtools.stacking.plan(seqtools.gather(dataset, idx))
-        assert blocks[-1].nbytes == p.nbytes
-        for a, f in zip((x, y), p.fields):
-            assert np.shares_memory(a, blocks[-1])
-            assert a.__array_interface__["data"][0] == (
-                blocks[-1].__array_interface__["data"][0] + f.offset)
-    monkeypatch.setattr(_transport, "out_block", lambda nbytes: None)
-    assert_same(stack(seqtools.gather(dataset, [1])), (data[[1]], labels[[1]]))
-
-
-# -- batch -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("drop_last", [False, True])
-@pytest.mark.parametrize("pad", [None, "zero"])
-def test_batch_with_stack(rng, drop_last, pad):
-    n = int(rng.integers(1, 30))
-    k = int(rng.integers(1, 8))
-    chunks, data = random_chunks(rng, n, (3,), np.float64)
-    labels = rng.integers(0, 10, n)
-    dataset = seqtools.collate([seqtools.concatenate(chunks), labels])
-    padding = (np.zeros(3), np.int64(-1)) if pad else None
-    batches = seqtools.batch(dataset, k, drop_last=drop_last, pad=padding,
-                             collate_fn=stack)
-    ref = seqtools.batch(dataset, k, drop_last=drop_last, pad=padding,
-                         collate_fn=lambda items: stack(list(items)))
-    assert len(batches) == len(ref)
-    for b in range(len(batches)):
-        assert_same(batches[b], ref[b])
-        x, y = batches[b]
-        m = min(k, n - b * k)
-        assert (x[:m] == data[b * k : b * k + m]).all()
-        assert (y[:m] == labels[b * k : b * k + m]).all()
-        if pad:
-            assert (y[m:] == -1).all() and (x[m:] == 0).all()
-
-
-@pytest.mark.parametrize("kind", ["array", "gather", "smap", "list"])
-def test_batch_with_stack_sources(rng, kind):
-    # batch(collate_fn=stack) reads each batch of a view or array straight from the
-    # source (stacking.stack_range); what it returns is stack of the batch's items
-    data = rng.standard_normal((23, 2, 3))
-    order = rng.permutation(23)
-    source = {
-        "array": data,
-        "gather": seqtools.gather(data, order),
-        "smap": seqtools.smap(lambda x: x * 2, seqtools.gather(data, order)),
-        "list": list(data),
-    }[kind]
-    batches = seqtools.batch(source, 5, collate_fn=stack)
-    for b in range(len(batches)):
-        items = [source[i] for i in range(b * 5, min(b * 5 + 5, 23))]
-        assert_same(batches[b], np.stack(items))
-    failing = seqtools.batch(seqtools.smap(lambda x: 1 / 0, data), 5, collate_fn=stack)
-    with pytest.raises(seqtools.EvaluationError):
-        failing[1]
 
 
 def test_batch_padding_plan_is_fused():
@@ -542,11 +389,6 @@ def test_batch_padding_plan_is_fused():
     assert last.tolist() == [8.0, 9.0, -1.0, -1.0]
     padded = seqtools.shape._PaddedView(seqtools.gather(x, [8, 9]), np.float64(-1), 2)
     assert type(fuse(padded, np.arange(4, dtype=np.int64))) is Rows
-
-
-def test_batch_default_returns_items():
-    view = seqtools.batch(seqtools.gather(np.arange(6), [5, 4, 3, 2, 1]), 2)
-    assert list(view[0]) == [5, 4]
 
 
 # -- errors ----------------------------------------------------------------------------
@@ -603,15 +445,6 @@ def test_errors_of_user_code_and_out_untouched():
     assert (out[0] == 9).all() and (out[1] == 9).all()
 
 
-def test_out_is_checked_and_filled():
-    view = seqtools.collate([np.arange(6.0).reshape(3, 2), np.arange(3)])
-    out = (np.empty((3, 2)), np.empty(3, np.int64))
-    assert stack(view, out=out) is out
-    assert out[0].tolist() == [[0, 1], [2, 3], [4, 5]] and out[1].tolist() == [0, 1, 2]
-    with pytest.raises(ValueError, match="shape"):
-        stack(view, out=(np.empty((3, 3)), np.empty(3, np.int64)))
-
-
 def test_empty_and_infinite():
     with pytest.raises(ValueError, match="empty"):
         stack(seqtools.gather(np.zeros(3), []))
@@ -619,120 +452,7 @@ def test_empty_and_infinite():
         stack(seqtools.repeat(np.zeros(3)))
 
 
-# -- minibatches -----------------------------------------------------------------------
-
-
-def seed_like_dataset(rng, tmp_path):
-    chunks = []
-    for k, n in enumerate([50, 50, 23]):
-        np.save(tmp_path / f"d{k}.npy", random_array(rng, n, (6,), np.float64))
-        chunks.append(np.load(tmp_path / f"d{k}.npy", mmap_mode="r"))
-    labels = np.arange(123)  # unique: a batch's labels are its indices
-    data = np.concatenate([np.asarray(c) for c in chunks])
-    return seqtools.collate([seqtools.concatenate(chunks), labels])[:-20], data, labels
-
-
-def test_minibatches_inline(rng, tmp_path):
-    dataset, data, labels = seed_like_dataset(rng, tmp_path)
-    sampler = seqtools.minibatches(dataset, 16, seed=42)
-    x, y = sampler()
-    assert x.shape == (16, 6) and y.shape == (16,)
-    # reproducible: batch k's indices come from SeedSequence(42, spawn_key=(k // 256,))
-    idx = call_stream(42, 0, 16, 103)
-    assert_same((x, y), (data[idx], labels[idx]))
-    again = pickle.loads(pickle.dumps(seqtools.minibatches(dataset, 16, seed=42)))
-    assert_same(again(), (x, y))
-    auto = seqtools.minibatches(dataset, 4)
-    assert isinstance(auto.seed, int)
-    with pytest.raises(ValueError):
-        seqtools.minibatches(dataset, 0)
-    with pytest.raises(TypeError):
-        seqtools.minibatches(dataset, 2.0)
-
-
-def call_stream(seed, k, batch_size, n):
-    """The indices of call ``k`` of minibatches(seed), as documented."""
-    block, offset = divmod(k, 256)
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(block,)))
-    drawn = rng.integers(0, n, 256 * batch_size, dtype=np.int64)
-    return drawn[offset * batch_size : (offset + 1) * batch_size]
-
-
-def ring_block(a):
-    """The ring Block an array received from a worker views."""
-    base = a
-    while isinstance(base, np.ndarray):
-        base = base.base
-    return base.obj if isinstance(base, memoryview) else base
-
-
-def test_minibatches_through_load_buffers_no_copy(rng, tmp_path):
-    dataset, data, _ = seed_like_dataset(rng, tmp_path)
-    sampler = seqtools.minibatches(dataset, 8, seed=7)
-    plan = seqtools.stacking.plan(dataset[:8])
-    with seqtools.load_buffers(sampler, max_cached=4, nworkers=2,
-                               ordered=True) as loader:
-        for k in range(300):
-            x, y = next(loader)
-            # batch k is a function of (seed, k) whichever worker drew it, and
-            # its rows are right
-            assert_same(y, call_stream(7, k, 8, len(dataset)))
-            assert (x == data[y]).all()
-            # stacked straight in the ring: both fields in one block of the plan's
-            # size after the block's headroom, which holds the result's header, so
-            # that this block is the whole result (nothing copied, no other block)
-            bx, by = ring_block(x), ring_block(y)
-            assert type(bx).__name__ == "Block" and bx is by
-            assert bx.nbytes == _transport.HEADROOM + plan.nbytes
-            start = np.frombuffer(bx, np.uint8).ctypes.data + _transport.HEADROOM
-            assert x.ctypes.data == start
-
-
-def sample_fused(dataset):
-    idx = np.random.randint(0, len(dataset), 5)
-    return stack(seqtools.gather(dataset, idx)), idx
-
-
-def test_stack_in_prefetch_process_is_not_copied(rng, tmp_path):
-    dataset, data, labels = seed_like_dataset(rng, tmp_path)
-    tasks = seqtools.smap(lambda _: sample_fused(dataset), range(20))
-    p = seqtools.prefetch(tasks, nworkers=2, method="process", max_buffered=4,
-                          start_method="fork")
-    for i in range(20):
-        (x, y), idx = p[i]
-        assert (x == data[idx]).all() and (y == labels[idx]).all()
-        assert ring_block(x) is ring_block(y)
-        # x and y were stacked in place, past the block's headroom; idx was
-        # copied into that headroom, beside the header: one block for it all.
-        block = ring_block(x)
-        start = np.frombuffer(block, np.uint8).__array_interface__["data"][0]
-        pos = {name: a.__array_interface__["data"][0] - start
-               for name, a in (("x", x), ("y", y), ("idx", idx))}
-        assert ring_block(idx) is block
-        assert pos["x"] >= _transport.HEADROOM and pos["y"] >= _transport.HEADROOM
-        assert 0 < pos["idx"] < _transport.HEADROOM
-    p.close()
-
-
-def test_stack_outside_workers_does_not_use_the_ring():
-    assert _transport.out_block(64) is None
-    x = stack(seqtools.gather(np.zeros((4, 2)), [1, 2]))
-    assert x.base is None or isinstance(x.base, np.ndarray)
-
-
 def test_doctests():
     for mod in (seqtools.stacking, seqtools.shape, seqtools.core):
         result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, mod.__name__
-
-
-def stack_list_sample():
-    samples = [(np.full(3, i, np.float32), i) for i in range(4)]
-    return stack(samples)
-
-
-def test_stack_of_a_list_in_a_worker_lands_in_the_ring():
-    with seqtools.load_buffers(stack_list_sample, max_cached=2, nworkers=1) as loader:
-        x, y = next(loader)
-    assert x.tolist() == [[i] * 3 for i in range(4)] and y.tolist() == [0, 1, 2, 3]
-    assert type(ring_block(x)).__name__ == "Block" and ring_block(x) is ring_block(y)
