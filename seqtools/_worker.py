@@ -189,6 +189,17 @@ def _parent_alive(parent_pid, ppid0):
 def _seed(seed):
     """Seed Python's and numpy's global generators differently in every worker."""
     random.seed(seed)
+    # numpy's global generator has a lock. A forked worker inherits it held if
+    # another thread of the parent was drawing numbers at the fork (a thread
+    # loader's sampler, say): no thread of this process can ever release it, and
+    # np.random.seed() or the task's own draws would wait forever. Such a
+    # generator gets a fresh bit generator, and so a free lock, before seeding.
+    state = np.random.mtrand._rand
+    lock = state._bit_generator.lock
+    if lock.acquire(blocking=False):
+        lock.release()
+    else:
+        state.__init__(np.random.MT19937())
     np.random.seed(seed % 2**32)
 
 

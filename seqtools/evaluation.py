@@ -14,10 +14,10 @@ forkserver). A dead worker is noticed within a second, replaced, and its item
 given to another worker; an item that keeps killing workers raises an error.
 """
 
-import collections
 import multiprocessing
 import os
 import pickle
+import queue
 import threading
 import time
 import weakref
@@ -747,11 +747,21 @@ class _ThreadWork:
     """The state worker threads share with a thread-mode loader.
 
     Kept apart from the loader so that the threads do not keep the loader alive:
-    when it is dropped, its finalizer closes this and the threads end. Tasks are
-    call or item indices, handed out in order, at most ``window`` ahead of the
-    consumer; results wait in ``done`` (ordered) or ``queue`` (as completed). One
-    lock guards everything; each wait is bounded (POLL) and rechecks ``closed``.
+    when it is dropped, its finalizer closes this and the threads end.
+
+    Work moves through two ``queue.SimpleQueue``: ``tasks`` holds ``(epoch, k)``,
+    the tasks workers may start, issued by the consumer at most ``window`` ahead
+    of it; ``results`` holds ``(epoch, k, value, exception)`` as workers finish.
+    A hand-off is one put and one blocking get, with no lock shared by workers
+    and consumer: on a free-threaded build a contended lock spins before it
+    sleeps, and a Condition's wait is always contended, so the loader would
+    burn the cores its workers need. The consumer side (issuing, taking,
+    ``done``) runs under ``consumer``. ``restart`` bumps the epoch: workers skip
+    tasks of older epochs and the consumer drops their results. Every wait is
+    bounded (POLL) and rechecks ``closed``.
     """
+
+    _CLOSED = object()  # a result that wakes the consumer of a closed loader
 
     def __init__(self, target, call, end, window, ordered):
         self.target = target
@@ -759,107 +769,117 @@ class _ThreadWork:
         self.end = end  # None: endless
         self.window = window
         self.ordered = ordered
-        self.lock = threading.Lock()
-        self.ready = threading.Condition(self.lock)  # a result came in
-        self.space = threading.Condition(self.lock)  # the consumer took one
-        self.epoch = 0  # bumped by restart(): results of older tasks are dropped
+        self.tasks = queue.SimpleQueue()
+        self.results = queue.SimpleQueue()
+        self.consumer = threading.Lock()
+        self.epoch = 0  # bumped by restart()
         self.issued = 0  # next task index to hand out
         self.consumed = 0  # tasks whose result was taken
-        self.done = {}  # ordered: index -> (index, value, exception)
-        self.queue = collections.deque()  # unordered: the same, as completed
+        self.done = {}  # ordered: index -> result that came ahead of its turn
         self.start_failure = None
         self.closed = False
+        self.nworkers = 0  # set by _start_threads: how many to wake on close
+        with self.consumer:
+            self._issue()
+
+    def _issue(self):
+        """Hand out the tasks the window allows (consumer lock held)."""
+        limit = self.consumed + self.window
+        if self.end is not None:
+            limit = min(limit, self.end)
+        epoch, put = self.epoch, self.tasks.put
+        for k in range(self.issued, limit):
+            put((epoch, k))
+        self.issued = max(self.issued, limit)
 
     def close(self):
-        with self.lock:
-            self.closed = True
-            self.done.clear()
-            self.queue.clear()
-            self.ready.notify_all()
-            self.space.notify_all()
+        self.closed = True
+        self.done.clear()
+        for _ in range(self.nworkers):
+            self.tasks.put(None)  # wakes a worker, which then ends
+        self.results.put(self._CLOSED)
 
     def restart(self, start):
         """Drop everything ahead and go on from task ``start`` (prefetch)."""
-        with self.lock:
+        with self.consumer:
             self.epoch += 1
             self.done.clear()
             self.issued = self.consumed = start
-            self.space.notify_all()
-
-    def _claim(self):
-        """(index, epoch) of the next task, or None when closed."""
-        with self.lock:
-            while True:
-                if self.closed:
-                    return None
-                k = self.issued
-                if k < self.consumed + self.window and (
-                        self.end is None or k < self.end):
-                    self.issued = k + 1
-                    return k, self.epoch
-                self.space.wait(POLL)
+            self._issue()
 
     def work(self, start_hook, index):
         evaluating = _worker.evaluating
         try:
             _worker.run_start_hook(start_hook, index)
         except BaseException as e:
-            with self.lock:
-                if self.start_failure is None:
-                    self.start_failure = e
-                self.ready.notify_all()
+            self.results.put((None, -1, None, e))
             return
         target, call = self.target, self.call
-        lock, ready = self.lock, self.ready
+        get, put = self.tasks.get, self.results.put
+        Empty = queue.Empty
         while True:
-            claimed = self._claim()
-            if claimed is None:
-                return
-            k, epoch = claimed
-            evaluating.index = k
             try:
-                result = (k, target() if call else target[k], None)
-            except BaseException as e:  # SystemExit too: it answers this task
-                result = (k, None, e)
-            finally:
-                evaluating.index = None
-            with lock:
+                task = get(timeout=POLL)
+            except Empty:
                 if self.closed:
                     return
-                if epoch != self.epoch:
-                    continue
-                if self.ordered:
-                    self.done[k] = result
-                else:
-                    self.queue.append(result)
-                ready.notify()
+                continue
+            if task is None or self.closed:
+                return
+            epoch, k = task
+            if epoch != self.epoch:
+                continue  # issued before a restart: nobody waits for it
+            evaluating.index = k
+            try:
+                result = (epoch, k, target() if call else target[k], None)
+            except BaseException as e:  # SystemExit too: it answers this task
+                result = (epoch, k, None, e)
+            finally:
+                evaluating.index = None
+            if self.closed:
+                return
+            put(result)
             del result
 
     def take(self, k=None):
         """Result (index, value, exception) of task ``k`` (ordered), or of the
         next task to complete. Raises StopIteration once closed, and what a
         start_hook raised."""
-        with self.lock:
-            while True:
+        with self.consumer:
+            if self.ordered and k is None:
+                k = self.consumed
+            result = self.done.pop(k, None) if self.ordered else None
+            get, Empty = self.results.get, queue.Empty
+            while result is None:
                 if self.closed:
                     raise StopIteration
-                if self.ordered:
-                    result = self.done.pop(self.consumed if k is None else k, None)
+                try:
+                    r = get(timeout=POLL)
+                except Empty:
+                    continue
+                if r is self._CLOSED:
+                    continue  # closed: the check above ends the wait
+                epoch, i, value, exc = r
+                if epoch is None:  # a worker's start_hook failed
+                    if self.start_failure is None:
+                        self.start_failure = exc
+                    raise exc
+                if epoch != self.epoch:
+                    continue  # a task of before a restart
+                if not self.ordered or i == k:
+                    result = (i, value, exc)
                 else:
-                    result = self.queue.popleft() if self.queue else None
-                if result is not None:
-                    self.consumed += 1
-                    self.space.notify()
-                    return result
-                if self.start_failure is not None:
-                    raise self.start_failure
-                self.ready.wait(POLL)
+                    self.done[i] = (i, value, exc)
+            self.consumed += 1
+            self._issue()
+            return result
 
 
 def _start_threads(work, nworkers, start_hook, name):
     threads = [threading.Thread(target=work.work, args=(start_hook, w), daemon=True,
                                 name=f"{name}-{w}")
                for w in range(nworkers)]
+    work.nworkers = nworkers
     for t in threads:
         t.start()
     return threads

@@ -3,6 +3,7 @@ reports, what it sends spawned workers, and where the arrays a task makes live
 (``Placement``), in a worker and outside."""
 
 import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -216,3 +217,39 @@ def test_stack_of_a_list_in_a_worker_lands_in_the_ring():
         x, y = next(loader)
     assert x.tolist() == [[i] * 3 for i in range(4)] and y.tolist() == [0, 1, 2, 3]
     assert type(ring_block(x)).__name__ == "Block" and ring_block(x) is ring_block(y)
+
+
+def _draw():
+    return np.random.random(3)
+
+
+@pytest.mark.timeout(120)
+def test_fork_while_another_thread_holds_numpys_generator_lock():
+    # A thread of the parent drawing from numpy's global generator when a fork
+    # worker starts (a thread loader still finishing its sampler call): the worker
+    # inherits the generator's lock held, by a thread it does not have. Its
+    # seeding and its own draws must not wait for it.
+    lock = np.random.mtrand._rand._bit_generator.lock
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with lock:
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        with seqtools.load_buffers(_draw, max_cached=2, nworkers=1,
+                                   start_method="fork") as loader:
+            draws = [next(loader) for _ in range(3)]
+        assert all(d.shape == (3,) and ((0 <= d) & (d < 1)).all() for d in draws)
+    finally:
+        release.set()
+        holder.join()
+    # the parent's generator is untouched by the workers' replacement
+    np.random.seed(5)
+    first = np.random.random(3)
+    np.random.seed(5)
+    assert (np.random.random(3) == first).all()
