@@ -657,9 +657,14 @@ def main(argv=None):
         with open(os.path.join(args.out, "peers.md"), "w") as f:
             machine = _common.machine_markdown(report["machine"], report["load"])
             f.write(f"{machine}\n\n{text}\n")
-        png = os.path.join(args.out, "peers.png")
-        _common.plot_workers(report, png)
-        log(f"wrote {args.out}/peers.md, peers.json, peers.png")
+        wrote = "peers.md, peers.json"
+        if _common.available("matplotlib"):
+            _common.plot_workers(report, os.path.join(args.out, "peers.png"))
+            wrote += ", peers.png"
+        else:
+            log("peers.png skipped: matplotlib is not installed (pip install "
+                "'.[bench]')")
+        log(f"wrote {args.out}/{wrote}")
     return report
 
 
