@@ -1,4 +1,6 @@
-"""Shared pieces of the benchmarks: the seed dataset, timing, and the table.
+"""Shared pieces of the benchmarks: the seed dataset and samplers, timing, the table,
+the machine's description, SeqTools 1.4.1's loader on the seed workload, and the
+flags every benchmark takes.
 
 Every benchmark measures its configurations side by side in one run, interleaved
 within each repetition (the machine is shared and noisy), and reports medians with
@@ -9,9 +11,9 @@ import os
 import statistics
 import sys
 import tempfile
-import textwrap
 import time
 
+import _upstream
 import numpy as np
 
 N_SAMPLES = 18000
@@ -166,23 +168,6 @@ def _memory_gib():
     return None
 
 
-def _upstream_version(python):
-    import subprocess
-
-    code = ("import importlib.metadata as m, numpy, sys; "
-            "print(m.version('seqtools'), numpy.__version__, sys.version.split()[0])")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    try:
-        out = subprocess.run([python, "-c", code], capture_output=True, text=True,
-                             timeout=60, cwd=tempfile.gettempdir(), env=env)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    parts = out.stdout.split()
-    if out.returncode or len(parts) != 3:
-        return None
-    return f"SeqTools {parts[0]} (numpy {parts[1]}, Python {parts[2]})"
-
-
 def machine_info(upstream_python=None):
     """What a result depends on: cores, CPU, memory, versions, and the load now."""
     import platform
@@ -208,7 +193,7 @@ def machine_info(upstream_python=None):
     except ImportError:
         info["torch"] = "not installed"
     if upstream_python:
-        info["upstream"] = _upstream_version(upstream_python) or "not found"
+        info["upstream"] = _upstream.describe(upstream_python)
     info["load average at start (1, 5, 15 min)"] = " ".join(
         f"{x:.2f}" for x in os.getloadavg())
     return info
@@ -341,146 +326,186 @@ def copy_target(src):
     return raw[shift : shift + src.nbytes].view(src.dtype).reshape(src.shape)
 
 
-# SeqTools 1.4.1's process prefetch with shared memory over the seed workload, run
-# in the interpreter where it is installed (it shares our import name), as a
-# server that keeps its loader between measurements (see UpstreamPrefetch):
-#   python -I -c UPSTREAM_PREFETCH WORKDIR KIND
-# prints one JSON line (its version and where it imported seqtools from), then for
-# each line "N SECONDS" it reads, takes N batches at a time until SECONDS have
-# passed and prints the rate in batches/s; it ends at end of input.
-# KIND "seed": the seed example's sampler; "fancy": numpy fancy indexing per chunk.
-UPSTREAM_PREFETCH = textwrap.dedent("""
-    import json, sys, time, os
-    from importlib.metadata import version
-    import numpy as np
+class FancySampler:
+    """numpy fancy indexing per chunk (a baseline), same draws as the seed's."""
+
+    def __init__(self, chunks, labels, n, batch_size):
+        self.chunks = [np.asarray(c) for c in chunks]
+        self.offsets = np.cumsum([0] + [len(c) for c in chunks])
+        self.labels = labels
+        self.n = n
+        self.batch_size = batch_size
+
+    def __call__(self):
+        subset = np.random.choice(self.n, self.batch_size)
+        part = np.searchsorted(self.offsets, subset, side="right") - 1
+        out = np.empty((self.batch_size,) + self.chunks[0].shape[1:],
+                       self.chunks[0].dtype)
+        for j, c in enumerate(self.chunks):
+            mask = part == j
+            if mask.any():
+                out[mask] = c[subset[mask] - self.offsets[j]]
+        return out, self.labels[subset]
+
+
+def serve_upstream_prefetch(spec):
+    """In SeqTools 1.4.1's interpreter (see UpstreamPrefetch): its process prefetch
+    with shared memory over the seed workload of ``spec["workdir"]``, the seed's
+    sampler (``spec["kind"]`` "seed") or numpy fancy indexing ("fancy"). Answers
+    "ready" once warm, then each request ``{"n", "seconds"}`` with the rate of
+    taking ``n`` batches at a time until ``seconds`` have passed."""
     import seqtools
-    workdir, kind = sys.argv[1], sys.argv[2]
-    labels = np.load(os.path.join(workdir, "labels.npy"))
-    files = sorted(f for f in os.listdir(workdir) if f.startswith("data_"))
-    chunks = [np.load(os.path.join(workdir, f), mmap_mode="r") for f in files]
+
+    chunks, labels = load_seed_dataset(spec["workdir"])
     dataset = seqtools.collate([seqtools.concatenate(chunks), labels])[:-10000]
-    offsets = np.cumsum([0] + [len(c) for c in chunks])
-    arrays = [np.asarray(c) for c in chunks]
-    def seed(_):
-        subset = np.random.choice(len(dataset), 64)
-        samples = list(seqtools.gather(dataset, subset))
-        return (np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples]))
-    def fancy(_):
-        subset = np.random.choice(len(dataset), 64)
-        part = np.searchsorted(offsets, subset, side="right") - 1
-        out = np.empty((64, 248))
-        for j, c in enumerate(arrays):
-            m = part == j
-            if m.any():
-                out[m] = c[subset[m] - offsets[j]]
-        return out, labels[subset]
-    batches = seqtools.smap(seed if kind == "seed" else fancy, range(10 ** 9))
+    if spec["kind"] == "seed":
+        sampler = SeedSampler(dataset, 64)
+    else:
+        sampler = FancySampler(chunks, labels, len(dataset), 64)
+    batches = seqtools.smap(lambda _: sampler(), range(10 ** 9))
     loader = seqtools.prefetch(batches, nworkers=2, method="process",
                                max_buffered=10, shm_size=64 * 1024 ** 2)
     for i in range(100):
         x = loader[i]
     i = 100
-    print(json.dumps({"file": seqtools.__file__, "prefix": sys.prefix,
-                      "version": version("seqtools")}), flush=True)
-    for line in sys.stdin:
-        n, seconds = line.split()
-        n, seconds, calls = int(n), float(seconds), 0
+    _upstream.reply("ready")
+    for request in _upstream.requests():
+        n, seconds, calls = request["n"], request["seconds"], 0
         t0 = time.perf_counter()
         while True:
             for _ in range(n):
                 x = loader[i]
-                del x
+                del x  # upstream's shm slots come back when results are dropped
                 i += 1
             calls += n
             wall = time.perf_counter() - t0
             if wall >= seconds:
                 break
-        print(json.dumps({"rate": calls / wall}), flush=True)
-""")
+        _upstream.reply({"rate": calls / wall})
 
 
 class UpstreamPrefetch:
-    """SeqTools 1.4.1's process prefetch on the seed workload, kept running in
-    ``python`` (an interpreter where it is installed) between measurements.
+    """SeqTools 1.4.1's process prefetch on the seed workload (``kind`` "seed" or
+    "fancy", see :func:`serve_upstream_prefetch`), kept running in ``python``
+    between measurements.
 
     Its workers start once and sit idle (their buffer full) while other rows are
     measured, so that its rows can be timed like ours: ``rate(n)`` takes ``n``
     batches at a time for at least :data:`MIN_SECONDS`, with no start-up inside
-    the window. ``python`` None, or a failure to start (said on stderr), leaves
-    the rows out: ``rate`` then returns None. Run isolated (``-I``: neither the
-    current folder nor PYTHONPATH on sys.path) from a temporary folder, and
-    checked to have imported SeqTools 1.x from that interpreter's own
-    site-packages: run from a checkout of ours, a plain ``python -c`` would import
-    *our* package under the same name and time it instead.
+    the window. ``python`` None, or a failure (said on stderr), leaves the rows
+    out: ``rate`` then returns None.
     """
 
     def __init__(self, python, workdir, kind):
-        import json
-        import subprocess
-
-        self.proc = None
+        self.child = None
         if not python:
             return
-        self.err = tempfile.TemporaryFile(mode="w+")  # a pipe could fill and block
         try:
-            self.proc = subprocess.Popen(
-                [python, "-I", "-c", UPSTREAM_PREFETCH, workdir, kind],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=self.err, text=True, cwd=tempfile.gettempdir())
-        except OSError as e:
-            print(f"upstream row skipped: {e}", file=sys.stderr)
-            return
-        line = self.proc.stdout.readline()
-        if not line:
-            self._fail()
-            return
-        got = json.loads(line)
-        if not got["version"].startswith("1.") or not os.path.realpath(
-                got["file"]).startswith(os.path.realpath(got["prefix"]) + os.sep):
-            print(f"upstream row skipped: {python} imported seqtools {got['version']} "
-                  f"from {got['file']}, not SeqTools 1.x from its own site-packages",
-                  file=sys.stderr)
-            self.close()
+            self.child = _upstream.Child(python, "_common:serve_upstream_prefetch",
+                                         {"workdir": workdir, "kind": kind})
+            self.child.read()  # "ready"
+        except _upstream.ChildFailed as e:
+            self._skip(e)
 
-    def _fail(self):
+    def _skip(self, error):
+        print(f"upstream row skipped: {error}", file=sys.stderr)
         self.close()
-        self.err.seek(0)
-        print("upstream row failed:", self.err.read().strip().splitlines()[-1:],
-              file=sys.stderr)
 
     def rate(self, n):
         """batches/s over at least MIN_SECONDS, or None."""
-        import json
-
-        if self.proc is None:
+        if self.child is None:
             return None
         try:
-            self.proc.stdin.write(f"{n} {MIN_SECONDS}\n")
-            self.proc.stdin.flush()
-        except OSError:
-            self._fail()
+            return self.child.ask({"n": n, "seconds": MIN_SECONDS})["rate"]
+        except _upstream.ChildFailed as e:
+            self._skip(e)
             return None
-        line = self.proc.stdout.readline()
-        if not line:
-            self._fail()
-            return None
-        return json.loads(line)["rate"]
 
     def close(self):
-        if self.proc is not None:
-            proc, self.proc = self.proc, None
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                proc.wait(timeout=30)
-            except Exception:
-                proc.kill()
-                proc.wait()
+        if self.child is not None:
+            child, self.child = self.child, None
+            child.close()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+# -- The flags every benchmark takes -------------------------------------------------
+# One set, so that ``python -m benchmarks`` passes them to each benchmark as given.
+
+QUICK_REPEATS = 2
+QUICK_SCALE = 0.1
+FLAGS = ("repeats", "batches", "scale", "quick", "upstream_python", "out")
+
+
+def parser(doc, repeats="each benchmark's own", batches="each benchmark's own"):
+    """An ArgumentParser with the common flags; ``repeats`` and ``batches`` are the
+    benchmark's defaults, for the help text."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--repeats", type=int, default=None,
+                   help=f"interleaved repetitions (default: {repeats}; "
+                        f"--quick: {QUICK_REPEATS})")
+    p.add_argument("--batches", type=int, default=None,
+                   help=f"batches per measurement, exactly (default: {batches}, "
+                        "times --scale)")
+    p.add_argument("--scale", type=float, default=None,
+                   help=f"multiplies the default batch counts (default 1; "
+                        f"--quick: {QUICK_SCALE})")
+    p.add_argument("--quick", action="store_true",
+                   help="the smallest settings: checks that everything runs; "
+                        "its figures are no measurement")
+    p.add_argument("--upstream-python", default=None, metavar="PATH|auto",
+                   help=f"interpreter with SeqTools {_upstream.VERSION}, for the "
+                        "upstream rows; auto: a virtual environment made for them "
+                        f"(in {os.path.dirname(_upstream.default_venv())})")
+    p.add_argument("--out", default=None,
+                   help="folder for files written beside the printed tables "
+                        "(python -m benchmarks: every table and results.md; "
+                        "bench_peers: peers.md, peers.json, peers.png)")
+    return p
+
+
+def parse_args(p, argv=None):
+    """``p.parse_args``, with ``--upstream-python auto`` made a path (or None: the
+    upstream rows are then skipped)."""
+    args = p.parse_args(argv)
+    args.upstream_python = _upstream.interpreter(args.upstream_python)
+    return args
+
+
+def repeats(args, default):
+    """The repetitions a benchmark runs: ``--repeats``, else its default."""
+    return args.repeats or (QUICK_REPEATS if args.quick else default)
+
+
+def batches(args, default):
+    """The batches per measurement: ``--batches``, else the default, scaled."""
+    scale = args.scale or (QUICK_SCALE if args.quick else 1.0)
+    return args.batches or max(1, round(default * scale))
+
+
+def forward(args):
+    """The common flags given in ``args``, as a command line for a benchmark."""
+    argv = []
+    for name in FLAGS:
+        value = getattr(args, name)
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value not in (None, False):
+            argv += [flag, str(value)]
+    return argv
+
+
+def available(module):
+    """Whether an optional peer (torch, grain, ...) can be imported here."""
+    try:
+        __import__(module)
+    except Exception:  # absent, or broken in this environment
+        return False
+    return True

@@ -41,13 +41,15 @@ worker start included, for a state at batch 10 and at batch 10**6:
 
 The long epoch takes minutes and some 6 GB (StatefulDataLoader holds its
 permutation as a Python list): one repetition by default (``--long-repeats``),
-none with ``--no-long-epoch``.
+none with ``--no-long-epoch`` or ``--quick``.
 
-Usage: python benchmarks/bench_epochs.py [--batches N] [--repeats R]
-       [--latency-repeats R] [--long-repeats R] [--no-long-epoch]
+Usage: python benchmarks/bench_epochs.py [--batches N] [--repeats R] [--quick]
+       [--long-repeats R] [--no-long-epoch]
+
+``--repeats`` sets the repetitions of the throughput and the latency tables
+(default: 5 and 3).
 """
 
-import argparse
 import copy
 import os
 import statistics
@@ -58,6 +60,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
 from _common import (  # noqa: E402
     CHUNK_SIZE,
     MIN_SECONDS,
@@ -74,14 +77,6 @@ from seqtools.training import epoch_order  # noqa: E402
 BATCH = 64
 TRAIN = 8000  # the seed's training set: the first 8000 samples
 LONG = 2**26  # samples of the long epoch: 2**20 batches of 64
-
-
-def have(module):
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
 
 
 class SeedDataset:
@@ -224,22 +219,24 @@ def epochs_latencies(dataset, nworkers, repeats, progress, label):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, default=3000)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--latency-repeats", type=int, default=3)
+    parser = _common.parser(__doc__, repeats="5 for throughput, 3 for latencies",
+                            batches=3000)
     parser.add_argument("--long-repeats", type=int, default=1,
                         help="repetitions of the long-epoch table (minutes each)")
     parser.add_argument("--no-long-epoch", action="store_true",
-                        help="skip the long-epoch latency table (the slowest)")
-    args = parser.parse_args()
-    n = args.batches
+                        help="skip the long-epoch latency table (the slowest; "
+                             "--quick skips it too)")
+    args = _common.parse_args(parser)
+    n = args.batches = _common.batches(args, 3000)
+    args.latency_repeats = _common.repeats(args, 3)
+    args.repeats = _common.repeats(args, 5)
+    args.no_long_epoch = args.no_long_epoch or args.quick
 
     def progress(s):
         print(s, file=sys.stderr, flush=True)
 
-    has_torch = have("torch")
-    has_torchdata = has_torch and have("torchdata.stateful_dataloader")
+    has_torch = _common.available("torch")
+    has_torchdata = has_torch and _common.available("torchdata.stateful_dataloader")
     if has_torch:
         import torch
 
@@ -366,6 +363,8 @@ def main():
             print("(StatefulDataLoader row skipped: torchdata is not importable; "
                   "pip install torchdata)\n")
         print(latency_table(long_rows))
+    else:
+        print("\n(long-epoch latency table skipped: --no-long-epoch or --quick)")
 
 
 if __name__ == "__main__":

@@ -21,11 +21,10 @@ indexing from an in-memory dataset): ``load_buffers`` with the workers' allocati
 hook (the batch is built in shared memory and crosses uncopied) against the same
 loader with the hook off (``SEQTOOLS_ALLOC_HOOK=0``: the batch is copied once).
 
-Usage: python benchmarks/bench_load_buffers.py [--batches N] [--repeats R]
-       [--upstream-python PATH]
+Usage: python benchmarks/bench_load_buffers.py [--batches N] [--repeats R] [--quick]
+       [--upstream-python PATH|auto]
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -34,15 +33,16 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
 from _common import (  # noqa: E402
     MIN_SECONDS,
     SeedSampler,
     SeedWorkdir,
+    UpstreamPrefetch,
     calls_per_second,
     copy_target,
     interleaved,
     load_seed_dataset,
-    UpstreamPrefetch,
     summarize,
 )
 
@@ -140,13 +140,9 @@ class Noop:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, default=3000)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--upstream-python", default=None,
-                        help="interpreter with SeqTools 1.4.1 installed")
-    args = parser.parse_args()
-    n = args.batches
+    args = _common.parse_args(_common.parser(__doc__, repeats=5, batches=3000))
+    n = args.batches = _common.batches(args, 3000)
+    args.repeats = _common.repeats(args, 5)
 
     with SeedWorkdir() as workdir:
         chunks, labels = load_seed_dataset(workdir)
@@ -195,7 +191,7 @@ def main():
           f"(every other one in reverse order), {os.cpu_count()} cores")
     if not args.upstream_python:
         print("(SeqTools 1.4.1 row skipped: pass --upstream-python PATH to an "
-              "interpreter where it is installed)")
+              "interpreter where it is installed, or auto)")
     print()
     print(summarize(results, baseline="seed sampler inline"))
     up = results["SeqTools 1.4.1 prefetch(process, shm), seed sampler"]

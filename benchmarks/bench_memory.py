@@ -4,16 +4,19 @@ Prints the resident memory of the parent and of each worker (from /proc) at regu
 points of the run, and the growth between the first point (after warm-up) and
 the last. A leak of even a few bytes per batch shows as megabytes here.
 
-Usage: python benchmarks/bench_memory.py [--batches 1000000] [--points 10]
+Usage: python benchmarks/bench_memory.py [--batches 1000000] [--points 10] [--quick]
 """
 
-import argparse
 import os
+import sys
 import time
 
 import numpy as np
 
-import seqtools
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
+
+import seqtools  # noqa: E402
 
 
 def rss(pid="self"):
@@ -34,10 +37,11 @@ class Sampler:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, default=1_000_000)
+    parser = _common.parser(__doc__, repeats="none: one run",
+                            batches="1000000 in all")
     parser.add_argument("--points", type=int, default=10)
-    args = parser.parse_args()
+    args = _common.parse_args(parser)
+    args.batches = _common.batches(args, 1_000_000)
 
     step = args.batches // args.points
     rows = []

@@ -41,7 +41,8 @@ reading it. Rows, with nworkers 1 and 2 for the loaders:
   with a message, when grain is absent.
 - ``SeqTools 1.4.1 prefetch process``: upstream's ``prefetch(method='process',
   shm_size=...)`` over the same batch sequence, run by this file in the interpreter
-  named by ``--upstream-python`` (a subprocess; it has no ``load_buffers``).
+  named by ``--upstream-python`` (a subprocess started by ``_upstream.Child``; it
+  has no ``load_buffers``).
 - ``torch DataLoader``: ``num_workers`` 0, 1 and 2 over a ``Dataset`` whose item is
   the transformed sample, ``batch_size=B``, random sampling with replacement,
   default collate, ``torch.set_num_threads(1)``; skipped if torch is absent.
@@ -58,24 +59,24 @@ its min-max, and ratios of medians to the upstream row with the same nworkers an
 memcpy, all from this run.
 
 Usage: python benchmarks/bench_peers.py [--workloads W1,W2,W3] [--batches N]
-       [--scale F] [--repeats R] [--upstream-python PATH] [--out DIR]
+       [--scale F] [--repeats R] [--quick] [--upstream-python PATH|auto] [--out DIR]
 """
 
-import argparse
 import gc
 import inspect
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
+import _upstream  # noqa: E402
 
 import seqtools  # noqa: E402  (SeqTools 1.4.1 when run as the upstream child)
 
@@ -157,6 +158,37 @@ class W1(Workload):
         return seqtools.collate([seqtools.concatenate(chunks), labels])[:-10000]
 
 
+class MemmapWorkload(Workload):
+    """A workload over one memory-mapped ``.npy`` file of rows and its labels,
+    written ``step`` rows at a time from the generator seeded with ``seed``."""
+
+    rows_file = labels_file = ""
+    shape = ()  # of the rows file
+    dtype = None
+    seed = step = n_labels = 0
+
+    def random_rows(self, rng, shape):
+        raise NotImplementedError
+
+    def make(self, workdir):
+        rng = np.random.default_rng(self.seed)
+        rows = np.lib.format.open_memmap(
+            os.path.join(workdir, self.rows_file), mode="w+", dtype=self.dtype,
+            shape=self.shape)
+        for lo in range(0, len(rows), self.step):
+            rows[lo:lo + self.step] = self.random_rows(
+                rng, rows[lo:lo + self.step].shape)
+        rows.flush()
+        del rows
+        np.save(os.path.join(workdir, self.labels_file),
+                rng.integers(0, self.n_labels, self.shape[0]))
+
+    def open(self, workdir):
+        rows = np.load(os.path.join(workdir, self.rows_file), mmap_mode="r")
+        labels = np.load(os.path.join(workdir, self.labels_file))
+        return seqtools.collate([rows, labels])
+
+
 IMG_N, IMG_SIDE, CROP = 3000, 128, 112
 MEAN = (np.array([0.485, 0.456, 0.406], np.float32) * 255).reshape(3, 1, 1)
 INV_STD = (1 / (np.array([0.229, 0.224, 0.225], np.float32) * 255)).reshape(3, 1, 1)
@@ -172,58 +204,35 @@ def augment(sample):
     return (crop.astype(np.float32) - MEAN) * INV_STD, label
 
 
-class W2(Workload):
+class W2(MemmapWorkload):
     name = "W2"
     title = (f"image-like: 128 x (3,{IMG_SIDE},{IMG_SIDE}) uint8 -> crop {CROP}, "
              "flip, normalised float32, per sample in Python")
     batch_size = 128
     default_batches = 40
     transform = staticmethod(augment)
+    rows_file, labels_file = "images.npy", "image_labels.npy"
+    shape, dtype = (IMG_N, 3, IMG_SIDE, IMG_SIDE), np.uint8
+    seed, step, n_labels = 1, 500, 1000
 
-    def make(self, workdir):
-        rng = np.random.default_rng(1)
-        images = np.lib.format.open_memmap(
-            os.path.join(workdir, "images.npy"), mode="w+", dtype=np.uint8,
-            shape=(IMG_N, 3, IMG_SIDE, IMG_SIDE))
-        for lo in range(0, IMG_N, 500):
-            images[lo:lo + 500] = rng.integers(0, 256, images[lo:lo + 500].shape,
-                                               dtype=np.uint8)
-        images.flush()
-        del images
-        np.save(os.path.join(workdir, "image_labels.npy"),
-                rng.integers(0, 1000, IMG_N))
-
-    def open(self, workdir):
-        images = np.load(os.path.join(workdir, "images.npy"), mmap_mode="r")
-        labels = np.load(os.path.join(workdir, "image_labels.npy"))
-        return seqtools.collate([images, labels])
+    def random_rows(self, rng, shape):
+        return rng.integers(0, 256, shape, dtype=np.uint8)
 
 
 ROW_N, ROW_SHAPE = 384, (512, 512)  # float32: 1 MiB per row
 
 
-class W3(Workload):
+class W3(MemmapWorkload):
     name = "W3"
     title = "large rows: 16 x (512,512) float32 (1 MiB) + int label, no transform"
     batch_size = 16
     default_batches = 150
+    rows_file, labels_file = "rows.npy", "row_labels.npy"
+    shape, dtype = (ROW_N, *ROW_SHAPE), np.float32
+    seed, step, n_labels = 2, 64, 10
 
-    def make(self, workdir):
-        rng = np.random.default_rng(2)
-        rows = np.lib.format.open_memmap(
-            os.path.join(workdir, "rows.npy"), mode="w+", dtype=np.float32,
-            shape=(ROW_N, *ROW_SHAPE))
-        for lo in range(0, ROW_N, 64):
-            rows[lo:lo + 64] = rng.random((min(64, ROW_N - lo), *ROW_SHAPE),
-                                          dtype=np.float32)
-        rows.flush()
-        del rows
-        np.save(os.path.join(workdir, "row_labels.npy"), rng.integers(0, 10, ROW_N))
-
-    def open(self, workdir):
-        rows = np.load(os.path.join(workdir, "rows.npy"), mmap_mode="r")
-        labels = np.load(os.path.join(workdir, "row_labels.npy"))
-        return seqtools.collate([rows, labels])
+    def random_rows(self, rng, shape):
+        return rng.random(shape, dtype=np.float32)
 
 
 WORKLOADS = {w.name: w for w in (W1(), W2(), W3())}
@@ -297,8 +306,9 @@ def run_spdl(workload, dataset, warm, n, nworkers):
         return _time_next(lambda: next(it), warm, n)
 
 
-class _GrainSource:
-    """Random-access source for Grain: item i is the transformed sample i."""
+class _Samples:
+    """Map-style dataset (Grain's source, torch's Dataset): item i is the
+    transformed sample i."""
 
     def __init__(self, workload, dataset):
         self.transform = workload.transform
@@ -318,7 +328,7 @@ def run_grain(workload, dataset, warm, n, nworkers):
     import grain
 
     epochs = -(-(warm + n) * workload.batch_size // len(dataset)) + 1
-    ds = (grain.MapDataset.source(_GrainSource(workload, dataset)).shuffle(seed=0)
+    ds = (grain.MapDataset.source(_Samples(workload, dataset)).shuffle(seed=0)
           .repeat(epochs).batch(workload.batch_size, drop_remainder=True)
           .to_iter_dataset()
           .mp_prefetch(grain.MultiprocessingOptions(num_workers=nworkers,
@@ -332,29 +342,6 @@ def run_grain(workload, dataset, warm, n, nworkers):
             close()
 
 
-def optional_available(name):
-    try:
-        __import__(name)
-    except Exception:  # absent, or broken in this environment
-        return False
-    return True
-
-
-class _TorchDataset:
-    """Map-style dataset for DataLoader: item i is the transformed sample i."""
-
-    def __init__(self, workload, dataset):
-        self.transform = workload.transform
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        sample = self.dataset[i]
-        return sample if self.transform is None else self.transform(sample)
-
-
 def run_torch(workload, dataset, warm, n, nworkers):
     import warnings
 
@@ -363,7 +350,7 @@ def run_torch(workload, dataset, warm, n, nworkers):
     # default_collate warns once that memory-mapped (read-only) rows make read-only
     # tensors; it then stacks them into a new tensor, so the warning does not apply.
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-    ds = _TorchDataset(workload, dataset)
+    ds = _Samples(workload, dataset)
     sampler = RandomSampler(ds, replacement=True,
                             num_samples=(warm + n) * workload.batch_size)
     loader = DataLoader(ds, batch_size=workload.batch_size, sampler=sampler,
@@ -409,35 +396,24 @@ def child_upstream(spec):
         del x  # upstream's shm slots come back when results are dropped
 
     rate = _time_next(get, warm, n)
-    first = batches[0]
-    try:
-        from importlib.metadata import version
-        release = version("seqtools")
-    except Exception:
-        release = getattr(seqtools, "__version__", "?")
-    print(json.dumps({"rate": rate, "version": release, "file": seqtools.__file__,
-                      "shapes": [list(np.shape(a)) for a in first]}))
+    _upstream.reply({"rate": rate,
+                     "shapes": [list(np.shape(a)) for a in batches[0]]})
 
 
 def run_upstream(python, workload, workdir, warm, n, nworkers, expect_shapes, log):
     spec = {"workload": workload.name, "workdir": workdir, "batches": n,
             "warmup": warm, "nworkers": nworkers}
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     try:
-        out = subprocess.run(
-            [python, os.path.abspath(__file__), "--child", json.dumps(spec)],
-            capture_output=True, text=True, timeout=600, cwd=workdir, env=env)
-    except (OSError, subprocess.TimeoutExpired) as e:
+        with closing(_upstream.Child(python, "bench_peers:child_upstream",
+                                     spec)) as child:
+            info = child.read()
+    except _upstream.ChildFailed as e:
         log(f"upstream row failed: {e}")
         return None
-    if out.returncode != 0:
-        log("upstream row failed: " + " | ".join(out.stderr.strip().splitlines()[-3:]))
-        return None
-    info = json.loads(out.stdout.strip().splitlines()[-1])
     if info["shapes"] != expect_shapes:
         raise SystemExit(
             f"upstream batches differ: {info['shapes']} != {expect_shapes}")
-    run_upstream.version = info["version"]
+    run_upstream.version = child.hello["version"]
     return info["rate"]
 
 
@@ -445,14 +421,6 @@ run_upstream.version = None
 
 
 # -- One workload: its configurations, interleaved ----------------------------------
-
-
-def torch_available():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def measure(workload, workdir, n, repeats, upstream_python, log):
@@ -481,13 +449,13 @@ def measure(workload, workdir, n, repeats, upstream_python, log):
     else:
         notes.append("minibatches rows skipped: this seqtools has no "
                      "seqtools.minibatches")
-    has_torch = torch_available()
+    has_torch = _common.available("torch")
     if not has_torch:
         notes.append("torch DataLoader rows skipped: torch is not importable")
-    has_spdl = optional_available("spdl.pipeline")
+    has_spdl = _common.available("spdl.pipeline")
     if not has_spdl:
         notes.append("SPDL rows skipped: spdl is not importable (pip install spdl)")
-    has_grain = optional_available("grain")
+    has_grain = _common.available("grain")
     if not has_grain:
         notes.append("Grain rows skipped: grain is not importable (pip install grain)")
     threaded = "method" in inspect.signature(seqtools.load_buffers).parameters
@@ -495,7 +463,8 @@ def measure(workload, workdir, n, repeats, upstream_python, log):
         notes.append("load_buffers thread rows skipped: this seqtools's load_buffers "
                      "has no method='thread'")
     if not upstream_python:
-        notes.append("SeqTools 1.4.1 rows skipped: pass --upstream-python PATH")
+        notes.append("SeqTools 1.4.1 rows skipped: pass --upstream-python PATH "
+                     "or auto")
 
     # (key, loader family, nworkers, what it runs, fn or None when skipped)
     rows = [("inline", "inline", 0, "sampler called in the loop, np.stack collate",
@@ -631,29 +600,17 @@ def markdown(workload, table, nbytes, warm, n, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__, repeats=3, batches="W1 600, W2 40, W3 150")
     parser.add_argument("--workloads", default="W1,W2,W3",
                         help="comma-separated subset of W1,W2,W3")
-    parser.add_argument("--batches", type=int, default=None,
-                        help="timed batches per measurement, for every workload "
-                        "(default: W1 600, W2 40, W3 150, times --scale)")
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="multiplies the default batch counts")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--upstream-python", default=None,
-                        help="interpreter with SeqTools 1.4.1 installed")
-    parser.add_argument("--out", default=None,
-                        help="folder for peers.md, peers.json and peers.png")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        return child_upstream(json.loads(args.child))
+    args = _common.parse_args(parser, argv)
+    args.repeats = _common.repeats(args, 3)
 
     names = [w.strip() for w in args.workloads.split(",") if w.strip()]
     for name in names:
         if name not in WORKLOADS:
             parser.error(f"unknown workload {name!r}; choose from {list(WORKLOADS)}")
-    if torch_available():
+    if _common.available("torch"):
         import torch
 
         torch.set_num_threads(1)  # as in DataLoader workers; one thread per core
@@ -668,7 +625,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="seqtools-peers-") as workdir:
         for name in names:
             wl = WORKLOADS[name]
-            n = args.batches or max(1, round(wl.default_batches * args.scale))
+            n = _common.batches(args, wl.default_batches)
             sub = os.path.join(workdir, name)
             os.mkdir(sub)
             log(f"{name}: writing data")
@@ -700,9 +657,14 @@ def main(argv=None):
         with open(os.path.join(args.out, "peers.md"), "w") as f:
             machine = _common.machine_markdown(report["machine"], report["load"])
             f.write(f"{machine}\n\n{text}\n")
-        png = os.path.join(args.out, "peers.png")
-        _common.plot_workers(report, png)
-        log(f"wrote {args.out}/peers.md, peers.json, peers.png")
+        wrote = "peers.md, peers.json"
+        if _common.available("matplotlib"):
+            _common.plot_workers(report, os.path.join(args.out, "peers.png"))
+            wrote += ", peers.png"
+        else:
+            log("peers.png skipped: matplotlib is not installed (pip install "
+                "'.[bench]')")
+        log(f"wrote {args.out}/{wrote}")
     return report
 
 

@@ -26,15 +26,15 @@ batches/s, interleaved, medians with min-max, ratios to numpy fancy indexing:
   fancy indexing per chunk (the baseline);
 - through ``load_buffers(nworkers=2)``: the fused sampler, ``minibatches``, the
   seed's own sampler;
-- with ``--upstream-python PATH`` (an interpreter with SeqTools 1.4.1, which shares
-  our import name, so it runs in a subprocess): its ``prefetch(method='process',
+- with ``--upstream-python PATH|auto`` (an interpreter with SeqTools 1.4.1, which
+  shares our import name, so it runs in a subprocess): its ``prefetch(method='process',
   shm_size=...)`` running the seed's sampler and a numpy fancy-indexing sampler.
 
-Run: ``python benchmarks/bench_stack.py [--repeat 30] [--batches 3000]
-[--seed-repeats 5] [--upstream-python PATH]``.
+Run: ``python benchmarks/bench_stack.py [--repeats R] [--batches 3000] [--quick]
+[--upstream-python PATH|auto] [--skip-stacking]``; ``--repeats`` sets the
+repetitions of both tables (default: 30 and 5).
 """
 
-import argparse
 import os
 import platform
 import statistics
@@ -44,14 +44,16 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
 from _common import (  # noqa: E402
     MIN_SECONDS,
+    FancySampler,
     SeedSampler,
     SeedWorkdir,
+    UpstreamPrefetch,
     calls_per_second,
     interleaved,
     load_seed_dataset,
-    UpstreamPrefetch,
 )
 
 import seqtools  # noqa: E402
@@ -139,31 +141,6 @@ class FusedSampler(SeedSampler):
         return seqtools.stack(seqtools.gather(self.dataset, subset))
 
 
-class FancySampler:
-    """numpy fancy indexing per chunk (the baseline), same draws as the seed's."""
-
-    def __init__(self, chunks, labels, n, batch_size):
-        self.chunks = [np.asarray(c) for c in chunks]
-        self.offsets = np.cumsum([0] + [len(c) for c in chunks])
-        self.labels = labels
-        self.n = n
-        self.batch_size = batch_size
-
-    def __call__(self):
-        subset = np.random.choice(self.n, self.batch_size)
-        part = np.searchsorted(self.offsets, subset, side="right") - 1
-        out = np.empty((self.batch_size,) + self.chunks[0].shape[1:],
-                       self.chunks[0].dtype)
-        for j, c in enumerate(self.chunks):
-            mask = part == j
-            if mask.any():
-                out[mask] = c[subset[mask] - self.offsets[j]]
-        return out, self.labels[subset]
-
-
-
-
-
 def seed_workload(args):
     n = args.batches
     with SeedWorkdir() as workdir:
@@ -234,7 +211,7 @@ def print_seed_table(results, args):
           f"{os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} "
           "(1 / 5 min) at the end")
     if not args.upstream_python:
-        print("(SeqTools 1.4.1 rows skipped: pass --upstream-python PATH)")
+        print("(SeqTools 1.4.1 rows skipped: pass --upstream-python PATH or auto)")
     print()
     base_name = "numpy fancy indexing per chunk, inline (baseline)"
     base = statistics.median(results[base_name])
@@ -261,18 +238,15 @@ def print_seed_table(results, args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=30)
+    parser = _common.parser(__doc__, repeats="30 for stacking, 5 for the seed table",
+                            batches="3000, the seed table")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batches", type=int, default=3000,
-                        help="batches per seed-workload measurement")
-    parser.add_argument("--seed-repeats", type=int, default=5,
-                        help="interleaved repetitions of the seed workload")
-    parser.add_argument("--upstream-python", default=None,
-                        help="interpreter with SeqTools 1.4.1 installed")
     parser.add_argument("--skip-stacking", action="store_true",
                         help="only the seed-workload table")
-    args = parser.parse_args()
+    args = _common.parse_args(parser)
+    args.repeat = _common.repeats(args, 30)
+    args.seed_repeats = _common.repeats(args, 5)
+    args.batches = _common.batches(args, 3000)
     if args.skip_stacking:
         print_seed_table(seed_workload(args), args)
         return

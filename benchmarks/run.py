@@ -8,23 +8,22 @@ every table, and ``bench_peers`` adds ``peers.png`` (throughput against workers,
 loader) and ``peers.json`` (every measurement).
 
 Benchmarks: bench_views, bench_stack, bench_load_buffers, bench_peers,
-bench_epochs, and with
-``--seed-example`` the seed example (it needs scikit-learn: ``pip install
-.[bench]``).
+bench_epochs, and with ``--seed-example`` the seed example (it needs scikit-learn:
+``pip install .[bench]``).
 
 Usage::
 
-    python -m benchmarks [--out benchmarks/results] [--upstream-python PATH]
-        [--only peers,stack] [--repeats R] [--scale F] [--batches N]
-        [--seed-example]
+    python -m benchmarks [--out benchmarks/results] [--only peers,stack]
+        [--seed-example] [--repeats R] [--batches N] [--scale F] [--quick]
+        [--upstream-python PATH|auto]
 
-``--repeats`` is passed to every benchmark (each otherwise keeps its own default);
-``--scale`` multiplies the batch counts of bench_stack's seed table,
-bench_load_buffers, bench_peers and the seed example; ``--batches`` sets the first
-three exactly. ``--upstream-python`` goes to every benchmark that has upstream rows.
+Every benchmark takes the same flags (``_common.parser``), and this runner passes
+those given to each one as they are: ``--repeats`` and ``--batches`` replace each
+benchmark's defaults, ``--scale`` multiplies its batch counts, ``--quick`` is the
+smallest run (a check that everything runs), ``--out`` receives bench_peers'
+files. ``--upstream-python auto`` is resolved here, once (see ``_upstream``).
 """
 
-import argparse
 import os
 import subprocess
 import sys
@@ -47,56 +46,20 @@ TITLES = {
 }
 
 
-# Each benchmark's own flags for the shared options, and its default batch count.
-REPEAT_FLAGS = {"stack": ["--repeat", "--seed-repeats"], "views": ["--repeats"],
-                "load_buffers": ["--repeats"], "peers": ["--repeats"],
-                "epochs": ["--repeats", "--latency-repeats"],
-                "seed_example": ["--repeats"]}
-UPSTREAM = {"views", "stack", "load_buffers", "peers"}
-BATCH_FLAGS = {"stack": ("--batches", 3000), "load_buffers": ("--batches", 3000),
-               "epochs": ("--batches", 3000),
-               "seed_example": ("--iterations", 4000)}
-
-
 def command(name, args):
-    """The command line that runs benchmark ``name`` alone, with ``args`` mapped in."""
+    """The command line that runs benchmark ``name`` alone, with the common flags."""
     script = "seed_example.py" if name == "seed_example" else f"bench_{name}.py"
-    cmd = [sys.executable, os.path.join(HERE, script)]
-    if args.repeats is not None:
-        for flag in REPEAT_FLAGS[name]:
-            cmd += [flag, str(args.repeats)]
-    if args.upstream_python and name in UPSTREAM:
-        cmd += ["--upstream-python", args.upstream_python]
-    if name == "peers":  # its workloads have their own defaults, scaled there
-        cmd += ["--out", args.out]
-        if args.scale != 1:
-            cmd += ["--scale", str(args.scale)]
-        if args.batches:
-            cmd += ["--batches", str(args.batches)]
-    elif name in BATCH_FLAGS and (args.batches or args.scale != 1):
-        flag, default = BATCH_FLAGS[name]
-        count = args.batches if args.batches and name != "seed_example" else None
-        cmd += [flag, str(count or max(1, round(default * args.scale)))]
-    return cmd
+    return [sys.executable, os.path.join(HERE, script)] + _common.forward(args)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=os.path.join("benchmarks", "results"),
-                        help="results folder (default: benchmarks/results)")
-    parser.add_argument("--upstream-python", default=None,
-                        help="interpreter with SeqTools 1.4.1, for the upstream rows")
+    parser = _common.parser(__doc__)
+    parser.set_defaults(out=os.path.join("benchmarks", "results"))
     parser.add_argument("--only", default=None,
                         help="comma-separated subset of " + ",".join(BENCHMARKS))
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="repetitions, for every benchmark (default: their own)")
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="multiplies the default batch counts")
-    parser.add_argument("--batches", type=int, default=None,
-                        help="timed batches per measurement (load_buffers, peers)")
     parser.add_argument("--seed-example", action="store_true",
                         help="also run the seed example (needs scikit-learn)")
-    args = parser.parse_args(argv)
+    args = _common.parse_args(parser, argv)
     args.out = os.path.abspath(args.out)
 
     if args.only:

@@ -13,11 +13,14 @@ is about, the ratio is also measured over short alternating blocks of the floor
 loop and the load_buffers loop (``--blocks`` pairs of ``--block-steps`` steps),
 each load_buffers block against the floor blocks on either side of it.
 
-Usage: python benchmarks/seed_example.py [--iterations 4000] [--repeats 3]
+The example's ``collate`` and ``MinibatchSampler`` are ``_common``'s
+``seed_collate`` and ``SeedSampler``, the one copy that every benchmark of the seed
+workload runs.
+
+Usage: python benchmarks/seed_example.py [--batches 4000] [--repeats 3] [--quick]
        [--blocks 30] [--block-steps 200]
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -26,17 +29,18 @@ import time
 
 import numpy as np
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-parser.add_argument("--iterations", type=int, default=4000,
-                    help="training iterations per loop (the example uses 4000)")
-parser.add_argument("--repeats", type=int, default=3,
-                    help="repetitions of each timed loop, interleaved")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
+
+parser = _common.parser(__doc__, repeats=3,
+                        batches="4000, the training iterations of each loop")
 parser.add_argument("--blocks", type=int, default=30,
                     help="pairs of short alternating floor / load_buffers blocks "
                          "for the paired ratio (0: skip)")
 parser.add_argument("--block-steps", type=int, default=200,
                     help="training steps per block")
-args = parser.parse_args()
+args = _common.parse_args(parser)
+args.repeats = _common.repeats(args, 3)
 
 # -- Data samples ----------------------------------------------------------------------
 workdir = tempfile.TemporaryDirectory()
@@ -79,23 +83,9 @@ train_dataset = dataset[:-10000]
 test_dataset = dataset[-10000:]
 
 
-def collate(samples):
-    """Assembles samples into a minibatch."""
-    batch_data = np.stack([sample[0] for sample in samples])
-    batch_labels = np.stack([sample[1] for sample in samples])
-    return batch_data, batch_labels
-
-
-class MinibatchSampler:
-    def __init__(self, dataset, batch_size):
-        self.dataset = dataset
-        self.batch_size = batch_size
-
-    def __call__(self):
-        subset = np.random.choice(len(self.dataset), self.batch_size)
-        samples = list(seqtools.gather(self.dataset, subset))
-        return collate(samples)
-
+# The example's collate and MinibatchSampler cells, in _common's one copy.
+collate = _common.seed_collate
+MinibatchSampler = _common.SeedSampler
 
 sampler = MinibatchSampler(train_dataset, 64)
 minibatch_iter = seqtools.load_buffers(sampler, max_cached=10, nworkers=2)
@@ -104,7 +94,7 @@ minibatch_iter = seqtools.load_buffers(sampler, max_cached=10, nworkers=2)
 from sklearn.naive_bayes import GaussianNB  # noqa: E402
 
 classes = np.arange(n_classes)
-iterations = args.iterations
+iterations = _common.batches(args, 4000)
 
 
 def train_load_buffers():
