@@ -125,8 +125,8 @@ struct sq_ring {
     /* Indices producers died holding, and how often each (oldest first): an item
      * that kills every producer that takes it is given up on by the consumer.
      * One entry per index, not just the last one: with two such items taken by
-     * two producers in turn, a single "last index" restarted its count at each
-     * death and the producers were replaced forever. */
+     * two producers in turn, a single "last index" would restart its count at
+     * each death, and the producers would be replaced forever. */
     int32_t n_deaths;
     int32_t _pad1;
     struct {

@@ -1347,8 +1347,8 @@ static void test_fair_space(void) {
 }
 
 /* Two items that each kill whoever takes them, taken by two producers in turn:
- * each item's count climbs on its own (a single "last index" count restarted at
- * every death, and the consumer replaced producers forever). */
+ * each item's count climbs on its own (a single "last index" count would restart
+ * at every death, and the consumer would replace producers forever). */
 static void test_interleaved_deaths(void) {
     sq_ring *r = ring_new(2, 8, 4096, 4096);
     int64_t i0, i1, idx;
@@ -1895,8 +1895,8 @@ static uint32_t task_seq(sq_ring *r) { return atomic_load(&r->task_seq); }
 
 /* Producers waiting for a task are woken when `refill` tasks can be claimed, not
  * for each one; when the last tasks of a bounded range are all claimable; when
- * the consumer is about to wait for results; and never by a release (which
- * used to wake them for nothing). */
+ * the consumer is about to wait for results; and never by a release (it frees
+ * space, which only producers waiting in sq_ring_reserve need). */
 static void test_task_refill(void) {
     sq_ring *r = ring_new(2, 16, 1 << 16, 1 << 16);
     int64_t index;
