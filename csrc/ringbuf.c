@@ -377,41 +377,36 @@ int sq_ring_check(const void *region) {
     return SQ_OK;
 }
 
-/* Under the lock: the data area grows from its capacity to `capacity` by one free
- * block at its end; producers waiting for space are woken. The capacity is stored
- * with release, after the block it includes, for readers outside the lock and for
- * ring_repair after a death here. */
-static void ring_extend(sq_ring *r, uint64_t capacity) {
-    block_set_free(r, r->capacity, capacity - r->capacity);
-    __atomic_store_n(&r->capacity, capacity, __ATOMIC_RELEASE);
-    ring_wake(&r->space_seq, r->space_sleepers);
-}
-
-int sq_ring_set_capacity(sq_ring *r, uint64_t capacity) {
+/* The data area grows to `capacity` bytes by one free block at its end, and
+ * producers waiting for space are woken: from nothing if `first`
+ * (sq_ring_set_capacity), else from its current size (sq_ring_grow).  Returns
+ * SQ_EINVAL, changing nothing, if the ring is sized and `first` or unsized and
+ * not, or if `capacity` is not a multiple of SQ_ALIGN above the current size;
+ * or ring_lock's error. */
+static int ring_resize(sq_ring *r, uint64_t capacity, int first) {
     int rc = ring_lock(r);
     if (rc != SQ_OK) return rc;
-    if (r->capacity != 0 || capacity == 0 || capacity % SQ_ALIGN != 0) {
-        rc = SQ_EINVAL;
-    } else {
-        ring_extend(r, capacity);
-    }
-    ring_unlock(r);
-    return rc;
-}
-
-int sq_ring_grow(sq_ring *r, uint64_t capacity) {
-    int rc = ring_lock(r);
-    if (rc != SQ_OK) return rc;
-    if (r->capacity == 0 || capacity <= r->capacity || capacity % SQ_ALIGN != 0) {
+    if ((r->capacity == 0) != first || capacity <= r->capacity ||
+        capacity % SQ_ALIGN != 0) {
         rc = SQ_EINVAL;
     } else {
         /* A free run before the new block merges with it when the allocator next
          * passes (runs merge forward up to the capacity). */
-        ring_extend(r, capacity);
+        block_set_free(r, r->capacity, capacity - r->capacity);
+        /* release: the block before the capacity that includes it, for readers
+         * outside the lock and for ring_repair after a death here */
+        __atomic_store_n(&r->capacity, capacity, __ATOMIC_RELEASE);
+        ring_wake(&r->space_seq, r->space_sleepers);
     }
     ring_unlock(r);
     return rc;
 }
+
+int sq_ring_set_capacity(sq_ring *r, uint64_t capacity) {
+    return ring_resize(r, capacity, 1);
+}
+
+int sq_ring_grow(sq_ring *r, uint64_t capacity) { return ring_resize(r, capacity, 0); }
 
 uint64_t sq_ring_data_offset(const sq_ring *r) { return r->data_offset; }
 
