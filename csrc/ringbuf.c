@@ -41,8 +41,9 @@
 #endif
 
 #define SQ_MAGIC 0x5351524e47425546ULL /* "SQRNGBUF" */
-#define SQ_VERSION 4 /* 2: ready_want, task_seq (coalesced wake-ups); 3: kept blocks;
-                       * 4: commit journal in the slots */
+/* The layout of the shared structures: sq_ring_check refuses a region of another
+ * version, so any change to them (fields, their meaning) takes a new number. */
+#define SQ_VERSION 4
 #define SQ_RETRY_MAX 64
 #define SQ_DEATHS_MAX 64
 
@@ -124,8 +125,8 @@ struct sq_ring {
     /* Indices producers died holding, and how often each (oldest first): an item
      * that kills every producer that takes it is given up on by the consumer.
      * One entry per index, not just the last one: with two such items taken by
-     * two producers in turn, a single "last index" restarted its count at each
-     * death and the producers were replaced forever. */
+     * two producers in turn, a single "last index" would restart its count at
+     * each death, and the producers would be replaced forever. */
     int32_t n_deaths;
     int32_t _pad1;
     struct {
@@ -169,6 +170,15 @@ static sq_entry *ring_entries(sq_ring *r) {
 
 static sq_block *block_at(sq_ring *r, uint64_t pos) {
     return (sq_block *)((char *)r + r->data_offset + pos);
+}
+
+/* Write the header of a free block of `size` bytes at `pos`: no owner, no magic. */
+static void block_set_free(sq_ring *r, uint64_t pos, uint64_t size) {
+    sq_block *b = block_at(r, pos);
+    b->size = size;
+    b->state = BLK_FREE;
+    b->worker = -1;
+    b->magic = 0;
 }
 
 size_t sq_ring_header_size(int nworkers, int qlen) {
@@ -333,16 +343,10 @@ int sq_ring_init(void *region, int nworkers, int qlen, uint64_t capacity) {
     r->capacity = capacity;
     r->ready_want = 1;
     r->refill = 1;
-    /* A data area sized now starts as one free block, as sq_ring_set_capacity
-     * makes it; without it ring_alloc met a zero-sized block and spun forever
-     * under the lock. */
-    if (capacity != 0) {
-        sq_block *b = block_at(r, 0);
-        b->size = capacity;
-        b->state = BLK_FREE;
-        b->worker = -1;
-        b->magic = 0;
-    }
+    /* A data area sized here starts as one free block, as sq_ring_set_capacity
+     * makes it: ring_alloc walks the area block by block, and a zero-sized block
+     * would keep it spinning forever under the lock. */
+    if (capacity != 0) block_set_free(r, 0, capacity);
     sq_slot *slots = ring_slots(r);
     for (int w = 0; w < nworkers; w++) {
         slots[w].task = -1;
@@ -373,18 +377,24 @@ int sq_ring_check(const void *region) {
     return SQ_OK;
 }
 
-int sq_ring_set_capacity(sq_ring *r, uint64_t capacity) {
+/* The data area grows to `capacity` bytes by one free block at its end, and
+ * producers waiting for space are woken: from nothing if `first`
+ * (sq_ring_set_capacity), else from its current size (sq_ring_grow).  Returns
+ * SQ_EINVAL, changing nothing, if the ring is sized and `first` or unsized and
+ * not, or if `capacity` is not a multiple of SQ_ALIGN above the current size;
+ * or ring_lock's error. */
+static int ring_resize(sq_ring *r, uint64_t capacity, int first) {
     int rc = ring_lock(r);
     if (rc != SQ_OK) return rc;
-    if (r->capacity != 0 || capacity == 0 || capacity % SQ_ALIGN != 0) {
+    if ((r->capacity == 0) != first || capacity <= r->capacity ||
+        capacity % SQ_ALIGN != 0) {
         rc = SQ_EINVAL;
     } else {
-        sq_block *b = block_at(r, 0);
-        b->size = capacity;
-        b->state = BLK_FREE;
-        b->worker = -1;
-        b->magic = 0;
-        /* release: the block before the capacity that includes it */
+        /* A free run before the new block merges with it when the allocator next
+         * passes (runs merge forward up to the capacity). */
+        block_set_free(r, r->capacity, capacity - r->capacity);
+        /* release: the block before the capacity that includes it, for readers
+         * outside the lock and for ring_repair after a death here */
         __atomic_store_n(&r->capacity, capacity, __ATOMIC_RELEASE);
         ring_wake(&r->space_seq, r->space_sleepers);
     }
@@ -392,27 +402,11 @@ int sq_ring_set_capacity(sq_ring *r, uint64_t capacity) {
     return rc;
 }
 
-int sq_ring_grow(sq_ring *r, uint64_t capacity) {
-    int rc = ring_lock(r);
-    if (rc != SQ_OK) return rc;
-    if (r->capacity == 0 || capacity <= r->capacity || capacity % SQ_ALIGN != 0) {
-        rc = SQ_EINVAL;
-    } else {
-        /* One free block at the end; a free run before it merges with it when the
-         * allocator next passes (runs merge forward up to the capacity). */
-        sq_block *b = block_at(r, r->capacity);
-        b->size = capacity - r->capacity;
-        b->state = BLK_FREE;
-        b->worker = -1;
-        b->magic = 0;
-        /* release: the new block before the capacity that includes it, for
-         * readers outside the lock and for ring_repair after a death here */
-        __atomic_store_n(&r->capacity, capacity, __ATOMIC_RELEASE);
-        ring_wake(&r->space_seq, r->space_sleepers);
-    }
-    ring_unlock(r);
-    return rc;
+int sq_ring_set_capacity(sq_ring *r, uint64_t capacity) {
+    return ring_resize(r, capacity, 1);
 }
+
+int sq_ring_grow(sq_ring *r, uint64_t capacity) { return ring_resize(r, capacity, 0); }
 
 uint64_t sq_ring_data_offset(const sq_ring *r) { return r->data_offset; }
 
@@ -448,11 +442,7 @@ static uint64_t ring_alloc(sq_ring *r, int worker, uint64_t need) {
             ring_merge(r, pos);
             if (b->size >= need) {
                 if (b->size - need >= SQ_BLOCK_HEADER + SQ_ALIGN) {
-                    sq_block *rest = block_at(r, pos + need);
-                    rest->size = b->size - need;
-                    rest->state = BLK_FREE;
-                    rest->worker = -1;
-                    rest->magic = 0;
+                    block_set_free(r, pos + need, b->size - need);
                     STORE_ORDER(); /* the new header before the old one shrinks */
                     b->size = need;
                 }

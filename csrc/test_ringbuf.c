@@ -207,6 +207,15 @@ static void check_idle(sq_ring *r) {
     check_invariants(r);
 }
 
+/* Consumer: pop the next `n` results (each ready now) and release their blocks. */
+static void pop_release(sq_ring *r, int n) {
+    sq_entry e;
+    for (int k = 0; k < n; k++) {
+        CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
+        CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
+    }
+}
+
 /* Deterministic bytes for block (worker, seq): splitmix64 stream. */
 static uint64_t mix64(uint64_t *x) {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
@@ -471,10 +480,7 @@ static void test_out_of_order(void) {
     CHECK_EQ(y, c);
     CHECK_EQ(sq_ring_commit(r, 0, x, 8, 0, 0), SQ_OK);
     CHECK_EQ(sq_ring_commit(r, 1, y, 9, 0, 0), SQ_OK);
-    for (int i = 0; i < 2; i++) {
-        CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
-        CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
-    }
+    pop_release(r, 2);
     check_idle(r);
     /* all free again: the whole area is one block */
     CHECK_EQ(sq_ring_reserve(r, 0, cap - SQ_BLOCK_HEADER, 0, &x), SQ_OK);
@@ -887,10 +893,7 @@ static void test_worker_death(void) {
     CHECK_EQ(deaths, 1);
     CHECK_EQ(sq_ring_commit(r, 2, off_before, 0, 1, 0), SQ_OK);
     CHECK_EQ(sq_ring_commit(r, 3, off_after, 0, 1, 0), SQ_OK);
-    for (int k = 0; k < 2; k++) {
-        CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
-        CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
-    }
+    pop_release(r, 2);
     check_idle(r);
 
     /* poison detection: three producers die in turn holding the same index */
@@ -1344,8 +1347,8 @@ static void test_fair_space(void) {
 }
 
 /* Two items that each kill whoever takes them, taken by two producers in turn:
- * each item's count climbs on its own (a single "last index" count restarted at
- * every death, and the consumer replaced producers forever). */
+ * each item's count climbs on its own (a single "last index" count would restart
+ * at every death, and the consumer would replace producers forever). */
 static void test_interleaved_deaths(void) {
     sq_ring *r = ring_new(2, 8, 4096, 4096);
     int64_t i0, i1, idx;
@@ -1512,8 +1515,7 @@ static void test_deaths_forgotten_on_success(void) {
     CHECK_EQ(sq_ring_reserve(r, 1, 100, 0, &off), SQ_OK);
     CHECK_EQ(sq_ring_commit(r, 1, off, i, ep, SQ_KIND_RESULT), SQ_OK);
     CHECK_EQ(r->n_deaths, 0);
-    CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
-    CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
+    pop_release(r, 1);
     task_reset(r, 5, 6, 1);
     CHECK_EQ(die_on(r, 0, 5), 1);
 
@@ -1893,8 +1895,8 @@ static uint32_t task_seq(sq_ring *r) { return atomic_load(&r->task_seq); }
 
 /* Producers waiting for a task are woken when `refill` tasks can be claimed, not
  * for each one; when the last tasks of a bounded range are all claimable; when
- * the consumer is about to wait for results; and never by a release (which
- * used to wake them for nothing). */
+ * the consumer is about to wait for results; and never by a release (it frees
+ * space, which only producers waiting in sq_ring_reserve need). */
 static void test_task_refill(void) {
     sq_ring *r = ring_new(2, 16, 1 << 16, 1 << 16);
     int64_t index;

@@ -148,6 +148,7 @@ cdef class Ring:
     cdef readonly int nworkers
     cdef int _map(self, int fd, size_t map_size) except -1
     cdef int _back(self, uint64_t capacity) except -1
+    cdef int _resize(self, uint64_t capacity, bint first) except -1
 
 
 cdef class Block:

@@ -161,33 +161,40 @@ cdef class Ring:
     def set_capacity(self, uint64_t capacity):
         """Parent: give the data area its size, reserving the memory now so that a
         shortage shows here as an error rather than as SIGBUS mid-run."""
-        cdef int rc
-        # Checked before ftruncate: a second call used to shrink the region under
-        # the workers (SIGBUS on their next access) before C refused it.
         if sq_ring_capacity(self.r) != 0:
             raise ValueError("the ring is already sized")
         if capacity == 0 or capacity % SQ_ALIGN:
             raise ValueError(f"capacity {capacity} is not a positive multiple of "
                              f"{SQ_ALIGN}")
-        self._back(capacity)
-        rc = sq_ring_set_capacity(self.r, capacity)
-        if rc != SQ_OK:
-            _raise(rc, "set_capacity")
+        self._resize(capacity, True)
 
     def grow(self, uint64_t capacity):
         """Parent: enlarge the sized data area to ``capacity`` bytes, free at its
         end; the memory is reserved first, as in :meth:`set_capacity`."""
         cdef uint64_t now = sq_ring_capacity(self.r)
-        cdef int rc
         if now == 0:
             raise ValueError("the ring is not sized yet")
         if capacity <= now or capacity % SQ_ALIGN:
             raise ValueError(f"capacity {capacity} is not a multiple of {SQ_ALIGN} "
                              f"larger than {now}")
+        self._resize(capacity, False)
+
+    cdef int _resize(self, uint64_t capacity, bint first) except -1:
+        """Back a data area of ``capacity`` bytes, then add the new space to the
+        ring: sq_ring_set_capacity if ``first``, else sq_ring_grow.
+
+        The callers check ``capacity`` before: the region is resized (ftruncate)
+        before C sees the call, and a size C would refuse could shrink the region
+        under the workers (SIGBUS at their next access)."""
+        cdef int rc
         self._back(capacity)
-        rc = sq_ring_grow(self.r, capacity)
+        if first:
+            rc = sq_ring_set_capacity(self.r, capacity)
+        else:
+            rc = sq_ring_grow(self.r, capacity)
         if rc != SQ_OK:
-            _raise(rc, "grow")
+            _raise(rc, "set_capacity" if first else "grow")
+        return 0
 
     @property
     def capacity(self):

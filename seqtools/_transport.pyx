@@ -367,8 +367,8 @@ _dtype_strs = {}  # id(dtype) -> (dtype, dtype.str); holding the dtype keeps its
 
 cdef object _dtype_spec(cnp.dtype d):
     # A plain dtype travels as its string, which pickles and hashes faster. numpy
-    # formats ``.str`` anew on each read (about 1 us); results reuse a few dtype
-    # objects (the builtin ones are singletons), so each is formatted once.
+    # formats ``.str`` anew on each read; results reuse a few dtype objects (the
+    # builtin ones are singletons), so each is formatted once.
     if cnp.PyDataType_HASFIELDS(d):
         return d
     key = <size_t><PyObject *>d

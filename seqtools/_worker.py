@@ -140,8 +140,8 @@ def payload_for(ctx, target, start_hook, what):
     """What a worker receives: the objects (fork), else their pickle.
 
     Under spawn and forkserver, pickling happens once, here, so that an object
-    that cannot be pickled is a clear TypeError now, and the worker unpickles it
-    inside its own error handling (see :func:`main`).
+    that cannot be pickled is a clear TypeError in the parent, at start, and the
+    worker unpickles it inside its own error handling (see :func:`main`).
     """
     if ctx.get_start_method() == "fork":
         return target, start_hook

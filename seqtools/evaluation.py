@@ -38,12 +38,11 @@ MIN_RING = 1 << 20
 # Wake-up coalescing (see _Pool.next_entry): when results arrive faster than the
 # consumer takes them, the parent sleeps until several are queued rather than
 # being woken for each one, as long as that delays a result by at most about
-# COALESCE_DELAY seconds.  A wake-up costs the waking worker a futex syscall (and
-# on a VM an inter-processor interrupt) and the parent a sleep and a context
-# switch: some 30-50 us a result at 5,000 results/s on the 2-core machine.  On
-# the seed sampler at ~7,500 results/s, the parent's CPU per result was 31 us
-# woken for each, 15 us with 0.5 ms here (3 to 6 a wake-up) and 9 us with 2 ms
-# (8); all of it is taken from the workers when they keep every core busy.
+# COALESCE_DELAY seconds and groups at most COALESCE_MAX results.  A wake-up costs
+# the waking worker a futex syscall (on a VM, an inter-processor interrupt) and the
+# parent a sleep and a context switch, CPU taken from the workers when they keep
+# every core busy; docs/background.rst ("Fewer wake-ups") has the measurements
+# behind the two values.
 COALESCE_DELAY = 0.002
 COALESCE_MAX = 8
 RATE_EVERY = 32  # results between two estimates of the arrival interval

@@ -141,10 +141,10 @@ class _PhiloxKey(ISeedSequence):
     """Hands ``numpy.random.Philox`` a key derived once from the seed.
 
     ``Philox(key=k, counter=c)`` first makes a seed sequence from fresh OS
-    entropy, which it then ignores: a generator made so cost 15 us on the test
-    machine, as much as ``default_rng(SeedSequence(seed, spawn_key=(epoch,
-    i)))`` (18 us). Given this object as its seed, Philox takes the key from
-    ``generate_state``, and a generator costs under 5 us.
+    entropy, which it then ignores: most of the cost of a generator made so (about
+    as much as ``default_rng(SeedSequence(seed, spawn_key=(epoch, i)))``). Given
+    this object as its seed, Philox takes the key from ``generate_state`` and
+    draws no OS entropy: a generator costs about a third as much.
     """
 
     __slots__ = ("key",)

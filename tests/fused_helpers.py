@@ -29,6 +29,7 @@ def assert_same(result, expected):
         assert result.dtype == expected.dtype
         assert result.shape == expected.shape
         assert result.flags.c_contiguous
+        # Bit for bit (NaN payloads, -0.0, padding bytes of strings included).
         assert result.tobytes() == expected.tobytes()
 
 

@@ -3,6 +3,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import passthrough_errors, run_threads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -94,12 +95,8 @@ def test_failures_name_the_item_and_are_not_cached():
     with pytest.raises(seqtools.EvaluationError):
         view[2]
     assert src.calls[2] == 2
-    old = seqtools.seterr("passthrough")
-    try:
-        with pytest.raises(ZeroDivisionError):
-            view[2]
-    finally:
-        seqtools.seterr(old)
+    with passthrough_errors(), pytest.raises(ZeroDivisionError):
+        view[2]
 
 
 def test_custom_container_and_infinite_source():
@@ -143,21 +140,13 @@ def test_cache_size_zero_disables():
 def test_thread_safe():
     src = Expensive(50)
     view = seqtools.add_cache(src, 8)
-    errors = []
 
     def read(offset):
-        try:
-            for r in range(20):
-                for i in range(offset, 50, 3):
-                    assert view[(i + r) % 50] == (i + r) % 50
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for r in range(20):
+            for i in range(offset, 50, 3):
+                assert view[(i + r) % 50] == (i + r) % 50
 
-    threads = [threading.Thread(target=read, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_threads(read, [(k,) for k in range(4)])
     assert errors == []
     assert len(view._order) <= 8 and set(view._cache) == set(view._order)
 

@@ -43,13 +43,6 @@ def raise_unpicklable(i):
     return i
 
 
-@pytest.fixture
-def passthrough():
-    old = seqtools.seterr("passthrough")
-    yield
-    seqtools.seterr(old)
-
-
 @pytest.mark.parametrize("method", ["process", "thread"])
 def test_start_hook_gets_the_worker_index(method):
     with seqtools.load_buffers(worker_id, max_cached=4, nworkers=3, method=method,

@@ -2,6 +2,7 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import Naturals
 
 import seqtools
 from seqtools.core import SliceView, View
@@ -59,16 +60,6 @@ def test_setitem_writes_through():
 
 
 # -- added with the index views: pickling, numpy keys, memmap references ------------
-
-
-class Naturals(View):
-    __slots__ = ()
-
-    def __init__(self):
-        View.__init__(self, None)
-
-    def _get(self, i):
-        return i
 
 
 def test_views_with_dict_and_slots_pickle():

@@ -1,6 +1,7 @@
 """Tests of seqtools.errors: the error mode, creation sites, wrapped failures."""
 
 import pytest
+from conftest import passthrough_errors
 
 import seqtools
 from seqtools import EvaluationError, errors
@@ -52,12 +53,8 @@ def test_raise_evaluation_error_passes_inner_errors_and_passthrough():
     with pytest.raises(EvaluationError) as info:
         errors.raise_evaluation_error(Source(), 0, inner)
     assert info.value is inner  # the innermost failure is reported once
-    old = seqtools.seterr("passthrough")
-    try:
-        with pytest.raises(ZeroDivisionError):
-            errors.raise_evaluation_error(Source(), 0, ZeroDivisionError("x"))
-    finally:
-        seqtools.seterr(old)
+    with passthrough_errors(), pytest.raises(ZeroDivisionError):
+        errors.raise_evaluation_error(Source(), 0, ZeroDivisionError("x"))
 
 
 def test_a_view_without_an_origin_is_reported_as_unknown():

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import shm_leftovers, shm_listing
+from conftest import pid_alive, shm_leftovers, shm_listing, wait_gone
 
 import seqtools
 from seqtools import EvaluationError
@@ -610,26 +610,6 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie counts as gone
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return False
-
-
-def _wait_gone(pids, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.05)
-    return [p for p in pids if _alive(p)]
-
-
 def _signal_state(pid):
     """The SigBlk/SigIgn/SigCgt lines of /proc/<pid>/status, for a failure message."""
     try:
@@ -672,6 +652,6 @@ def test_workers_exit_with_parent(tmp_path, how):
                 proc.kill()
                 proc.communicate()
             for pid in pids:
-                if _alive(pid):
+                if pid_alive(pid):
                     os.kill(pid, signal.SIGKILL)
-    assert _wait_gone(pids) == []  # the workers went by themselves
+    assert wait_gone(pids) == []  # the workers went by themselves

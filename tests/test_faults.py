@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from conftest import pid_alive, run_threads, wait_gone
 
 import seqtools
 from seqtools import EvaluationError
@@ -40,30 +41,6 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
 def _new_children(before):
     """multiprocessing children of this process that were not in ``before``."""
     return [p for p in multiprocessing.active_children() if p not in before]
-
-
-def _alive(pid):
-    """True if ``pid`` runs (a zombie, or a pid that is gone, counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            # the state follows the command name, which is in parentheses
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _wait_gone(pids, timeout=10.0):
-    """The pids of ``pids`` still running after ``timeout`` seconds (a safety net)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.05)
-    return [p for p in pids if _alive(p)]
 
 
 def _run_script(path, timeout, args=()):
@@ -368,23 +345,26 @@ NO_MAIN_GUARD = textwrap.dedent("""
 """)
 
 
+def _failing_script_stderr(tmp_path, name, text):
+    """Write ``text`` to ``tmp_path / name`` and run it; it must fail: its stderr."""
+    script = tmp_path / name
+    script.write_text(text)
+    code, out, err = _run_script(script, timeout=120)
+    assert code != 0, out
+    return err
+
+
 @linux_only
 @pytest.mark.timeout(180)
 def test_spawn_sampler_defined_in_main_block_fails_clearly(tmp_path):
-    script = tmp_path / "guarded.py"
-    script.write_text(SAMPLER_IN_MAIN_GUARD)
-    code, out, err = _run_script(script, timeout=120)
-    assert code != 0, out
+    err = _failing_script_stderr(tmp_path, "guarded.py", SAMPLER_IN_MAIN_GUARD)
     assert "__main__" in err and "sampler_in_main_block" in err, err[-3000:]
 
 
 @linux_only
 @pytest.mark.timeout(180)
 def test_spawn_without_main_guard_fails_clearly(tmp_path):
-    script = tmp_path / "unguarded.py"
-    script.write_text(NO_MAIN_GUARD)
-    code, out, err = _run_script(script, timeout=120)
-    assert code != 0, out
+    err = _failing_script_stderr(tmp_path, "unguarded.py", NO_MAIN_GUARD)
     assert "__main__" in err, err[-3000:]
 
 
@@ -437,23 +417,8 @@ def test_load_buffers_stacked_batch_and_another_array_all_kept_raises():
 
 # -- 4. threads ----------------------------------------------------------------------
 def _run_threads(target, args_list, timeout=50.0):
-    """Run target(*args) in threads; the exceptions they raised (reraised here)."""
-    errors = []
-
-    def run(*args):
-        try:
-            target(*args)
-        except BaseException as e:  # noqa: B036 - reported to the test
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=args, daemon=True)
-               for args in args_list]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    assert not any(t.is_alive() for t in threads), "threads deadlocked"
+    """Run target(*args) in threads; the first exception one raised is raised here."""
+    errors = run_threads(target, args_list, timeout)
     if errors:
         raise errors[0]
 
@@ -485,32 +450,30 @@ def test_two_threads_read_one_process_prefetch_at_random(rng):
         _run_threads(read, [(o,) for o in orders])
 
 
-@pytest.mark.timeout(90)
-def test_four_threads_share_one_load_buffers():
+def _four_threads_take(count, timeout):
+    """Four threads start at once, each taking ``count`` results of one new
+    load_buffers."""
     start = threading.Barrier(4)
     with seqtools.load_buffers(sample_full_1000, max_cached=4, nworkers=2) as it:
         def take():
             start.wait()
-            for _ in range(1500):
+            for _ in range(count):
                 a = next(it)
                 assert a.shape == (1000,) and (a == a[0]).all()
 
-        _run_threads(take, [()] * 4, timeout=80.0)
+        _run_threads(take, [()] * 4, timeout=timeout)
+
+
+@pytest.mark.timeout(90)
+def test_four_threads_share_one_load_buffers():
+    _four_threads_take(1500, timeout=80.0)
 
 
 @pytest.mark.timeout(90)
 def test_four_threads_take_the_first_results_of_a_new_load_buffers():
     # the first results, which size the shared memory, are wanted by every thread
     for _ in range(5):
-        start = threading.Barrier(4)
-        with seqtools.load_buffers(sample_full_1000, max_cached=4, nworkers=2) as it:
-            def take():
-                start.wait()
-                for _ in range(20):
-                    a = next(it)
-                    assert a.shape == (1000,) and (a == a[0]).all()
-
-            _run_threads(take, [()] * 4, timeout=15.0)
+        _four_threads_take(20, timeout=15.0)
 
 
 @pytest.mark.timeout(90)
@@ -658,13 +621,13 @@ def test_workers_busy_in_user_code_die_with_parent(tmp_path, loader, start_metho
         assert sorted(int(m) for m in os.listdir(marks)) == sorted(pids)
         proc.send_signal(sig)
         proc.wait(timeout=30)
-        assert _wait_gone(pids, timeout=10.0) == []
+        assert wait_gone(pids, timeout=10.0) == []
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         for pid in pids:  # leave nothing running behind a failure
-            if _alive(pid):
+            if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         proc.stdout.close()
 

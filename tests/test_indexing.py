@@ -7,6 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import Naturals, slice_strategy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,23 +18,7 @@ from seqtools.indexing import Concatenation, Gathering
 
 view_settings = settings(max_examples=120, deadline=None, derandomize=True)
 
-slice_bound = st.one_of(st.none(), st.integers(-25, 25))
-slices = st.builds(
-    slice,
-    slice_bound,
-    slice_bound,
-    st.one_of(st.none(), st.integers(-4, 4).filter(bool)),
-)
-
-
-class Counting(View):
-    """An infinite view of the naturals."""
-
-    def __init__(self):
-        View.__init__(self, None)
-
-    def _get(self, i):
-        return i
+slices = slice_strategy(25, 4)
 
 
 def check_like_list(view, ref):
@@ -208,12 +193,12 @@ def test_take_is_gather():
 
 
 def test_gather_of_infinite_view():
-    g = gather(Counting(), [10**12, 3])
+    g = gather(Naturals(), [10**12, 3])
     assert list(g) == [10**12, 3]
     with pytest.raises(IndexError, match="infinite"):
-        gather(Counting(), [-1])
-    g = gather(Counting()[5::2], [0, 3])
-    assert list(g) == [5, 11] and type(g._base) is Counting
+        gather(Naturals(), [-1])
+    g = gather(Naturals()[5::2], [0, 3])
+    assert list(g) == [5, 11] and type(g._base) is Naturals
 
 
 def test_concatenate_flattens_and_accepts_empty():
@@ -232,7 +217,7 @@ def test_concatenate_flattens_and_accepts_empty():
         (3, TypeError),
         ([1, 2], TypeError),
         ("ab", TypeError),
-        ([[1], Counting()], TypeError),  # infinite: no len(), as in SeqTools 1.4.1
+        ([[1], Naturals()], TypeError),  # infinite: no len(), as in SeqTools 1.4.1
     ],
 )
 def test_concatenate_errors(arg, exc):
@@ -247,7 +232,7 @@ def test_collate_errors():
         collate([[1, 2, 3], [1, 2]])
     with pytest.raises(TypeError):
         collate([1, 2])
-    c = collate([Counting(), Counting()])
+    c = collate([Naturals(), Naturals()])
     assert c[10**9] == (10**9, 10**9)
     with pytest.raises(TypeError, match="infinite"):
         len(c)
@@ -406,7 +391,7 @@ def test_views_pickle():
         collate([data, data]),
         collate([data, data, data]),
         arange(3, 9)[1:],
-        take(Counting(), [4]),
+        take(Naturals(), [4]),
     ):
         clone = pickle.loads(pickle.dumps(view))
         assert list(clone) == list(view)
@@ -565,7 +550,7 @@ def test_item_reads_of_empty_and_infinite_views(seed_layout):
     loop = seqtools.cycle([1, 2, 3])
     assert loop[1::2][2**62] == 1  # indices past 64 bits, once composed
     assert list(gather(loop, [2**40, 7])) == [2, 2]
-    assert collate([loop, Counting()])[10**12] == (2, 10**12)
+    assert collate([loop, Naturals()])[10**12] == (2, 10**12)
 
 
 def test_public_names():

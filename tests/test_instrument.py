@@ -2,6 +2,7 @@ import itertools
 import pickle
 
 import pytest
+from conftest import passthrough_errors
 
 import seqtools
 from seqtools import instrument
@@ -86,12 +87,8 @@ def test_debug_func_errors_name_the_item():
     with pytest.raises(seqtools.EvaluationError, match=r"item 1 of DebugView") as e:
         view[-1]
     assert isinstance(e.value.__cause__, ValueError)
-    old = seqtools.seterr("passthrough")
-    try:
-        with pytest.raises(ValueError, match="bad 1"):
-            view[0]
-    finally:
-        seqtools.seterr(old)
+    with passthrough_errors(), pytest.raises(ValueError, match="bad 1"):
+        view[0]
 
 
 def test_debug_writes_through_and_infinite_sources():

@@ -4,36 +4,16 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import Naturals, slice_strategy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seqtools
-from seqtools import EvaluationError, gather, seterr, smap, starmap
+from seqtools import EvaluationError, gather, smap, starmap
 from seqtools.core import View
 
 map_settings = settings(max_examples=100, deadline=None, derandomize=True)
-slice_bound = st.one_of(st.none(), st.integers(-15, 15))
-slices = st.builds(
-    slice,
-    slice_bound,
-    slice_bound,
-    st.one_of(st.none(), st.integers(-3, 3).filter(bool)),
-)
-
-
-@pytest.fixture
-def passthrough():
-    old = seterr("passthrough")
-    yield
-    seterr(old)
-
-
-class Naturals(View):
-    def __init__(self):
-        View.__init__(self, None)
-
-    def _get(self, i):
-        return i
+slices = slice_strategy(15, 3)
 
 
 def inverse(x):

@@ -236,17 +236,13 @@ def test_thread_loader_start_hook_failure_is_reported():
     assert wait_for(lambda: not loader_threads())
 
 
-def test_thread_loader_passthrough_raises_the_original():
-    old = seqtools.seterr("passthrough")
-    try:
-        with seqtools.load_buffers(Failing(), max_cached=2, nworkers=1, ordered=True,
-                                   method="thread") as loader:
-            for _ in range(3):
-                next(loader)
-            with pytest.raises(ValueError, match="call 3 is unlucky"):
-                next(loader)
-    finally:
-        seqtools.seterr(old)
+def test_thread_loader_passthrough_raises_the_original(passthrough):
+    with seqtools.load_buffers(Failing(), max_cached=2, nworkers=1, ordered=True,
+                               method="thread") as loader:
+        for _ in range(3):
+            next(loader)
+        with pytest.raises(ValueError, match="call 3 is unlucky"):
+            next(loader)
 
 
 def test_thread_loader_shared_by_threads():

@@ -2,6 +2,7 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import passthrough_errors
 from fused_helpers import assert_same, random_chunks
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -246,12 +247,8 @@ def test_batch_collate_error_names_item():
     with pytest.raises(seqtools.EvaluationError, match=match) as e:
         b[-1]
     assert isinstance(e.value.__cause__, KeyError)
-    old = seqtools.seterr("passthrough")
-    try:
-        with pytest.raises(KeyError):
-            b[0]
-    finally:
-        seqtools.seterr(old)
+    with passthrough_errors(), pytest.raises(KeyError):
+        b[0]
 
 
 @pytest.mark.parametrize(

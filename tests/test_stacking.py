@@ -14,7 +14,7 @@ from multiprocessing import shared_memory
 
 import numpy as np
 import pytest
-from fused_helpers import call_stream, seed_like_dataset
+from fused_helpers import assert_same, call_stream, seed_like_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -64,24 +64,6 @@ def reference_stack(samples):
     # np.stack converts non-native byte orders to native; stack() keeps the
     # samples' dtype exactly, so the reference is cast back (a lossless byteswap).
     return np.stack(arrays).astype(arrays[0].dtype, copy=False)
-
-
-def assert_same(result, expected):
-    assert type(result) is type(expected)
-    if isinstance(expected, dict):
-        assert list(result) == list(expected)
-        for key in expected:
-            assert_same(result[key], expected[key])
-    elif isinstance(expected, (tuple, list)):
-        assert len(result) == len(expected)
-        for r, e in zip(result, expected):
-            assert_same(r, e)
-    else:
-        assert result.dtype == expected.dtype
-        assert result.shape == expected.shape
-        assert result.flags.c_contiguous
-        # Bit for bit (NaN payloads, -0.0, padding bytes of strings included).
-        assert result.tobytes() == expected.tobytes()
 
 
 def random_array(rng, shape, dtype):

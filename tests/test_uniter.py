@@ -1,8 +1,8 @@
 import itertools
 import pickle
-import threading
 
 import pytest
+from conftest import passthrough_errors, run_threads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -121,12 +121,8 @@ def test_iterable_errors_name_the_item():
     with pytest.raises(seqtools.EvaluationError, match=r"item 6 of Uniter") as e:
         view[6]
     assert isinstance(e.value.__cause__, OSError)
-    old = seqtools.seterr("passthrough")
-    try:
-        with pytest.raises(OSError):
-            view[5]
-    finally:
-        seqtools.seterr(old)
+    with passthrough_errors(), pytest.raises(OSError):
+        view[5]
 
     class BadIter:
         def __iter__(self):
@@ -160,20 +156,12 @@ def test_bad_arguments(kwargs, exc, match):
 
 def test_thread_safe():
     view = seqtools.uniter(range(2000), cache_size=16, n_parallel=2, size=2000)
-    errors = []
 
     def read(offset):
-        try:
-            for i in range(offset, 2000, 7):
-                assert view[i] == i
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for i in range(offset, 2000, 7):
+            assert view[i] == i
 
-    threads = [threading.Thread(target=read, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_threads(read, [(k,) for k in range(4)])
     assert errors == []
 
 
