@@ -6,10 +6,13 @@
 #include "watchdog.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 #ifdef __linux__
@@ -26,13 +29,34 @@ typedef struct {
     struct timespec interval;
 } sq_watch;
 
+int sq_is_zombie(long pid) {
+    char path[64], buf[512];
+    ssize_t n;
+    int fd;
+    char *end;
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    /* "pid (comm) S ...": the state follows the last ')' (comm may hold any) */
+    end = strrchr(buf, ')');
+    return end != NULL && end[1] == ' ' && (end[2] == 'Z' || end[2] == 'X');
+}
+
 /* True while process parent_pid exists and this process has not been orphaned.
- * kill(pid, 0) still succeeds on a zombie, until it is reaped; the direct
- * parent's death shows at once through getppid(), since an exiting process's
- * children are re-parented before it turns zombie. */
+ * The direct parent's death shows at once through getppid(), since an exiting
+ * process's children are re-parented before it turns zombie. kill(pid, 0) still
+ * succeeds on a zombie, until it is reaped, and a parent that died before the
+ * watchdog started (ppid0 is then already the reaper's) may stay one for as long
+ * as its own parent waits, possibly for output this worker holds open: a zombie
+ * counts as gone. */
 static int watch_ok(const sq_watch *w) {
     if (getppid() != w->ppid0) return 0;
     if (kill(w->parent_pid, 0) != 0 && errno == ESRCH) return 0;
+    if (sq_is_zombie(w->parent_pid)) return 0;
     return 1;
 }
 

@@ -52,6 +52,10 @@ int sq_watchdog_start(long parent_pid, double interval);
  * on other systems. */
 int sq_set_pdeathsig(int sig, long expected_ppid);
 
+/* 1 if process `pid` has ended and awaits reaping (a zombie), which kill(pid, 0)
+ * does not tell; 0 otherwise, and where it cannot tell (no /proc). */
+int sq_is_zombie(long pid);
+
 #ifdef __cplusplus
 }
 #endif

@@ -95,6 +95,7 @@ cdef extern from "watchdog.h" nogil:
 
     int sq_watchdog_start(long parent_pid, double interval)
     int sq_set_pdeathsig(int sig, long expected_ppid)
+    int sq_is_zombie(long pid)
 
 
 cdef extern from "shm.h" nogil:

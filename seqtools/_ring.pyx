@@ -492,6 +492,12 @@ def set_pdeathsig(int sig, long expected_ppid):
     return rc == SQ_PARENT_GONE
 
 
+def is_zombie(long pid):
+    """True if process ``pid`` has ended but not been reaped (Linux /proc), which
+    ``os.kill(pid, 0)`` does not tell; False otherwise and where it cannot tell."""
+    return sq_is_zombie(pid) == 1
+
+
 # -- the worker's numpy allocation hook (csrc/allochook.c) -------------------------
 #
 # In a worker, the large arrays the task's code allocates with numpy are built in

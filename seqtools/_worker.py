@@ -175,6 +175,12 @@ def run_start_hook(start_hook, index):
 
 
 def _parent_alive(parent_pid, ppid0):
+    """False once this process was orphaned or process ``parent_pid`` ended.
+
+    An ended process that is not reaped yet (a zombie) still answers
+    ``os.kill(pid, 0)``: it counts as gone. Its own parent may wait for output
+    this worker holds open before reaping it, and would wait forever.
+    """
     if os.getppid() != ppid0:
         return False
     try:
@@ -183,7 +189,7 @@ def _parent_alive(parent_pid, ppid0):
         return False
     except PermissionError:
         pass
-    return True
+    return not _ring.is_zombie(parent_pid)
 
 
 def _seed(seed):
@@ -212,6 +218,10 @@ def _guard(parent_pid, pdeathsig):
                 os._exit(1)  # the parent died before the signal was set
         except OSError:
             pass  # not Linux: the watchdog alone
+    # A parent that died before this worker got here left it re-parented
+    # already (ppid0 is the reaper's pid): neither check above can see that.
+    if not _parent_alive(parent_pid, ppid0):
+        os._exit(1)
     _ring.watchdog_start(parent_pid, WATCHDOG_INTERVAL)
     return ppid0
 

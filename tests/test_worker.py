@@ -2,8 +2,11 @@
 reports, what it sends spawned workers, and where the arrays a task makes live
 (``Placement``), in a worker and outside."""
 
+import os
 import pickle
+import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -17,7 +20,8 @@ from fused_helpers import (
 
 import seqtools
 import seqtools.stacking
-from seqtools import _task, _transport, _worker, stack
+from conftest import pid_alive, wait_gone
+from seqtools import _ring, _task, _transport, _worker, stack
 
 # -- reports ---------------------------------------------------------------------------
 
@@ -253,3 +257,63 @@ def test_fork_while_another_thread_holds_numpys_generator_lock():
     first = np.random.random(3)
     np.random.seed(5)
     assert (np.random.random(3) == first).all()
+
+
+def _zombie_child():
+    """The pid of a child that has ended and is not reaped (the caller reaps it)."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    deadline = time.monotonic() + 10
+    while not _ring.is_zombie(pid):
+        assert time.monotonic() < deadline, "the child did not end"
+        time.sleep(0.01)
+    return pid
+
+
+def test_a_zombie_parent_counts_as_gone():
+    # kill(pid, 0) succeeds on a zombie: a worker whose parent died before the
+    # worker's own checks began (so that getppid() never changes) would wait on
+    # it for as long as the zombie lasts
+    assert not _ring.is_zombie(os.getpid())
+    pid = _zombie_child()
+    try:
+        os.kill(pid, 0)  # the check alone would say alive
+        assert not _worker._parent_alive(pid, os.getppid())
+        assert _worker._parent_alive(os.getpid(), os.getppid())
+    finally:
+        os.waitpid(pid, 0)
+    assert not _ring.is_zombie(pid)  # reaped: gone, and not a zombie
+
+
+@pytest.mark.timeout(60)
+def test_watchdog_ends_a_worker_whose_parent_is_a_zombie():
+    # A is the "parent": it forks B, then ends and stays a zombie (not reaped
+    # here). B starts its watchdog only then, as a worker late to its checks
+    # would: its getppid() is already the reaper's, so only the zombie check
+    # can end it.
+    r, w = os.pipe()
+    a = os.fork()
+    if a == 0:
+        os.close(r)
+        parent = os.getpid()  # before the fork: B may start after A has ended
+        b = os.fork()
+        if b == 0:
+            os.write(w, f"{os.getpid()}\n".encode())
+            os.close(w)
+            while os.getppid() == parent:  # A ends
+                time.sleep(0.01)
+            time.sleep(0.2)
+            _ring.watchdog_start(parent, 0.05)
+            time.sleep(30)  # the watchdog ends this process long before
+            os._exit(0)
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        b = int(f.readline())
+    try:
+        assert wait_gone([b], timeout=20) == []
+    finally:
+        if pid_alive(b):
+            os.kill(b, signal.SIGKILL)
+        os.waitpid(a, 0)
