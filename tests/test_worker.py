@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import pid_alive, wait_gone
 from fused_helpers import (
     assert_same,
     call_stream,
@@ -20,7 +21,6 @@ from fused_helpers import (
 
 import seqtools
 import seqtools.stacking
-from conftest import pid_alive, wait_gone
 from seqtools import _ring, _task, _transport, _worker, stack
 
 # -- reports ---------------------------------------------------------------------------
