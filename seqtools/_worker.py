@@ -28,6 +28,7 @@ import numpy as np
 from . import _ring, _transport
 from ._ring import KIND_ERROR, QueueFull, RingClosed
 from ._task import evaluating
+from .errors import seterr
 from .memmaps import memmap_ref
 
 POLL = 0.1  # seconds between checks that the parent is alive
@@ -226,13 +227,17 @@ def _guard(parent_pid, pdeathsig):
     return ppid0
 
 
-def main(ring, slot, payload, call, seed, parent_pid, pdeathsig):
+def main(ring, slot, payload, call, seed, parent_pid, pdeathsig, evaluation="wrap"):
     """Worker entry point. ``call``: True to run ``target()``, else ``target[i]``.
+
+    ``evaluation`` is the parent's :func:`seqtools.seterr` setting when it started
+    this worker, which a forked worker has anyway and a spawned one does not.
 
     ``payload`` is ``(target, start_hook)`` or its pickle (see :func:`payload_for`).
     """
     # Ctrl-C is the parent's to handle: it shuts the workers down cleanly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    seterr(evaluation)
     ppid0 = _guard(parent_pid, pdeathsig)
     _seed(seed)
     alive = _Liveness(ring, slot, parent_pid, ppid0)

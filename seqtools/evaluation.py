@@ -26,7 +26,13 @@ from . import _transport, _worker
 from ._checks import check_int, length
 from ._ring import ALIGN, HOOK_HEADROOM, KIND_ERROR, Ring, RingClosed
 from .core import View
-from .errors import EvaluationError, creation_site, passthrough, raise_evaluation_error
+from .errors import (
+    EvaluationError,
+    creation_site,
+    passthrough,
+    raise_evaluation_error,
+    seterr,
+)
 
 __all__ = ["prefetch", "load_buffers", "BufferLoader", "call_index"]
 
@@ -176,8 +182,10 @@ class _Pool:
                      or threading.current_thread() is threading.main_thread())
         p = self.ctx.Process(
             target=_worker.main,
+            # seterr's setting goes along: a spawned or forkserver worker would
+            # otherwise wrap what the views it evaluates raise, passthrough or not
             args=(self.ring, w, self.payload, self.call, seed, os.getpid(),
-                  pdeathsig),
+                  pdeathsig, seterr()),
             name=f"seqtools-worker-{w}",
             daemon=True,
         )

@@ -85,3 +85,13 @@ def test_passthrough_unpicklable_exception_falls_back_to_evaluation_error(passth
     with pytest.raises(EvaluationError, match="(?s)Unpicklable.*odd one"):
         p[3]
     p.close()
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_passthrough_reaches_workers_that_do_not_fork(passthrough, start_method):
+    # a spawned worker does not inherit the parent's seterr setting: it is sent
+    p = seqtools.prefetch(seqtools.smap(raise_value_error, range(8)), nworkers=1,
+                          method="process", start_method=start_method)
+    with pytest.raises(ValueError, match="item 3 is bad"):
+        p[3]
+    p.close()
