@@ -45,7 +45,10 @@ extensions = [
         include_dirs=[numpy.get_include()],  # the numpy C API, for index arrays
     ),
     ext("seqtools._indexmaps", ["seqtools/_indexmaps.pyx"]),
-    ext("seqtools._stack", ["seqtools/_stack.pyx"], include_dirs=["csrc"]),
+    # The pool of copy threads (csrc/copypool.c) of thread loaders.
+    ext("seqtools._stack", ["seqtools/_stack.pyx", "csrc/copypool.c"],
+        include_dirs=["csrc"], extra_compile_args=["-pthread"],
+        extra_link_args=["-pthread"]),
     ext(
         "seqtools._ring",
         ["seqtools/_ring.pyx", "csrc/ringbuf.c", "csrc/watchdog.c", "csrc/shm.c",

@@ -7,8 +7,9 @@
  * mutex directly to kill a process that provably holds it.  It includes
  * watchdog.c, shm.c (the region's memfd) and allochook.c (the worker's numpy
  * allocation hook, tested here with a stand-in for numpy's default allocator:
- * its numpy side is covered by tests/test_alloc_hook.py) too, so that this file
- * stays the only source to compile.
+ * its numpy side is covered by tests/test_alloc_hook.py) and copypool.c (the copy
+ * threads of thread loaders) too, so that this file stays the only source to
+ * compile.
  *
  * The tests whose name contains "threads" run threads against one ring in one
  * process: `make tsan` runs them under ThreadSanitizer (it cannot follow memory
@@ -31,6 +32,7 @@ static int g_fault_at;
 #include "watchdog.c"
 #include "shm.c"
 #include "allochook.c"
+#include "copypool.c"
 
 #include <fcntl.h>
 
@@ -2225,6 +2227,150 @@ static void test_hook_adoption(void) {
     check_idle(r);
 }
 
+/* ------------------------------------------------------------- copy pool ---- */
+
+typedef struct {
+    sq_job job;
+    int id;
+    int *log;               /* ids in run order */
+    int *nlog;
+    pthread_mutex_t *lock;
+    volatile int *gate;     /* the job spins until *gate is set (NULL: none) */
+    long sum;
+} test_job;
+
+static void test_job_run(sq_job *j) {
+    test_job *t = (test_job *)j;
+    long s = 0;
+    int i;
+    while (t->gate != NULL && !__atomic_load_n(t->gate, __ATOMIC_ACQUIRE)) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    for (i = 0; i <= t->id; i++) s += i;
+    t->sum = s;
+    if (t->log != NULL) {
+        pthread_mutex_lock(t->lock);
+        t->log[(*t->nlog)++] = t->id;
+        pthread_mutex_unlock(t->lock);
+    }
+}
+
+static void test_job_init(test_job *t, int id) {
+    memset(t, 0, sizeof *t);
+    t->job.run = test_job_run;
+    t->id = id;
+}
+
+/* One thread runs jobs in submission order; each is done once waited for. */
+static void test_pool_threads_order(void) {
+    sq_pool *p = NULL;
+    test_job jobs[64];
+    int log[64], nlog = 0, i;
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    CHECK_EQ(sq_pool_new(1, &p), 0);
+    for (i = 0; i < 64; i++) {
+        test_job_init(&jobs[i], i);
+        jobs[i].log = log;
+        jobs[i].nlog = &nlog;
+        jobs[i].lock = &lock;
+        CHECK_EQ(sq_pool_submit(p, &jobs[i].job), 0);
+    }
+    for (i = 0; i < 64; i++) {
+        CHECK_EQ(sq_pool_wait(p, &jobs[i].job, LONG_WAIT), 1);
+        CHECK_EQ(jobs[i].sum, (long)i * (i + 1) / 2);
+    }
+    CHECK_EQ(nlog, 64);
+    for (i = 0; i < 64; i++) CHECK_EQ(log[i], i);
+    CHECK_EQ(sq_pool_pending(p), 0);
+    /* a done job can be submitted again; a queued or running one cannot */
+    jobs[0].log = NULL;
+    CHECK_EQ(sq_pool_submit(p, &jobs[0].job), 0);
+    CHECK_EQ(sq_pool_wait(p, &jobs[0].job, LONG_WAIT), 1);
+    sq_pool_free(p);
+}
+
+/* Many threads, many jobs: each runs exactly once. */
+static void test_pool_threads_many(void) {
+    enum { N = 5000 };
+    sq_pool *p = NULL;
+    static test_job jobs[N];
+    int i;
+    CHECK_EQ(sq_pool_new(4, &p), 0);
+    for (i = 0; i < N; i++) {
+        test_job_init(&jobs[i], i % 100);
+        CHECK_EQ(sq_pool_submit(p, &jobs[i].job), 0);
+    }
+    for (i = N - 1; i >= 0; i--) {
+        CHECK_EQ(sq_pool_wait(p, &jobs[i].job, LONG_WAIT), 1);
+        CHECK_EQ(jobs[i].sum, (long)(i % 100) * (i % 100 + 1) / 2);
+    }
+    CHECK_EQ(sq_pool_pending(p), 0);
+    sq_pool_free(p);
+}
+
+/* Wait times out on a running job; cancel takes queued jobs back, not running
+ * ones; free takes the queue back and waits for the running job. */
+static void test_pool_threads_cancel_and_free(void) {
+    sq_pool *p = NULL;
+    test_job blocker, queued[3], idle;
+    volatile int gate = 0;
+    int i;
+    CHECK_EQ(sq_pool_new(1, &p), 0);
+    test_job_init(&blocker, 10);
+    blocker.gate = &gate;
+    CHECK_EQ(sq_pool_submit(p, &blocker.job), 0);
+    for (i = 0; i < 3; i++) {
+        test_job_init(&queued[i], i);
+        CHECK_EQ(sq_pool_submit(p, &queued[i].job), 0);
+    }
+    CHECK_EQ(sq_pool_submit(p, &queued[0].job), -EINVAL); /* already queued */
+    while (sq_pool_state(p, &blocker.job) != SQ_JOB_RUNNING) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    CHECK_EQ(sq_pool_wait(p, &blocker.job, 0.01), 0);
+    CHECK_EQ(sq_pool_cancel(p, &blocker.job), 0); /* running */
+    CHECK_EQ(sq_pool_cancel(p, &queued[1].job), 1);
+    CHECK_EQ(sq_pool_state(p, &queued[1].job), SQ_JOB_IDLE);
+    CHECK_EQ(sq_pool_wait(p, &queued[1].job, 0), -EINVAL);
+    CHECK_EQ(sq_pool_pending(p), 3);
+    test_job_init(&idle, 0);
+    CHECK_EQ(sq_pool_wait(p, &idle.job, 0), -EINVAL); /* never submitted */
+    __atomic_store_n(&gate, 1, __ATOMIC_RELEASE);
+    CHECK_EQ(sq_pool_wait(p, &queued[2].job, LONG_WAIT), 1);
+    CHECK_EQ(queued[0].sum, 0);
+    CHECK_EQ(blocker.sum, 55);
+    CHECK_EQ(queued[1].sum, 0); /* never ran */
+    /* free with a running job and a queued one */
+    __atomic_store_n(&gate, 0, __ATOMIC_RELEASE);
+    test_job_init(&blocker, 3);
+    blocker.gate = &gate;
+    test_job_init(&queued[0], 4);
+    CHECK_EQ(sq_pool_submit(p, &blocker.job), 0);
+    CHECK_EQ(sq_pool_submit(p, &queued[0].job), 0);
+    while (sq_pool_state(p, &blocker.job) != SQ_JOB_RUNNING) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    __atomic_store_n(&gate, 1, __ATOMIC_RELEASE);
+    sq_pool_free(p); /* joins: the running job ends first */
+    CHECK_EQ(blocker.job.state, SQ_JOB_DONE);
+    CHECK_EQ(blocker.sum, 6);
+    /* the queued job ran if the thread took it before free() did */
+    CHECK(queued[0].job.state == SQ_JOB_IDLE ? queued[0].sum == 0
+                                             : queued[0].sum == 10);
+}
+
+static void test_pool_bad_arguments(void) {
+    sq_pool *p = NULL;
+    CHECK_EQ(sq_pool_new(0, &p), -EINVAL);
+    CHECK_EQ(sq_pool_new(1025, &p), -EINVAL);
+    CHECK_EQ(sq_pool_new(1, NULL), -EINVAL);
+    CHECK(p == NULL);
+    sq_pool_free(NULL);
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
@@ -2264,6 +2410,10 @@ static const struct {
     {"hook_limits", test_hook_limits},
     {"hook_only_its_thread_and_process", test_hook_only_its_thread_and_process},
     {"hook_adoption", test_hook_adoption},
+    {"pool_threads_order", test_pool_threads_order},
+    {"pool_threads_many", test_pool_threads_many},
+    {"pool_threads_cancel_and_free", test_pool_threads_cancel_and_free},
+    {"pool_bad_arguments", test_pool_bad_arguments},
 };
 
 int main(int argc, char **argv) {

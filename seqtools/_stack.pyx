@@ -1013,43 +1013,243 @@ cdef class RowSources:
         Every index and output is checked before anything is written; out-of-range
         indices raise IndexError naming the row. The copy runs with the GIL released.
         """
-        cdef Py_ssize_t f, k, nbufs = 3 * self.nfields
-        cdef RowField* fs = NULL
-        cdef Py_buffer* bufs = NULL
+        self.job(resolved, outs).run()
+
+    def job(self, list resolved, list outs):
+        """The checked copy of ``copy(resolved, outs)``, as a :class:`CopyJob` to
+        run here (``run()``) or on a :class:`CopyPool` (``pool.submit(job)``).
+        Checks, and raises, as ``copy`` does; writes nothing yet."""
+        cdef Py_ssize_t f
+        cdef CopyJob job
+        cdef RowField* fs
         if len(resolved) != self.nfields or len(outs) != self.nfields:
             raise ValueError(f"expected indices and an output for each of the "
                              f"{self.nfields} fields")
-        try:
-            fs = <RowField*>malloc(max(self.nfields, 1) * sizeof(RowField))
-            bufs = <Py_buffer*>calloc(max(nbufs, 1), sizeof(Py_buffer))
-            if fs == NULL or bufs == NULL:
-                raise MemoryError()
-            for f in range(self.nfields):
-                part, local = resolved[f]
-                out = outs[f]
-                if not isinstance(out, _ndarray):
-                    raise TypeError(f"field {f}: out must be a numpy array, got "
-                                    f"{_describe(out)}")
-                if out.dtype is not self.dtypes[f] and out.dtype != self.dtypes[f]:
-                    raise ValueError(f"field {f}: the sources have dtype "
-                                     f"{self.dtypes[f]}, out {out.dtype}")
-                if local is None:
-                    raise TypeError(f"field {f}: local must be a 1-D int64 array")
-                fs[f] = self.fields[f]
-                fs[f].nrows = len(local)
-                _bind_rows(f, &fs[f], self.sources[f], part, local, out, &bufs[3 * f])
-            with nogil:
-                gather_fields(fs, self.nfields)
-        finally:
-            release_buffers(bufs, nbufs)
-            free(bufs)
-            free(fs)
+        job = CopyJob.__new__(CopyJob)
+        job.sources = self  # keeps self.srcs, which the fields point into, alive
+        job.nfields = self.nfields
+        job.nbufs = 3 * self.nfields
+        job.data.fields = fs = <RowField*>malloc(max(self.nfields, 1) * sizeof(RowField))
+        job.bufs = <Py_buffer*>calloc(max(job.nbufs, 1), sizeof(Py_buffer))
+        if fs == NULL or job.bufs == NULL:
+            raise MemoryError()
+        for f in range(self.nfields):
+            part, local = resolved[f]
+            out = outs[f]
+            if not isinstance(out, _ndarray):
+                raise TypeError(f"field {f}: out must be a numpy array, got "
+                                f"{_describe(out)}")
+            if out.dtype is not self.dtypes[f] and out.dtype != self.dtypes[f]:
+                raise ValueError(f"field {f}: the sources have dtype "
+                                 f"{self.dtypes[f]}, out {out.dtype}")
+            if local is None:
+                raise TypeError(f"field {f}: local must be a 1-D int64 array")
+            fs[f] = self.fields[f]
+            fs[f].nrows = len(local)
+            _bind_rows(f, &fs[f], self.sources[f], part, local, out, &job.bufs[3 * f])
+        job.data.nfields = self.nfields
+        return job
 
     def __dealloc__(self):
         release_buffers(self.bufs, self.nbufs)
         free(self.bufs)
         free(self.fields)
         free(self.srcs)
+
+
+# -- copies run by a pool of native threads (csrc/copypool.c) ---------------------------
+
+cdef extern from "copypool.h" nogil:
+    cdef struct sq_job
+    ctypedef void (*sq_job_fn)(sq_job* job) noexcept nogil
+    cdef struct sq_job:
+        sq_job_fn run
+        int state
+    ctypedef struct sq_pool:
+        pass
+    int SQ_JOB_IDLE, SQ_JOB_QUEUED, SQ_JOB_RUNNING, SQ_JOB_DONE
+    int sq_pool_new(int nthreads, sq_pool** out)
+    int sq_pool_submit(sq_pool* pool, sq_job* job)
+    int sq_pool_wait(sq_pool* pool, sq_job* job, double timeout)
+    int sq_pool_cancel(sq_pool* pool, sq_job* job)
+    int sq_pool_state(sq_pool* pool, sq_job* job)
+    long sq_pool_pending(sq_pool* pool)
+    void sq_pool_stop(sq_pool* pool)
+    void sq_pool_free(sq_pool* pool)
+
+cdef extern from "<unistd.h>" nogil:
+    int getpid()
+
+from cpython.exc cimport PyErr_CheckSignals
+
+
+cdef struct CopyData:
+    sq_job base                  # first: the pool hands the job back as this
+    RowField* fields             # checked: only memcpy is left to do
+    Py_ssize_t nfields
+
+
+cdef void _run_copy(sq_job* job) noexcept nogil:
+    cdef CopyData* d = <CopyData*>job
+    gather_fields(d.fields, d.nfields)
+
+
+cdef class CopyJob:
+    """One checked batch copy (made by :meth:`RowSources.job`): run it here with
+    ``run()``, or submit it to a :class:`CopyPool` and ``wait()`` for it. The job
+    holds the buffers of its sources, indices and outputs until it has run; a job
+    dropped while a pool thread copies waits for the copy to end first."""
+
+    cdef CopyData data
+    cdef Py_buffer* bufs         # part, local, out per field
+    cdef Py_ssize_t nbufs
+    cdef Py_ssize_t nfields
+    cdef object sources          # the RowSources whose sources the fields point into
+    cdef CopyPool pool           # set by submit
+
+    def __cinit__(self):
+        self.data.base.run = _run_copy
+        self.data.base.state = SQ_JOB_IDLE
+
+    def run(self):
+        """Copy now, in this thread (GIL released). Once only."""
+        if self.data.fields == NULL:
+            raise RuntimeError("this copy job has already run")
+        if self.pool is not None:
+            raise RuntimeError("this copy job was submitted to a pool: wait() for it")
+        try:
+            with nogil:
+                gather_fields(self.data.fields, self.data.nfields)
+        finally:
+            self._release()
+
+    def wait(self, double timeout=-1.0):
+        """Wait until the pool has run the job: True once done (its outputs are
+        then written), False when ``timeout`` seconds (< 0: no limit) pass first.
+
+        Waits with the GIL released, checking for signals every 0.1 s
+        (KeyboardInterrupt ends the wait). RuntimeError if the pool was closed
+        before the job ran.
+        """
+        cdef int rc
+        cdef double step, left = timeout
+        cdef sq_pool* p
+        if self.data.fields == NULL:
+            return True  # done, and released
+        if self.pool is None:
+            raise RuntimeError("this copy job was not submitted to a pool")
+        if getpid() != self.pool.pid:
+            raise RuntimeError("this copy job belongs to the process that made its "
+                               "pool, not to this forked child")
+        p = self.pool.pool  # valid while the pool object lives (the job holds it)
+        while True:
+            rc = sq_pool_wait(p, &self.data.base, 0.0)
+            if rc == 0 and left != 0:
+                step = 0.1 if left < 0 or left > 0.1 else left
+                with nogil:
+                    rc = sq_pool_wait(p, &self.data.base, step)
+                if left > 0:
+                    left = max(left - step, 0.0)
+            if rc == 1:
+                self._release()
+                return True
+            if rc < 0:
+                raise RuntimeError("the copy pool was closed before this job ran")
+            if left == 0:
+                return False
+            PyErr_CheckSignals()
+
+    cdef bint _settle(self):
+        """Make sure no pool thread will touch the job: cancel it if queued, wait
+        if running. False in a process forked from the pool's (no thread there)."""
+        cdef sq_pool* p
+        if self.pool is None:
+            return True
+        if getpid() != self.pool.pid:
+            return False
+        p = self.pool.pool
+        if sq_pool_cancel(p, &self.data.base) == 1:
+            return True
+        with nogil:
+            while sq_pool_wait(p, &self.data.base, 1.0) == 0:
+                pass
+        return True
+
+    cdef void _release(self):
+        release_buffers(self.bufs, self.nbufs)
+        free(self.bufs)
+        self.bufs = NULL
+        free(self.data.fields)
+        self.data.fields = NULL
+
+    def __dealloc__(self):
+        self._settle()
+        self._release()
+
+
+cdef class CopyPool:
+    """``nthreads`` native threads running submitted :class:`CopyJob` in order,
+    with no GIL: the copies overlap the submitting thread's Python and each
+    other. Close it (or drop it) in the process that made it; a forked child
+    must not use it (its threads are not there).
+
+    ``close()`` stops the threads; the pool's memory lives until the object
+    dies, which no submitted job outlives (each holds the pool), so a job can be
+    waited for or dropped at any time, from any thread.
+    """
+
+    cdef sq_pool* pool           # from __cinit__ to __dealloc__
+    cdef bint closed
+    cdef readonly long pid
+    cdef readonly int nthreads
+
+    def __cinit__(self, int nthreads):
+        cdef int rc
+        if nthreads < 1 or nthreads > 1024:
+            raise ValueError(f"CopyPool: nthreads must be in [1, 1024], got {nthreads}")
+        rc = sq_pool_new(nthreads, &self.pool)
+        if rc != 0:
+            raise OSError(-rc, f"CopyPool: cannot start {nthreads} threads")
+        self.pid = getpid()
+        self.nthreads = nthreads
+
+    def submit(self, CopyJob job not None):
+        """Queue ``job`` to run after the jobs submitted before it."""
+        cdef int rc
+        if self.closed:
+            raise ValueError("this copy pool is closed")
+        if getpid() != self.pid:
+            raise RuntimeError("this copy pool belongs to the process that made it, "
+                               "not to this forked child")
+        if job.data.fields == NULL or job.pool is not None:
+            raise RuntimeError("this copy job has already been submitted or run")
+        job.pool = self
+        rc = sq_pool_submit(self.pool, &job.data.base)
+        if rc != 0:
+            job.pool = None
+            if rc == -32:  # EPIPE: closed from another thread meanwhile
+                raise ValueError("this copy pool is closed")
+            raise RuntimeError(f"CopyPool.submit failed (error {-rc})")
+
+    @property
+    def pending(self):
+        """Jobs submitted and not yet done."""
+        return 0 if self.pool == NULL else sq_pool_pending(self.pool)
+
+    def close(self):
+        """Stop the threads: queued jobs never run (waiting for them raises),
+        running ones finish first. Idempotent."""
+        cdef sq_pool* p = self.pool
+        self.closed = True
+        if p != NULL and getpid() == self.pid:
+            with nogil:
+                sq_pool_stop(p)
+
+    def __dealloc__(self):
+        if self.pool != NULL and getpid() == self.pid:
+            sq_pool_free(self.pool)
+        # In a forked child the pool's memory is a copy with no threads: leaked.
+        self.pool = NULL
 
 
 cdef bint any_differ(const Py_buffer* a, const Py_buffer* b):

@@ -14,6 +14,7 @@ forkserver). A dead worker is noticed within a second, replaced, and its item
 given to another worker; an item that keeps killing workers raises an error.
 """
 
+import functools
 import multiprocessing
 import os
 import pickle
@@ -22,7 +23,7 @@ import threading
 import time
 import weakref
 
-from . import _transport, _worker
+from . import _stack, _transport, _worker
 from ._checks import check_int, length
 from ._ring import ALIGN, HOOK_HEADROOM, KIND_ERROR, Ring, RingClosed
 from .core import View
@@ -612,6 +613,195 @@ class _ThreadPrefetch(_Closing, View):
         self._finalizer()
 
 
+class _CopyAhead:
+    """Items that are each one native copy, computed ahead in order: the
+    consumer's thread plans item ``k`` (``plan(k) -> (job, value)``, Python:
+    index arithmetic, allocation, checks) and submits its copy to a pool of
+    native threads, which run it with no GIL. On a GIL build the copies then
+    overlap the consumer's Python and each other, with no GIL hand-over per
+    item; threads running Python could do neither. ``plan(k)`` returns None for
+    an item that is not one copy: the consumer reads it itself (``read(k)``).
+    Not thread-safe: the loader's lock serialises callers.
+    """
+
+    _READ = object()  # entry value: the consumer reads the item itself
+
+    def __init__(self, plan, read, nthreads, window, end, first=None):
+        self.plan, self.read = plan, read
+        self.window, self.end = window, end
+        self.pool = _stack.CopyPool(nthreads)
+        self.pending = {}  # k -> (job, value, exception): issued, not taken
+        self.issued = 0
+        self.pid = os.getpid()
+        if first is not None:  # plan(0), made by the caller's dispatch
+            self.pending[0] = self._submit(first)
+            self.issued = 1
+        self._issue(0)
+
+    def _submit(self, planned):
+        if planned is None:
+            return None, self._READ, None
+        job, value = planned
+        self.pool.submit(job)
+        return job, value, None
+
+    def _entry(self, k):
+        try:
+            return self._submit(self.plan(k))
+        except Exception as e:  # the item's error: raised when it is taken
+            return None, None, e
+
+    def _issue(self, k):
+        """Plan and submit the items after ``k`` that the window allows."""
+        limit = k + self.window + 1
+        if self.end is not None:
+            limit = min(limit, self.end)
+        for j in range(self.issued, limit):
+            self.pending[j] = self._entry(j)
+        self.issued = max(self.issued, limit)
+
+    def restart(self, start):
+        """Drop the items ahead (their copies are cancelled or waited for)."""
+        self.pending.clear()
+        self.issued = start
+
+    def take(self, k):
+        """``(value, exception)`` of item ``k``, planned now if it was not."""
+        if os.getpid() != self.pid:
+            raise RuntimeError(
+                "this loader's copy threads belong to the process that created it "
+                f"(pid {self.pid}), not to this forked child: create a loader in "
+                "the child")
+        entry = self.pending.pop(k, None)
+        if entry is None:
+            entry = self._entry(k)
+            self.issued = max(self.issued, k + 1)
+        self._issue(k)
+        job, value, exc = entry
+        if value is self._READ:
+            try:
+                return self.read(k), None
+            except Exception as e:
+                return None, e
+        if job is not None:
+            job.wait()
+        return value, exc
+
+    def close(self):
+        self.pool.close()
+        self.pending.clear()
+
+
+class _CopyPrefetch(_Closing, View):
+    """``prefetch(method='thread')`` of a view whose items are native copies
+    (``View._copy_job``: batches of ``batch(..., collate_fn=stack)`` over arrays):
+    planned ahead in the reading thread, copied by ``nworkers`` native threads."""
+
+    def __init__(self, seq, n, nworkers, max_buffered, first):
+        View.__init__(self, n)
+        self._seq = seq
+        self._ahead = _CopyAhead(seq._copy_job, seq.__getitem__, nworkers,
+                                 max_buffered, n, first)
+        self._next = 0
+        self._closed = False
+        self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, self._ahead.close)
+
+    def _get(self, i):
+        with self._lock:  # threads sharing the view take their turns
+            if self._closed:
+                raise ValueError("this prefetch view was closed")
+            if i != self._next:
+                self._ahead.restart(i)
+            self._next = i + 1
+            try:
+                value, exc = self._ahead.take(i)
+            except KeyboardInterrupt:
+                self.close()
+                raise
+        if exc is not None:
+            try:
+                raise exc
+            except BaseException as e:
+                raise_evaluation_error(self, i, e)
+        return value
+
+    def close(self):
+        """Stop the copy threads (each ends after its current copy)."""
+        self._closed = True
+        self._finalizer()
+
+
+class _CopyLoader(_Closing):
+    """``load_buffers(method='thread')`` of a sampler whose results are native
+    copies (``sampler._copy_job(k)`` for call ``k``, as :func:`minibatches`
+    has): call ``k``'s batch planned in the consumer's thread, copied by
+    ``nworkers`` native threads, yielded in call order (which is also a
+    completion order: unordered loaders may yield it)."""
+
+    def __init__(self, func, max_cached, nworkers, first):
+        self._origin = creation_site(3)
+        self._func = func
+        # Nothing _ahead holds may refer to self: the finalizer holds _ahead.
+        self._ahead = _CopyAhead(func._copy_job, functools.partial(_call_as, func),
+                                 nworkers, max_cached, None, first)
+        self._k = 0
+        self._closed = False
+        self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, self._ahead.close)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        with self._lock:
+            if self._closed:
+                raise StopIteration
+            k = self._k
+            self._k = k + 1
+            try:
+                value, exc = self._ahead.take(k)
+            except KeyboardInterrupt:
+                self.close()
+                raise
+        if exc is not None:
+            if isinstance(exc, EvaluationError) or passthrough():
+                raise exc
+            raise EvaluationError(
+                f"{_call_failed(self._func, k, self._origin, 'thread')}: "
+                f"{type(exc).__name__}: {exc}") from exc
+        return value
+
+    def close(self):
+        """Stop the copy threads (each ends after its current copy); results
+        already handed out stay valid."""
+        self._closed = True
+        self._finalizer()
+
+
+def _call_as(func, k):
+    """``func()`` as call ``k`` of a loader (see :func:`call_index`)."""
+    evaluating = _worker.evaluating
+    evaluating.index = k
+    try:
+        return func()
+    finally:
+        evaluating.index = None
+
+
+def _first_copy_job(target, start_hook):
+    """``target._copy_job(0)`` when a thread loader of ``target`` can run on
+    copy threads (no start_hook to run in worker threads, item 0 one copy),
+    else None. The job is item 0's: the loader submits it."""
+    plan = getattr(target, "_copy_job", None)
+    if plan is None or start_hook is not None:
+        return None
+    try:
+        return plan(0)
+    except Exception:
+        return None  # item 0 fails: the thread workers report it as usual
+
+
 def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
              shm_size=0, *, start_method=None):
     """Wrap a sequence so that items are computed ahead by background workers.
@@ -629,7 +819,11 @@ def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
     nworkers : int
         Number of workers; ``0`` or negative means the number of cores minus that.
     method : {'thread', 'process'}
-        Threads suit I/O-bound items; processes give full parallelism.
+        Threads suit I/O-bound items; processes give full parallelism. Batches
+        of ``batch(..., collate_fn=stack)`` over arrays (no ``start_hook``) are
+        an exception: with threads, the reading thread plans each batch ahead
+        and ``nworkers`` native threads copy its rows with no GIL, which
+        beats process workers there.
     max_buffered : int
         At most this many items are computed ahead of the last one read (>= 1).
     start_hook : callable, optional
@@ -660,6 +854,9 @@ def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
     if start_hook is not None and not callable(start_hook):
         raise TypeError("start_hook must be callable")
     if method == "thread":
+        first = _first_copy_job(seq, start_hook) if n != 0 else None
+        if first is not None:
+            return _CopyPrefetch(seq, n, nworkers, max_buffered, first)
         return _ThreadPrefetch(seq, n, nworkers, max_buffered, start_hook)
     if method == "process":
         return _ProcessPrefetch(seq, n, nworkers, max_buffered, start_hook, shm_size,
@@ -979,9 +1176,10 @@ def load_buffers(func, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,
         those after it, up to ``max_cached``); by default, as they complete.
     method : {'process', 'thread'}
         Worker processes, or threads of this process: threads share the sampler
-        (it must be thread-safe) and pay off when it releases the GIL (the fused
-        reads of :func:`stack` and :func:`minibatches` do) or on a free-threaded
-        Python.
+        (it must be thread-safe) and pay off when it releases the GIL or on a
+        free-threaded Python. A :func:`minibatches` sampler over arrays (no
+        ``start_hook``) is planned call by call in the consuming thread and
+        copied by ``nworkers`` native threads with no GIL, in call order.
 
     Returns
     -------
@@ -1007,6 +1205,9 @@ def load_buffers(func, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,
     if not isinstance(ordered, bool):
         raise TypeError(f"ordered must be True or False, got {ordered!r}")
     if method == "thread":
+        first = _first_copy_job(func, start_hook)
+        if first is not None:
+            return _CopyLoader(func, max_cached, nworkers, first)
         return _ThreadLoader(func, max_cached, nworkers, start_hook, ordered)
     if method == "process":
         return BufferLoader(func, max_cached, nworkers, start_hook, shm_size,

@@ -17,7 +17,7 @@ from .access import check_array_slice, check_item, item_setter, plain_array, rew
 from .core import SliceView, View
 from .errors import raise_evaluation_error
 from .fusion import Items, Rows, fuse, merge_plans
-from .stacking import stack, stack_range
+from .stacking import copy_job, stack, stack_range
 
 __all__ = ["batch", "unbatch", "split"]
 
@@ -201,6 +201,17 @@ class BatchView(View):
             chunk = list(chunk)
         try:
             return self._collate(chunk)
+        except Exception as exc:
+            raise_evaluation_error(self, b, exc)
+
+    def _copy_job(self, b):
+        """Batch ``b`` as a copy to run (see View._copy_job), or None."""
+        start = b * self._k
+        stop = min(start + self._k, self._src_n)
+        if not self._reads_ranges or (self._pad is not None and stop - start < self._k):
+            return None
+        try:
+            return copy_job(self._seq, np.arange(start, stop, dtype=np.int64))
         except Exception as exc:
             raise_evaluation_error(self, b, exc)
 

@@ -267,15 +267,43 @@ def _stack_fused(seq, indices, out):
     if prog is None:
         node = fuse(seq, indices)
     else:
-        stacker = prog.stacker
-        if stacker is None:
-            stacker = prog.stacker = _Stacker(prog) if prog.rows_only else False
+        stacker = _stacker(prog)
         if stacker:
             return stacker(indices, out)
         node = prog.plan(indices)
     if type(node) is Items:
         return node
     return _stack_plan(node, len(indices), out)
+
+
+def copy_job(seq, indices):
+    """``stack`` of items ``indices`` of a view or array as a copy yet to run:
+    ``(job, result)``, where ``job`` is the checked :class:`~seqtools._stack.CopyJob`
+    that fills ``result`` (for a :class:`~seqtools._stack.CopyPool`); None when the
+    items are not rows of arrays read through a compiled program (``stack`` then
+    reads them another way).
+
+    Checks and raises as ``stack`` does; nothing is read before the job runs.
+    """
+    if isinstance(seq, np.ndarray):
+        if seq.ndim == 0 or seq.dtype.hasobject or seq.dtype.kind in "mM":
+            return None  # stack raises, or reads these its own way
+        out = np.empty((len(indices),) + seq.shape[1:], seq.dtype)
+        job = _stack.RowSources([(seq,)]).job([(None, indices)], [out])
+        return job, out
+    seq, indices = peel(seq, indices)
+    prog = program(seq)
+    stacker = prog and _stacker(prog)
+    return stacker.job(indices) if stacker else None
+
+
+def _stacker(prog):
+    """The :class:`_Stacker` of a compiled program, made on first use; False when
+    its leaves are not all Rows sources."""
+    stacker = prog.stacker
+    if stacker is None:
+        stacker = prog.stacker = _Stacker(prog) if prog.rows_only else False
+    return stacker
 
 
 class _Stacker:
@@ -287,7 +315,8 @@ class _Stacker:
     copy (GIL released).
     """
 
-    __slots__ = ("resolve", "layout", "fields", "copy", "shapes", "blocks")
+    __slots__ = ("resolve", "layout", "fields", "sources", "copy", "shapes",
+                 "blocks")
 
     def __init__(self, prog):
         self.resolve = prog.resolver.resolve
@@ -295,9 +324,24 @@ class _Stacker:
         # order (the leaves' order) and the checks of `out`, as for stack(list(view)).
         self.layout = _stack.Layout(_prototype(prog.structure, prog.leaves))
         self.fields = [(shape, dtype) for _, shape, dtype in self.layout.field_info()]
-        self.copy = _stack.RowSources([leaf.seq for leaf in prog.leaves]).copy
+        self.sources = _stack.RowSources([leaf.seq for leaf in prog.leaves])
+        self.copy = self.sources.copy
         self.shapes = {}  # batch size -> [(stacked shape, dtype)]
         self.blocks = {}  # batch size -> _block_layout
+
+    def _new_arrays(self, n):
+        shapes = self.shapes.get(n)
+        if shapes is None:
+            shapes = _bounded_put(self.shapes, n, [((n,) + shape, dtype) for
+                                                   shape, dtype in self.fields])
+        return [np.empty(shape, dtype) for shape, dtype in shapes]
+
+    def job(self, indices):
+        """``(job, result)``: see :func:`copy_job`. The result is in this
+        process's own memory."""
+        arrays = self._new_arrays(len(indices))
+        job = self.sources.job(self.resolve(indices), arrays)
+        return job, self.layout.unflatten(arrays)
 
     def __call__(self, indices, out):
         resolved = self.resolve(indices)
@@ -312,11 +356,7 @@ class _Stacker:
                 layout = _bounded_put(self.blocks, n, _block_layout(self.fields, n))
             arrays = _block_arrays(layout)
         if arrays is None:
-            shapes = self.shapes.get(n)
-            if shapes is None:
-                shapes = _bounded_put(self.shapes, n, [((n,) + shape, dtype) for
-                                                       shape, dtype in self.fields])
-            arrays = [np.empty(shape, dtype) for shape, dtype in shapes]
+            arrays = self._new_arrays(n)
         self.copy(resolved, arrays)
         return self.layout.unflatten(arrays)
 
@@ -589,6 +629,10 @@ class MinibatchSampler:
             self._block = (block, drawn)  # one assignment: safe between threads
         b = self.batch_size
         return drawn[offset * b : (offset + 1) * b]
+
+    def _copy_job(self, k):
+        """Call ``k``'s batch as a copy to run (see View._copy_job), or None."""
+        return copy_job(self.dataset, self.indices(k))
 
     def __call__(self):
         k = getattr(_task.evaluating, "index", None)  # evaluation.call_index()
