@@ -964,6 +964,10 @@ cdef class RowGather:
         self._release()
 
 
+cdef class CopyJob
+cdef class CopyPool
+
+
 cdef class RowSources:
     """The source arrays of fused fields, acquired once for many batches.
 
@@ -1013,25 +1017,42 @@ cdef class RowSources:
         Every index and output is checked before anything is written; out-of-range
         indices raise IndexError naming the row. The copy runs with the GIL released.
         """
-        self.job(resolved, outs).run()
+        cdef RowField* fs = NULL
+        cdef Py_buffer* bufs = NULL
+        try:
+            self._bind(resolved, outs, &fs, &bufs)
+            with nogil:
+                gather_fields(fs, self.nfields)
+        finally:
+            release_buffers(bufs, 3 * self.nfields)
+            free(bufs)
+            free(fs)
 
     def job(self, list resolved, list outs):
         """The checked copy of ``copy(resolved, outs)``, as a :class:`CopyJob` to
         run here (``run()``) or on a :class:`CopyPool` (``pool.submit(job)``).
         Checks, and raises, as ``copy`` does; writes nothing yet."""
+        cdef CopyJob job = CopyJob.__new__(CopyJob)
+        job.sources = self  # keeps self.srcs, which the fields point into, alive
+        job.nbufs = 3 * self.nfields
+        self._bind(resolved, outs, &job.data.fields, &job.bufs)
+        job.data.nfields = self.nfields
+        return job
+
+    cdef int _bind(self, list resolved, list outs, RowField** fields,
+                   Py_buffer** buffers) except -1:
+        """Allocate (into *fields, *buffers: the caller frees and releases them,
+        whatever happens) and check one batch's fields."""
         cdef Py_ssize_t f
-        cdef CopyJob job
         cdef RowField* fs
+        cdef Py_buffer* bufs
         if len(resolved) != self.nfields or len(outs) != self.nfields:
             raise ValueError(f"expected indices and an output for each of the "
                              f"{self.nfields} fields")
-        job = CopyJob.__new__(CopyJob)
-        job.sources = self  # keeps self.srcs, which the fields point into, alive
-        job.nfields = self.nfields
-        job.nbufs = 3 * self.nfields
-        job.data.fields = fs = <RowField*>malloc(max(self.nfields, 1) * sizeof(RowField))
-        job.bufs = <Py_buffer*>calloc(max(job.nbufs, 1), sizeof(Py_buffer))
-        if fs == NULL or job.bufs == NULL:
+        fields[0] = fs = <RowField*>malloc(max(self.nfields, 1) * sizeof(RowField))
+        buffers[0] = bufs = <Py_buffer*>calloc(max(3 * self.nfields, 1),
+                                               sizeof(Py_buffer))
+        if fs == NULL or bufs == NULL:
             raise MemoryError()
         for f in range(self.nfields):
             part, local = resolved[f]
@@ -1046,9 +1067,8 @@ cdef class RowSources:
                 raise TypeError(f"field {f}: local must be a 1-D int64 array")
             fs[f] = self.fields[f]
             fs[f].nrows = len(local)
-            _bind_rows(f, &fs[f], self.sources[f], part, local, out, &job.bufs[3 * f])
-        job.data.nfields = self.nfields
-        return job
+            _bind_rows(f, &fs[f], self.sources[f], part, local, out, &bufs[3 * f])
+        return 0
 
     def __dealloc__(self):
         release_buffers(self.bufs, self.nbufs)
@@ -1103,7 +1123,6 @@ cdef class CopyJob:
     cdef CopyData data
     cdef Py_buffer* bufs         # part, local, out per field
     cdef Py_ssize_t nbufs
-    cdef Py_ssize_t nfields
     cdef object sources          # the RowSources whose sources the fields point into
     cdef CopyPool pool           # set by submit
 

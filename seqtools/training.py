@@ -46,7 +46,7 @@ from ._checks import check_int, length
 from .core import View
 from .evaluation import prefetch
 from .fusion import Items
-from .stacking import _stack_fused, stack
+from .stacking import _stack_fused, copy_job, stack
 
 __all__ = ["epochs", "EpochLoader", "epoch_order"]
 
@@ -210,6 +210,11 @@ class _Batches(View):
         if not self._shuffle:
             return epoch, positions
         return epoch, self._order(epoch)[positions]
+
+    def _copy_job(self, k):
+        """Batch ``k`` as a copy to run (see View._copy_job), or None. A copy
+        runs no transform, so the epoch setting of ``smap(..., rng=)`` is moot."""
+        return copy_job(self._dataset, self.indices(k)[1])
 
     def _get(self, k):
         epoch, idx = self.indices(k)

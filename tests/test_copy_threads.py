@@ -268,3 +268,17 @@ def test_forked_child_is_told_to_make_its_own_loader():
     res = subprocess.run([sys.executable, "-c", script], capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+
+
+def test_epochs_on_threads_run_on_copy_threads():
+    data = dataset()
+    inline = seqtools.epochs(data, 24, seed=3, num_epochs=2)
+    expected = list(inline)
+    with seqtools.epochs(data, 24, seed=3, num_epochs=2, nworkers=2,
+                         method="thread") as loader:
+        got = [next(loader)]
+        assert type(loader._loader) is evaluation._CopyPrefetch
+        got += list(loader)
+    assert len(got) == len(expected) == 2 * loader.batches_per_epoch
+    for x, y in zip(got, expected):
+        same(x, y)
