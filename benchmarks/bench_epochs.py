@@ -12,6 +12,12 @@ Throughput (batches/s), interleaved in one run, medians, ratios to unordered
   minibatches with replacement, yielded in completion order (the baseline);
 - ``load_buffers(..., ordered=True)``: the same minibatches in call order, through
   the ordered machinery ``epochs`` uses (``prefetch``): what ordering costs;
+- ``load_buffers(epochs' batches, nworkers=2)``, unordered: call ``k`` stacks the
+  rows of epochs' batch ``k`` (``stack(gather(dataset, epoch_order(...)[...]))``),
+  and the same code over rows drawn with replacement (``random batches``): the
+  two differ only in which rows they read, so their ratio is what reading every
+  sample once per epoch costs against drawing with replacement, the loaders
+  aside;
 - ``epochs(dataset, 64, seed=0, nworkers=2)``: ordered, epochs without
   replacement, process workers (the default), and with ``method='thread'``;
 - ``epochs(..., nworkers=0)``: inline, in the training loop's own thread;
@@ -95,6 +101,27 @@ class SeedDataset:
         i %= TRAIN
         c, r = divmod(i, CHUNK_SIZE)
         return self.chunks[c][r], self.labels[i]
+
+
+class EpochBatches:
+    """A load_buffers sampler: call ``k`` (``call_index()``) returns batch ``k`` of
+    ``epochs(dataset, BATCH, seed=0)``, read by ``stack(gather(...))``; with
+    ``replace=True``, the same code over rows drawn with replacement."""
+
+    def __init__(self, dataset, replace=False):
+        self.dataset = dataset
+        self.replace = replace
+        self.per_epoch = -(-len(dataset) // BATCH)
+        self.order = (-1, None)
+
+    def __call__(self):
+        epoch, j = divmod(seqtools.call_index(), self.per_epoch)
+        if self.order[0] != epoch:
+            n = len(self.dataset)
+            self.order = (epoch, np.random.default_rng(epoch).integers(0, n, n)
+                          if self.replace else epoch_order(n, 0, epoch))
+        rows = self.order[1][j * BATCH:(j + 1) * BATCH]
+        return seqtools.stack(seqtools.gather(self.dataset, rows))
 
 
 def endless(loader):
@@ -257,6 +284,10 @@ def main():
         baseline = seqtools.load_buffers(sampler, max_cached=10, nworkers=2)
         ordered = seqtools.load_buffers(seqtools.minibatches(dataset, BATCH, seed=0),
                                         max_cached=10, nworkers=2, ordered=True)
+        epoch_reads = seqtools.load_buffers(EpochBatches(dataset), max_cached=10,
+                                            nworkers=2)
+        random_reads = seqtools.load_buffers(EpochBatches(dataset, replace=True),
+                                             max_cached=10, nworkers=2)
         ours = seqtools.epochs(dataset, BATCH, seed=0, nworkers=2)
         threads = seqtools.epochs(dataset, BATCH, seed=0, nworkers=2, method="thread")
         inline = seqtools.epochs(dataset, BATCH, seed=0)
@@ -266,12 +297,16 @@ def main():
         for loader in (ours, threads, inline):
             got = next(loader)
             assert all(np.array_equal(a, b) for a, b in zip(got, want))
-        next(baseline), next(ordered)
+        next(baseline), next(ordered), next(epoch_reads), next(random_reads)
         configs = [
             ("load_buffers(minibatches, nworkers=2), unordered",
              calls_per_second(baseline.__next__, n)),
             ("load_buffers(minibatches, nworkers=2, ordered=True)",
              calls_per_second(ordered.__next__, n)),
+            ("load_buffers(epochs' batches, nworkers=2), unordered",
+             calls_per_second(epoch_reads.__next__, n)),
+            ("load_buffers(random batches, same code, nworkers=2), unordered",
+             calls_per_second(random_reads.__next__, n)),
             ("epochs(nworkers=2), processes", calls_per_second(ours.__next__, n)),
             ("epochs(nworkers=2, method='thread')",
              calls_per_second(threads.__next__, n)),
@@ -298,7 +333,8 @@ def main():
             configs.append(("torch DataLoader(shuffle=True, num_workers=2)",
                             lambda: None))
         results = interleaved(configs, args.repeats, progress=progress)
-        for loader in (baseline, ordered, ours, threads, inline):
+        for loader in (baseline, ordered, epoch_reads, random_reads, ours, threads,
+                       inline):
             loader.close()
         for it in torch_loaders:
             it.close()
@@ -342,6 +378,12 @@ def main():
     print(f"load_buffers ordered / unordered: {med(in_order) / med(results[base]):.2f}x"
           "; epochs(nworkers=2) / load_buffers ordered: "
           f"{med(mine) / med(in_order):.2f}x")
+    reads = results["load_buffers(epochs' batches, nworkers=2), unordered"]
+    rand = results["load_buffers(random batches, same code, nworkers=2), unordered"]
+    print(f"epochs' batches / random batches, same code, unordered load_buffers "
+          f"(which rows are read, alone): {med(reads) / med(rand):.2f}x; "
+          f"epochs(nworkers=2) / load_buffers of epochs' batches (the loaders "
+          f"alone): {med(mine) / med(reads):.2f}x")
     dl = results["torch DataLoader(shuffle=True, num_workers=2)"]
     if dl:
         print(f"epochs(nworkers=2) / torch DataLoader(shuffle=True, num_workers=2): "
