@@ -62,7 +62,8 @@ def test_prefetch_of_fused_batches_runs_on_copy_threads(nworkers, max_buffered):
 
 @pytest.mark.parametrize("array", [
     np.arange(400.0).reshape(100, 4), np.arange(100, dtype=np.int8),
-    np.zeros((50, 2), [("a", "i4"), ("b", "f8")]), np.arange(90).reshape(30, 3)[:, ::2]])
+    np.zeros((50, 2), [("a", "i4"), ("b", "f8")]),
+    np.arange(90).reshape(30, 3)[:, ::2]])
 def test_prefetch_of_batches_of_an_array_runs_on_copy_threads(array):
     view = seqtools.batch(array, 7, collate_fn=seqtools.stack)
     with seqtools.prefetch(view, 2, "thread", 3) as pf:
@@ -125,7 +126,8 @@ def test_load_buffers_of_minibatches_runs_on_copy_threads(nworkers, ordered):
 
 def test_copy_threads_are_not_used_with_a_start_hook_or_other_items():
     hooked = []
-    with seqtools.prefetch(batches(), 2, "thread", start_hook=lambda: hooked.append(1)) as pf:
+    hook = lambda: hooked.append(1)  # noqa: E731
+    with seqtools.prefetch(batches(), 2, "thread", start_hook=hook) as pf:
         assert type(pf) is evaluation._ThreadPrefetch
         pf[0]
     assert hooked == [1, 1]
