@@ -647,11 +647,17 @@ def test_workers_exit_with_parent(tmp_path, how):
             assert proc.returncode == -signal.SIGKILL
         ended = True
     finally:
-        if not ended:  # a failure above: leave nothing running behind it
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-            for pid in pids:
+        if not ended:  # a failure above: leave nothing running or open behind it
+            for pid in pids:  # first: live workers would hold the pipes open
                 if pid_alive(pid):
                     os.kill(pid, signal.SIGKILL)
+            if proc.poll() is None:
+                proc.kill()
+            try:
+                proc.communicate(timeout=10)
+            except (subprocess.TimeoutExpired, ValueError):
+                pass
+            for f in (proc.stdout, proc.stderr):
+                f.close()  # else a ResourceWarning fails a later test
+            proc.wait(timeout=10)
     assert wait_gone(pids) == []  # the workers went by themselves
