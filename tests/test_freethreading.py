@@ -281,6 +281,45 @@ def test_one_prefetch_shared_by_threads(data, method):
         assert all(run_threads(work))
 
 
+def fused_batches(data, rng):
+    """Batches of 16 stacked rows in a shuffled order: the loaders' copy-thread
+    path (evaluation._CopyAhead, _stack.CopyPool)."""
+    order = rng.permutation(data.n)
+    return seqtools.batch(seqtools.gather(data.dataset, order), 16,
+                          collate_fn=seqtools.stack)
+
+
+@pytest.mark.timeout(120)
+def test_copy_thread_prefetch_one_per_thread(data, rng):
+    view = fused_batches(data, rng)
+    ref = [view[i] for i in range(len(view))]
+
+    def work(t):
+        with seqtools.prefetch(view, nworkers=2, method="thread",
+                               max_buffered=6) as p:
+            for i, item in enumerate(p):
+                assert same(item, ref[i]), i
+        return True
+
+    assert all(run_threads(work))
+
+
+@pytest.mark.timeout(120)
+def test_one_copy_thread_prefetch_shared_by_threads(data, rng):
+    view = fused_batches(data, rng)
+    ref = [view[i] for i in range(len(view))]
+    with seqtools.prefetch(view, nworkers=2, method="thread", max_buffered=4) as p:
+
+        def work(t):
+            # interleaved runs of reads: the items ahead are dropped mid-copy
+            # again and again
+            for i in range(t, len(ref), NTHREADS):
+                assert same(p[i], ref[i]), i
+            return True
+
+        assert all(run_threads(work))
+
+
 def consume_shared(loader, data, per_thread=40):
     """Eight threads take batches from one loader; each batch is checked, and none
     may come twice."""
