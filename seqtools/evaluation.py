@@ -642,14 +642,18 @@ class _CopyAhead:
         if planned is None:
             return None, self._READ, None
         job, value = planned
-        self.pool.submit(job)
+        try:
+            self.pool.submit(job)
+        except ValueError:  # closed, by another thread
+            raise _CopyAhead.Closed from None
         return job, value, None
 
     def _entry(self, k):
         try:
-            return self._submit(self.plan(k))
+            planned = self.plan(k)
         except Exception as e:  # the item's error: raised when it is taken
             return None, None, e
+        return self._submit(planned)
 
     def _issue(self, k):
         """Plan and submit the items after ``k`` that the window allows."""
@@ -684,8 +688,14 @@ class _CopyAhead:
             except Exception as e:
                 return None, e
         if job is not None:
-            job.wait()
+            try:
+                job.wait()
+            except RuntimeError:  # the pool was closed before the job ran
+                raise _CopyAhead.Closed from None
         return value, exc
+
+    class Closed(Exception):
+        """Raised by take() when the loader was closed meanwhile."""
 
     def close(self):
         self.pool.close()
@@ -716,6 +726,8 @@ class _CopyPrefetch(_Closing, View):
             self._next = i + 1
             try:
                 value, exc = self._ahead.take(i)
+            except _CopyAhead.Closed:
+                raise ValueError("this prefetch view was closed") from None
             except KeyboardInterrupt:
                 self.close()
                 raise
@@ -761,6 +773,8 @@ class _CopyLoader(_Closing):
             self._k = k + 1
             try:
                 value, exc = self._ahead.take(k)
+            except _CopyAhead.Closed:
+                raise StopIteration from None
             except KeyboardInterrupt:
                 self.close()
                 raise

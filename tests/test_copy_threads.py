@@ -196,6 +196,35 @@ def test_closed_copy_prefetch_refuses_reads():
         pf[1]
 
 
+def test_closing_from_another_thread_ends_reads_cleanly():
+    # A reader in a loop, the loader closed by another thread: the reader gets
+    # the closed loader's answer (ValueError, StopIteration), whatever state its
+    # next item's copy was in, and never waits forever.
+    big = seqtools.batch(np.random.default_rng(0).random((4000, 512)), 100,
+                         collate_fn=seqtools.stack)
+    for make, closed in [
+            (lambda: seqtools.prefetch(big, 2, "thread", 8), ValueError),
+            (lambda: seqtools.load_buffers(seqtools.minibatches(big._seq, 100, seed=0),
+                                           8, 2, method="thread"), StopIteration)]:
+        for _ in range(20):
+            loader = make()
+            outcome = []
+
+            def read(loader=loader, outcome=outcome, closed=closed):
+                try:
+                    for i in range(10**6):
+                        loader[i % len(big)] if closed is ValueError else next(loader)
+                except BaseException as e:  # noqa: B036 (checked below)
+                    outcome.append(e)
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            loader.close()
+            reader.join(30)
+            assert not reader.is_alive()
+            assert len(outcome) == 1 and isinstance(outcome[0], closed), outcome
+
+
 def test_copy_threads_end_with_their_loader():
     gc.collect()
     before = native_threads()
