@@ -275,8 +275,9 @@ def test_copy_pool_checks():
         pool.submit(sources.job([(None, np.array([1], np.int64))], [np.empty((1, 2))]))
 
 
-def test_forked_child_is_told_to_make_its_own_loader():
-    script = textwrap.dedent("""
+def test_forked_child_is_told_to_make_its_own_loader(tmp_path):
+    script = tmp_path / "fork_child.py"  # run from tmp_path: the installed seqtools
+    script.write_text(textwrap.dedent("""
         import os, sys
         import numpy as np, seqtools
         view = seqtools.batch(np.arange(400.0).reshape(100, 4), 10,
@@ -295,9 +296,9 @@ def test_forked_child_is_told_to_make_its_own_loader():
         assert (pf[1] == view[1]).all()  # the parent's loader is untouched
         pf.close()
         print("ok")
-    """)
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                         text=True, timeout=120)
+    """))
+    res = subprocess.run([sys.executable, str(script)], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
 
 
