@@ -3,6 +3,9 @@
  * `work` wakes the threads when a job is queued, `done` wakes waiters when a job
  * ends (broadcast: waiters are few, each checks its own job).
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* pthread_setname_np */
+#endif
 #include "copypool.h"
 
 #include <errno.h>
@@ -106,6 +109,9 @@ int sq_pool_new(int nthreads, sq_pool **out) {
     for (i = 0; i < nthreads; i++) {
         err = pthread_create(&p->threads[i], &attr, pool_run, p);
         if (err != 0) break;
+#ifdef __linux__
+        pthread_setname_np(p->threads[i], SQ_POOL_THREAD_NAME); /* for top -H, ps */
+#endif
         p->nthreads++;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);

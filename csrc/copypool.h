@@ -22,6 +22,9 @@
 extern "C" {
 #endif
 
+/* The name of the pool's threads (Linux: /proc/<pid>/task/<tid>/comm). */
+#define SQ_POOL_THREAD_NAME "seqtools-copy"
+
 /* States of a job, as sq_pool_state() reports them. */
 #define SQ_JOB_IDLE 0     /* not submitted, or taken back by sq_pool_cancel */
 #define SQ_JOB_QUEUED 1
@@ -36,7 +39,8 @@ typedef struct sq_job {
 
 typedef struct sq_pool sq_pool;
 
-/* A pool of `nthreads` threads (1 to 1024), all signals blocked in them.
+/* A pool of `nthreads` threads (1 to 1024), all signals blocked in them, named
+ * SQ_POOL_THREAD_NAME.
  * Returns 0 and sets *out, or a negative errno value (-EINVAL, -ENOMEM, or
  * what thread creation failed with; no thread is left running then). */
 int sq_pool_new(int nthreads, sq_pool **out);

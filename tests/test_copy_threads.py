@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -22,8 +23,25 @@ from seqtools import _stack, evaluation
 from seqtools.errors import EvaluationError
 
 
-def native_threads():
-    return len(os.listdir("/proc/self/task"))
+def copy_threads():
+    """This process's copy threads (csrc/copypool.h names them)."""
+    count = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                count += f.read().strip() == "seqtools-copy"
+        except OSError:  # a thread that ended meanwhile
+            pass
+    return count
+
+
+def copy_threads_become(n):
+    """Wait until this process has ``n`` copy threads (a joined thread's entry
+    may linger an instant); the count then. The timeout is a safety net."""
+    deadline = time.monotonic() + 30
+    while copy_threads() != n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return copy_threads()
 
 
 def dataset(n=500, seed=0):
@@ -125,12 +143,16 @@ def test_load_buffers_of_minibatches_runs_on_copy_threads(nworkers, ordered):
 
 
 def test_copy_threads_are_not_used_with_a_start_hook_or_other_items():
-    hooked = []
-    hook = lambda: hooked.append(1)  # noqa: E731
+    hooked = threading.Semaphore(0)
+
+    def hook():
+        hooked.release()
+
     with seqtools.prefetch(batches(), 2, "thread", start_hook=hook) as pf:
         assert type(pf) is evaluation._ThreadPrefetch
         pf[0]
-    assert hooked == [1, 1]
+        # each worker thread runs the hook (the timeout is a safety net)
+        assert hooked.acquire(timeout=60) and hooked.acquire(timeout=60)
     mapped = seqtools.batch(seqtools.smap(lambda x: x, dataset()), 8,
                             collate_fn=seqtools.stack)
     with seqtools.prefetch(mapped, 2, "thread") as pf:
@@ -227,17 +249,18 @@ def test_closing_from_another_thread_ends_reads_cleanly():
 
 def test_copy_threads_end_with_their_loader():
     gc.collect()
-    before = native_threads()
+    before = copy_threads_become(0)
+    assert before == 0
     loaders = [seqtools.prefetch(batches(), 3, "thread"),
                seqtools.load_buffers(seqtools.minibatches(dataset(), 8, seed=0), 4, 3,
                                      method="thread")]
-    assert native_threads() == before + 6
+    assert copy_threads() == 6
     loaders[0][5], next(loaders[1])
     loaders[0].close()
-    assert native_threads() == before + 3
+    assert copy_threads_become(3) == 3
     del loaders
     gc.collect()
-    assert native_threads() == before
+    assert copy_threads_become(0) == 0
 
 
 def test_dropping_a_loader_mid_copy_waits_for_its_copies():
