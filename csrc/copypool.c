@@ -204,14 +204,6 @@ int sq_pool_state(sq_pool *p, sq_job *job) {
     return state;
 }
 
-long sq_pool_pending(sq_pool *p) {
-    long n;
-    pthread_mutex_lock(&p->mutex);
-    n = p->pending;
-    pthread_mutex_unlock(&p->mutex);
-    return n;
-}
-
 void sq_pool_free(sq_pool *p) {
     if (p == NULL) return;
     sq_pool_stop(p);

@@ -61,9 +61,6 @@ int sq_pool_cancel(sq_pool *pool, sq_job *job);
 /* The job's state (SQ_JOB_*). */
 int sq_pool_state(sq_pool *pool, sq_job *job);
 
-/* Jobs submitted and not yet done (queued or running). */
-long sq_pool_pending(sq_pool *pool);
-
 /* Stop the pool: queued jobs are taken back (IDLE, never run), running ones
  * finish, and the threads are joined. The pool's other functions keep working
  * on its jobs (submit returns -EPIPE). Idempotent. Only in the process that

@@ -1093,7 +1093,6 @@ cdef extern from "copypool.h" nogil:
     int sq_pool_wait(sq_pool* pool, sq_job* job, double timeout)
     int sq_pool_cancel(sq_pool* pool, sq_job* job)
     int sq_pool_state(sq_pool* pool, sq_job* job)
-    long sq_pool_pending(sq_pool* pool)
     void sq_pool_stop(sq_pool* pool)
     void sq_pool_free(sq_pool* pool)
 
@@ -1249,11 +1248,6 @@ cdef class CopyPool:
             if rc == -32:  # EPIPE: closed from another thread meanwhile
                 raise ValueError("this copy pool is closed")
             raise RuntimeError(f"CopyPool.submit failed (error {-rc})")
-
-    @property
-    def pending(self):
-        """Jobs submitted and not yet done."""
-        return 0 if self.pool == NULL else sq_pool_pending(self.pool)
 
     def close(self):
         """Stop the threads: queued jobs never run (waiting for them raises),

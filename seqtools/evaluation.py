@@ -574,6 +574,17 @@ class _ProcessPrefetch(_Closing, View):
                         "workers' sequence instead of sending one")
 
 
+def _item_result(view, i, value, exc):
+    """``value``, item ``i`` of a thread prefetch ``view``, or ``exc`` (raised
+    evaluating it) raised as its evaluation error."""
+    if exc is not None:
+        try:
+            raise exc
+        except BaseException as e:
+            raise_evaluation_error(view, i, e)
+    return value
+
+
 class _ThreadPrefetch(_Closing, View):
     """Items of a sequence computed ahead, in order, by worker threads."""
 
@@ -601,12 +612,7 @@ class _ThreadPrefetch(_Closing, View):
             except BaseException as e:
                 self.close()
                 _start_hook_failed(e, "prefetch", self._origin)
-        if exc is not None:
-            try:
-                raise exc
-            except BaseException as e:
-                raise_evaluation_error(self, i, e)
-        return value
+        return _item_result(self, i, value, exc)
 
     def close(self):
         """Stop the worker threads (each ends after its current item)."""
@@ -731,12 +737,7 @@ class _CopyPrefetch(_Closing, View):
             except KeyboardInterrupt:
                 self.close()
                 raise
-        if exc is not None:
-            try:
-                raise exc
-            except BaseException as e:
-                raise_evaluation_error(self, i, e)
-        return value
+        return _item_result(self, i, value, exc)
 
     def close(self):
         """Stop the copy threads (each ends after its current copy)."""
@@ -778,19 +779,25 @@ class _CopyLoader(_Closing):
             except KeyboardInterrupt:
                 self.close()
                 raise
-        if exc is not None:
-            if isinstance(exc, EvaluationError) or passthrough():
-                raise exc
-            raise EvaluationError(
-                f"{_call_failed(self._func, k, self._origin, 'thread')}: "
-                f"{type(exc).__name__}: {exc}") from exc
-        return value
+        return _call_result(self, k, value, exc)
 
     def close(self):
         """Stop the copy threads (each ends after its current copy); results
         already handed out stay valid."""
         self._closed = True
         self._finalizer()
+
+
+def _call_result(loader, k, value, exc):
+    """``value``, the result of call ``k`` of a thread ``loader``, or ``exc``
+    (raised by the call) raised as the call's error."""
+    if exc is not None:
+        if isinstance(exc, EvaluationError) or passthrough():
+            raise exc
+        raise EvaluationError(
+            f"{_call_failed(loader._func, k, loader._origin, 'thread')}: "
+            f"{type(exc).__name__}: {exc}") from exc
+    return value
 
 
 def _call_as(func, k):
@@ -1139,13 +1146,7 @@ class _ThreadLoader(_Closing):
         except BaseException as e:  # start_hook failed: the loader cannot go on
             self.close()
             _start_hook_failed(e, "load_buffers", self._origin)
-        if exc is not None:
-            if isinstance(exc, EvaluationError) or passthrough():
-                raise exc
-            raise EvaluationError(
-                f"{_call_failed(self._func, index, self._origin, 'thread')}: "
-                f"{type(exc).__name__}: {exc}") from exc
-        return value
+        return _call_result(self, index, value, exc)
 
     def close(self):
         """Stop the workers (each ends after its current call); results already

@@ -248,9 +248,20 @@ def prefetched_view(data):
     return seqtools.smap(double_plus, seqtools.concatenate(data.parts), data.labels)
 
 
+def fused_batches(data, rng):
+    """Batches of 16 stacked rows in a shuffled order: the loaders' copy-thread
+    path (evaluation._CopyAhead, _stack.CopyPool)."""
+    order = rng.permutation(data.n)
+    return seqtools.batch(seqtools.gather(data.dataset, order), 16,
+                          collate_fn=seqtools.stack)
+
+
+@pytest.mark.parametrize("items", ["transformed samples", "fused batches"])
 @pytest.mark.timeout(120)
-def test_thread_prefetch_one_per_thread(data):
-    view = prefetched_view(data)[:300]
+def test_thread_prefetch_one_per_thread(data, rng, items):
+    # fused batches: the copy-thread path (_stack.CopyPool), a pool per thread
+    view = (prefetched_view(data)[:300] if items == "transformed samples"
+            else fused_batches(data, rng))
     ref = [view[i] for i in range(len(view))]
 
     def work(t):
@@ -279,29 +290,6 @@ def test_one_prefetch_shared_by_threads(data, method):
             return True
 
         assert all(run_threads(work))
-
-
-def fused_batches(data, rng):
-    """Batches of 16 stacked rows in a shuffled order: the loaders' copy-thread
-    path (evaluation._CopyAhead, _stack.CopyPool)."""
-    order = rng.permutation(data.n)
-    return seqtools.batch(seqtools.gather(data.dataset, order), 16,
-                          collate_fn=seqtools.stack)
-
-
-@pytest.mark.timeout(120)
-def test_copy_thread_prefetch_one_per_thread(data, rng):
-    view = fused_batches(data, rng)
-    ref = [view[i] for i in range(len(view))]
-
-    def work(t):
-        with seqtools.prefetch(view, nworkers=2, method="thread",
-                               max_buffered=6) as p:
-            for i, item in enumerate(p):
-                assert same(item, ref[i]), i
-        return True
-
-    assert all(run_threads(work))
 
 
 @pytest.mark.timeout(120)
