@@ -23,6 +23,7 @@ from cpython.buffer cimport (
     PyObject_GetBuffer,
 )
 from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from cpython.ref cimport Py_INCREF
 from cpython.sequence cimport PySequence_Check, PySequence_GetItem
 from cpython.slice cimport PySlice_Unpack
@@ -42,6 +43,7 @@ from libc.stdint cimport (
 
 cimport cython
 cimport numpy as cnp
+from numpy.random cimport bitgen_t
 
 import numpy as np
 import sys
@@ -516,6 +518,81 @@ def affine_indices(idx, Py_ssize_t start, Py_ssize_t step):
             "an index-sized integer"
         )
     out.setflags(write=False)
+    return out
+
+
+cdef extern from *:
+    """
+    /* High and low 64 bits of a * b. */
+    static inline uint64_t sq_mul_wide(uint64_t a, uint64_t b, uint64_t *lo) {
+    #if defined(__SIZEOF_INT128__)
+        unsigned __int128 m = (unsigned __int128)a * b;
+        *lo = (uint64_t)m;
+        return (uint64_t)(m >> 64);
+    #else
+        uint64_t a0 = (uint32_t)a, a1 = a >> 32, b0 = (uint32_t)b, b1 = b >> 32;
+        uint64_t p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0, p11 = a1 * b1;
+        uint64_t mid = (p00 >> 32) + (uint32_t)p01 + (uint32_t)p10;
+        *lo = (mid << 32) | (uint32_t)p00;
+        return p11 + (p01 >> 32) + (p10 >> 32) + (mid >> 32);
+    #endif
+    }
+    """
+    uint64_t sq_mul_wide(uint64_t a, uint64_t b, uint64_t *lo) nogil
+
+
+cdef void _shuffle(int64_t *a, int64_t n, bitgen_t *bg, int64_t wide) noexcept nogil:
+    """Fisher-Yates: for i = n-1 down to 1, swap a[i] and a[j], j uniform in
+    [0, i] by Lemire's multiply-and-reject on 64-bit draws while ``i >= wide``,
+    then on 32-bit draws (``wide`` <= 2**32 - 1: the bound i+1 fits in them)."""
+    cdef int64_t i = n - 1, j, tmp
+    cdef uint64_t s, lo, hi, m
+    cdef uint32_t s32, x
+    while i >= wide:
+        s = <uint64_t>i + 1
+        hi = sq_mul_wide(bg.next_uint64(bg.state), s, &lo)
+        if lo < s:
+            m = (0 - s) % s  # 2**64 mod s: the draws to reject
+            while lo < m:
+                hi = sq_mul_wide(bg.next_uint64(bg.state), s, &lo)
+        j = <int64_t>hi
+        tmp = a[i]; a[i] = a[j]; a[j] = tmp
+        i -= 1
+    while i > 0:
+        s32 = <uint32_t>(i + 1)
+        x = bg.next_uint32(bg.state)
+        m = <uint64_t>x * s32
+        if <uint32_t>m < s32:
+            x = (0 - s32) % s32  # 2**32 mod s32: the draws to reject
+            while <uint32_t>m < x:
+                m = <uint64_t>bg.next_uint32(bg.state) * s32
+        j = <int64_t>(m >> 32)
+        tmp = a[i]; a[i] = a[j]; a[j] = tmp
+        i -= 1
+
+
+def permutation(Py_ssize_t n, bit_generator, int64_t wide=0xFFFFFFFF):
+    """``arange(n)`` (int64) shuffled by ``_shuffle`` with draws from
+    ``bit_generator`` (a ``numpy.random.BitGenerator`` this call alone uses).
+
+    ``wide``: the swaps at ``i >= wide`` draw 64 bits, the others 32. Its default
+    is the one the 32-bit draws need; the tests pass smaller ones to check the
+    64-bit draws on small arrays."""
+    cdef Py_buffer dst
+    cdef bitgen_t *bg
+    if n < 0:
+        raise ValueError(f"permutation: n must be >= 0, got {n}")
+    if not 1 <= wide <= 0xFFFFFFFF:
+        raise ValueError(f"permutation: wide must be in [1, 2**32 - 1], got {wide}")
+    capsule = bit_generator.capsule
+    bg = <bitgen_t *>PyCapsule_GetPointer(capsule, "BitGenerator")
+    out = np.arange(n, dtype=np.int64)
+    PyObject_GetBuffer(out, &dst, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)
+    try:
+        with nogil:
+            _shuffle(<int64_t*>dst.buf, n, bg, wide)
+    finally:
+        PyBuffer_Release(&dst)
     return out
 
 

@@ -43,6 +43,7 @@ import numpy as np
 
 from . import mapping
 from ._checks import check_int, length
+from ._indexing import permutation
 from .core import View
 from .evaluation import prefetch
 from .fusion import Items
@@ -74,8 +75,13 @@ def epoch_order(n, seed, epoch, shuffle=True):
     Returns
     -------
     numpy.ndarray
-        ``n`` sample indices, int64: ``arange(n)`` shuffled by
-        ``Generator(PCG64(SeedSequence(seed, spawn_key=(0x65706f6368, epoch))))``.
+        ``n`` sample indices, int64: ``arange(n)`` shuffled by Fisher-Yates
+        (for ``i = n-1`` down to 1, swap positions ``i`` and ``j``, ``j`` uniform
+        in ``[0, i]`` by Lemire's multiply-and-reject on one ``next_uint32`` draw,
+        ``next_uint64`` for ``i >= 2**32 - 1``) with the draws of
+        ``PCG64(SeedSequence(seed, spawn_key=(0x65706f6368, epoch)))``: about
+        three times as fast as ``Generator.shuffle``, which every worker would
+        otherwise spend once per epoch.
 
     Examples
     --------
@@ -91,11 +97,10 @@ def epoch_order(n, seed, epoch, shuffle=True):
 
 def _order(n, seed, epoch, shuffle):
     # int64, as the fused read takes indices: a batch is a slice of it, no copy.
-    order = np.arange(n, dtype=np.int64)
-    if shuffle:
-        ss = np.random.SeedSequence(seed, spawn_key=(_ORDER_KEY, epoch))
-        np.random.Generator(np.random.PCG64(ss)).shuffle(order)
-    return order
+    if not shuffle:
+        return np.arange(n, dtype=np.int64)
+    ss = np.random.SeedSequence(seed, spawn_key=(_ORDER_KEY, epoch))
+    return permutation(n, np.random.PCG64(ss))
 
 
 class _Layout:
@@ -147,8 +152,8 @@ class _Batches(View):
     """
 
     __slots__ = ("_dataset", "_layout", "_seed", "_shuffle", "_epoch0", "_position0",
-                 "_steps0", "_steps", "_orders", "_current", "_lock")
-    _transient = ("_orders", "_current", "_lock")
+                 "_steps0", "_steps", "_orders", "_current", "_lock", "_run")
+    _transient = ("_orders", "_current", "_lock", "_run")
 
     def __init__(self, dataset, layout, seed, shuffle, epoch, position, total):
         View.__init__(self, total)
@@ -166,6 +171,11 @@ class _Batches(View):
         self._orders = {}
         self._current = (None, None)  # (epoch, order) of the batch made last
         self._lock = threading.Lock()
+        # The full batches of the epoch of the batch made last, as one tuple (one
+        # read: safe between threads): batch k, k0 <= k < k1, is
+        # order[base + k*step : base + k*step + batch_size] (with order None when
+        # not shuffled: those positions themselves).
+        self._run = (0, 0, None, None, 0)  # (k0, k1, epoch, order, base)
 
     def __getitem__(self, key):
         # A worker asks for item k: skip the generic key checks of View.
@@ -197,9 +207,26 @@ class _Batches(View):
 
     def indices(self, k):
         """``(epoch, int64 sample indices)`` of batch ``k``."""
+        k0, k1, epoch, order, base = self._run
+        if k0 <= k < k1:  # most batches: a slice at a fixed stride
+            layout = self._layout
+            lo = base + k * layout.step
+            if order is None:
+                return epoch, np.arange(lo, lo + layout.batch_size, dtype=np.int64)
+            return epoch, order[lo:lo + layout.batch_size]
+        return self._indices(k)
+
+    def _indices(self, k):
         epoch, position, j = self.where(k)
-        lo, hi = self._layout.positions(position, j)
-        n = self._layout.n
+        layout = self._layout
+        lo, hi = layout.positions(position, j)
+        n = layout.n
+        full = (n - position) // layout.step  # steps j < full are full batches
+        if j < full:
+            k0 = k - j
+            self._run = (k0, k0 + full, epoch,
+                         self._order(epoch) if self._shuffle else None,
+                         position + layout.rank * layout.batch_size - k0 * layout.step)
         if hi <= n:
             if not self._shuffle:
                 return epoch, np.arange(lo, hi, dtype=np.int64)
@@ -525,8 +552,8 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
     3
     >>> [(loader.epoch, y.tolist())
     ...  for x, y in loader]  # doctest: +NORMALIZE_WHITESPACE
-    [(0, [9, 4, 8, 3]), (0, [5, 2, 7, 1]), (0, [0, 6]),
-     (1, [7, 0, 4, 3]), (1, [8, 2, 5, 1]), (1, [9, 6])]
+    [(0, [8, 7, 9, 4]), (0, [1, 5, 2, 6]), (0, [3, 0]),
+     (1, [3, 0, 5, 4]), (1, [6, 1, 9, 7]), (1, [2, 8])]
 
     Checkpoint and resume:
 
