@@ -1011,6 +1011,13 @@ int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
     return rc;
 }
 
+/* Under the lock: the window, and the refill that goes with it. */
+static void set_window(sq_ring *r, int64_t window) {
+    r->window = window;
+    r->refill = (window - r->nworkers) / 2;
+    if (r->refill < 1) r->refill = 1;
+}
+
 int sq_task_reset(sq_ring *r, int64_t start, int64_t end, int64_t window,
                   uint64_t *epoch) {
     int rc = ring_lock(r);
@@ -1018,11 +1025,9 @@ int sq_task_reset(sq_ring *r, int64_t start, int64_t end, int64_t window,
     r->epoch++;
     r->next_index = start;
     r->end = end;
-    r->window = window;
     r->window_base = start;
     r->n_retry = 0;
-    r->refill = (window - r->nworkers) / 2;
-    if (r->refill < 1) r->refill = 1;
+    set_window(r, window);
     if (epoch) *epoch = r->epoch;
     ring_wake(&r->task_seq, r->task_sleepers);
     ring_unlock(r);
@@ -1055,6 +1060,16 @@ int sq_task_advance(sq_ring *r, int64_t base) {
         if (n > 0 && (n >= r->refill || all_left))
             ring_wake_n(&r->task_seq, r->task_sleepers, 1);
     }
+    ring_unlock(r);
+    return SQ_OK;
+}
+
+int sq_task_set_window(sq_ring *r, int64_t window) {
+    if (window < 1) return SQ_EINVAL;
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
+    set_window(r, window);
+    if (claimable(r, NULL) > 0) ring_wake(&r->task_seq, r->task_sleepers);
     ring_unlock(r);
     return SQ_OK;
 }

@@ -242,6 +242,12 @@ int sq_task_drop(sq_ring *r, int64_t index);
  * moves back).  Returns SQ_OK or SQ_ESYS. */
 int sq_task_advance(sq_ring *r, int64_t base);
 
+/* Consumer: from now on, at most `window` tasks ahead of the window base, in the
+ * same epoch (a wider window wakes the producers waiting for a task; a narrower
+ * one takes back no task already claimed).  Returns SQ_OK, SQ_EINVAL
+ * (window < 1) or SQ_ESYS. */
+int sq_task_set_window(sq_ring *r, int64_t window);
+
 /* Consumer: stop; every current and future wait returns SQ_CLOSED.  Returns
  * SQ_OK or SQ_ESYS (not closed). */
 int sq_ring_close(sq_ring *r);

@@ -789,6 +789,35 @@ static void test_tasks_window(void) {
     for (int w = 0; w < NPROD; w++) CHECK(reap_ok(pids[w]));
 }
 
+static void test_task_set_window(void) {
+    sq_ring *r = ring_new(2, 16, 1024, 1024);
+    int64_t i;
+    uint64_t ep;
+    CHECK_EQ(task_reset(r, 0, -1, 2), 1);
+    for (int k = 0; k < 2; k++) {
+        CHECK_EQ(sq_task_claim(r, k, 0, &i, &ep), SQ_OK);
+        CHECK_EQ(i, k);
+    }
+    CHECK_EQ(sq_task_claim(r, 0, 0.01, &i, &ep), SQ_TIMEOUT); /* window 2 */
+    CHECK_EQ(sq_task_set_window(r, 0), SQ_EINVAL);
+    CHECK_EQ(sq_task_set_window(r, 4), SQ_OK); /* same epoch, wider */
+    for (int k = 2; k < 4; k++) {
+        CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_OK);
+        CHECK_EQ(i, k);
+        CHECK_EQ(ep, 1);
+    }
+    CHECK_EQ(sq_task_claim(r, 0, 0.01, &i, &ep), SQ_TIMEOUT);
+    sq_task_advance(r, 1); /* the wider window moves with the base */
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(i, 4);
+    CHECK_EQ(sq_task_set_window(r, 1), SQ_OK); /* narrower: nothing taken back */
+    CHECK_EQ(sq_task_claim(r, 0, 0.01, &i, &ep), SQ_TIMEOUT);
+    sq_task_advance(r, 5);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(i, 5);
+    CHECK_EQ(sq_task_claim(r, 0, 0.01, &i, &ep), SQ_TIMEOUT);
+}
+
 static void test_tasks_epochs(void) {
     sq_ring *r = ring_new(2, 8, 1024, 1024);
     int64_t i;
@@ -2392,6 +2421,7 @@ static const struct {
     {"contention", test_contention},
     {"tasks_window", test_tasks_window},
     {"tasks_epochs", test_tasks_epochs},
+    {"task_set_window", test_task_set_window},
     {"worker_death", test_worker_death},
     {"killed_holding_mutex", test_killed_holding_mutex},
     {"killed_while_waiting", test_killed_while_waiting},

@@ -84,6 +84,7 @@ cdef extern from "ringbuf.h" nogil:
                       uint64_t *epoch)
     int sq_task_drop(sq_ring *r, int64_t index)
     int sq_task_advance(sq_ring *r, int64_t base)
+    int sq_task_set_window(sq_ring *r, int64_t window)
     int sq_ring_close(sq_ring *r)
     int sq_ring_stats(sq_ring *r, sq_stats *out)
 

@@ -351,6 +351,13 @@ cdef class Ring:
         if rc != SQ_OK:
             _raise(rc, "task_advance")
 
+    def task_set_window(self, int64_t window):
+        """Let up to ``window`` tasks be handed out ahead of the window base from
+        now on, in the same epoch."""
+        cdef int rc = sq_task_set_window(self.r, window)
+        if rc != SQ_OK:
+            _raise(rc, "task_set_window")
+
     def close(self):
         cdef int rc = sq_ring_close(self.r)
         if rc != SQ_OK:

@@ -53,6 +53,12 @@ MIN_RING = 1 << 20
 COALESCE_DELAY = 0.002
 COALESCE_MAX = 8
 RATE_EVERY = 32  # results between two estimates of the arrival interval
+# A pool made with a wider window to grow to (``_Pool(widen=...)``, the ordered
+# loader of ``epochs``) takes it at its first result if the ring sized for the
+# wider window stays within this many bytes: small results, which come fast
+# enough that a window of ten leaves the workers idle while the consumer waits
+# for the one late result it needs next.
+WIDEN_BUDGET = 64 << 20
 
 
 def _nworkers(nworkers, func):
@@ -124,7 +130,7 @@ class _Pool:
     """
 
     def __init__(self, target, call, nworkers, window, start_hook, shm_size,
-                 start_method, origin):
+                 start_method, origin, widen=None):
         self.ctx = multiprocessing.get_context(start_method)
         self.payload = _worker.payload_for(
             self.ctx, target, start_hook, "the sampler" if call else "the sequence")
@@ -134,6 +140,9 @@ class _Pool:
         self.call = call
         self.target = target
         self.window = window
+        # A wider window to take at the first result if it fits WIDEN_BUDGET
+        # (an automatically sized ring only), else None.
+        self.widen = widen if widen is not None and widen > window else None
         self.origin = origin
         self.nworkers = nworkers
         self.owner = _pid
@@ -148,7 +157,8 @@ class _Pool:
         # and a task per worker of the current epoch, and as many again left by
         # the epoch before a prefetch restart (a worker that finds the queue full
         # waits all the same).
-        self.ring = Ring.create(nworkers, 2 * (window + nworkers) + nworkers + 8,
+        widest = max(window, self.widen or 0)
+        self.ring = Ring.create(nworkers, 2 * (widest + nworkers) + nworkers + 8,
                                 capacity, self.max_capacity)
         self.seed_base = int.from_bytes(os.urandom(7), "little")
         self.spawned = 0
@@ -255,16 +265,23 @@ class _Pool:
             "- the process was killed (signal 9: by the kernel when out of memory)."
             "\nA worker's own error output, if any, is on stderr above")
 
-    def _capacity_for(self, need):
-        """Data-area bytes for results of ``need`` bytes each (header included)."""
+    def _capacity_for(self, need, window=None):
+        """Data-area bytes for results of ``need`` bytes each (header included),
+        for the pool's window or ``window``."""
         # A result whose large array the allocation hook built in place comes in
         # a block with the hook's headroom in front (_ring.HOOK_HEADROOM).
         need += HOOK_HEADROOM + ALIGN
-        capacity = _round_up(max(need * (self.window + self.nworkers + 2), MIN_RING),
+        window = self.window if window is None else window
+        capacity = _round_up(max(need * (window + self.nworkers + 2), MIN_RING),
                              ALIGN)
         return min(capacity, _round_up(self.max_capacity - ALIGN + 1, ALIGN))
 
     def _size(self, requested):
+        if self.widen is not None:
+            if self._capacity_for(requested, self.widen) <= WIDEN_BUDGET:
+                self.window = self.widen
+                self.ring.task_set_window(self.window)
+            self.widen = None
         capacity = self._capacity_for(requested)
         _check_memory(capacity)
         self.ring.set_capacity(capacity)
@@ -486,15 +503,15 @@ class _ProcessPrefetch(_Closing, View):
     """Items of a sequence computed ahead, in order, by worker processes."""
 
     def __init__(self, seq, n, nworkers, max_buffered, start_hook, shm_size,
-                 start_method, call=False, origin=None):
+                 start_method, call=False, origin=None, widen=None):
         View.__init__(self, n)
-        # call: the workers call seq() for item i (an ordered load_buffers)
+        # call: the workers call seq() for item i (an ordered load_buffers);
+        # widen: see _Pool (the window is the pool's: it may widen once)
         self._origin = origin or creation_site(3)
         self._call = call
         self._pool = _Pool(seq, call, nworkers, max_buffered, start_hook,
-                           shm_size, start_method, self._origin)
+                           shm_size, start_method, self._origin, widen)
         self._end = -1 if n is None else n
-        self._window = max_buffered
         self._ready = {}  # index -> (offset, nbytes, failure) of results ahead
         self._evicted = {}  # index -> result copied out of the ring (see _evict)
         self._lock = threading.Lock()
@@ -507,7 +524,7 @@ class _ProcessPrefetch(_Closing, View):
                 _transport.decode(ring, offset, nbytes)  # dropped: blocks released
         self._ready.clear()
         self._evicted.clear()
-        self._epoch = ring.task_reset(start, self._end, self._window)
+        self._epoch = ring.task_reset(start, self._end, self._pool.window)
         self._next = start
 
     def _get(self, i):
@@ -519,7 +536,7 @@ class _ProcessPrefetch(_Closing, View):
             ready = self._ready
             try:
                 while i not in ready:
-                    slack = _prefetch_slack(i, self._window, self._end, len(ready),
+                    slack = _prefetch_slack(i, pool.window, self._end, len(ready),
                                             pool.nworkers)
                     index, epoch, offset, nbytes, failure = pool.next_entry(
                         slack, self._evict)

@@ -203,6 +203,26 @@ def test_stream_is_the_same_with_any_workers(tmp_path, nworkers, method, start_m
         assert drawn[:, 1].tolist() == want
 
 
+@pytest.mark.timeout(120)
+def test_process_window_widens_for_small_batches(tmp_path, monkeypatch):
+    dataset = with_noise(tmp_path, 75)
+    expected = take(seqtools.epochs(dataset, 8, seed=11), 40)
+
+    def run(**kw):
+        """The window after the first batch, and the stream."""
+        with seqtools.epochs(dataset, 8, seed=11, nworkers=2, **kw) as loader:
+            got = take(loader, 1)
+            window = loader._loader._pool.window
+            got += take(loader, 39)
+        assert same_streams(got, expected)  # whatever the window
+        return window
+
+    assert run() == 16  # small batches: the wider window, at the first batch
+    assert run(max_buffered=10) == 10  # a window the user gives stays
+    monkeypatch.setattr(seqtools.evaluation, "WIDEN_BUDGET", 0)
+    assert run() == 10  # batches too large for the budget: max(10, 2 * nworkers)
+
+
 class KillOnce:
     """An augmentation that kills its worker process the first time it sees
     sample ``victim`` (the flag file remembers)."""

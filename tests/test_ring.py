@@ -451,7 +451,8 @@ def test_lock_failure_raises():
     os.pwrite(fake, head + b"\xff" * (size - 16), 0)
     ring = Ring.attach(fake, size)
     for call, args in [("task_reset", (0, 10, 4)), ("task_advance", (3,)),
-                       ("task_drop", (1,)), ("close", ()), ("stats", ())]:
+                       ("task_drop", (1,)), ("task_set_window", (5,)),
+                       ("close", ()), ("stats", ())]:
         with pytest.raises(OSError, match=call) as info:
             getattr(ring, call)(*args)
         assert info.value.errno == errno.EINVAL
@@ -468,6 +469,18 @@ def test_task_reset_returns_each_new_epoch():
     ring.close()  # closing twice is harmless
     with pytest.raises(RingClosed):
         ring.claim(0, 0)
+
+
+def test_task_window_widens_in_the_same_epoch():
+    ring = Ring.create(2, 16, 4096, 4096)
+    epoch = ring.task_reset(0, -1, 2)
+    assert [ring.claim(w, 0) for w in (0, 1)] == [(0, epoch), (1, epoch)]
+    assert ring.claim(0, 0) is None  # the window is full
+    ring.task_set_window(4)
+    assert [ring.claim(0, 0), ring.claim(1, 0)] == [(2, epoch), (3, epoch)]
+    assert ring.claim(0, 0) is None
+    with pytest.raises(ValueError, match="task_set_window"):
+        ring.task_set_window(0)
 
 
 def test_full_completion_queue_raises_queue_full():
