@@ -535,20 +535,24 @@ class _ProcessPrefetch(_Closing, View):
                 self._restart(i)
             ready = self._ready
             try:
-                while i not in ready:
-                    slack = _prefetch_slack(i, pool.window, self._end, len(ready),
-                                            pool.nworkers)
-                    index, epoch, offset, nbytes, failure = pool.next_entry(
-                        slack, self._evict)
-                    if epoch is not None and epoch != self._epoch:
-                        if offset:  # a stale result: dropping it releases its blocks
-                            _transport.decode(pool.ring, offset, nbytes)
-                        continue
-                    ready[index] = (offset, nbytes, failure)
+                if i in ready:
+                    offset, nbytes, failure = ready.pop(i)
+                else:
+                    while True:
+                        slack = _prefetch_slack(i, pool.window, self._end, len(ready),
+                                                pool.nworkers)
+                        index, epoch, offset, nbytes, failure = pool.next_entry(
+                            slack, self._evict)
+                        if epoch is not None and epoch != self._epoch:
+                            if offset:  # a stale result: dropping it frees its blocks
+                                _transport.decode(pool.ring, offset, nbytes)
+                            continue
+                        if index == i:  # most often: the item waited for
+                            break
+                        ready[index] = (offset, nbytes, failure)
             except KeyboardInterrupt:
                 self.close()
                 raise
-            offset, nbytes, failure = ready.pop(i)
             self._next = i + 1
             pool.ring.task_advance(i + 1)
             if failure is not None:
