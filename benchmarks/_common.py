@@ -269,7 +269,18 @@ def plot_workers(report, path):
     workloads = report["workloads"]
     fig, axes = plt.subplots(1, len(workloads), figsize=(5.2 * len(workloads), 4.8),
                              squeeze=False)
-    colors = {}  # one colour per loader family, the same in every panel
+    styles = {}  # one (colour, marker) per loader family, the same in every panel
+
+    def style(family):
+        if family == "memcpy":
+            return "black", "s"
+        if family not in styles:
+            # tab20's ten dark colours, then its ten light ones with another marker
+            k = len(styles) % 20
+            styles[family] = (plt.get_cmap("tab20")(2 * (k % 10) + k // 10),
+                              "o" if k < 10 else "^")
+        return styles[family]
+
     for ax, (name, wl) in zip(axes[0], workloads.items()):
         families = {}
         for row in wl["rows"]:
@@ -278,8 +289,7 @@ def plot_workers(report, path):
                     (row["nworkers"], statistics.median(row["rates"]),
                      min(row["rates"]), max(row["rates"])))
         for family, points in families.items():
-            color = "black" if family == "memcpy" else colors.setdefault(
-                family, plt.get_cmap("tab20")(2 * (len(colors) % 10)))
+            color, marker = style(family)
             points.sort()
             xs = [p[0] for p in points]
             med = [p[1] for p in points]
@@ -291,7 +301,7 @@ def plot_workers(report, path):
                 ax.errorbar(xs, med, yerr=err, marker="s", capsize=3, color=color,
                             linestyle="none", label=family)
                 continue
-            ax.errorbar(xs, med, yerr=err, marker="o", capsize=3, color=color,
+            ax.errorbar(xs, med, yerr=err, marker=marker, capsize=3, color=color,
                         label=family)
         ax.set_yscale("log")
         ax.set_xticks([0, 1, 2])
@@ -306,7 +316,7 @@ def plot_workers(report, path):
                 handles.append(h)
                 labels.append(lab)
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.tight_layout(rect=(0, 0.17, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
