@@ -547,7 +547,7 @@ cdef void _shuffle(int64_t *a, int64_t n, bitgen_t *bg, int64_t wide) noexcept n
     then on 32-bit draws (``wide`` <= 2**32 - 1: the bound i+1 fits in them)."""
     cdef int64_t i = n - 1, j, tmp
     cdef uint64_t s, lo, hi, m
-    cdef uint32_t s32, x
+    cdef uint32_t s32, t32
     while i >= wide:
         s = <uint64_t>i + 1
         hi = sq_mul_wide(bg.next_uint64(bg.state), s, &lo)
@@ -560,11 +560,10 @@ cdef void _shuffle(int64_t *a, int64_t n, bitgen_t *bg, int64_t wide) noexcept n
         i -= 1
     while i > 0:
         s32 = <uint32_t>(i + 1)
-        x = bg.next_uint32(bg.state)
-        m = <uint64_t>x * s32
+        m = <uint64_t>bg.next_uint32(bg.state) * s32
         if <uint32_t>m < s32:
-            x = (0 - s32) % s32  # 2**32 mod s32: the draws to reject
-            while <uint32_t>m < x:
+            t32 = (0 - s32) % s32  # 2**32 mod s32: the draws to reject
+            while <uint32_t>m < t32:
                 m = <uint64_t>bg.next_uint32(bg.state) * s32
         j = <int64_t>(m >> 32)
         tmp = a[i]; a[i] = a[j]; a[j] = tmp

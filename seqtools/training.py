@@ -160,8 +160,8 @@ class _Batches(View):
     """
 
     __slots__ = ("_dataset", "_layout", "_seed", "_shuffle", "_epoch0", "_position0",
-                 "_steps0", "_steps", "_orders", "_current", "_lock", "_run")
-    _transient = ("_orders", "_current", "_lock", "_run")
+                 "_steps0", "_steps", "_orders", "_lock", "_run")
+    _transient = ("_orders", "_lock", "_run")
 
     def __init__(self, dataset, layout, seed, shuffle, epoch, position, total):
         View.__init__(self, total)
@@ -177,9 +177,8 @@ class _Batches(View):
 
     def _bind(self):
         self._orders = {}
-        self._current = (None, None)  # (epoch, order) of the batch made last
         self._lock = threading.Lock()
-        # The full batches of the epoch of the batch made last, as one tuple (one
+        # The full batches of the epoch of a batch made lately, as one tuple (one
         # read: safe between threads): batch k, k0 <= k < k1, is
         # order[base + k*step : base + k*step + batch_size] (with order None when
         # not shuffled: those positions themselves).
@@ -199,9 +198,7 @@ class _Batches(View):
         return self._epoch0 + 1 + k // self._steps, 0, k % self._steps
 
     def _order(self, epoch):
-        current = self._current  # one read: safe between threads
-        if current[0] == epoch:
-            return current[1]
+        """The order of ``epoch`` (asked for once per run of full batches)."""
         with self._lock:  # worker threads: one of them makes it
             order = self._orders.get(epoch)
             if order is None:
@@ -210,7 +207,6 @@ class _Batches(View):
                 order = _order(self._layout.n, self._seed, epoch, self._shuffle)
                 order.flags.writeable = False  # batches are views of it
                 self._orders[epoch] = order
-            self._current = (epoch, order)
             return order
 
     def indices(self, k):
@@ -225,26 +221,25 @@ class _Batches(View):
         return self._indices(k)
 
     def _indices(self, k):
+        """indices() of a batch outside the run it knows; the run becomes batch
+        ``k``'s if ``k`` is a full batch."""
         epoch, position, j = self.where(k)
         layout = self._layout
-        lo, hi = layout.positions(position, j)
         n = layout.n
+        order = self._order(epoch) if self._shuffle else None
         full = (n - position) // layout.step  # steps j < full are full batches
         if j < full:
             k0 = k - j
-            self._run = (k0, k0 + full, epoch,
-                         self._order(epoch) if self._shuffle else None,
+            self._run = (k0, k0 + full, epoch, order,
                          position + layout.rank * layout.batch_size - k0 * layout.step)
+        lo, hi = layout.positions(position, j)
         if hi <= n:
-            if not self._shuffle:
-                return epoch, np.arange(lo, hi, dtype=np.int64)
-            return epoch, self._order(epoch)[lo:hi]
+            return epoch, (np.arange(lo, hi, dtype=np.int64) if order is None
+                           else order[lo:hi])
         positions = np.arange(lo, hi, dtype=np.int64)
         tail = positions >= n
         positions[tail] = (positions[tail] - n) % n
-        if not self._shuffle:
-            return epoch, positions
-        return epoch, self._order(epoch)[positions]
+        return epoch, positions if order is None else order[positions]
 
     def _copy_job(self, k):
         """Batch ``k`` as a copy to run (see View._copy_job), or None. A copy
