@@ -40,18 +40,18 @@ def ext(name, sources, **kw):
 
 extensions = [
     ext(
-        "seqtools._indexing",
-        ["seqtools/_indexing.pyx"],
+        "seqtools.views._indexing",
+        ["seqtools/views/_indexing.pyx"],
         include_dirs=[numpy.get_include()],  # the numpy C API, for index arrays
     ),
-    ext("seqtools._indexmaps", ["seqtools/_indexmaps.pyx"]),
+    ext("seqtools.views._indexmaps", ["seqtools/views/_indexmaps.pyx"]),
     # The pool of copy threads (csrc/copypool.c) of thread loaders.
-    ext("seqtools._stack", ["seqtools/_stack.pyx", "csrc/copypool.c"],
+    ext("seqtools.batching._stack", ["seqtools/batching/_stack.pyx", "csrc/copypool.c"],
         include_dirs=["csrc"], extra_compile_args=["-pthread"],
         extra_link_args=["-pthread"]),
     ext(
-        "seqtools._ring",
-        ["seqtools/_ring.pyx", "csrc/ringbuf.c", "csrc/watchdog.c", "csrc/shm.c",
+        "seqtools.loaders._ring",
+        ["seqtools/loaders/_ring.pyx", "csrc/ringbuf.c", "csrc/watchdog.c", "csrc/shm.c",
          "csrc/allochook.c"],
         include_dirs=["csrc", numpy.get_include()],  # the allocation hook (NEP 49)
         define_macros=[("_GNU_SOURCE", "1")],
@@ -59,7 +59,7 @@ extensions = [
         extra_link_args=["-pthread"],
     ),
     # Reads and writes ring payloads in place; calls the ring through _ring.Ring.
-    ext("seqtools._transport", ["seqtools/_transport.pyx"],
+    ext("seqtools.loaders._transport", ["seqtools/loaders/_transport.pyx"],
         include_dirs=[numpy.get_include(), "csrc"]),
 ]
 

@@ -81,7 +81,7 @@ from _common import (  # noqa: E402
 )
 
 import seqtools  # noqa: E402
-from seqtools.training import epoch_order  # noqa: E402
+from seqtools.loaders.epochs import epoch_order  # noqa: E402
 
 BATCH = 64
 TRAIN = 8000  # the seed's training set: the first 8000 samples

@@ -100,7 +100,7 @@ class LargeBatches:
 
 def large_batch_rows(n, repeats, progress):
     """Rates of load_buffers on LargeBatches with the allocation hook on and off."""
-    from seqtools import _worker
+    from seqtools.loaders import _worker
 
     sampler = LargeBatches()
     loaders = {}

@@ -57,7 +57,7 @@ from _common import (  # noqa: E402
 )
 
 import seqtools  # noqa: E402
-from seqtools.stacking import plan  # noqa: E402
+from seqtools.batching.stacking import plan  # noqa: E402
 
 try:
     import torch

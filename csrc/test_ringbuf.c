@@ -7,7 +7,7 @@
  * mutex directly to kill a process that provably holds it.  It includes
  * watchdog.c, shm.c (the region's memfd) and allochook.c (the worker's numpy
  * allocation hook, tested here with a stand-in for numpy's default allocator:
- * its numpy side is covered by tests/test_alloc_hook.py) and copypool.c (the copy
+ * its numpy side is covered by tests/loaders/test_alloc_hook.py) and copypool.c (the copy
  * threads of thread loaders) too, so that this file stays the only source to
  * compile.
  *

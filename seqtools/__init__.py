@@ -1,18 +1,30 @@
-"""seqtools: lazy sequence views and background loading for training loops."""
+"""seqtools: lazy sequence views and background loading for training loops.
+
+The package stands in three wings, each using only those before it:
+
+- :mod:`seqtools.views`: lazy list-like views and their index arithmetic;
+- :mod:`seqtools.batching`: batches of views, read whole in compiled code;
+- :mod:`seqtools.loaders`: background loaders and the training-loop ``epochs``.
+
+Every public name is importable from here. The modules of SeqTools 1.4.1
+(``seqtools.evaluation``, ``seqtools.indexing``, ...) stay importable under
+their old paths, for code written for it.
+"""
 
 from . import instrument
-from .cache import add_cache
-from .combine import case, cycle, interleave, repeat, switch
-from .core import View
+from .batching.samplers import minibatches
+from .batching.shape import batch, split, unbatch
+from .batching.stacking import stack
 from .errors import EvaluationError, seterr
-from .evaluation import call_index, load_buffers, prefetch
-from .indexing import arange, collate, concatenate, gather, take
-from .mapping import smap, starmap
+from .loaders.api import call_index, load_buffers, prefetch
+from .loaders.epochs import epochs
 from .serialization import SerializableFunc
-from .shape import batch, split, unbatch
-from .stacking import minibatches, stack
-from .training import epochs
-from .uniter import uniter
+from .views.cache import add_cache
+from .views.combine import case, cycle, interleave, repeat, switch
+from .views.core import View
+from .views.indexing import arange, collate, concatenate, gather, take
+from .views.mapping import smap, starmap
+from .views.uniter import uniter
 
 __all__ = [
     "arange", "gather", "take", "concatenate", "collate",

@@ -2,14 +2,17 @@
 
 A wrong type raises TypeError, a wrong value of the right type ValueError. Every
 message starts with the function's name (``"batch(): k must be ..."``). The view
-layer and the loaders both use these; this module imports only :mod:`seqtools.core`.
+layer and the loaders both use these; this module imports only
+:mod:`seqtools.views.core`.
 """
 
 import operator
 
-from .core import View
+import numpy as np
 
-__all__ = ["check_int", "length"]
+from .views.core import View
+
+__all__ = ["check_int", "check_seed", "length"]
 
 
 def check_int(value, name, func, minimum=None):
@@ -58,3 +61,24 @@ def length(seq, func, what="sequence", infinite=False):
         raise TypeError(
             f"{func}() needs a {what} with a len(), got {type(seq).__name__}"
         ) from None
+
+
+def check_seed(seed, func):
+    """``seed`` as an int or a list of ints, checked (``rng=`` of smap, epochs)."""
+    if isinstance(seed, (list, tuple)) and seed:
+        items = list(seed)
+    else:
+        items = [seed]
+    for x in items:
+        if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+            raise TypeError(
+                f"{func}: a seed is an int >= 0 or a non-empty list of them, not "
+                f"{type(seed).__name__}"
+                + (" (pass the seed the generator was made from)"
+                   if isinstance(seed, (np.random.Generator,
+                                        np.random.BitGenerator)) else ""))
+        if x < 0:
+            raise ValueError(f"{func}: a seed must be >= 0, got {x}")
+    if isinstance(seed, (list, tuple)):
+        return [int(x) for x in items]
+    return int(seed)

@@ -3,9 +3,9 @@
 A loader's worker (a process of ``prefetch``/``load_buffers``, or one of their
 threads) marks, on the thread that runs a task, the task's index and -- in worker
 processes only -- a source of shared-memory blocks. Code that makes results reads
-them here: :func:`seqtools.call_index` and :class:`seqtools.stacking.MinibatchSampler`
+them here: :func:`seqtools.call_index` and :class:`seqtools.batching.samplers.MinibatchSampler`
 the index, :func:`seqtools.stack` the blocks. Nothing here imports the transport:
-the view layer may use it, and the worker loop (``seqtools._worker``) decides what
+the view layer may use it, and the worker loop (``seqtools.loaders._worker``) decides what
 it holds.
 
 ``evaluating`` is a ``threading.local``: other threads (those the task's own code

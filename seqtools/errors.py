@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 
-__all__ = ["EvaluationError", "seterr"]
+__all__ = ["EvaluationError", "WorkerTraceback", "seterr"]
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 _MODES = ("wrap", "passthrough")
@@ -107,3 +107,11 @@ def raise_evaluation_error(view, index, exc):
         f"failed to evaluate item {index} of {type(view).__name__} created at {site}: "
         f"{type(exc).__name__}: {exc}"
     ) from exc
+
+
+class WorkerTraceback(Exception):
+    """The traceback text of an exception raised in a worker process, chained as
+    the ``__cause__`` of that exception when it is re-raised in the parent."""
+
+    def __str__(self):
+        return self.args[0]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import strategies as st
 
 import seqtools
-from seqtools.core import View
+from seqtools.views.core import View
 
 
 def pytest_configure(config):

@@ -1,0 +1,88 @@
+"""Stub of the batch stacking kernels (seqtools/_stack.pyx); see seqtools.batching.stacking."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from typing_extensions import disjoint_base
+
+@disjoint_base
+class Layout:
+    """The stacked structure planned from one sample."""
+
+    def __init__(self, sample: Any, labels: Sequence[str] | None = None) -> None: ...
+    @property
+    def nfields(self) -> int: ...
+    def field_info(self) -> list[tuple[str, tuple[int, ...], np.dtype[Any]]]: ...
+    def unflatten(self, arrays: Sequence[Any]) -> Any: ...
+    def flatten_out(self, out: Any, n: int) -> list[np.ndarray[Any, Any]]: ...
+
+def stack_into(
+    layout: Layout,
+    samples: list[Any] | tuple[Any, ...],
+    arrays: list[np.ndarray[Any, Any]] | None = None,
+) -> list[np.ndarray[Any, Any]]: ...
+
+@disjoint_base
+class RowGather:
+    """Rows of source arrays gathered into outputs: checked now, copied by run()."""
+
+    def __init__(
+        self,
+        fields: list[
+            tuple[
+                Sequence[np.ndarray[Any, Any]],
+                np.ndarray[Any, Any] | None,
+                np.ndarray[Any, Any] | None,
+                np.ndarray[Any, Any],
+            ]
+        ],
+    ) -> None: ...
+    def run(self) -> None: ...
+
+@disjoint_base
+class RowSources:
+    """The source arrays of fused fields, acquired once for many batches."""
+
+    sources: tuple[tuple[np.ndarray[Any, Any], ...], ...]
+    def __init__(self, fields: list[Sequence[np.ndarray[Any, Any]]]) -> None: ...
+    def copy(
+        self,
+        resolved: list[tuple[np.ndarray[Any, Any] | None, np.ndarray[Any, Any]]],
+        outs: list[np.ndarray[Any, Any]],
+    ) -> None: ...
+    def job(
+        self,
+        resolved: list[tuple[np.ndarray[Any, Any] | None, np.ndarray[Any, Any]]],
+        outs: list[np.ndarray[Any, Any]],
+    ) -> CopyJob: ...
+
+@disjoint_base
+class CopyJob:
+    """One checked batch copy (made by :meth:`RowSources.job`)."""
+
+    def run(self) -> None: ...
+    def wait(self, timeout: float = -1.0) -> bool: ...
+
+@disjoint_base
+class CopyPool:
+    """``nthreads`` native threads running submitted :class:`CopyJob` in order."""
+
+    def __init__(self, nthreads: int) -> None: ...
+    def submit(self, job: CopyJob) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def nthreads(self) -> int: ...
+
+def gather_rows(
+    fields: list[
+        tuple[
+            Sequence[np.ndarray[Any, Any]],
+            np.ndarray[Any, Any] | None,
+            np.ndarray[Any, Any] | None,
+            np.ndarray[Any, Any],
+        ]
+    ],
+) -> None: ...

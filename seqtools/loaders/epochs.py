@@ -1,0 +1,608 @@
+"""Epochs for a training loop: shuffled passes, checkpoints, ranks.
+
+:func:`epochs` yields stacked batches epoch after epoch. Each batch is a pure
+function of (seed, epoch, position): the epoch's order is a permutation drawn from
+(seed, epoch), the rank's batch is a fixed slice of it, and the batch is read by
+the fused path (``stack(gather(dataset, indices))``, no per-sample Python over
+arrays). Nothing depends on who computes a batch or when, so the stream is the
+same with any number of workers, threads or processes, any start method, and
+when a worker dies and its batch is computed again.
+
+The loader's position is (epoch, samples of the epoch's global order consumed by
+all ranks together): :meth:`EpochLoader.state_dict` is a handful of integers, and
+:meth:`EpochLoader.load_state_dict` starts a new stream there, under any number
+of ranks, at a cost that does not depend on the position.
+
+It sits on :func:`seqtools.prefetch` (ordered, over an infinite view whose item k
+is batch k from the start position) and :mod:`seqtools.batching.stacking`'s fused reads.
+
+Layout of an epoch
+------------------
+``N`` samples, batches of ``B``, ``W`` ranks, ``G = W * B`` samples per *step*
+(one batch on every rank). From position ``p`` (0 at the start of an epoch, any
+position after a resume), step ``j`` covers positions ``p + j*G ...`` of the
+epoch's order, rank ``r`` taking positions ``[p + j*G + r*B, p + j*G + (r+1)*B)``.
+The rest ``R' < G`` after the last full step is the tail:
+
+- ``drop_last=True``: dropped; every batch has ``B`` samples; ``R' < W*B``
+  samples of each epoch (different ones each epoch) are not seen.
+- ``drop_last=False``: one more step in which every rank gets ``b = ceil(R'/W)``
+  samples, rank ``r`` positions ``[g + r*b, g + (r+1)*b)``, ``g = N - R'``;
+  positions past the end wrap to the epoch's first samples (padding with repeats,
+  as ``DistributedSampler`` does: ``W*b - R' < W`` samples, none for ``W = 1``,
+  where the last batch is simply short).
+
+Every rank yields the same number of batches per epoch.
+"""
+
+import os
+import sys
+import threading
+
+import numpy as np
+
+from .._checks import check_int, check_seed, length
+from ..batching.stacking import copy_job, stack_indices
+from ..views import mapping
+from ..views._indexing import permutation
+from ..views.core import View
+from .api import _ProcessPrefetch, prefetch
+
+__all__ = ["epochs", "EpochLoader", "epoch_order"]
+
+STATE_VERSION = 1
+# The window of process workers when max_buffered is not given: it starts at
+# max(10, 2 * nworkers) and widens to max(_WIDE_WINDOW, 4 * nworkers) at the
+# first batch if the shared memory for that many stays small
+# (evaluation.WIDEN_BUDGET). An ordered loader waits for one batch at a time:
+# while the worker making it is off the CPU, the other workers can only go as
+# far as the window, and small batches fill a window of ten in a fraction of a
+# millisecond.
+_WIDE_WINDOW = 16
+# Mixed into the seed sequence of the epochs' permutations, so that they are not
+# the streams other users of the same seed draw (minibatches' workers use
+# spawn_key=(w,)).
+_ORDER_KEY = 0x65706F6368  # "epoch"
+
+
+def epoch_order(n, seed, epoch, shuffle=True):
+    """The global order of the samples in an epoch of :func:`epochs`.
+
+    Parameters
+    ----------
+    n : int
+        Dataset length.
+    seed : int or list of int
+        The loader's seed.
+    epoch : int
+        The epoch, ``>= 0``.
+    shuffle : bool
+        False: the identity.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``n`` sample indices, int64: ``arange(n)`` shuffled by Fisher-Yates
+        (for ``i = n-1`` down to 1, swap positions ``i`` and ``j``, ``j`` uniform
+        in ``[0, i]`` by Lemire's multiply-and-reject on one ``next_uint32`` draw,
+        ``next_uint64`` for ``i >= 2**32 - 1``) with the draws of
+        ``PCG64(SeedSequence(seed, spawn_key=(0x65706f6368, epoch)))``: about
+        three times as fast as ``Generator.shuffle``, which every worker would
+        otherwise spend once per epoch.
+
+    Examples
+    --------
+    >>> from seqtools.loaders.epochs import epoch_order
+    >>> order = epoch_order(10, seed=0, epoch=3)
+    >>> sorted(order.tolist()) == list(range(10))
+    True
+    >>> bool((order == epoch_order(10, seed=0, epoch=3)).all())
+    True
+    """
+    return _order(n, check_seed(seed, "epoch_order"), epoch, shuffle)
+
+
+def _order(n, seed, epoch, shuffle):
+    # int64, as the fused read takes indices: a batch is a slice of it, no copy.
+    if not shuffle:
+        return np.arange(n, dtype=np.int64)
+    ss = np.random.SeedSequence(seed, spawn_key=(_ORDER_KEY, epoch))
+    return permutation(n, np.random.PCG64(ss))
+
+
+class _Layout:
+    """The arithmetic of an epoch: steps, positions, the rank's part."""
+
+    __slots__ = ("n", "batch_size", "rank", "world_size", "drop_last", "step")
+
+    def __init__(self, n, batch_size, rank, world_size, drop_last):
+        self.n = n
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
+        self.drop_last = drop_last
+        self.step = batch_size * world_size
+
+    def steps(self, position):
+        """Batches per rank from ``position`` to the end of an epoch."""
+        rest = self.n - position
+        if self.drop_last:
+            return rest // self.step
+        return -(-rest // self.step)
+
+    def positions(self, position, j):
+        """``(lo, hi)``: the positions of the rank's batch at step ``j`` from
+        ``position``; ``hi`` may pass ``n`` (padding: wrap to the start)."""
+        g = position + j * self.step
+        if g + self.step <= self.n:
+            lo = g + self.rank * self.batch_size
+            return lo, lo + self.batch_size
+        b = -(-(self.n - g) // self.world_size)
+        lo = g + self.rank * b
+        return lo, lo + b
+
+    def __getstate__(self):
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __setstate__(self, state):
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+class _Batches(View):
+    """Infinite (or, with a last epoch, finite) view: item k is the rank's batch k
+    from a start position, stacked by the fused path.
+
+    Pickles small (the dataset's memory maps travel by reference); each process
+    keeps the order of the epochs it is working on (two at most, made when first
+    needed: O(n) once per epoch, nothing that grows with the position).
+    """
+
+    __slots__ = ("_dataset", "_layout", "_seed", "_shuffle", "_epoch0", "_position0",
+                 "_steps0", "_steps", "_orders", "_lock", "_run")
+    _transient = ("_orders", "_lock", "_run")
+
+    def __init__(self, dataset, layout, seed, shuffle, epoch, position, total):
+        View.__init__(self, total)
+        self._dataset = dataset
+        self._layout = layout
+        self._seed = seed
+        self._shuffle = shuffle
+        self._epoch0 = epoch
+        self._position0 = position
+        self._steps0 = layout.steps(position)
+        self._steps = layout.steps(0)
+        self._bind()
+
+    def _bind(self):
+        self._orders = {}
+        self._lock = threading.Lock()
+        # The full batches of the epoch of a batch made lately, as one tuple (one
+        # read: safe between threads): batch k, k0 <= k < k1, is
+        # order[base + k*step : base + k*step + batch_size] (with order None when
+        # not shuffled: those positions themselves).
+        self._run = (0, 0, None, None, 0)  # (k0, k1, epoch, order, base)
+
+    def __getitem__(self, key):
+        # A worker asks for item k: skip the generic key checks of View.
+        if type(key) is int and key >= 0 and (self._n is None or key < self._n):
+            return self._get(key)
+        return View.__getitem__(self, key)
+
+    def where(self, k):
+        """``(epoch, start position, step)`` of batch ``k``."""
+        if k < self._steps0:
+            return self._epoch0, self._position0, k
+        k -= self._steps0
+        return self._epoch0 + 1 + k // self._steps, 0, k % self._steps
+
+    def _order(self, epoch):
+        """The order of ``epoch`` (asked for once per run of full batches)."""
+        with self._lock:  # worker threads: one of them makes it
+            order = self._orders.get(epoch)
+            if order is None:
+                if len(self._orders) >= 2:
+                    del self._orders[min(self._orders)]
+                order = _order(self._layout.n, self._seed, epoch, self._shuffle)
+                order.flags.writeable = False  # batches are views of it
+                self._orders[epoch] = order
+            return order
+
+    def indices(self, k):
+        """``(epoch, int64 sample indices)`` of batch ``k``."""
+        k0, k1, epoch, order, base = self._run
+        if k0 <= k < k1:  # most batches: a slice at a fixed stride
+            layout = self._layout
+            lo = base + k * layout.step
+            if order is None:
+                return epoch, np.arange(lo, lo + layout.batch_size, dtype=np.int64)
+            return epoch, order[lo:lo + layout.batch_size]
+        return self._indices(k)
+
+    def _indices(self, k):
+        """indices() of a batch outside the run it knows; the run becomes batch
+        ``k``'s if ``k`` is a full batch."""
+        epoch, position, j = self.where(k)
+        layout = self._layout
+        n = layout.n
+        order = self._order(epoch) if self._shuffle else None
+        full = (n - position) // layout.step  # steps j < full are full batches
+        if j < full:
+            k0 = k - j
+            self._run = (k0, k0 + full, epoch, order,
+                         position + layout.rank * layout.batch_size - k0 * layout.step)
+        lo, hi = layout.positions(position, j)
+        if hi <= n:
+            return epoch, (np.arange(lo, hi, dtype=np.int64) if order is None
+                           else order[lo:hi])
+        positions = np.arange(lo, hi, dtype=np.int64)
+        tail = positions >= n
+        positions[tail] = (positions[tail] - n) % n
+        return epoch, positions if order is None else order[positions]
+
+    def _copy_job(self, k):
+        """Batch ``k`` as a copy to run (see View._copy_job), or None. A copy
+        runs no transform, so the epoch setting of ``smap(..., rng=)`` is moot."""
+        return copy_job(self._dataset, self.indices(k)[1])
+
+    def _get(self, k):
+        epoch, idx = self.indices(k)
+        previous = mapping.set_epoch(epoch)  # for smap(..., rng=seed)
+        try:
+            return stack_indices(self._dataset, idx)
+        finally:
+            mapping.set_epoch(previous)
+
+
+def _default_world(rank, world_size):
+    """``(rank, world_size)``: the given ones, else torch.distributed's when it is
+    initialised, else RANK and WORLD_SIZE from the environment, else 0 and 1."""
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    # torch is imported only if the program did: if torch.distributed is not in
+    # sys.modules, no process group can be initialised.
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        source = (dist.get_rank(), dist.get_world_size())
+    elif "RANK" in os.environ or "WORLD_SIZE" in os.environ:
+        try:
+            source = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
+        except KeyError as e:
+            given = "RANK" if e.args[0] == "WORLD_SIZE" else "WORLD_SIZE"
+            raise ValueError(
+                f"epochs(): the environment sets {given} but not {e.args[0]}: set "
+                "both (torchrun does), or pass rank= and world_size=") from None
+        except ValueError:
+            raise ValueError(
+                f"epochs(): RANK={os.environ['RANK']!r} and WORLD_SIZE="
+                f"{os.environ['WORLD_SIZE']!r} in the environment are not integers"
+            ) from None
+    else:
+        source = (0, 1)
+    return (source[0] if rank is None else rank,
+            source[1] if world_size is None else world_size)
+
+
+class EpochLoader:
+    """Stacked batches epoch after epoch, resumable: see :func:`epochs`.
+
+    Attributes
+    ----------
+    epoch : int
+        The epoch of the batch last returned (before the first: of the next one).
+    batches_per_epoch : int
+        Batches each rank yields in a whole epoch.
+    rank, world_size : int
+        This process's part.
+    seed : int or list of int
+        The seed the orders are drawn from.
+    """
+
+    def __init__(self, dataset, n, batch_size, seed, shuffle, drop_last, num_epochs,
+                 rank, world_size, nworkers, method, max_buffered, start_method,
+                 widen=None):
+        self._dataset = dataset
+        self._layout = _Layout(n, batch_size, rank, world_size, drop_last)
+        self.seed = seed
+        self._shuffle = shuffle
+        self._num_epochs = num_epochs
+        self._workers = (nworkers, method, max_buffered, start_method, widen)
+        self._lock = threading.Lock()
+        self._loader = None
+        self._start(0, 0)
+
+    @property
+    def rank(self):
+        return self._layout.rank
+
+    @property
+    def world_size(self):
+        return self._layout.world_size
+
+    @property
+    def batches_per_epoch(self):
+        return self._layout.steps(0)
+
+    @property
+    def epoch(self):
+        k = self._consumed
+        return self._stream.where(k - 1 if k else 0)[0]
+
+    def _start(self, epoch, position):
+        """Start the stream at ``position`` of ``epoch`` (the workers start with
+        the first batch asked for)."""
+        layout = self._layout
+        if position >= layout.n:  # the epoch is over
+            epoch, position = epoch + 1, 0
+        total = None
+        if self._num_epochs is not None:
+            total = 0
+            if epoch < self._num_epochs:
+                total = (layout.steps(position)
+                         + (self._num_epochs - epoch - 1) * layout.steps(0))
+        self.close()
+        self._stream = _Batches(self._dataset, layout, self.seed, self._shuffle,
+                                epoch, position, total)
+        self._total = total
+        self._consumed = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        with self._lock:
+            k = self._consumed
+            if self._total is not None and k >= self._total:
+                self.close()
+                raise StopIteration
+            loader = self._loader
+            if loader is None:
+                nworkers, method, max_buffered, start_method, widen = self._workers
+                if nworkers == 0:
+                    loader = self._stream
+                elif method == "process":
+                    loader = _ProcessPrefetch(self._stream, self._total, nworkers,
+                                              max_buffered, None, 0, start_method,
+                                              widen=widen)
+                else:
+                    loader = prefetch(self._stream, nworkers, method, max_buffered,
+                                      start_method=start_method)
+                self._loader = loader
+            # k is a valid index of the stream (or of the prefetch view over it):
+            # _get skips View's key checks, a good part of what a batch costs
+            # the training loop's own thread
+            batch = loader._get(k)
+            self._consumed = k + 1
+            return batch
+
+    def state_dict(self):
+        """The position after the batch last returned, as a small dict.
+
+        Returns
+        -------
+        dict
+            JSON-serialisable: ``epoch`` and ``position`` (samples of the epoch's
+            global order consumed by all ranks together; the same on every rank
+            after the same number of batches), and what the position is only
+            valid with: ``seed``, ``dataset_length``, ``batch_size``, ``shuffle``.
+            ``version`` is the format's.
+        """
+        with self._lock:
+            epoch, position, j = self._stream.where(self._consumed)
+            layout = self._layout
+            position = min(position + j * layout.step, layout.n)
+            return {"version": STATE_VERSION, "epoch": epoch, "position": position,
+                    "seed": self.seed, "dataset_length": layout.n,
+                    "batch_size": layout.batch_size, "shuffle": self._shuffle}
+
+    def load_state_dict(self, state_dict):
+        """Continue from a position :meth:`state_dict` gave, under any world size.
+
+        The next batches are those the run that saved the state would have
+        yielded next (with another world size: the ranks then share the rest of
+        that epoch, each sample once). Costs the same whatever the position:
+        nothing is replayed. Workers already running are stopped; new ones start
+        with the next batch.
+
+        Parameters
+        ----------
+        state_dict : dict
+            From :meth:`state_dict` of a loader of the same dataset length, batch
+            size, seed and shuffle (possibly through JSON, ``torch.save``...).
+
+        Raises
+        ------
+        ValueError
+            If the state is of another dataset length, batch size, seed or
+            shuffle, or is not a state of this loader.
+        """
+        state = _checked_state(state_dict)
+        layout = self._layout
+        mine = {"dataset_length": layout.n, "batch_size": layout.batch_size,
+                "seed": self.seed, "shuffle": self._shuffle}
+        for key, value in mine.items():
+            theirs = state[key]
+            if key == "seed" and isinstance(theirs, (list, tuple)):
+                theirs = list(theirs)
+            if theirs != value:
+                raise ValueError(
+                    f"load_state_dict: the state was saved by a loader with "
+                    f"{key}={state[key]!r}, this one has {key}={value!r}: its "
+                    "position means nothing here (it resumes the same dataset, "
+                    "batch size, seed and shuffle only)")
+        if state["position"] > layout.n:
+            raise ValueError(
+                f"load_state_dict: position {state['position']} is past the end of "
+                f"an epoch of {layout.n} samples")
+        with self._lock:
+            self._start(state["epoch"], state["position"])
+
+    def close(self):
+        """Stop the workers (they also stop when the loader is garbage-collected);
+        iterating again starts new ones."""
+        loader, self._loader = self._loader, None
+        if loader is not None and loader is not getattr(self, "_stream", None):
+            loader.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return (f"<seqtools.EpochLoader of {self._layout.n} samples, batches of "
+                f"{self._layout.batch_size}, rank {self.rank} of {self.world_size}, "
+                f"epoch {self.epoch}>")
+
+
+_STATE_KEYS = ("version", "epoch", "position", "seed", "dataset_length", "batch_size",
+               "shuffle")
+
+
+def _checked_state(state):
+    if not hasattr(state, "keys"):
+        raise TypeError(f"load_state_dict: expected the dict state_dict() returned, "
+                        f"got {type(state).__name__}")
+    missing = [k for k in _STATE_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"load_state_dict: not a seqtools.epochs state (no "
+                         f"{', '.join(missing)})")
+    if state["version"] != STATE_VERSION:
+        raise ValueError(f"load_state_dict: state format version {state['version']!r}"
+                         f", this seqtools reads version {STATE_VERSION}")
+    for key in ("epoch", "position"):
+        v = state[key]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"load_state_dict: {key} must be an int >= 0, "
+                             f"got {v!r}")
+    return {k: state[k] for k in _STATE_KEYS}
+
+
+def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
+           num_epochs=None, rank=None, world_size=None, nworkers=0, method="process",
+           max_buffered=None, start_method=None):
+    """Iterate stacked batches of a dataset, epoch after epoch, resumably.
+
+    Each epoch is a permutation of the dataset drawn from (``seed``, epoch) (see
+    :func:`seqtools.loaders.epochs.epoch_order`), split between the ranks and cut into
+    batches of ``batch_size``, each read as ``stack(gather(dataset, indices))``:
+    fused, with no per-sample Python over arrays. A batch is a pure function of
+    (seed, epoch, position): the stream is the same whatever ``nworkers``,
+    ``method`` and start method, and when a worker dies (its batch is made
+    again).
+
+    Parameters
+    ----------
+    dataset : sequence
+        The samples: a finite, non-empty view, array or sequence, of samples
+        :func:`seqtools.stack` can stack. Picklable for process workers.
+    batch_size : int
+        Samples per batch and rank, ``>= 1``.
+    seed : int or list of int
+        Entropy of the epochs' orders; the same on every rank (there is no
+        default: each process would draw its own).
+    shuffle : bool
+        False: every epoch in dataset order.
+    drop_last : bool
+        True: the tail of an epoch that does not fill a batch on every rank
+        (``len(dataset) % (batch_size * world_size)`` samples) is dropped. False:
+        one more, shorter batch on every rank, padded with the epoch's first
+        samples when the ranks would not all get as many (fewer than
+        ``world_size`` repeats; none for one rank). See the module documentation.
+    num_epochs : int, optional
+        Stop after that epoch count (counted from epoch 0, resumed runs
+        included); None: endless.
+    rank, world_size : int, optional
+        This process's part of each epoch. Default: ``torch.distributed``'s when a
+        process group is initialised, else the ``RANK`` and ``WORLD_SIZE``
+        environment variables, else 0 and 1.
+    nworkers : int
+        0: batches are made inline, when asked for; else that many workers make
+        them ahead (see :func:`seqtools.prefetch`).
+    method : {'process', 'thread'}
+        The workers: processes hand batches over through shared memory,
+        zero-copy.
+    max_buffered : int, optional
+        Batches made ahead of the loop. Default: ``max(10, 2 * nworkers)``; with
+        process workers, ``max(16, 4 * nworkers)`` from the first batch on if
+        the shared memory for that many batches stays under 64 MiB (small
+        batches come fast: a deeper window keeps the workers busy while the
+        loop waits for the one batch it needs next).
+    start_method : {'fork', 'spawn', 'forkserver'}, optional
+        multiprocessing start method of process workers.
+
+    Returns
+    -------
+    EpochLoader
+        An iterator of batches, with ``epoch``, ``batches_per_epoch``,
+        ``state_dict()``, ``load_state_dict()`` and ``close()``.
+
+    Notes
+    -----
+    **Checkpoints.** ``state_dict()`` gives the global position (epoch, samples of
+    the epoch's order consumed by all ranks), the same on every rank;
+    ``load_state_dict(state)`` continues with the batches the saving run would
+    have yielded next, at once (nothing replayed), under any world size: the ranks
+    then share the rest of that epoch, each sample once. The two methods follow
+    ``torchdata``'s ``Stateful`` protocol.
+
+    **Randomness.** ``smap(f, ..., rng=seed)`` in the dataset gives ``f`` a
+    generator per sample derived from (seed, epoch, sample index); the loader
+    sets the epoch.
+
+    Examples
+    --------
+    >>> import numpy as np, seqtools
+    >>> data = seqtools.collate([np.arange(10.0), np.arange(10)])
+    >>> loader = seqtools.epochs(data, 4, seed=0, num_epochs=2)
+    >>> loader.batches_per_epoch
+    3
+    >>> [(loader.epoch, y.tolist())
+    ...  for x, y in loader]  # doctest: +NORMALIZE_WHITESPACE
+    [(0, [8, 7, 9, 4]), (0, [1, 5, 2, 6]), (0, [3, 0]),
+     (1, [3, 0, 5, 4]), (1, [6, 1, 9, 7]), (1, [2, 8])]
+
+    Checkpoint and resume:
+
+    >>> loader = seqtools.epochs(data, 4, seed=0)
+    >>> _ = next(loader)
+    >>> state = loader.state_dict()
+    >>> state["epoch"], state["position"]
+    (0, 4)
+    >>> resumed = seqtools.epochs(data, 4, seed=0)
+    >>> resumed.load_state_dict(state)
+    >>> next(resumed)[1].tolist() == next(loader)[1].tolist()
+    True
+    """
+    n = length(dataset, "epochs", "dataset")
+    if n == 0:
+        raise ValueError("epochs(): the dataset is empty")
+    batch_size = check_int(batch_size, "batch_size", "epochs", 1)
+    seed = check_seed(seed, "epochs(): seed")
+    if num_epochs is not None:
+        num_epochs = check_int(num_epochs, "num_epochs", "epochs", 0)
+    rank, world_size = _default_world(rank, world_size)
+    world_size = check_int(world_size, "world_size", "epochs", 1)
+    rank = check_int(rank, "rank", "epochs", 0)
+    if rank >= world_size:
+        raise ValueError(f"epochs(): rank {rank} is not below world_size {world_size}")
+    nworkers = check_int(nworkers, "nworkers", "epochs", 0)
+    if method not in ("process", "thread"):
+        raise ValueError(f"epochs(): method must be 'process' or 'thread', got "
+                         f"{method!r}")
+    if start_method is not None and method != "process":
+        raise ValueError("epochs(): start_method is for method='process'")
+    widen = None
+    if max_buffered is None:
+        max_buffered = max(10, 2 * nworkers)
+        widen = max(_WIDE_WINDOW, 4 * nworkers)
+    max_buffered = check_int(max_buffered, "max_buffered", "epochs", 1)
+    if drop_last and n < batch_size * world_size:
+        raise ValueError(
+            f"epochs(): with drop_last=True, {n} samples never fill a batch of "
+            f"{batch_size} on each of {world_size} rank(s): every epoch would be "
+            "empty")
+    return EpochLoader(dataset, n, batch_size, seed, bool(shuffle), bool(drop_last),
+                       num_epochs, rank, world_size, nworkers, method, max_buffered,
+                       start_method, widen)
