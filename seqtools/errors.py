@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 
-__all__ = ["EvaluationError", "WorkerTraceback", "seterr"]
+__all__ = ["EvaluationError", "LoaderClosed", "WorkerTraceback", "seterr"]
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 _MODES = ("wrap", "passthrough")
@@ -23,6 +23,14 @@ class EvaluationError(Exception):
     The original exception is chained as ``__cause__`` (in worker processes, its
     traceback text is carried in the message since the object itself may not cross
     the process boundary).
+    """
+
+
+class LoaderClosed(ValueError):
+    """Raised by reading a loader after its ``close()``, like I/O on a closed file.
+
+    Every loader kind raises it (``prefetch``, ``load_buffers``, with processes or
+    threads); results handed out before the close stay valid.
     """
 
 

@@ -46,19 +46,11 @@ from ..batching.stacking import copy_job, stack_indices
 from ..views import mapping
 from ..views._indexing import permutation
 from ..views.core import View
-from .api import _ProcessPrefetch, prefetch
+from .api import prefetch
 
 __all__ = ["epochs", "EpochLoader", "epoch_order"]
 
 STATE_VERSION = 1
-# The window of process workers when max_buffered is not given: it starts at
-# max(10, 2 * nworkers) and widens to max(_WIDE_WINDOW, 4 * nworkers) at the
-# first batch if the shared memory for that many stays small
-# (evaluation.WIDEN_BUDGET). An ordered loader waits for one batch at a time:
-# while the worker making it is off the CPU, the other workers can only go as
-# far as the window, and small batches fill a window of ten in a fraction of a
-# millisecond.
-_WIDE_WINDOW = 16
 # Mixed into the seed sequence of the epochs' permutations, so that they are not
 # the streams other users of the same seed draw (minibatches' workers use
 # spawn_key=(w,)).
@@ -299,14 +291,13 @@ class EpochLoader:
     """
 
     def __init__(self, dataset, n, batch_size, seed, shuffle, drop_last, num_epochs,
-                 rank, world_size, nworkers, method, max_buffered, start_method,
-                 widen=None):
+                 rank, world_size, nworkers, method, max_buffered, start_method):
         self._dataset = dataset
         self._layout = _Layout(n, batch_size, rank, world_size, drop_last)
         self.seed = seed
         self._shuffle = shuffle
         self._num_epochs = num_epochs
-        self._workers = (nworkers, method, max_buffered, start_method, widen)
+        self._workers = (nworkers, method, max_buffered, start_method)
         self._lock = threading.Lock()
         self._loader = None
         self._start(0, 0)
@@ -357,13 +348,9 @@ class EpochLoader:
                 raise StopIteration
             loader = self._loader
             if loader is None:
-                nworkers, method, max_buffered, start_method, widen = self._workers
+                nworkers, method, max_buffered, start_method = self._workers
                 if nworkers == 0:
                     loader = self._stream
-                elif method == "process":
-                    loader = _ProcessPrefetch(self._stream, self._total, nworkers,
-                                              max_buffered, None, 0, start_method,
-                                              widen=widen)
                 else:
                     loader = prefetch(self._stream, nworkers, method, max_buffered,
                                       start_method=start_method)
@@ -593,11 +580,8 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
                          f"{method!r}")
     if start_method is not None and method != "process":
         raise ValueError("epochs(): start_method is for method='process'")
-    widen = None
-    if max_buffered is None:
-        max_buffered = max(10, 2 * nworkers)
-        widen = max(_WIDE_WINDOW, 4 * nworkers)
-    max_buffered = check_int(max_buffered, "max_buffered", "epochs", 1)
+    if max_buffered is not None:
+        max_buffered = check_int(max_buffered, "max_buffered", "epochs", 1)
     if drop_last and n < batch_size * world_size:
         raise ValueError(
             f"epochs(): with drop_last=True, {n} samples never fill a batch of "
@@ -605,4 +589,4 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
             "empty")
     return EpochLoader(dataset, n, batch_size, seed, bool(shuffle), bool(drop_last),
                        num_epochs, rank, world_size, nworkers, method, max_buffered,
-                       start_method, widen)
+                       start_method)

@@ -210,7 +210,7 @@ def settled_kept(it, most, settle=5.0):
     the test held) legitimately holds the blocks of that result: the loop then
     takes a result, as a training loop would.
     """
-    ring = it._pool.ring
+    ring = it._engine.pool.ring
     deadline = time.monotonic() + settle
     while True:
         s = ring.stats()

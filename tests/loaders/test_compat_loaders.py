@@ -9,7 +9,7 @@ import pytest
 
 import seqtools
 from seqtools import EvaluationError
-from seqtools.loaders.api import WorkerTraceback
+from seqtools.evaluation import WorkerTraceback
 
 WORKER = {"id": None, "calls": 0}
 

@@ -20,7 +20,8 @@ import pytest
 
 import seqtools
 from seqtools.batching import _stack
-from seqtools.loaders import api as evaluation
+from seqtools.loaders.copies import CopyEngine
+from seqtools.loaders.threads import ThreadEngine
 from seqtools.errors import EvaluationError
 
 
@@ -71,7 +72,7 @@ def same(a, b):
 def test_prefetch_of_fused_batches_runs_on_copy_threads(nworkers, max_buffered):
     view = batches()
     with seqtools.prefetch(view, nworkers, "thread", max_buffered) as pf:
-        assert type(pf) is evaluation._CopyPrefetch
+        assert type(pf._engine) is CopyEngine
         got = list(pf)
     assert len(got) == len(view)
     for b, x in enumerate(got):
@@ -86,7 +87,7 @@ def test_prefetch_of_fused_batches_runs_on_copy_threads(nworkers, max_buffered):
 def test_prefetch_of_batches_of_an_array_runs_on_copy_threads(array):
     view = seqtools.batch(array, 7, collate_fn=seqtools.stack)
     with seqtools.prefetch(view, 2, "thread", 3) as pf:
-        assert type(pf) is evaluation._CopyPrefetch
+        assert type(pf._engine) is CopyEngine
         for b in range(len(view)):
             x, y = pf[b], view[b]
             assert type(x) is type(y) and x.dtype == y.dtype and x.shape == y.shape
@@ -97,7 +98,7 @@ def test_prefetch_copy_threads_random_access_and_padded_last_batch():
     view = batches(pad=(np.zeros(7), -1))  # the padded last batch: read in place
     rng = np.random.default_rng(2)
     with seqtools.prefetch(view, 2, "thread", 4) as pf:
-        assert type(pf) is evaluation._CopyPrefetch
+        assert type(pf._engine) is CopyEngine
         for i in list(rng.integers(0, len(view), 60)) + [len(view) - 1, -1, 0, 1]:
             same(pf[int(i)], view[int(i)])
         assert (pf[-1][1][500 % 16:] == -1).all()
@@ -136,11 +137,11 @@ def test_load_buffers_of_minibatches_runs_on_copy_threads(nworkers, ordered):
     sampler = seqtools.minibatches(data, 32, seed=7)
     with seqtools.load_buffers(sampler, 6, nworkers, method="thread",
                                ordered=ordered) as loader:
-        assert type(loader) is evaluation._CopyLoader
+        assert type(loader._engine) is CopyEngine
         for want in expected:
             got = next(loader)
             same(got, want)
-            assert evaluation.call_index() is None
+            assert seqtools.call_index() is None
 
 
 def test_copy_threads_are_not_used_with_a_start_hook_or_other_items():
@@ -150,17 +151,17 @@ def test_copy_threads_are_not_used_with_a_start_hook_or_other_items():
         hooked.release()
 
     with seqtools.prefetch(batches(), 2, "thread", start_hook=hook) as pf:
-        assert type(pf) is evaluation._ThreadPrefetch
+        assert type(pf._engine) is ThreadEngine
         pf[0]
         # each worker thread runs the hook (the timeout is a safety net)
         assert hooked.acquire(timeout=60) and hooked.acquire(timeout=60)
     mapped = seqtools.batch(seqtools.smap(lambda x: x, dataset()), 8,
                             collate_fn=seqtools.stack)
     with seqtools.prefetch(mapped, 2, "thread") as pf:
-        assert type(pf) is evaluation._ThreadPrefetch
+        assert type(pf._engine) is ThreadEngine
         same(pf[3], mapped[3])
     with seqtools.load_buffers(lambda: 1, 2, 2, method="thread") as loader:
-        assert type(loader) is evaluation._ThreadLoader
+        assert type(loader._engine) is ThreadEngine
 
 
 class FailingPlans:
@@ -182,14 +183,14 @@ class FailingPlans:
         return self.sources.job([(None, idx)], [out]), out
 
     def __call__(self):
-        self.calls.append(evaluation.call_index())
+        self.calls.append(seqtools.call_index())
         return "read in place"
 
 
 def test_copy_loader_errors_and_items_read_in_place():
     sampler = FailingPlans()
     loader = seqtools.load_buffers(sampler, 3, 2, method="thread")
-    assert type(loader) is evaluation._CopyLoader
+    assert type(loader._engine) is CopyEngine
     assert (next(loader) == sampler.src[[0, 1]]).all()
     assert (next(loader) == sampler.src[[1, 2]]).all()
     with pytest.raises(EvaluationError, match=r"call 2\) of load_buffers.*no batch 2"):
@@ -198,7 +199,7 @@ def test_copy_loader_errors_and_items_read_in_place():
     assert sampler.calls == [3]  # with call_index() set to the call's index
     assert (next(loader) == sampler.src[[4, 5]]).all()
     loader.close()
-    with pytest.raises(StopIteration):
+    with pytest.raises(seqtools.LoaderClosed):
         next(loader)
     seqtools.seterr("passthrough")
     try:
@@ -221,22 +222,22 @@ def test_closed_copy_prefetch_refuses_reads():
 
 def test_closing_from_another_thread_ends_reads_cleanly():
     # A reader in a loop, the loader closed by another thread: the reader gets
-    # the closed loader's answer (ValueError, StopIteration), whatever state its
-    # next item's copy was in, and never waits forever.
+    # the closed loader's answer (LoaderClosed), whatever state its next item's
+    # copy was in, and never waits forever.
     big = seqtools.batch(np.random.default_rng(0).random((4000, 512)), 100,
                          collate_fn=seqtools.stack)
-    for make, closed in [
-            (lambda: seqtools.prefetch(big, 2, "thread", 8), ValueError),
+    for make, indexed in [
+            (lambda: seqtools.prefetch(big, 2, "thread", 8), True),
             (lambda: seqtools.load_buffers(seqtools.minibatches(big._seq, 100, seed=0),
-                                           8, 2, method="thread"), StopIteration)]:
+                                           8, 2, method="thread"), False)]:
         for _ in range(20):
             loader = make()
             outcome = []
 
-            def read(loader=loader, outcome=outcome, closed=closed):
+            def read(loader=loader, outcome=outcome, indexed=indexed):
                 try:
                     for i in range(10**6):
-                        loader[i % len(big)] if closed is ValueError else next(loader)
+                        loader[i % len(big)] if indexed else next(loader)
                 except BaseException as e:  # noqa: B036 (checked below)
                     outcome.append(e)
 
@@ -245,7 +246,8 @@ def test_closing_from_another_thread_ends_reads_cleanly():
             loader.close()
             reader.join(30)
             assert not reader.is_alive()
-            assert len(outcome) == 1 and isinstance(outcome[0], closed), outcome
+            assert len(outcome) == 1, outcome
+            assert isinstance(outcome[0], seqtools.LoaderClosed), outcome
 
 
 def test_copy_threads_end_with_their_loader():
@@ -333,7 +335,7 @@ def test_epochs_on_threads_run_on_copy_threads():
     with seqtools.epochs(data, 24, seed=3, num_epochs=2, nworkers=2,
                          method="thread") as loader:
         got = [next(loader)]
-        assert type(loader._loader) is evaluation._CopyPrefetch
+        assert type(loader._loader._engine) is CopyEngine
         got += list(loader)
     assert len(got) == len(expected) == 2 * loader.batches_per_epoch
     for x, y in zip(got, expected):

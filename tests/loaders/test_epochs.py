@@ -212,14 +212,14 @@ def test_process_window_widens_for_small_batches(tmp_path, monkeypatch):
         """The window after the first batch, and the stream."""
         with seqtools.epochs(dataset, 8, seed=11, nworkers=2, **kw) as loader:
             got = take(loader, 1)
-            window = loader._loader._pool.window
+            window = loader._loader._engine.pool.window
             got += take(loader, 39)
         assert same_streams(got, expected)  # whatever the window
         return window
 
     assert run() == 16  # small batches: the wider window, at the first batch
     assert run(max_buffered=10) == 10  # a window the user gives stays
-    monkeypatch.setattr(seqtools.loaders.api, "WIDEN_BUDGET", 0)
+    monkeypatch.setattr(seqtools.loaders.process, "WIDEN_BUDGET", 0)
     assert run() == 10  # batches too large for the budget: max(10, 2 * nworkers)
 
 
@@ -261,7 +261,7 @@ def test_worker_killed_from_outside_changes_nothing(tmp_path):
     with seqtools.epochs(dataset, 16, seed=4, nworkers=2, max_buffered=4) as loader:
         for _ in range(7):
             assert same(copy(next(loader)), next(reference))
-        pool = loader._loader._pool
+        pool = loader._loader._engine.pool
         victim = pool.procs[0]
         os.kill(victim.pid, signal.SIGKILL)
         victim.join(30)  # a safety net: it dies at once
@@ -652,7 +652,7 @@ def test_close_and_restart_workers(tmp_path):
     expected = take(seqtools.epochs(dataset, 8, seed=0), 20)
     with seqtools.epochs(dataset, 8, seed=0, nworkers=2) as loader:
         got = take(loader, 5)
-        procs = list(loader._loader._pool.procs)
+        procs = list(loader._loader._engine.pool.procs)
         state = loader.state_dict()
         loader.load_state_dict(state)  # a new stream: the workers are replaced
         deadline = time.monotonic() + 10  # a safety net; they stop within 2 s
@@ -660,6 +660,6 @@ def test_close_and_restart_workers(tmp_path):
             time.sleep(0.05)
         assert not any(p.is_alive() for p in procs)
         got += take(loader, 15)
-        procs = list(loader._loader._pool.procs)
+        procs = list(loader._loader._engine.pool.procs)
     assert all(not p.is_alive() for p in procs)
     assert same_streams(got, expected)

@@ -218,7 +218,7 @@ def test_thread_loader_threads_end_on_close_and_when_dropped():
     assert len(loader_threads()) == 3
     loader.close()
     assert wait_for(lambda: not loader_threads())
-    with pytest.raises(StopIteration):
+    with pytest.raises(seqtools.LoaderClosed):
         next(loader)
     loader = seqtools.load_buffers(CallIndex(), max_cached=3, nworkers=2,
                                    method="thread")

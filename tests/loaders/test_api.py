@@ -199,7 +199,7 @@ def test_prefetch_process_any_buffer_size(max_buffered):
 
 # -- wake-up coalescing -------------------------------------------------------------
 def test_coalesce_waits_for_at_most_the_delay_worth_of_results():
-    from seqtools.loaders import api as ev
+    from seqtools.loaders import process as ev
 
     assert ev._coalesce(ev.COALESCE_DELAY * 2) == 1  # slow results: one at a time
     assert ev._coalesce(ev.COALESCE_DELAY) == 1
@@ -217,7 +217,7 @@ def test_coalesce_waits_for_at_most_the_delay_worth_of_results():
     (0, 1, 10, 0, 4, -3),
 ])
 def test_prefetch_slack(i, window, end, nready, nworkers, expected):
-    from seqtools.loaders import api as ev
+    from seqtools.loaders import process as ev
 
     assert ev._prefetch_slack(i, window, end, nready, nworkers) == expected
 
@@ -225,7 +225,7 @@ def test_prefetch_slack(i, window, end, nready, nworkers, expected):
 @pytest.fixture
 def always_coalesce(monkeypatch):
     """Make every pool coalesce as much as it may after its first 2 results."""
-    from seqtools.loaders import api as ev
+    from seqtools.loaders import process as ev
 
     monkeypatch.setattr(ev, "COALESCE_DELAY", 1e6)
     monkeypatch.setattr(ev, "RATE_EVERY", 2)
@@ -238,7 +238,7 @@ def test_prefetch_coalesced_delivers_every_item_in_order(always_coalesce, max_bu
     assert [x[1] for x in p] == list(range(300))
     assert [p[i][1] for i in (250, 251, 7, 299)] == [250, 251, 7, 299]
     if max_buffered > 2:
-        assert p._pool.want > 1  # it did coalesce
+        assert p._engine.pool.want > 1  # it did coalesce
     p.close()
 
 
@@ -251,7 +251,7 @@ def test_load_buffers_coalesced_loses_nothing(always_coalesce, max_cached):
             assert a[0] == a[1]
             seen.setdefault(pid, []).append(int(a[0]))
         if max_cached > 2:
-            assert it._pool.want > 1
+            assert it._engine.pool.want > 1
     # each worker's results arrive once each, in the order it made them
     for values in seen.values():
         assert values == list(range(1, len(values) + 1))
@@ -281,7 +281,7 @@ def test_slow_results_are_not_coalesced():
     with seqtools.load_buffers(sample_slow, max_cached=10, nworkers=2) as it:
         for _ in range(100):
             assert next(it).tolist() == [0, 1, 2, 3]
-        assert it._pool.want == 1
+        assert it._engine.pool.want == 1
 
 
 @pytest.mark.parametrize("method", ["thread", "process"])
@@ -434,7 +434,7 @@ def test_load_buffers_varying_shapes():
 
 def test_load_buffers_arrays_built_in_ring_are_not_copied():
     with seqtools.load_buffers(sample_in_ring, max_cached=4, nworkers=2) as it:
-        ring = it._pool.ring
+        ring = it._engine.pool.ring
         held, errors, good = [], 0, 0
         while good < 300:
             try:
@@ -517,12 +517,12 @@ def test_load_buffers_consumer_holding_every_buffer_gets_clear_error():
 def test_load_buffers_grows_its_ring_for_a_larger_result():
     with seqtools.load_buffers(GrowingSampler(), max_cached=2, nworkers=1) as it:
         first = next(it)
-        capacity = it._pool.ring.capacity
+        capacity = it._engine.pool.ring.capacity
         got = [first] + [next(it) for _ in range(7)]
         assert [a.size for a in got] == [400_000] * 3 + [1_700_000] + [400_000] * 4
         for n, a in enumerate(got, 1):
             assert (a == n).all()
-        assert it._pool.ring.capacity > capacity
+        assert it._engine.pool.ring.capacity > capacity
 
 
 def test_load_buffers_of_fixed_shm_size_does_not_grow():
@@ -537,12 +537,12 @@ def test_load_buffers_of_fixed_shm_size_does_not_grow():
 def test_load_buffers_killed_worker_is_replaced():
     with seqtools.load_buffers(sample_seeded, max_cached=2, nworkers=2) as it:
         next(it)
-        victim = it._pool.procs[0]
+        victim = it._engine.pool.procs[0]
         os.kill(victim.pid, signal.SIGKILL)
         deadline = time.monotonic() + 30  # a safety net; replacement takes < 1 s
-        while it._pool.procs[0] is victim and time.monotonic() < deadline:
+        while it._engine.pool.procs[0] is victim and time.monotonic() < deadline:
             next(it)
-        assert it._pool.procs[0] is not victim and it._pool.procs[0].is_alive()
+        assert it._engine.pool.procs[0] is not victim and it._engine.pool.procs[0].is_alive()
         for _ in range(20):
             next(it)
 
@@ -550,10 +550,10 @@ def test_load_buffers_killed_worker_is_replaced():
 def test_load_buffers_close_stops_workers():
     it = seqtools.load_buffers(sample_seeded, nworkers=2)
     next(it)
-    procs = list(it._pool.procs)
+    procs = list(it._engine.pool.procs)
     it.close()
     assert all(not p.is_alive() for p in procs)
-    with pytest.raises(StopIteration):
+    with pytest.raises(seqtools.LoaderClosed):
         next(it)
 
 
@@ -599,7 +599,7 @@ SCRIPT = textwrap.dedent("""
     it = seqtools.load_buffers(sample, max_cached=2, nworkers=2)
     next(it)
     try:  # from here on, Ctrl-C must end in the except clause below
-        print(" ".join(str(p.pid) for p in it._pool.procs), flush=True)
+        print(" ".join(str(p.pid) for p in it._engine.pool.procs), flush=True)
         if sys.argv[1] == "die":
             os.kill(os.getpid(), signal.SIGKILL)
         while True:

@@ -1,0 +1,110 @@
+"""The engine of native copy threads, for items that are each one copy.
+
+Batches of ``batch(..., collate_fn=stack)`` over arrays and the calls of
+:func:`seqtools.minibatches` are each one copy of rows: the target says so by
+answering ``_copy_job(k)`` (see :meth:`seqtools.View._copy_job`) with the job
+and the arrays it fills. The consumer's thread prepares item ``k`` ahead
+(Python: index arithmetic, allocation, checks) and submits its copy to a pool of
+native threads (``_stack.CopyPool``, C in ``csrc/copypool.c``), which run it
+with no GIL. On a GIL build the copies then overlap the consumer's Python and
+each other, with no GIL hand-over per item; threads running Python could do
+neither. Items are answered in order, which is also a completion order, so the
+unordered iterator of ``load_buffers`` takes them in turn. See :mod:`.engine`
+for the protocol.
+"""
+
+from ..batching import _stack
+from .engine import EngineClosed
+
+__all__ = ["CopyEngine", "first_copy_job"]
+
+
+def first_copy_job(target, start_hook):
+    """``target._copy_job(0)`` when a thread loader of ``target`` can run on copy
+    threads (no start_hook to run in worker threads, item 0 one copy), else
+    None. The job is item 0's: the engine submits it."""
+    prepare = getattr(target, "_copy_job", None)
+    if prepare is None or start_hook is not None:
+        return None
+    try:
+        return prepare(0)
+    except Exception:
+        return None  # item 0 fails: the thread workers report it as usual
+
+
+class CopyEngine:
+    """Items of ``target`` prepared ahead by ``target._copy_job(k) -> (job,
+    value)`` and copied by ``nthreads`` native threads; ``read(k)`` reads an
+    item that is not one copy (``_copy_job`` answered None). ``first`` is
+    ``_copy_job(0)``, already made by :func:`first_copy_job`."""
+
+    where = "thread"
+    _READ = object()  # entry value: the consumer reads the item itself
+
+    def __init__(self, target, read, nthreads, window, end, first):
+        self.prepare, self.read = target._copy_job, read
+        self.window, self.end = window, end
+        self.pool = _stack.CopyPool(nthreads)
+        self.pending = {}  # k -> (job, value, exception): issued, not taken
+        self.issued = 1
+        self.next = 0  # take_next's position
+        self.pending[0] = self._submit(first)
+        self._issue(0)
+
+    def _submit(self, prepared):
+        if prepared is None:
+            return None, self._READ, None
+        job, value = prepared
+        try:
+            self.pool.submit(job)
+        except ValueError:  # closed, by another thread
+            raise EngineClosed from None
+        return job, value, None
+
+    def _entry(self, k):
+        try:
+            prepared = self.prepare(k)
+        except Exception as e:  # the item's error: raised when it is taken
+            return None, None, e
+        return self._submit(prepared)
+
+    def _issue(self, k):
+        """Prepare and submit the items after ``k`` that the window allows."""
+        limit = k + self.window + 1
+        if self.end is not None:
+            limit = min(limit, self.end)
+        for j in range(self.issued, limit):
+            self.pending[j] = self._entry(j)
+        self.issued = max(self.issued, limit)
+
+    def reset(self, start):
+        """Drop the items ahead (their copies are cancelled or waited for)."""
+        self.pending.clear()
+        self.issued = self.next = start
+
+    def take(self, k):
+        entry = self.pending.pop(k, None)
+        if entry is None:
+            entry = self._entry(k)
+            self.issued = max(self.issued, k + 1)
+        self._issue(k)
+        self.next = k + 1
+        job, value, exc = entry
+        if value is self._READ:
+            try:
+                return k, self.read(k), None
+            except Exception as e:
+                return k, None, e
+        if job is not None:
+            try:
+                job.wait()
+            except RuntimeError:  # the pool was closed before the job ran
+                raise EngineClosed from None
+        return k, value, exc
+
+    def take_next(self):
+        return self.take(self.next)
+
+    def close(self):
+        self.pool.close()
+        self.pending.clear()

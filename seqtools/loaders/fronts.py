@@ -1,0 +1,133 @@
+"""The two fronts every loader is: an ordered view and an iterator.
+
+:class:`OrderedLoader` is what ``prefetch`` returns and what ``epochs`` reads
+through: a :class:`~seqtools.View` whose item ``i`` is task ``i`` of its
+engine; reading out of order resets the engine there. :class:`BufferLoader` is
+what ``load_buffers`` returns: an endless iterator of the calls' results, in
+completion order, or in call order with ``ordered=True``.
+
+What a loader promises lives here, once, whatever its engine (see
+:mod:`.engine`): threads sharing a loader take their turns; a loader used in a
+process forked from its creator's raises at once; ``close()`` (or leaving a
+``with`` block, or dropping the loader) stops the workers, after which reads
+raise :class:`~seqtools.errors.LoaderClosed`; a KeyboardInterrupt while waiting
+closes the loader; a task's failure is raised as an error naming the task and
+where the loader was created, and the next read goes on with the next task.
+"""
+
+import threading
+import weakref
+
+from ..errors import LoaderClosed
+from ..views.core import View
+from .engine import EngineClosed, call_name, owner_pid, raise_failure
+
+__all__ = ["OrderedLoader", "BufferLoader"]
+
+
+class _Front:
+    """What both fronts share: the lock, ownership, closing and errors.
+
+    ``what`` names the loader in messages ("prefetch", "load_buffers"); tasks
+    are calls of ``func`` when it is given, else items.
+    """
+
+    def _attach(self, engine, what, origin, func=None):
+        self._engine = engine
+        self._what = what
+        self._origin = origin
+        self._func = func
+        self._owner = owner_pid()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, engine.close)
+
+    def _take(self, k):
+        """Task ``k``'s value (the next to complete when ``k`` is None); the
+        caller holds the lock."""
+        if self._closed:
+            raise LoaderClosed(f"this {self._what} loader was closed")
+        if owner_pid() != self._owner:
+            raise RuntimeError(
+                f"this loader belongs to process {self._owner}, and this process "
+                f"({owner_pid()}) is a child forked from it: its workers answer "
+                "that process only; create a loader in the child process")
+        engine = self._engine
+        try:
+            index, value, failure = (engine.take_next() if k is None
+                                     else engine.take(k))
+        except EngineClosed:
+            raise LoaderClosed(f"this {self._what} loader was closed") from None
+        except KeyboardInterrupt:
+            self.close()
+            raise
+        if failure is not None:
+            raise_failure(failure, self._failed(index))
+        return value
+
+    def _failed(self, index):
+        """What failed, for the message of task ``index``'s error."""
+        where = self._engine.where
+        if self._func is not None:
+            return (f"{call_name(self._func)}() failed in a worker {where} (call "
+                    f"{index}) of {self._what} created at {self._origin}")
+        return (f"failed to evaluate item {index} of {self._what} created at "
+                f"{self._origin} in a worker {where}")
+
+    def close(self):
+        """Stop the workers now; results already handed out stay valid. Reading
+        a closed loader raises :class:`~seqtools.errors.LoaderClosed`."""
+        self._closed = True
+        self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class OrderedLoader(_Front, View):
+    """Items of a sequence computed ahead, in order, by an engine's workers.
+
+    Reading item ``i`` lets the workers compute up to the window past it; read
+    in order for best effect (reading elsewhere resets the engine there).
+    """
+
+    def __init__(self, engine, n, what, origin, func=None):
+        View.__init__(self, n)
+        self._attach(engine, what, origin, func)
+        self._next = 0
+
+    def _get(self, i):
+        with self._lock:  # threads sharing the view take their turns
+            if i != self._next and not self._closed:
+                self._engine.reset(i)
+            self._next = i + 1
+            return self._take(i)
+
+    def __reduce__(self):
+        raise TypeError(f"a {self._what} view cannot be pickled; prefetch inside "
+                        "the workers' sequence instead of sending one")
+
+
+class BufferLoader(_Front):
+    """Iterator over results of a function called repeatedly by background
+    workers: see :func:`seqtools.load_buffers`. Use ``close()`` (or a ``with``
+    block) to stop the workers early; they also stop when the loader is
+    garbage-collected.
+    """
+
+    def __init__(self, engine, func, ordered, origin):
+        self._attach(engine, "load_buffers", origin, func)
+        self._ordered = ordered
+        self._consumed = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        with self._lock:  # threads sharing the loader take their turns
+            k = self._consumed
+            self._consumed = k + 1  # a failed call is passed over, as unordered
+            return self._take(k if self._ordered else None)

@@ -1,0 +1,528 @@
+"""The engine of worker processes, over one shared-memory ring.
+
+Process workers hand results over through one shared-memory ring (``_ring``, C
+in ``csrc/ringbuf.c``): a worker copies each array of its result into a ring
+block with the GIL released, and the parent rebuilds the result as numpy arrays
+viewing the block, zero-copy. A block is given back when the last array viewing
+it is garbage-collected, so results stay valid for as long as they are held;
+holding many only slows the workers down (backpressure), and holding the whole
+ring is reported.
+
+The region has no name in ``/dev/shm`` (memfd), so nothing outlives the
+processes, whatever kills them. Workers get it by inheritance (fork) or fd
+passing (spawn, forkserver). A dead worker is noticed within a second, replaced,
+and its task given to another worker; a task that keeps killing workers is
+answered with a failure. See :mod:`.engine` for the protocol.
+"""
+
+import multiprocessing
+import os
+import pickle
+import threading
+import time
+import weakref
+
+from ..errors import EvaluationError, seterr
+from . import _transport, _worker
+from ._ring import ALIGN, HOOK_HEADROOM, KIND_ERROR, Ring, RingClosed
+from .engine import EngineClosed, owner_pid
+
+__all__ = ["ProcessEngine"]
+
+POLL = 0.1  # seconds: the longest the parent sleeps before checking its workers
+CHECK_EVERY = 0.5  # seconds between worker checks while results keep coming
+STALL = 1.0  # seconds a full ring may look stuck before it is reported
+MAX_DEATHS = 3  # workers an item may kill before it is given up on
+MIN_RING = 1 << 20
+# Wake-up coalescing (see _Pool.next_entry): when results arrive faster than the
+# consumer takes them, the parent sleeps until several are queued rather than
+# being woken for each one, as long as that delays a result by at most about
+# COALESCE_DELAY seconds and groups at most COALESCE_MAX results.  A wake-up costs
+# the waking worker a futex syscall (on a VM, an inter-processor interrupt) and the
+# parent a sleep and a context switch, CPU taken from the workers when they keep
+# every core busy; docs/background.rst ("Fewer wake-ups") has the measurements
+# behind the two values.
+COALESCE_DELAY = 0.002
+COALESCE_MAX = 8
+RATE_EVERY = 32  # results between two estimates of the arrival interval
+# A pool made with a wider window to grow to (``_Pool(widen=...)``, the ordered
+# loader of ``epochs``) takes it at its first result if the ring sized for the
+# wider window stays within this many bytes: small results, which come fast
+# enough that a window of ten leaves the workers idle while the consumer waits
+# for the one late result it needs next.
+WIDEN_BUDGET = 64 << 20
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 34
+
+
+def _available_memory():
+    """Bytes the shared region may take: MemAvailable on Linux, else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _check_memory(nbytes):
+    avail = _available_memory()
+    if avail is not None and nbytes > avail:
+        raise MemoryError(
+            f"the shared-memory ring needs {nbytes / 2**20:.1f} MiB but only "
+            f"{avail / 2**20:.1f} MiB of memory is available; lower shm_size or "
+            "max_buffered/max_cached, or give the machine (container) more memory"
+        )
+
+
+def _coalesce(interval):
+    """Results to wait for at once when they arrive every ``interval`` seconds."""
+    if interval <= 0:
+        return COALESCE_MAX
+    return max(1, min(COALESCE_MAX, int(COALESCE_DELAY / interval)))
+
+
+def _prefetch_slack(i, window, end, nready, nworkers):
+    """Results a prefetch waiting for item ``i`` may wait for at once.
+
+    Tasks ``i .. i + window - 1`` (fewer before ``end``; ``end < 0``: unbounded)
+    can be under way; ``nready`` of them have arrived.  Waiting for more than
+    the rest would wait for results that never come, and waiting for more than
+    ``window - nworkers`` could leave a worker without a task.
+    """
+    upper = i + window if end < 0 else min(end, i + window)
+    return min(window - nworkers, upper - i - nready)
+
+
+def _round_up(n, a):
+    return (n + a - 1) // a * a
+
+
+class _Pool:
+    """Worker processes around one ring: the consumer side of the protocol.
+
+    Only the process that made it acts on it: a child forked from that process
+    (a user's own multiprocessing.Process, a torch DataLoader worker) neither
+    closes the ring nor stops the workers when its copy is dropped.
+    """
+
+    def __init__(self, target, call, nworkers, window, start_hook, shm_size,
+                 start_method, origin, widen=None):
+        self.ctx = multiprocessing.get_context(start_method)
+        self.payload = _worker.payload_for(
+            self.ctx, target, start_hook, "the sampler" if call else "the sequence")
+        if not isinstance(shm_size, int) or shm_size < 0:
+            raise ValueError(
+                f"shm_size must be an int >= 0 (0: automatic), got {shm_size!r}")
+        self.call = call
+        self.target = target
+        self.window = window
+        # A wider window to take at the first result if it fits WIDEN_BUDGET
+        # (an automatically sized ring only), else None.
+        self.widen = widen if widen is not None and widen > window else None
+        self.origin = origin
+        self.nworkers = nworkers
+        self.owner = owner_pid()
+        capacity = _round_up(shm_size, ALIGN)
+        if capacity:
+            _check_memory(capacity)
+        self.max_capacity = max(capacity, _physical_memory())
+        # Result size (block header included) an automatic ring is sized for;
+        # 0 until then, and for a ring of the user's shm_size, which never grows.
+        self.sized_for = 0
+        # The completion queue holds every entry not yet popped: up to a window
+        # and a task per worker of the current epoch, and as many again left by
+        # the epoch before a prefetch restart (a worker that finds the queue full
+        # waits all the same).
+        widest = max(window, self.widen or 0)
+        self.ring = Ring.create(nworkers, 2 * (widest + nworkers) + nworkers + 8,
+                                capacity, self.max_capacity)
+        self.seed_base = int.from_bytes(os.urandom(7), "little")
+        self.spawned = 0
+        self.procs = [None] * nworkers
+        # Per slot: has its current process delivered anything, and how many of
+        # its processes in a row died holding no task before delivering anything.
+        self.delivered = [False] * nworkers
+        self.early_deaths = [0] * nworkers
+        self.poisoned = []  # (index, Failure) of items given up on, not yet returned
+        self.last_check = time.monotonic()
+        self.closed = False
+        # Arrival interval estimate for wake-up coalescing.
+        self.want = 1
+        self.rate_count = 0
+        self.rate_since = self.last_check
+        try:
+            for w in range(nworkers):
+                self._start(w)
+        except BaseException:
+            _shutdown(self.ring, self.procs, self.owner)
+            raise
+        self._finalizer = weakref.finalize(
+            self, _shutdown, self.ring, self.procs, self.owner)
+
+    def _start(self, w):
+        self.spawned += 1
+        seed = (self.seed_base * 1_000_003 + self.spawned) % 2**63
+        # The parent-death signal fires when the *thread* that started the worker
+        # ends: only the main thread's (or the fork server's) lasts as long as
+        # the process. The worker's watchdog covers the other cases.
+        pdeathsig = (self.ctx.get_start_method() == "forkserver"
+                     or threading.current_thread() is threading.main_thread())
+        p = self.ctx.Process(
+            target=_worker.main,
+            # seterr's setting goes along: a spawned or forkserver worker would
+            # otherwise wrap what the views it evaluates raise, passthrough or not
+            args=(self.ring, w, self.payload, self.call, seed, os.getpid(),
+                  pdeathsig, seterr()),
+            name=f"seqtools-worker-{w}",
+            daemon=True,
+        )
+        p.start()
+        self.procs[w] = p
+        self.delivered[w] = False
+
+    def close(self):
+        self.closed = True
+        self._finalizer()
+
+    def _check_workers(self):
+        """Replace dead workers; return [(index, Failure)] of items given up on.
+
+        Raises EvaluationError when the processes of one slot keep dying before
+        they do anything (they cannot start).
+        """
+        poisoned = []
+        for w, p in enumerate(self.procs):
+            if p.exitcode is None:
+                continue
+            index, deaths = self.ring.worker_reset(w)
+            code = p.exitcode
+            how = f"signal {-code}" if code < 0 else f"exit code {code}"
+            if index < 0 and not self.delivered[w]:
+                self.early_deaths[w] += 1
+                if self.early_deaths[w] >= MAX_DEATHS:
+                    self.close()
+                    raise EvaluationError(self._start_failure(
+                        f"worker processes died {self.early_deaths[w]} times in a "
+                        f"row before finishing any task (the last one by {how})"))
+            else:
+                self.early_deaths[w] = 0
+            if index >= 0 and deaths >= MAX_DEATHS:
+                self.ring.task_drop(index)
+                what = "call" if self.call else "item"
+                poisoned.append((index, _worker.Failure(_worker.ERR_USER, (
+                    f"{what} {index} killed {deaths} worker processes in a row "
+                    f"(last one by {how}); it was given up on"))))
+            if self.closed:  # closed from another thread meanwhile: no new worker
+                break
+            self._start(w)
+        return poisoned
+
+    def _start_failure(self, what, text=""):
+        """The message for workers that cannot start, with the likely causes."""
+        method = self.ctx.get_start_method()
+        return (
+            f"the worker processes of the loader created at {self.origin} cannot "
+            f"start (start method {method!r}): {what}.{text}\n"
+            "Likely causes:\n"
+            "- with the 'spawn' or 'forkserver' start method (forkserver is "
+            "Python 3.14's default on Linux), each worker imports the main script "
+            "again as a module, without running its `if __name__ == "
+            "'__main__':` block: create the loader inside that block, and define "
+            "the sampler, and whatever it uses, at module level outside it;\n"
+            "- start_hook ended or crashed the process (os._exit, sys.exit, a "
+            "segmentation fault);\n"
+            "- the process was killed (signal 9: by the kernel when out of memory)."
+            "\nA worker's own error output, if any, is on stderr above")
+
+    def _capacity_for(self, need, window=None):
+        """Data-area bytes for results of ``need`` bytes each (header included),
+        for the pool's window or ``window``."""
+        # A result whose large array the allocation hook built in place comes in
+        # a block with the hook's headroom in front (_ring.HOOK_HEADROOM).
+        need += HOOK_HEADROOM + ALIGN
+        window = self.window if window is None else window
+        capacity = _round_up(max(need * (window + self.nworkers + 2), MIN_RING),
+                             ALIGN)
+        return min(capacity, _round_up(self.max_capacity - ALIGN + 1, ALIGN))
+
+    def _size(self, requested):
+        if self.widen is not None:
+            if self._capacity_for(requested, self.widen) <= WIDEN_BUDGET:
+                self.window = self.widen
+                self.ring.task_set_window(self.window)
+            self.widen = None
+        capacity = self._capacity_for(requested)
+        _check_memory(capacity)
+        self.ring.set_capacity(capacity)
+        self.sized_for = requested
+
+    def _grow(self, s):
+        """Size an automatically sized ring anew for a larger result; True if done.
+
+        Called when the ring is stalled: the workers wait for space that cannot
+        be found while the consumer holds what it holds. If a waiting worker's
+        result (the blocks it holds and the one it waits for) is larger than the
+        results the ring was sized for (from the first one), the ring grows as if
+        the first result had been that large. Results of the expected size never
+        grow it, so a consumer that keeps every result still gets the stall's
+        BufferError rather than a ring growing without end.
+        """
+        need = max(s["waiting_for"], s.get("waiting_total", 0))
+        if not self.sized_for or need <= self.sized_for:
+            return False
+        capacity = self._capacity_for(need)
+        if capacity <= s["capacity"]:
+            return False
+        try:
+            _check_memory(capacity - s["capacity"])
+        except MemoryError:
+            return False  # the stall's message says what to do
+        self.ring.grow(capacity)
+        self.sized_for = need
+        return True
+
+    def _stalled(self):
+        """Whether no result can come until the consumer frees space, and the
+        ring's stats: a worker waits for space while nothing is queued for the
+        consumer and no worker holding blocks is on its way to a commit."""
+        s = self.ring.stats()
+        return (s["space_waiters"] > 0 and s["committed"] == 0
+                and s["reserved_active"] == 0 and s["kept_active"] == 0), s
+
+    def _entry(self, e):
+        """``(index, epoch, offset, nbytes, failure)`` of a popped entry."""
+        offset, nbytes, index, epoch, worker, kind = e
+        self.delivered[worker] = True
+        self.early_deaths[worker] = 0
+        if kind != KIND_ERROR:
+            return index, epoch, offset, nbytes, None
+        if offset:
+            failure = _transport.decode(self.ring, offset, nbytes)
+        else:
+            failure = _worker.Failure(
+                _worker.ERR_USER,
+                "(the error report did not fit in the shared-memory ring: pass a "
+                "larger shm_size to see it)")
+        if failure.code == _worker.ERR_START:
+            self.close()
+            raise EvaluationError(self._start_failure(
+                "a worker reported", "\n" + failure.text))
+        return index, epoch, 0, 0, failure
+
+    def next_entry(self, slack, evict=None):
+        """Block until the next completed task.
+
+        Returns ``(index, epoch, offset, nbytes, failure)``: ``failure`` is None
+        or the :class:`_worker.Failure` that answered the task. Poisoned items
+        come back as failures too (epoch None).
+
+        ``slack``: how many results may be waited for at once when none is queued
+        without stalling the workers or waiting for tasks that do not exist (the
+        caller knows its window).  The parent asks to be woken once
+        ``min(slack, self.want)`` results are queued, where ``self.want`` is how
+        many arrive within COALESCE_DELAY at the rate measured lately: 1 whenever
+        results come slower than that, so a slow pipeline is never made to wait.
+        A queued result is always returned at once.
+
+        ``evict``: called when the ring is stalled (a worker waits for space
+        that only the consumer can free); returns True if it freed some, by
+        moving results the consumer holds for itself (not the user's) out of
+        the ring.
+
+        Every wait is bounded: a dead worker is replaced within CHECK_EVERY
+        seconds, and a ring that stays stalled for STALL seconds, with no space
+        freed and nothing queued in the meantime, raises BufferError.
+        """
+        stalled_since = None
+        events = None
+        want = max(1, min(slack, self.want))
+        while True:
+            if self.poisoned:
+                index, failure = self.poisoned.pop(0)
+                return index, None, 0, 0, failure
+            try:
+                e = self.ring.pop(POLL, want)
+            except RingClosed:
+                raise EngineClosed from None
+            now = time.monotonic()
+            if e is not None:
+                self.rate_count += 1
+                if self.rate_count == RATE_EVERY:
+                    self.want = _coalesce((now - self.rate_since) / RATE_EVERY)
+                    self.rate_count = 0
+                    self.rate_since = now
+            if e is None or now - self.last_check > CHECK_EVERY:
+                self.last_check = now
+                # Several items may be given up on at once, and an entry may have
+                # been popped too: each is returned in turn, none is dropped.
+                self.poisoned.extend(self._check_workers())
+                if self.poisoned and e is None:
+                    continue
+            if e is None:
+                stalled, s = self._stalled()
+                if stalled and evict is not None and evict():
+                    stalled_since = None
+                    continue
+                if stalled and self._grow(s):
+                    stalled_since = None
+                    continue
+                moved = (s["space_events"], s["ready_events"])
+                if not stalled or stalled_since is None or moved != events:
+                    stalled_since = now if stalled else None
+                    events = moved
+                elif now - stalled_since > STALL:
+                    raise BufferError(_stall_message(s))
+                continue
+            if e[0] == "unsized":
+                self._size(e[1])
+                continue
+            return self._entry(e)
+
+
+def _stall_message(s):
+    """Why a stalled ring is stuck, from ``Ring.stats()``, and what to do."""
+    n = s["popped"]
+    results = f"{n} result{'s' if n != 1 else ''}"
+    free = s["capacity"] - s["used"]
+    need = s["waiting_for"]
+    if n == 0:
+        return (f"the shared-memory ring ({s['capacity']} bytes) is too small for "
+                f"the results the workers write at once: each holds part of its "
+                f"result and waits for room for the rest ({need} more bytes, "
+                f"{free} free). Pass a larger shm_size (the largest result times "
+                "the number of workers, twice over)")
+    if need and free >= need > s["largest_free"]:
+        return (f"the shared-memory ring has {free} of {s['capacity']} bytes free, "
+                f"but not in one piece: a worker needs {need} contiguous bytes and "
+                f"the largest free run is {s['largest_free']}: the {results} handed "
+                f"out earlier and still referenced split{'s' if n == 1 else ''} it. "
+                "Copy the arrays you keep (np.array(x)), drop them sooner, or pass "
+                "a larger shm_size (twice the largest result or more)")
+    if need > free:
+        return (f"the shared-memory ring has {free} of {s['capacity']} bytes free, "
+                f"less than the {need} bytes a worker needs: the {results} handed "
+                f"out earlier and still referenced take{'s' if n == 1 else ''} the "
+                "rest. Copy the arrays you keep (np.array(x)), drop them sooner, or "
+                "pass a larger shm_size (twice the largest result or more)")
+    return (f"the shared-memory ring is full ({s['used']} of {s['capacity']} "
+            f"bytes): {results} handed out earlier are still referenced, so workers "
+            "cannot write new ones. Copy the arrays you keep (np.array(x)), drop "
+            "them sooner, or pass a larger shm_size")
+
+
+def _shutdown(ring, procs, owner):
+    """Close the ring and stop the workers, in the process that started them."""
+    if owner_pid() != owner:
+        return  # a forked child's copy: the ring and workers are its parent's
+    ring.close()
+    deadline = time.monotonic() + 2.0
+    for p in procs:
+        if p is not None:
+            p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p is not None and p.exitcode is None:
+            p.kill()
+            p.join(1.0)
+
+
+class ProcessEngine:
+    """Worker processes computing tasks of ``target`` (see :mod:`.engine`).
+
+    ``call``: tasks are calls ``target()``, else items ``target[k]`` for ``k <
+    end`` (None: endless). ``widen``: a wider window to take at the first
+    result if the ring for it stays within WIDEN_BUDGET (an automatically sized
+    ring only). The other arguments are :func:`seqtools.prefetch`'s.
+    """
+
+    where = "process"
+
+    def __init__(self, target, call, end, nworkers, window, start_hook, shm_size,
+                 start_method, origin, widen=None):
+        self.pool = _Pool(target, call, nworkers, window, start_hook, shm_size,
+                          start_method, origin, widen)
+        self.end = -1 if end is None else end
+        self.ready = {}  # index -> (offset, nbytes, failure) of results ahead
+        self.evicted = {}  # index -> result copied out of the ring (see _evict)
+        self.taken = 0  # tasks taken by take_next
+        self.reset(0)
+
+    def reset(self, start):
+        pool = self.pool
+        ring = pool.ring
+        for offset, nbytes, _ in self.ready.values():
+            if offset:
+                _transport.decode(ring, offset, nbytes)  # dropped: blocks released
+        self.ready.clear()
+        self.evicted.clear()
+        self.generation = ring.task_reset(start, self.end, pool.window)
+        self.taken = start
+
+    def take(self, k):
+        pool = self.pool
+        ready = self.ready
+        if k in ready:
+            offset, nbytes, failure = ready.pop(k)
+        else:
+            while True:
+                slack = _prefetch_slack(k, pool.window, self.end, len(ready),
+                                        pool.nworkers)
+                index, generation, offset, nbytes, failure = pool.next_entry(
+                    slack, self._evict)
+                if generation is not None and generation != self.generation:
+                    if offset:  # a stale result: dropping it frees its blocks
+                        _transport.decode(pool.ring, offset, nbytes)
+                    continue
+                if index == k:  # most often: the task waited for
+                    break
+                ready[index] = (offset, nbytes, failure)
+        pool.ring.task_advance(k + 1)
+        if failure is not None:
+            return k, None, failure
+        if k in self.evicted:
+            return k, self.evicted.pop(k), None
+        return k, _transport.decode(pool.ring, offset, nbytes), None
+
+    def take_next(self):
+        pool = self.pool
+        # Results that may be waited for at once (see _Pool.next_entry): the
+        # window less one task per worker, so that none of them runs dry.
+        index, _, offset, nbytes, failure = pool.next_entry(
+            pool.window - pool.nworkers)
+        self.taken += 1
+        pool.ring.task_advance(self.taken)
+        if failure is not None:
+            return index, None, failure
+        return index, _transport.decode(pool.ring, offset, nbytes), None
+
+    def _evict(self):
+        """Copy the results computed ahead out of the ring, freeing their blocks.
+
+        Called when the ring is stalled while waiting for the next task: its
+        worker needs more contiguous space than is free, and the results held
+        here for later tasks are what fills the ring (say, one large item among
+        small ones). They are copied to private memory (a pickle round trip: the
+        arrays are copied, as anything else in a result already was) and their
+        blocks released; the task waited for can then be written. Returns True
+        if any block was freed.
+        """
+        ring = self.pool.ring
+        freed = False
+        for index, (offset, nbytes, failure) in list(self.ready.items()):
+            if offset and failure is None:
+                value = _transport.decode(ring, offset, nbytes)
+                self.evicted[index] = pickle.loads(pickle.dumps(value, protocol=5))
+                del value  # the last reference: its blocks go back to the ring
+                self.ready[index] = (0, 0, None)
+                freed = True
+        return freed
+
+    def close(self):
+        self.pool.close()
