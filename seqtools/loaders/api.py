@@ -47,18 +47,18 @@ def _check_hook(start_hook):
         raise TypeError("start_hook must be callable")
 
 
-def _call_as(func, k):
-    """``func()`` as call ``k`` of a loader (see :func:`call_index`)."""
+def _call_as(sampler, k):
+    """``sampler()`` as call ``k`` of a loader (see :func:`call_index`)."""
     evaluating.index = k
     try:
-        return func()
+        return sampler()
     finally:
         evaluating.index = None
 
 
-def call_reader(func):
-    """``read(k)``: ``func()`` called as call ``k`` of a loader."""
-    return functools.partial(_call_as, func)
+def call_reader(sampler):
+    """``read(k)``: ``sampler()`` called as call ``k`` of a loader."""
+    return functools.partial(_call_as, sampler)
 
 
 def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
@@ -80,11 +80,12 @@ def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
     method : {'thread', 'process'}
         Threads suit I/O-bound items; processes give full parallelism. Batches
         of ``batch(..., collate_fn=stack)`` over arrays (no ``start_hook``) are
-        an exception: with threads, the reading thread plans each batch ahead
+        an exception: with threads, the reading thread prepares each batch ahead
         and ``nworkers`` native threads copy its rows with no GIL, which
         beats process workers there.
     max_buffered : int or None
-        At most this many items are computed ahead of the last one read (>= 1).
+        At most this many items are computed ahead of the last one read (>= 1):
+        what :func:`load_buffers` calls ``max_cached``.
         None: ``max(10, 2 * nworkers)``, and with processes, widened to
         ``max(16, 4 * nworkers)`` at the first item if the shared memory for
         that many items stays under 64 MiB (small items come so fast that a
@@ -148,15 +149,15 @@ def call_index():
     return evaluating.index
 
 
-def load_buffers(func, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,
+def load_buffers(sampler, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,
                  start_method=None, ordered=False, method="process"):
-    """Call ``func()`` over and over in background workers and iterate its results.
+    """Call ``sampler()`` over and over in background workers and iterate its results.
 
     Typical use is a minibatch sampler feeding a training loop: the loading cost is
     hidden behind the loop's own work. Results are yielded as they complete, or
     in call order with ``ordered=True``. With process workers (the default), arrays
     in results view shared memory, zero-copy, and remain valid for as long as they
-    are referenced; large arrays that ``func`` makes with numpy are built in shared
+    are referenced; large arrays that ``sampler`` makes with numpy are built in shared
     memory to begin with and are not copied at all (see "How background loading
     works" in the documentation). Each worker process seeds Python's and numpy's
     global random generators differently, so workers never repeat each other's
@@ -165,11 +166,12 @@ def load_buffers(func, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,
 
     Parameters
     ----------
-    func : callable
+    sampler : callable
         Called without arguments; returns arrays, scalars or picklable objects,
         possibly nested in tuples, lists and dicts.
     max_cached : int
-        At most this many results are computed ahead of the consumer (>= 1).
+        At most this many results are computed ahead of the consumer (>= 1):
+        what :func:`prefetch` calls ``max_buffered``.
     nworkers : int
         Number of workers; ``0`` or negative: cores minus that.
     start_hook : callable, optional
@@ -187,7 +189,7 @@ def load_buffers(func, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,
         Worker processes, or threads of this process: threads share the sampler
         (it must be thread-safe) and pay off when it releases the GIL or on a
         free-threaded Python. A :func:`minibatches` sampler over arrays (no
-        ``start_hook``) is planned call by call in the consuming thread and
+        ``start_hook``) is prepared call by call in the consuming thread and
         copied by ``nworkers`` native threads with no GIL, in call order.
 
     Returns
@@ -207,8 +209,8 @@ def load_buffers(func, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,
     >>> X.shape, y.shape
     ((4, 3), (4,))
     """
-    if not callable(func):
-        raise TypeError(f"load_buffers needs a callable, got {type(func).__name__}")
+    if not callable(sampler):
+        raise TypeError(f"load_buffers needs a callable, got {type(sampler).__name__}")
     origin = creation_site(2)
     nworkers = _nworkers(nworkers, "load_buffers")
     max_cached = check_int(max_cached, "max_cached", "load_buffers", 1)
@@ -216,16 +218,16 @@ def load_buffers(func, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,
     if not isinstance(ordered, bool):
         raise TypeError(f"ordered must be True or False, got {ordered!r}")
     if method == "thread":
-        first = first_copy_job(func, start_hook)
+        first = first_copy_job(sampler, start_hook)
         if first is not None:
-            engine = CopyEngine(func, call_reader(func), nworkers, max_cached, None,
-                                first)
+            engine = CopyEngine(sampler, call_reader(sampler), nworkers, max_cached,
+                                None, first)
         else:
-            engine = ThreadEngine(func, True, None, nworkers, max_cached, start_hook,
+            engine = ThreadEngine(sampler, True, None, nworkers, max_cached, start_hook,
                                   "load_buffers", origin)
     elif method == "process":
-        engine = ProcessEngine(func, True, None, nworkers, max_cached, start_hook,
+        engine = ProcessEngine(sampler, True, None, nworkers, max_cached, start_hook,
                                shm_size, start_method, origin)
     else:
         raise ValueError(f"method must be 'process' or 'thread', got {method!r}")
-    return BufferLoader(engine, func, ordered, origin)
+    return BufferLoader(engine, sampler, ordered, origin)

@@ -16,8 +16,8 @@ of ranks, at a cost that does not depend on the position.
 It sits on :func:`seqtools.prefetch` (ordered, over an infinite view whose item k
 is batch k from the start position) and :mod:`seqtools.batching.stacking`'s fused reads.
 
-Layout of an epoch
-------------------
+How an epoch is shared by ranks
+-------------------------------
 ``N`` samples, batches of ``B``, ``W`` ranks, ``G = W * B`` samples per *step*
 (one batch on every rank). From position ``p`` (0 at the start of an epoch, any
 position after a resume), step ``j`` covers positions ``p + j*G ...`` of the
@@ -102,8 +102,9 @@ def _order(n, seed, epoch, shuffle):
     return permutation(n, np.random.PCG64(ss))
 
 
-class _Layout:
-    """The arithmetic of an epoch: steps, positions, the rank's part."""
+class _Sharding:
+    """How an epoch is cut into batches and shared by ranks: steps, positions,
+    the rank's part."""
 
     __slots__ = ("n", "batch_size", "rank", "world_size", "drop_last", "step")
 
@@ -150,20 +151,20 @@ class _Batches(View):
     needed: O(n) once per epoch, nothing that grows with the position).
     """
 
-    __slots__ = ("_dataset", "_layout", "_seed", "_shuffle", "_epoch0", "_position0",
+    __slots__ = ("_dataset", "_sharding", "_seed", "_shuffle", "_epoch0", "_position0",
                  "_steps0", "_steps", "_orders", "_lock", "_run")
     _transient = ("_orders", "_lock", "_run")
 
-    def __init__(self, dataset, layout, seed, shuffle, epoch, position, total):
+    def __init__(self, dataset, sharding, seed, shuffle, epoch, position, total):
         View.__init__(self, total)
         self._dataset = dataset
-        self._layout = layout
+        self._sharding = sharding
         self._seed = seed
         self._shuffle = shuffle
         self._epoch0 = epoch
         self._position0 = position
-        self._steps0 = layout.steps(position)
-        self._steps = layout.steps(0)
+        self._steps0 = sharding.steps(position)
+        self._steps = sharding.steps(0)
         self._bind()
 
     def _bind(self):
@@ -195,7 +196,7 @@ class _Batches(View):
             if order is None:
                 if len(self._orders) >= 2:
                     del self._orders[min(self._orders)]
-                order = _order(self._layout.n, self._seed, epoch, self._shuffle)
+                order = _order(self._sharding.n, self._seed, epoch, self._shuffle)
                 order.flags.writeable = False  # batches are views of it
                 self._orders[epoch] = order
             return order
@@ -204,26 +205,26 @@ class _Batches(View):
         """``(epoch, int64 sample indices)`` of batch ``k``."""
         k0, k1, epoch, order, base = self._run
         if k0 <= k < k1:  # most batches: a slice at a fixed stride
-            layout = self._layout
-            lo = base + k * layout.step
+            sharding = self._sharding
+            lo = base + k * sharding.step
             if order is None:
-                return epoch, np.arange(lo, lo + layout.batch_size, dtype=np.int64)
-            return epoch, order[lo:lo + layout.batch_size]
+                return epoch, np.arange(lo, lo + sharding.batch_size, dtype=np.int64)
+            return epoch, order[lo:lo + sharding.batch_size]
         return self._indices(k)
 
     def _indices(self, k):
         """indices() of a batch outside the run it knows; the run becomes batch
         ``k``'s if ``k`` is a full batch."""
         epoch, position, j = self.where(k)
-        layout = self._layout
-        n = layout.n
+        sharding = self._sharding
+        n = sharding.n
         order = self._order(epoch) if self._shuffle else None
-        full = (n - position) // layout.step  # steps j < full are full batches
+        full = (n - position) // sharding.step  # steps j < full are full batches
         if j < full:
             k0 = k - j
-            self._run = (k0, k0 + full, epoch, order,
-                         position + layout.rank * layout.batch_size - k0 * layout.step)
-        lo, hi = layout.positions(position, j)
+            start = position + sharding.rank * sharding.batch_size
+            self._run = (k0, k0 + full, epoch, order, start - k0 * sharding.step)
+        lo, hi = sharding.positions(position, j)
         if hi <= n:
             return epoch, (np.arange(lo, hi, dtype=np.int64) if order is None
                            else order[lo:hi])
@@ -293,7 +294,7 @@ class EpochLoader:
     def __init__(self, dataset, n, batch_size, seed, shuffle, drop_last, num_epochs,
                  rank, world_size, nworkers, method, max_buffered, start_method):
         self._dataset = dataset
-        self._layout = _Layout(n, batch_size, rank, world_size, drop_last)
+        self._sharding = _Sharding(n, batch_size, rank, world_size, drop_last)
         self.seed = seed
         self._shuffle = shuffle
         self._num_epochs = num_epochs
@@ -304,15 +305,15 @@ class EpochLoader:
 
     @property
     def rank(self):
-        return self._layout.rank
+        return self._sharding.rank
 
     @property
     def world_size(self):
-        return self._layout.world_size
+        return self._sharding.world_size
 
     @property
     def batches_per_epoch(self):
-        return self._layout.steps(0)
+        return self._sharding.steps(0)
 
     @property
     def epoch(self):
@@ -322,17 +323,17 @@ class EpochLoader:
     def _start(self, epoch, position):
         """Start the stream at ``position`` of ``epoch`` (the workers start with
         the first batch asked for)."""
-        layout = self._layout
-        if position >= layout.n:  # the epoch is over
+        sharding = self._sharding
+        if position >= sharding.n:  # the epoch is over
             epoch, position = epoch + 1, 0
         total = None
         if self._num_epochs is not None:
             total = 0
             if epoch < self._num_epochs:
-                total = (layout.steps(position)
-                         + (self._num_epochs - epoch - 1) * layout.steps(0))
+                total = (sharding.steps(position)
+                         + (self._num_epochs - epoch - 1) * sharding.steps(0))
         self.close()
-        self._stream = _Batches(self._dataset, layout, self.seed, self._shuffle,
+        self._stream = _Batches(self._dataset, sharding, self.seed, self._shuffle,
                                 epoch, position, total)
         self._total = total
         self._consumed = 0
@@ -376,11 +377,11 @@ class EpochLoader:
         """
         with self._lock:
             epoch, position, j = self._stream.where(self._consumed)
-            layout = self._layout
-            position = min(position + j * layout.step, layout.n)
+            sharding = self._sharding
+            position = min(position + j * sharding.step, sharding.n)
             return {"version": STATE_VERSION, "epoch": epoch, "position": position,
-                    "seed": self.seed, "dataset_length": layout.n,
-                    "batch_size": layout.batch_size, "shuffle": self._shuffle}
+                    "seed": self.seed, "dataset_length": sharding.n,
+                    "batch_size": sharding.batch_size, "shuffle": self._shuffle}
 
     def load_state_dict(self, state_dict):
         """Continue from a position :meth:`state_dict` gave, under any world size.
@@ -404,8 +405,8 @@ class EpochLoader:
             shuffle, or is not a state of this loader.
         """
         state = _checked_state(state_dict)
-        layout = self._layout
-        mine = {"dataset_length": layout.n, "batch_size": layout.batch_size,
+        sharding = self._sharding
+        mine = {"dataset_length": sharding.n, "batch_size": sharding.batch_size,
                 "seed": self.seed, "shuffle": self._shuffle}
         for key, value in mine.items():
             theirs = state[key]
@@ -417,10 +418,10 @@ class EpochLoader:
                     f"{key}={state[key]!r}, this one has {key}={value!r}: its "
                     "position means nothing here (it resumes the same dataset, "
                     "batch size, seed and shuffle only)")
-        if state["position"] > layout.n:
+        if state["position"] > sharding.n:
             raise ValueError(
                 f"load_state_dict: position {state['position']} is past the end of "
-                f"an epoch of {layout.n} samples")
+                f"an epoch of {sharding.n} samples")
         with self._lock:
             self._start(state["epoch"], state["position"])
 
@@ -438,8 +439,8 @@ class EpochLoader:
         self.close()
 
     def __repr__(self):
-        return (f"<seqtools.EpochLoader of {self._layout.n} samples, batches of "
-                f"{self._layout.batch_size}, rank {self.rank} of {self.world_size}, "
+        return (f"<seqtools.EpochLoader of {self._sharding.n} samples, batches of "
+                f"{self._sharding.batch_size}, rank {self.rank} of {self.world_size}, "
                 f"epoch {self.epoch}>")
 
 
