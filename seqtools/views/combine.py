@@ -46,7 +46,7 @@ class InterleaveView(View):
     """Items of several sequences taken in turn (see :func:`interleave`)."""
 
     __slots__ = ("_seqs", "_lengths", "_map")
-    _transient = ("_map",)  # a compiled plan, rebuilt from the lengths
+    _transient = ("_map",)  # a compiled index map, rebuilt from the lengths
 
     def __init__(self, seqs, lengths):
         self._seqs = seqs

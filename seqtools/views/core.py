@@ -102,7 +102,7 @@ class View(Accessible, Sequence):
         return self, indices
 
     # Fused reads (see seqtools.views.fusion): a class opts in by defining these.
-    _fuse = None  # method (indices) -> fusion plan
+    _fuse = None  # method (indices) -> source map
     _index_op = None  # method () -> (source, index map); not inherited
     _compile = None  # method (ops, leaves) -> structure; not inherited
     # Thread loaders (seqtools.loaders.api): a view whose item can be one native

@@ -31,7 +31,7 @@ from .fusion import (
     Rows,
     compile_leaves,
     fuse,
-    merge_plans,
+    merge_source_maps,
     row_spec,
 )
 
@@ -232,14 +232,15 @@ class Concatenation(ReaderView):
         part, local = self._table.locate_many(indices)
         if self._rows is not None:
             return Rows(self._parts, part, local, *self._rows)
-        # Mixed parts: a plan per part for the rows it holds, merged if they agree.
+        # Mixed parts: a source map per part for the rows it holds, merged if they
+        # agree.
         used = np.unique(part)
-        plans, positions = [], []
+        maps, positions = [], []
         for j in used.tolist():
             pos = np.flatnonzero(part == j)
-            plans.append(fuse(self._parts[j], local[pos]))
+            maps.append(fuse(self._parts[j], local[pos]))
             positions.append(pos)
-        merged = merge_plans(plans, positions, len(indices)) if plans else None
+        merged = merge_source_maps(maps, positions, len(indices)) if maps else None
         return Items(self, indices) if merged is None else merged
 
     def _compile(self, ops, leaves):

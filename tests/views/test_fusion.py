@@ -1,4 +1,4 @@
-"""Tests of seqtools.views.fusion: fusion plans and compiled programs, read through
+"""Tests of seqtools.views.fusion: source maps and compiled programs, read through
 ``stack`` of a view graph, against numpy references and against the per-item path.
 
 The fused path must give the same arrays as ``stack(list(view))``, bit for bit, for
@@ -35,14 +35,14 @@ from seqtools.views.fusion import Items, Rows, fuse
 # -- the protocol ----------------------------------------------------------------------
 
 
-def test_plan_of_the_seed_graph():
+def test_source_map_of_the_seed_graph():
     chunks = [np.zeros((5, 3)), np.ones((4, 3))]
     labels = np.arange(9)
     view = seqtools.gather(seqtools.collate([seqtools.concatenate(chunks), labels])[1:],
                            [7, 0, 3])
-    plan = fuse(view, np.arange(3, dtype=np.int64))
-    assert type(plan) is tuple and len(plan) == 2
-    data, lab = plan
+    source_map = fuse(view, np.arange(3, dtype=np.int64))
+    assert type(source_map) is tuple and len(source_map) == 2
+    data, lab = source_map
     assert type(data) is Rows and data.sources == tuple(chunks)
     assert data.part.tolist() == [1, 0, 0] and data.local.tolist() == [3, 1, 4]
     assert type(lab) is Rows and lab.local.tolist() == [8, 1, 4]
@@ -58,8 +58,8 @@ def test_user_code_falls_back_for_its_part_only():
         return row * 2
 
     view = seqtools.collate([seqtools.smap(f, x), labels])
-    plan = fuse(view, np.arange(6, dtype=np.int64))
-    assert type(plan[0]) is Items and type(plan[1]) is Rows
+    source_map = fuse(view, np.arange(6, dtype=np.int64))
+    assert type(source_map[0]) is Items and type(source_map[1]) is Rows
     got = stack(view)
     assert len(calls) == 6
     assert_same(got, (x * 2, labels))
@@ -352,8 +352,8 @@ def test_compiled_graph_with_user_views_and_subclasses(rng):
 
     inner = seqtools.collate([Reversed(x), seqtools.smap(lambda v: v * 2, x)])
     view = seqtools.collate([inner, seqtools.gather(x, np.arange(12)[::-1])])
-    plan = fuse(view, np.arange(12, dtype=np.int64))
-    assert type(plan[0][0]) is Rows and type(plan[0][1]) is Items
+    source_map = fuse(view, np.arange(12, dtype=np.int64))
+    assert type(source_map[0][0]) is Rows and type(source_map[0][1]) is Items
     assert not seqtools.views.fusion.program(view).rows_only
     g = seqtools.gather(view, rng.integers(0, 12, 9))
     assert_same(stack(g), per_item(g))
@@ -382,7 +382,7 @@ def test_a_view_after_an_error_and_after_pickling(rng, tmp_path):
     assert_same(stack(seqtools.gather(copy, [5, 2])), (data[[5, 2]], labels[[5, 2]]))
 
 
-def test_batch_padding_plan_is_fused():
+def test_batch_padding_is_fused():
     x = np.arange(10.0)
     view = seqtools.batch(seqtools.gather(x, np.arange(10)), 4, pad=np.float64(-1),
                           collate_fn=stack)
