@@ -30,6 +30,7 @@ import seqtools.views.core
 import seqtools.views.fusion
 from seqtools import stack
 from seqtools.batching import _stack
+from seqtools.batching.stacking import stack_indices
 from seqtools.views.fusion import Items, Rows, fuse
 
 # -- the protocol ----------------------------------------------------------------------
@@ -366,10 +367,10 @@ def test_a_view_after_an_error_and_after_pickling(rng, tmp_path):
     dataset, data, labels = seed_like_dataset(rng, tmp_path)
     col = dataset._base  # the compiled view: the slice's indices are checked above it
     with pytest.raises(IndexError, match="index 123 at position 1"):
-        seqtools.batching.stacking._stack_fused(col, np.array([0, 123]), None)
+        stack_indices(col, np.array([0, 123]))
     out = (np.full((2, 6), 7.0), np.full(2, 7))
     with pytest.raises(IndexError, match="index -1 at position 0"):
-        seqtools.batching.stacking._stack_fused(col, np.array([-1, 0]), out)
+        stack_indices(col, np.array([-1, 0]), out)
     assert (out[0] == 7).all() and (out[1] == 7).all()
     with pytest.raises(ValueError, match="shape"):
         stack(seqtools.gather(dataset, [1, 2]), out=(np.empty((2, 5)), out[1]))
@@ -388,7 +389,9 @@ def test_batch_padding_is_fused():
                           collate_fn=stack)
     last = view[-1]
     assert last.tolist() == [8.0, 9.0, -1.0, -1.0]
-    padded = seqtools.batching.shape._PaddedView(seqtools.gather(x, [8, 9]), np.float64(-1), 2)
+    # Without collate_fn, the padded last batch is the view that stack reads fused.
+    padded = seqtools.batch(seqtools.gather(x, np.arange(10)), 4, pad=np.float64(-1))[-1]
+    assert list(padded) == [8.0, 9.0, -1.0, -1.0]
     assert type(fuse(padded, np.arange(4, dtype=np.int64))) is Rows
 
 
