@@ -23,7 +23,14 @@ import numpy as np
 
 from .._checks import length
 from . import _indexing
-from .access import as_source, check_item, item_reader, item_setter, reworded
+from .access import (
+    WriteThrough,
+    as_source,
+    check_item,
+    item_reader,
+    item_setter,
+    reworded,
+)
 from .core import Gathering, ReaderView, View, gathered
 from .fusion import (
     Items,
@@ -40,17 +47,18 @@ __all__ = ["arange", "gather", "take", "concatenate", "collate", "Gathering"]
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
-class Arange(View):
-    """The integers of a ``range``, as a view."""
+class Arange(ReaderView):
+    """The integers of a ``range``, as a view, read by the range's own ``sq_item``."""
 
     __slots__ = ("_range",)
 
     def __init__(self, r):
         View.__init__(self, len(r))
         self._range = r
+        self._bind()
 
-    def _get(self, i):
-        return self._range[i]
+    def _bind(self):
+        self._rd = _indexing.SequenceReader(self._range)
 
     def _check(self, i, value):
         raise TypeError(
@@ -68,9 +76,6 @@ class Arange(View):
 
     def _iter(self):
         return iter(self._range)
-
-    def _reader(self):
-        return _indexing.SequenceReader(self._range)
 
     def _fuse(self, indices):
         r = self._range
@@ -186,7 +191,7 @@ def take(sequence, indexes):
     return gather(sequence, indexes)
 
 
-class Concatenation(ReaderView):
+class Concatenation(WriteThrough, ReaderView):
     """The items of several finite sequences, one after the other."""
 
     __slots__ = ("_parts", "_table", "_rows")
@@ -213,13 +218,9 @@ class Concatenation(ReaderView):
         """The parts, nested concatenations flattened, as a new list."""
         return list(self._parts)
 
-    def _check(self, i, value):
+    def _item_source(self, i):
         p, j = self._table.locate(i)
-        return check_item(self._parts[p], j, value)
-
-    def _set(self, i, value):
-        p, j = self._table.locate(i)
-        item_setter(self._parts[p])(j, value)
+        return self._parts[p], j
 
     def _iter(self):
         return itertools.chain.from_iterable(map(iter, self._parts))
