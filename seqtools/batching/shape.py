@@ -61,7 +61,8 @@ def _check_items(seq, start, values, m):
     """The values ``_write_items(seq, start, values, m)`` will write, checked.
 
     Raises TypeError or ValueError, writing nothing, where the write would fail
-    (see :func:`seqtools.views.access.check_item`); ``values`` is a list, tuple or array.
+    (see :func:`seqtools.views.access.check_item`); ``values`` is a list, tuple or
+    array.
     """
     if isinstance(seq, list):
         return values

@@ -36,8 +36,9 @@ Rules shared by both functions:
 
 **Fused reads.** When ``samples`` is a view (or a numpy array), :func:`stack` does
 not read it item by item: it asks the view graph for a source map, where each item
-lives in the underlying arrays (see :mod:`seqtools.views.fusion`), and copies whole rows from the underlying arrays straight into
-the output, one Cython call for all fields, the GIL released. Views that fuse:
+lives in the underlying arrays (see :mod:`seqtools.views.fusion`), and copies whole
+rows from them straight into the output, one Cython call for all fields, the GIL
+released. Views that fuse:
 numpy and memory-mapped arrays, ``gather``/``take``, slices, ``concatenate``,
 ``collate``, ``arange``, and batches of ``batch(..., collate_fn=stack)`` (padding
 included). Parts that run user code (``smap``...) or hold Python objects (lists)
@@ -286,8 +287,8 @@ def stack_indices(seq, indices, out=None):
 
 def copy_job(seq, indices):
     """``stack`` of items ``indices`` of a view or array as a copy yet to run:
-    ``(job, result)``, where ``job`` is the checked :class:`~seqtools.batching._stack.CopyJob`
-    that fills ``result`` (for a :class:`~seqtools.batching._stack.CopyPool`); None when the
+    ``(job, result)``, where ``job`` is the checked copy job (a ``CopyJob``) that
+    fills ``result``, for the loaders' native copy threads to run; None when the
     items are not rows of arrays read through a compiled program (``stack`` then
     reads them another way).
 

@@ -104,7 +104,7 @@ class View(Accessible, Sequence):
     _fuse = None  # method (indices) -> source map
     _index_op = None  # method () -> (source, index map); not inherited
     _compile = None  # method (ops, leaves) -> structure; not inherited
-    # Thread loaders (seqtools.loaders.api): a view whose item can be one native
+    # Thread loaders (seqtools.loaders): a view whose item can be one native
     # copy defines ``_copy_job(i) -> (job, item)`` (see stacking.copy_job), or
     # None for an item that cannot; the loader's copy threads then run the job.
     _copy_job = None

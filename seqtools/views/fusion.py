@@ -15,8 +15,9 @@ shaped like one item (the index maps of the views on the way, composed):
 
 How a view takes part
 ---------------------
-A view class opts in by declaring hooks, all defined on :class:`seqtools.views.core.View`
-as ``None`` (or, for ``_locate``, the identity) and checked here, and only here, by
+A view class opts in by declaring hooks, all defined on
+:class:`seqtools.views.core.View` as ``None`` (or, for ``_locate``, the identity) and
+checked here, and only here, by
 ``type(view).hook is None``:
 
 ``_fuse(indices)``
@@ -199,8 +200,8 @@ class Program:
     rows_only : bool
         True when every leaf is a :class:`Rows` source (no per-item reads).
     stacker : object
-        Left to :mod:`seqtools.batching.stacking`, which keeps its own compiled state here
-        (output structure, source buffers); None until the first stack.
+        Left to :mod:`seqtools.batching.stacking`, which keeps its own compiled
+        state here (output structure, source buffers); None until the first stack.
     """
 
     __slots__ = ("structure", "leaves", "resolver", "rows_only", "stacker")

@@ -7,14 +7,15 @@ shuffled, paired view of the whole dataset that reads one item only when asked.
 Index arithmetic runs in the ``_indexing`` kernels; stacked index views collapse
 into one (a gather of a gather or of a slice is one gather over the innermost source,
 with one int64 index array), and each view compiles an ``_indexing`` reader from its
-sources' (see :mod:`seqtools.views.core`), so that reading an item costs no Python frame
-between the caller and the sources. The view ``gather`` returns
-(:class:`~seqtools.views.core.Gathering`) lives in :mod:`seqtools.views.core` with the slices,
-where the collapsing rules are.
+sources' (see :mod:`seqtools.views.core`), so that reading an item costs no Python
+frame between the caller and the sources. The view ``gather`` returns
+(:class:`~seqtools.views.core.Gathering`) lives in :mod:`seqtools.views.core` with the
+slices, where the collapsing rules are.
 
-All four take part in fused reads (see :mod:`seqtools.views.fusion`): ``seqtools.stack`` of
-a gather over ``collate([concatenate(chunks), labels])`` resolves the whole batch of
-indices with one kernel call per level and copies rows straight from the chunks.
+All four take part in fused reads (see :mod:`seqtools.views.fusion`):
+``seqtools.stack`` of a gather over ``collate([concatenate(chunks), labels])``
+resolves the whole batch of indices with one kernel call per level and copies rows
+straight from the chunks.
 """
 
 import itertools

@@ -31,6 +31,7 @@ import seqtools.views.fusion
 from seqtools import stack
 from seqtools.batching import _stack
 from seqtools.batching.stacking import stack_indices
+from seqtools.views._indexing import Resolver
 from seqtools.views.fusion import Items, Rows, fuse
 
 # -- the protocol ----------------------------------------------------------------------
@@ -229,7 +230,7 @@ def test_resolver_against_numpy(rng):
                 n = m
         idx = rng.integers(0, n, int(rng.integers(0, 30)))
         split = offsets if rng.random() < 0.7 else None
-        resolver = seqtools.views._indexing.Resolver(n, [(tuple(ops), split), ((), None)])
+        resolver = Resolver(n, [(tuple(ops), split), ((), None)])
         (part, local), (part0, local0) = resolver.resolve(idx)
         ref_part, ref_local = reference_resolve(idx, ops, split)
         assert local.tolist() == ref_local.tolist()
@@ -241,7 +242,7 @@ def test_resolver_against_numpy(rng):
 
 
 def test_resolver_errors():
-    resolver = seqtools.views._indexing.Resolver(5, [((("take", np.array([4, 0])),), None)])
+    resolver = Resolver(5, [((("take", np.array([4, 0])),), None)])
     with pytest.raises(IndexError, match="index 5 at position 1 is out of range "
                                          "for a sequence of 5 items"):
         resolver.resolve(np.array([0, 5]))
@@ -254,12 +255,12 @@ def test_resolver_errors():
         resolver.resolve(np.array([0], np.int32))
     strided = np.arange(10, dtype=np.int64)[::3]  # not contiguous: copied
     assert resolver.resolve(np.zeros(2, np.int64))[0][1].tolist() == [4, 4]
-    assert seqtools.views._indexing.Resolver(None, [((), np.array([0, 2, 10]))]).resolve(
+    assert Resolver(None, [((), np.array([0, 2, 10]))]).resolve(
         strided)[0][1].tolist() == [0, 1, 4, 7]
     with pytest.raises(ValueError, match="unknown index map"):
-        seqtools.views._indexing.Resolver(3, [((("roll", 1),), None)])
+        Resolver(3, [((("roll", 1),), None)])
     with pytest.raises(IndexError, match="position 1 leaves the index maps"):
-        seqtools.views._indexing.Resolver(None, [((("affine", 1, 2**62),), None)]).resolve(
+        Resolver(None, [((("affine", 1, 2**62),), None)]).resolve(
             np.array([1, 4]))  # overflows
 
 
@@ -390,7 +391,7 @@ def test_batch_padding_is_fused():
     last = view[-1]
     assert last.tolist() == [8.0, 9.0, -1.0, -1.0]
     # Without collate_fn, the padded last batch is the view that stack reads fused.
-    padded = seqtools.batch(seqtools.gather(x, np.arange(10)), 4, pad=np.float64(-1))[-1]
+    padded = seqtools.batch(seqtools.gather(x, np.arange(10)), 4, pad=-1.0)[-1]
     assert list(padded) == [8.0, 9.0, -1.0, -1.0]
     assert type(fuse(padded, np.arange(4, dtype=np.int64))) is Rows
 
@@ -457,6 +458,7 @@ def test_empty_and_infinite():
 
 
 def test_doctests():
-    for mod in (seqtools.batching.stacking, seqtools.batching.shape, seqtools.views.core):
+    for mod in (seqtools.batching.stacking, seqtools.batching.shape,
+                seqtools.views.core):
         result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, mod.__name__

@@ -419,7 +419,7 @@ def test_locate_maps_to_innermost_source():
 
 @pytest.fixture(scope="module")
 def seed_chunks(tmp_path_factory):
-    """Memory-mapped chunks of unequal lengths and int64 labels, as in the seed example."""
+    """Memory-mapped chunks of unequal lengths and int64 labels (seed example)."""
     folder = tmp_path_factory.mktemp("seed")
     rng = np.random.default_rng(0)
     chunks = []
