@@ -3,10 +3,10 @@
 A loader's worker (a process of ``prefetch``/``load_buffers``, or one of their
 threads) marks, on the thread that runs a task, the task's index and -- in worker
 processes only -- a source of shared-memory blocks. Code that makes results reads
-them here: :func:`seqtools.call_index` and :class:`seqtools.batching.samplers.MinibatchSampler`
-the index, :func:`seqtools.stack` the blocks. Nothing here imports the transport:
-the view layer may use it, and the worker loop (``seqtools.loaders._worker``) decides what
-it holds.
+them here: :func:`seqtools.call_index` and :func:`seqtools.minibatches`' sampler
+the index, :func:`seqtools.stack` the blocks. Nothing here imports the loaders: the
+views and batching wings may use it, and the worker loop
+(``seqtools.loaders._worker``) decides what it holds.
 
 ``evaluating`` is a ``threading.local``: other threads (those the task's own code
 starts, the parent's) see no task.
@@ -14,7 +14,7 @@ starts, the parent's) see no task.
 - ``evaluating.index``: the call or item index being evaluated, else None.
 - ``evaluating.out_block``: a function ``nbytes -> writable uint8 array or None``
   giving a block of the worker's ring that travels to the parent with the result,
-  set by ``_worker.Placement`` while a task runs; None elsewhere.
+  set by the worker loop while a task runs; None elsewhere.
 """
 
 import threading

@@ -250,7 +250,7 @@ def prefetched_view(data):
 
 def fused_batches(data, rng):
     """Batches of 16 stacked rows in a shuffled order: the loaders' copy-thread
-    path (seqtools.loaders.copies.CopyEngine, _stack.CopyPool)."""
+    path (copy jobs of stacking.copy_job run by the native copy threads)."""
     order = rng.permutation(data.n)
     return seqtools.batch(seqtools.gather(data.dataset, order), 16,
                           collate_fn=seqtools.stack)

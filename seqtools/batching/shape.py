@@ -22,7 +22,7 @@ from ..views.access import (
     reworded,
 )
 from ..views.core import SliceView, View
-from ..views.fusion import Items, Rows, fuse, merge_plans
+from ..views.fusion import Items, Rows, fuse, merge_source_maps
 from .stacking import copy_job, stack, stack_range
 
 __all__ = ["batch", "unbatch", "split"]
@@ -61,7 +61,8 @@ def _check_items(seq, start, values, m):
     """The values ``_write_items(seq, start, values, m)`` will write, checked.
 
     Raises TypeError or ValueError, writing nothing, where the write would fail
-    (see :func:`seqtools.views.access.check_item`); ``values`` is a list, tuple or array.
+    (see :func:`seqtools.views.access.check_item`); ``values`` is a list, tuple or
+    array.
     """
     if isinstance(seq, list):
         return values
@@ -139,27 +140,27 @@ class _PaddedView(View):
         # The padding is stacked once, as a one-row source repeated where needed.
         inside = np.flatnonzero(indices < self._m)
         outside = np.flatnonzero(indices >= self._m)
-        plans, positions = [], []
+        maps, positions = [], []
         if len(inside):
-            plans.append(fuse(self._seq, indices[inside]))
+            maps.append(fuse(self._seq, indices[inside]))
             positions.append(inside)
         if len(outside):
             try:
-                pad = _repeat_plan(stack([self._pad]), len(outside))
+                pad = _repeated_rows(stack([self._pad]), len(outside))
             except (TypeError, ValueError):
                 pad = None
             if pad is None:
                 return Items(self, indices)
-            plans.append(pad)
+            maps.append(pad)
             positions.append(outside)
-        merged = merge_plans(plans, positions, len(indices))
+        merged = merge_source_maps(maps, positions, len(indices))
         return Items(self, indices) if merged is None else merged
 
 
-def _repeat_plan(stacked, count):
-    """A plan repeating the one-sample stack ``stacked`` count times, or None."""
+def _repeated_rows(stacked, count):
+    """A source map repeating the one-sample stack ``stacked`` count times, or None."""
     if type(stacked) is tuple:
-        children = [_repeat_plan(x, count) for x in stacked]
+        children = [_repeated_rows(x, count) for x in stacked]
         return None if None in children else tuple(children)
     if isinstance(stacked, np.ndarray):
         return Rows((stacked,), None, np.zeros(count, np.int64), stacked.dtype,

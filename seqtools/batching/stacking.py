@@ -2,8 +2,9 @@
 
 :func:`stack` turns a sequence of samples -- arrays, buffers, scalars, or tuples,
 lists and dicts of them, nested -- into the same structure of stacked arrays, like
-``np.stack`` per field but in one pass: the first sample plans the output, every
-sample is checked against the plan, and only then are rows copied, by the
+``np.stack`` per field but in one pass: the first sample sets the structure, shapes
+and dtypes of the output, every sample is checked against it, and only then are rows
+copied, by the
 ``_stack`` Cython kernel with the GIL released. :func:`plan` describes the stacked
 result without allocating it, so that a worker process can stack batches straight
 into a shared-memory block (``stack(samples, out=p.views(block))``).
@@ -34,9 +35,10 @@ Rules shared by both functions:
   unless every sample passed.
 
 **Fused reads.** When ``samples`` is a view (or a numpy array), :func:`stack` does
-not read it item by item: it asks the view graph for a fusion plan (see
-:mod:`seqtools.views.fusion`) and copies whole rows from the underlying arrays straight into
-the output, one Cython call for all fields, the GIL released. Views that fuse:
+not read it item by item: it asks the view graph for a source map, where each item
+lives in the underlying arrays (see :mod:`seqtools.views.fusion`), and copies whole
+rows from them straight into the output, one Cython call for all fields, the GIL
+released. Views that fuse:
 numpy and memory-mapped arrays, ``gather``/``take``, slices, ``concatenate``,
 ``collate``, ``arange``, and batches of ``batch(..., collate_fn=stack)`` (padding
 included). Parts that run user code (``smap``...) or hold Python objects (lists)
@@ -87,7 +89,7 @@ def _as_list(samples):
     if len(samples) == 0:
         raise ValueError(
             "cannot stack an empty sequence of samples: the first sample is needed "
-            "to plan the structure, shapes and dtypes of the batch"
+            "to know the structure, shapes and dtypes of the batch"
         )
     return samples
 
@@ -226,7 +228,7 @@ def _layout(fields, n):
 
 
 def _walk(node, path, leaves):
-    """Append the ``(path, leaf)`` of a plan in order; return its signature.
+    """Append the ``(path, leaf)`` of a source map in order; return its signature.
 
     The signature names the output structure, dtypes and row shapes; it is None
     when a leaf is read item by item (the items decide the structure).
@@ -244,10 +246,11 @@ def _walk(node, path, leaves):
     return None
 
 
-def _plan_prototype(node, values):
-    """A sample shaped like the plan's output, for planning the Layout."""
+def _map_prototype(node, values):
+    """A sample shaped like the items of a source map: ``_stack`` takes the batch's
+    structure from it."""
     if type(node) is tuple:
-        return tuple([_plan_prototype(child, values) for child in node])
+        return tuple([_map_prototype(child, values) for child in node])
     if type(node) is Rows:
         return np.empty(node.shape, node.dtype)
     return values[id(node)][0]
@@ -256,8 +259,8 @@ def _plan_prototype(node, values):
 def _stack_fused(seq, indices, out):
     """``stack`` of items ``indices`` of a view or array, read fused.
 
-    Returns the :class:`~seqtools.views.fusion.Items` plan instead when every item has to be
-    read one by one (the caller then stacks the items).
+    Returns the source map instead, an :class:`~seqtools.views.fusion.Items`, when every
+    item has to be read one by one (the caller then stacks the items).
     """
     seq, indices = peel(seq, indices)
     prog = program(seq)
@@ -267,10 +270,10 @@ def _stack_fused(seq, indices, out):
         stacker = _stacker(prog)
         if stacker:
             return stacker(indices, out)
-        node = prog.plan(indices)
+        node = prog.source_map(indices)
     if type(node) is Items:
         return node
-    return _stack_plan(node, len(indices), out)
+    return _stack_source_map(node, len(indices), out)
 
 
 def stack_indices(seq, indices, out=None):
@@ -284,8 +287,8 @@ def stack_indices(seq, indices, out=None):
 
 def copy_job(seq, indices):
     """``stack`` of items ``indices`` of a view or array as a copy yet to run:
-    ``(job, result)``, where ``job`` is the checked :class:`~seqtools.batching._stack.CopyJob`
-    that fills ``result`` (for a :class:`~seqtools.batching._stack.CopyPool`); None when the
+    ``(job, result)``, where ``job`` is the checked copy job (a ``CopyJob``) that
+    fills ``result``, for the loaders' native copy threads to run; None when the
     items are not rows of arrays read through a compiled program (``stack`` then
     reads them another way).
 
@@ -315,7 +318,7 @@ def _stacker(prog):
 class _Stacker:
     """``stack`` through a compiled program whose leaves are all Rows sources.
 
-    Holds what does not change from batch to batch: the output Layout, the field
+    Holds what does not change from batch to batch: the output structure, the field
     shapes and dtypes, the sources' buffers, and the block layouts of the batch
     sizes seen, so that a batch costs a few calls: resolve the indices, allocate,
     copy (GIL released).
@@ -377,23 +380,25 @@ def _bounded_put(cache, key, value):
 
 
 def _prototype(structure, leaves):
-    """A sample shaped like a program's items, for planning the Layout."""
+    """A sample shaped like a program's items: ``_stack`` takes the output structure
+    from it."""
     if type(structure) is int:
         spec = leaves[structure].spec
         return np.empty(spec[1], spec[0])
     return tuple([_prototype(s, leaves) for s in structure])
 
 
-# Layouts of plans without Items, by signature: a sampler stacks batches of one
-# structure over and over, and planning it is most of the Python left per batch.
-_layouts = {}
+# Output structures of source maps without Items, by signature: a sampler stacks
+# batches of one structure over and over, and reading it from a prototype sample is
+# most of the Python left per batch.
+_structures = {}
 
 
-def _stack_plan(node, n, out):
-    """Stack the n rows described by a fusion plan (see seqtools.views.fusion)."""
+def _stack_source_map(node, n, out):
+    """Stack the n rows described by a source map (see seqtools.views.fusion)."""
     leaves = []
     sig = _walk(node, "", leaves)
-    cached = _layouts.get(sig) if sig is not None else None
+    cached = _structures.get(sig) if sig is not None else None
     values = {}
     if cached is not None:
         layout, info = cached
@@ -403,12 +408,12 @@ def _stack_plan(node, n, out):
                 values[id(leaf)] = leaf.read()
         # The Layout of a prototype sample gives the output structure, the field
         # order and the checks of `out`, exactly as for stack(list(view)).
-        layout = _stack.Layout(_plan_prototype(node, values))
+        layout = _stack.Layout(_map_prototype(node, values))
         info = layout.field_info()
         if sig is not None:
-            if len(_layouts) >= 64:
-                _layouts.clear()
-            _layouts[sig] = layout, info
+            if len(_structures) >= 64:
+                _structures.clear()
+            _structures[sig] = layout, info
     if out is not None:
         arrays = layout.flatten_out(out, n)
     else:

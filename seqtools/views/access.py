@@ -5,7 +5,8 @@ user sequences, other views -- through the functions here: :func:`item_getter`
 and :func:`item_reader` (an ``_indexing.Reader``, so that ``view[i]`` costs one C
 call per view), :func:`item_setter` and :func:`check_item` for writes. Views take
 part through the hooks of :class:`Accessible`, the base of
-:class:`seqtools.views.core.View`.
+:class:`seqtools.views.core.View`; a view whose item is an item of one of its
+sources inherits its writes from :class:`WriteThrough`.
 
 Item writes
 -----------
@@ -27,8 +28,8 @@ import numpy as np
 
 from . import _indexing
 
-__all__ = ["Accessible", "item_getter", "item_reader", "item_setter", "check_item",
-           "check_items", "as_source"]
+__all__ = ["Accessible", "WriteThrough", "item_getter", "item_reader", "item_setter",
+           "check_item", "check_items", "as_source"]
 
 
 class Accessible:
@@ -86,6 +87,25 @@ class Accessible:
         Defaults to calling ``_getter()``; views with a compiled reader return it.
         """
         return _indexing.CallReader(self._getter(), self._n)
+
+
+class WriteThrough:
+    """Checked writes for a view whose item ``i`` is an item of one of its sources.
+
+    A subclass (listed before ``View`` among its bases) defines
+    ``_item_source(i) -> (source, j)``: item ``i`` of the view is item ``j`` of
+    ``source``, where its writes are checked and made.
+    """
+
+    __slots__ = ()
+
+    def _check(self, i, value):
+        source, j = self._item_source(i)
+        return check_item(source, j, value)
+
+    def _set(self, i, value):
+        source, j = self._item_source(i)
+        item_setter(source)(j, value)
 
 
 def item_getter(seq):

@@ -12,7 +12,7 @@ import sys
 
 from .._checks import check_int, length
 from . import _indexmaps
-from .access import check_item, item_setter
+from .access import WriteThrough
 from .core import View
 
 __all__ = ["interleave", "cycle", "repeat", "switch", "case"]
@@ -42,11 +42,11 @@ def _common_length(func, named):
 # -- interleave ---------------------------------------------------------------------
 
 
-class InterleaveView(View):
+class InterleaveView(WriteThrough, View):
     """Items of several sequences taken in turn (see :func:`interleave`)."""
 
     __slots__ = ("_seqs", "_lengths", "_map")
-    _transient = ("_map",)  # a compiled plan, rebuilt from the lengths
+    _transient = ("_map",)  # a compiled index map, rebuilt from the lengths
 
     def __init__(self, seqs, lengths):
         self._seqs = seqs
@@ -61,13 +61,9 @@ class InterleaveView(View):
         s, j = self._map.locate(i)
         return self._seqs[s][j]
 
-    def _check(self, i, value):
+    def _item_source(self, i):
         s, j = self._map.locate(i)
-        return check_item(self._seqs[s], j, value)
-
-    def _set(self, i, value):
-        s, j = self._map.locate(i)
-        item_setter(self._seqs[s])(j, value)
+        return self._seqs[s], j
 
     def _iter(self):
         # Round robin over iterators, phase by phase (a phase ends when the
@@ -85,7 +81,7 @@ class InterleaveView(View):
             active = [(n, it) for n, it in active if n > end]
 
 
-class EndlessInterleaveView(View):
+class EndlessInterleaveView(WriteThrough, View):
     """Interleaving where some sources are infinite views (see :func:`interleave`).
 
     Up to the end of the longest finite source, the items are those of the finite
@@ -124,13 +120,9 @@ class EndlessInterleaveView(View):
         s, j = self._locate_one(i)
         return self._seqs[s][j]
 
-    def _check(self, i, value):
+    def _item_source(self, i):
         s, j = self._locate_one(i)
-        return check_item(self._seqs[s], j, value)
-
-    def _set(self, i, value):
-        s, j = self._locate_one(i)
-        item_setter(self._seqs[s])(j, value)
+        return self._seqs[s], j
 
     def _iter(self):
         return _round_robin(self._seqs)
@@ -231,7 +223,7 @@ def interleave(*sequences):
 # -- cycle and repeat ---------------------------------------------------------------
 
 
-class CycleView(View):
+class CycleView(WriteThrough, View):
     """A sequence repeated, up to a limit or forever (see :func:`cycle`)."""
 
     __slots__ = ("_seq", "_m")
@@ -251,11 +243,8 @@ class CycleView(View):
         # Inline modulo: cheaper than a kernel call for a single index.
         return self._seq[i % self._m]
 
-    def _check(self, i, value):
-        return check_item(self._seq, i % self._m, value)
-
-    def _set(self, i, value):
-        item_setter(self._seq)(i % self._m, value)
+    def _item_source(self, i):
+        return self._seq, i % self._m
 
     def _locate(self, indices):
         return self._seq, _indexmaps.cycle_locate_array(indices, self._m, self._n)
@@ -413,7 +402,7 @@ def repeat(value, times=None):
 # -- switch and case ----------------------------------------------------------------
 
 
-class SwitchView(View):
+class SwitchView(WriteThrough, View):
     """``x[i] if condition[i] else y[i]`` (see :func:`switch`)."""
 
     __slots__ = ("_cond", "_x", "_y")
@@ -427,11 +416,8 @@ class SwitchView(View):
     def _get(self, i):
         return self._x[i] if self._cond[i] else self._y[i]
 
-    def _check(self, i, value):
-        return check_item(self._x if self._cond[i] else self._y, i, value)
-
-    def _set(self, i, value):
-        item_setter(self._x if self._cond[i] else self._y)(i, value)
+    def _item_source(self, i):
+        return (self._x if self._cond[i] else self._y), i
 
     def _iter(self):
         # Only the selected side is evaluated for each item.
@@ -480,7 +466,7 @@ def switch(condition, x, y):
     return SwitchView(n, condition, x, y)
 
 
-class CaseView(View):
+class CaseView(WriteThrough, View):
     """``values[selector[i]][i]`` (see :func:`case`)."""
 
     __slots__ = ("_selector", "_values")
@@ -509,11 +495,8 @@ class CaseView(View):
     def _get(self, i):
         return self._which(i)[i]
 
-    def _check(self, i, value):
-        return check_item(self._which(i), i, value)
-
-    def _set(self, i, value):
-        item_setter(self._which(i))(i, value)
+    def _item_source(self, i):
+        return self._which(i), i
 
 
 def case(selector, *values):

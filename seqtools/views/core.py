@@ -36,13 +36,12 @@ from ..errors import creation_site
 from . import _indexing
 from .access import (
     Accessible,
+    WriteThrough,
     as_source,
     assigned_values,
-    check_item,
     check_items,
     item_getter,
     item_reader,
-    item_setter,
     reworded,
 )
 from .memmaps import pickle_source
@@ -102,10 +101,10 @@ class View(Accessible, Sequence):
         return self, indices
 
     # Fused reads (see seqtools.views.fusion): a class opts in by defining these.
-    _fuse = None  # method (indices) -> fusion plan
+    _fuse = None  # method (indices) -> source map
     _index_op = None  # method () -> (source, index map); not inherited
     _compile = None  # method (ops, leaves) -> structure; not inherited
-    # Thread loaders (seqtools.loaders.api): a view whose item can be one native
+    # Thread loaders (seqtools.loaders): a view whose item can be one native
     # copy defines ``_copy_job(i) -> (job, item)`` (see stacking.copy_job), or
     # None for an item that cannot; the loader's copy threads then run the job.
     _copy_job = None
@@ -221,7 +220,7 @@ class ReaderView(View):
         return self._rd.read(i)
 
 
-class SliceView(View):
+class SliceView(WriteThrough, View):
     """Items ``start + k * step`` of a source sequence, ``0 <= k < length``."""
 
     __slots__ = ("_base", "_start", "_step", "_base_get", "_rd")
@@ -254,11 +253,8 @@ class SliceView(View):
     def _get(self, i):
         return self._base_get(self._start + i * self._step)
 
-    def _check(self, i, value):
-        return check_item(self._base, self._start + i * self._step, value)
-
-    def _set(self, i, value):
-        item_setter(self._base)(self._start + i * self._step, value)
+    def _item_source(self, i):
+        return self._base, self._start + i * self._step
 
     def _slice(self, start, step, length):
         # A slice of a slice is one slice of the source.
@@ -294,7 +290,7 @@ class SliceView(View):
             return iter(self._rd)
 
 
-class Gathering(ReaderView):
+class Gathering(WriteThrough, ReaderView):
     """Items ``base[idx[k]]`` for a validated, read-only int64 index array ``idx``.
 
     ``as_array`` says whether the indices were given as a numpy array, for
@@ -335,11 +331,8 @@ class Gathering(ReaderView):
         """The source the items are read from (that of nested gathers and slices)."""
         return self._base
 
-    def _check(self, i, value):
-        return check_item(self._base, self._table.at(i), value)
-
-    def _set(self, i, value):
-        item_setter(self._base)(self._table.at(i), value)
+    def _item_source(self, i):
+        return self._base, self._table.at(i)
 
     def _slice(self, start, step, length):
         idx = self._table.array[start::step][:length]

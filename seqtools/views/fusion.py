@@ -3,23 +3,25 @@
 Reading a batch of items as one stacked array need not go through the items one by
 one. :func:`fuse` resolves an int64 array of normalised indices (``0 <= i <
 len(seq)``, checked by the caller) through the view graph, one numpy or kernel call
-per level, into a *fusion plan* shaped like one item:
+per level, into a *source map*: where each item of the batch lives in the sources,
+shaped like one item (the index maps of the views on the way, composed):
 
 - :class:`Rows` -- a leaf: row ``k`` is ``sources[part[k]][local[k]]``, whole rows of
   numpy arrays, which ``seqtools.stack`` copies into its output with one Cython call
   (``_stack.RowGather``), the GIL released, no per-item Python;
-- a ``tuple`` of plans -- items that are tuples (:func:`seqtools.collate`);
+- a ``tuple`` of source maps -- items that are tuples (:func:`seqtools.collate`);
 - :class:`Items` -- the fallback: items ``seq[indices[k]]`` read one by one (views
   that run user code, lists, object arrays...) and stacked like any sample.
 
 How a view takes part
 ---------------------
-A view class opts in by declaring hooks, all defined on :class:`seqtools.views.core.View`
-as ``None`` (or, for ``_locate``, the identity) and checked here, and only here, by
+A view class opts in by declaring hooks, all defined on
+:class:`seqtools.views.core.View` as ``None`` (or, for ``_locate``, the identity) and
+checked here, and only here, by
 ``type(view).hook is None``:
 
 ``_fuse(indices)``
-    Returns the view's plan (``arange``, ``concatenate``, ``collate``, the padded
+    Returns the view's source map (``arange``, ``concatenate``, ``collate``, the padded
     last batch of ``batch(..., pad=...)``). Without it, :func:`fuse` follows
     ``_locate(indices)``, which maps the indices onto the view's source (slices,
     gathers, ``cycle``); a view whose ``_locate`` is the identity is read item by
@@ -63,12 +65,13 @@ from . import _indexing
 from .access import item_getter
 from .core import View
 
-__all__ = ["Rows", "Items", "row_spec", "fuse", "peel", "locate_all", "merge_plans",
+__all__ = ["Rows", "Items", "row_spec", "fuse", "peel", "locate_all",
+           "merge_source_maps",
            "Program", "ProgramLeaf", "compile_leaves", "program"]
 
 
 class Rows:
-    """A fusion-plan leaf: row ``k`` is ``sources[part[k]][local[k]]``.
+    """A source-map leaf: row ``k`` is ``sources[part[k]][local[k]]``.
 
     ``sources`` is a tuple of numpy arrays (at least 1-D) sharing ``dtype`` and the
     row shape ``shape``; ``part`` is an int64 array of source numbers (None: all from
@@ -94,7 +97,7 @@ class Rows:
 
 
 class Items:
-    """A fusion-plan leaf read item by item: ``seq[i]`` for ``i`` in ``indices``."""
+    """A source-map leaf read item by item: ``seq[i]`` for ``i`` in ``indices``."""
 
     __slots__ = ("seq", "indices")
 
@@ -133,11 +136,11 @@ def row_spec(arr):
 
 
 def fuse(seq, indices):
-    """The fusion plan of items ``indices`` (normalised int64 array) of ``seq``."""
+    """The source map of items ``indices`` (normalised int64 array) of ``seq``."""
     if View in type(seq).__mro__:
         prog = program(seq)
         if prog is not None:
-            return prog.plan(indices)
+            return prog.source_map(indices)
         if type(seq)._fuse is not None:
             return seq._fuse(indices)
         source, local = seq._locate(indices)
@@ -188,8 +191,8 @@ class Program:
     Attributes
     ----------
     structure : int or tuple
-        The plan's structure, with each leaf replaced by its number (nested tuples
-        for :func:`seqtools.collate`).
+        The structure of the items (their nesting), with each leaf replaced by its
+        number (nested tuples for :func:`seqtools.collate`).
     leaves : tuple of ProgramLeaf
         The leaves in depth-first order.
     resolver : seqtools.views._indexing.Resolver
@@ -197,8 +200,8 @@ class Program:
     rows_only : bool
         True when every leaf is a :class:`Rows` source (no per-item reads).
     stacker : object
-        Left to :mod:`seqtools.batching.stacking`, which keeps its own compiled state here
-        (output layout, source buffers); None until the first stack.
+        Left to :mod:`seqtools.batching.stacking`, which keeps its own compiled
+        state here (output structure, source buffers); None until the first stack.
     """
 
     __slots__ = ("structure", "leaves", "resolver", "rows_only", "stacker")
@@ -211,22 +214,22 @@ class Program:
         self.rows_only = all(leaf.spec is not None for leaf in self.leaves)
         self.stacker = None
 
-    def plan(self, indices):
-        """The fusion plan of items ``indices`` (see :func:`fuse`)."""
-        plans = []
+    def source_map(self, indices):
+        """The source map of items ``indices`` (see :func:`fuse`)."""
+        maps = []
         for leaf, (part, local) in zip(self.leaves, self.resolver.resolve(indices)):
             if leaf.spec is None:
-                plans.append(fuse(leaf.seq, local))
+                maps.append(fuse(leaf.seq, local))
             else:
-                plans.append(Rows(leaf.seq, part, local, *leaf.spec))
+                maps.append(Rows(leaf.seq, part, local, *leaf.spec))
         structure = self.structure
         if type(structure) is int:
-            return plans[structure]
-        return _build(structure, plans)
+            return maps[structure]
+        return _build(structure, maps)
 
 
-def _build(structure, plans):
-    return tuple([plans[s] if type(s) is int else _build(s, plans)
+def _build(structure, maps):
+    return tuple([maps[s] if type(s) is int else _build(s, maps)
                   for s in structure])
 
 
@@ -305,20 +308,20 @@ def program(seq):
     return prog or None
 
 
-def merge_plans(plans, positions, n):
-    """One plan of ``n`` rows from ``plans[j]`` giving rows ``positions[j]``.
+def merge_source_maps(maps, positions, n):
+    """One source map of ``n`` rows from ``maps[j]`` giving rows ``positions[j]``.
 
-    The plans must have one structure, and their Rows leaves one dtype and row
+    The maps must have one structure, and their Rows leaves one dtype and row
     shape; returns None otherwise (or if a leaf is :class:`Items`), and the caller
     reads item by item.
     """
-    first = plans[0]
+    first = maps[0]
     if type(first) is tuple:
-        if any(type(p) is not tuple or len(p) != len(first) for p in plans):
+        if any(type(m) is not tuple or len(m) != len(first) for m in maps):
             return None
         children = []
         for k in range(len(first)):
-            child = merge_plans([p[k] for p in plans], positions, n)
+            child = merge_source_maps([m[k] for m in maps], positions, n)
             if child is None:
                 return None
             children.append(child)
@@ -328,10 +331,10 @@ def merge_plans(plans, positions, n):
     sources = []
     part = np.empty(n, np.int64)
     local = np.empty(n, np.int64)
-    for p, pos in zip(plans, positions):
-        if type(p) is not Rows or p.dtype != first.dtype or p.shape != first.shape:
+    for m, pos in zip(maps, positions):
+        if type(m) is not Rows or m.dtype != first.dtype or m.shape != first.shape:
             return None
-        part[pos] = len(sources) if p.part is None else p.part + len(sources)
-        local[pos] = np.arange(len(p)) if p.local is None else p.local
-        sources.extend(p.sources)
+        part[pos] = len(sources) if m.part is None else m.part + len(sources)
+        local[pos] = np.arange(len(m)) if m.local is None else m.local
+        sources.extend(m.sources)
     return Rows(tuple(sources), part, local, first.dtype, first.shape)

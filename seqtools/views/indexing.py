@@ -7,14 +7,15 @@ shuffled, paired view of the whole dataset that reads one item only when asked.
 Index arithmetic runs in the ``_indexing`` kernels; stacked index views collapse
 into one (a gather of a gather or of a slice is one gather over the innermost source,
 with one int64 index array), and each view compiles an ``_indexing`` reader from its
-sources' (see :mod:`seqtools.views.core`), so that reading an item costs no Python frame
-between the caller and the sources. The view ``gather`` returns
-(:class:`~seqtools.views.core.Gathering`) lives in :mod:`seqtools.views.core` with the slices,
-where the collapsing rules are.
+sources' (see :mod:`seqtools.views.core`), so that reading an item costs no Python
+frame between the caller and the sources. The view ``gather`` returns
+(:class:`~seqtools.views.core.Gathering`) lives in :mod:`seqtools.views.core` with the
+slices, where the collapsing rules are.
 
-All four take part in fused reads (see :mod:`seqtools.views.fusion`): ``seqtools.stack`` of
-a gather over ``collate([concatenate(chunks), labels])`` resolves the whole batch of
-indices with one kernel call per level and copies rows straight from the chunks.
+All four take part in fused reads (see :mod:`seqtools.views.fusion`):
+``seqtools.stack`` of a gather over ``collate([concatenate(chunks), labels])``
+resolves the whole batch of indices with one kernel call per level and copies rows
+straight from the chunks.
 """
 
 import itertools
@@ -23,7 +24,14 @@ import numpy as np
 
 from .._checks import length
 from . import _indexing
-from .access import as_source, check_item, item_reader, item_setter, reworded
+from .access import (
+    WriteThrough,
+    as_source,
+    check_item,
+    item_reader,
+    item_setter,
+    reworded,
+)
 from .core import Gathering, ReaderView, View, gathered
 from .fusion import (
     Items,
@@ -31,7 +39,7 @@ from .fusion import (
     Rows,
     compile_leaves,
     fuse,
-    merge_plans,
+    merge_source_maps,
     row_spec,
 )
 
@@ -40,17 +48,18 @@ __all__ = ["arange", "gather", "take", "concatenate", "collate", "Gathering"]
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
-class Arange(View):
-    """The integers of a ``range``, as a view."""
+class Arange(ReaderView):
+    """The integers of a ``range``, as a view, read by the range's own ``sq_item``."""
 
     __slots__ = ("_range",)
 
     def __init__(self, r):
         View.__init__(self, len(r))
         self._range = r
+        self._bind()
 
-    def _get(self, i):
-        return self._range[i]
+    def _bind(self):
+        self._rd = _indexing.SequenceReader(self._range)
 
     def _check(self, i, value):
         raise TypeError(
@@ -68,9 +77,6 @@ class Arange(View):
 
     def _iter(self):
         return iter(self._range)
-
-    def _reader(self):
-        return _indexing.SequenceReader(self._range)
 
     def _fuse(self, indices):
         r = self._range
@@ -186,7 +192,7 @@ def take(sequence, indexes):
     return gather(sequence, indexes)
 
 
-class Concatenation(ReaderView):
+class Concatenation(WriteThrough, ReaderView):
     """The items of several finite sequences, one after the other."""
 
     __slots__ = ("_parts", "_table", "_rows")
@@ -213,13 +219,9 @@ class Concatenation(ReaderView):
         """The parts, nested concatenations flattened, as a new list."""
         return list(self._parts)
 
-    def _check(self, i, value):
+    def _item_source(self, i):
         p, j = self._table.locate(i)
-        return check_item(self._parts[p], j, value)
-
-    def _set(self, i, value):
-        p, j = self._table.locate(i)
-        item_setter(self._parts[p])(j, value)
+        return self._parts[p], j
 
     def _iter(self):
         return itertools.chain.from_iterable(map(iter, self._parts))
@@ -232,14 +234,15 @@ class Concatenation(ReaderView):
         part, local = self._table.locate_many(indices)
         if self._rows is not None:
             return Rows(self._parts, part, local, *self._rows)
-        # Mixed parts: a plan per part for the rows it holds, merged if they agree.
+        # Mixed parts: a source map per part for the rows it holds, merged if they
+        # agree.
         used = np.unique(part)
-        plans, positions = [], []
+        maps, positions = [], []
         for j in used.tolist():
             pos = np.flatnonzero(part == j)
-            plans.append(fuse(self._parts[j], local[pos]))
+            maps.append(fuse(self._parts[j], local[pos]))
             positions.append(pos)
-        merged = merge_plans(plans, positions, len(indices)) if plans else None
+        merged = merge_source_maps(maps, positions, len(indices)) if maps else None
         return Items(self, indices) if merged is None else merged
 
     def _compile(self, ops, leaves):

@@ -10,7 +10,7 @@ import time
 
 from .._checks import check_int, length
 from ..errors import raise_evaluation_error
-from .access import check_item, item_setter
+from .access import WriteThrough
 from .core import View
 
 __all__ = ["debug", "monitor_throughput"]
@@ -19,7 +19,7 @@ __all__ = ["debug", "monitor_throughput"]
 _clock = time.perf_counter
 
 
-class DebugView(View):
+class DebugView(WriteThrough, View):
     """Calls ``func(i, item)`` on reads (see :func:`debug`)."""
 
     __slots__ = ("_seq", "_func", "_max_calls", "_interval", "_calls", "_last",
@@ -60,11 +60,8 @@ class DebugView(View):
                 raise_evaluation_error(self, i, exc)
         return value
 
-    def _check(self, i, value):
-        return check_item(self._seq, i, value)
-
-    def _set(self, i, value):
-        item_setter(self._seq)(i, value)
+    def _item_source(self, i):
+        return self._seq, i
 
 
 def debug(sequence, func, max_calls=None, max_rate=None):
@@ -126,7 +123,7 @@ def debug(sequence, func, max_calls=None, max_rate=None):
     return DebugView(sequence, n, func, max_calls, interval)
 
 
-class MonitorView(View):
+class MonitorView(WriteThrough, View):
     """Measures the time taken by reads (see :func:`monitor_throughput`)."""
 
     __slots__ = ("_seq", "_total", "_count", "_lock")
@@ -151,11 +148,8 @@ class MonitorView(View):
             self._count += 1
         return value
 
-    def _check(self, i, value):
-        return check_item(self._seq, i, value)
-
-    def _set(self, i, value):
-        item_setter(self._seq)(i, value)
+    def _item_source(self, i):
+        return self._seq, i
 
     def read_delay(self):
         """Average time taken to read an item, in seconds.

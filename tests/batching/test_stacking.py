@@ -1,4 +1,5 @@
-"""Tests of seqtools.batching.stacking: every result is compared with np.stack per field.
+"""Tests of seqtools.batching.stacking: every result is compared with np.stack per
+field.
 
 The reference (`reference_stack`) walks the structure in Python and calls
 ``np.stack`` on each field; results must match it bit for bit, with the same

@@ -1,4 +1,4 @@
-"""Tests of seqtools.views.fusion: fusion plans and compiled programs, read through
+"""Tests of seqtools.views.fusion: source maps and compiled programs, read through
 ``stack`` of a view graph, against numpy references and against the per-item path.
 
 The fused path must give the same arrays as ``stack(list(view))``, bit for bit, for
@@ -30,19 +30,21 @@ import seqtools.views.core
 import seqtools.views.fusion
 from seqtools import stack
 from seqtools.batching import _stack
+from seqtools.batching.stacking import stack_indices
+from seqtools.views._indexing import Resolver
 from seqtools.views.fusion import Items, Rows, fuse
 
 # -- the protocol ----------------------------------------------------------------------
 
 
-def test_plan_of_the_seed_graph():
+def test_source_map_of_the_seed_graph():
     chunks = [np.zeros((5, 3)), np.ones((4, 3))]
     labels = np.arange(9)
     view = seqtools.gather(seqtools.collate([seqtools.concatenate(chunks), labels])[1:],
                            [7, 0, 3])
-    plan = fuse(view, np.arange(3, dtype=np.int64))
-    assert type(plan) is tuple and len(plan) == 2
-    data, lab = plan
+    source_map = fuse(view, np.arange(3, dtype=np.int64))
+    assert type(source_map) is tuple and len(source_map) == 2
+    data, lab = source_map
     assert type(data) is Rows and data.sources == tuple(chunks)
     assert data.part.tolist() == [1, 0, 0] and data.local.tolist() == [3, 1, 4]
     assert type(lab) is Rows and lab.local.tolist() == [8, 1, 4]
@@ -58,8 +60,8 @@ def test_user_code_falls_back_for_its_part_only():
         return row * 2
 
     view = seqtools.collate([seqtools.smap(f, x), labels])
-    plan = fuse(view, np.arange(6, dtype=np.int64))
-    assert type(plan[0]) is Items and type(plan[1]) is Rows
+    source_map = fuse(view, np.arange(6, dtype=np.int64))
+    assert type(source_map[0]) is Items and type(source_map[1]) is Rows
     got = stack(view)
     assert len(calls) == 6
     assert_same(got, (x * 2, labels))
@@ -228,7 +230,7 @@ def test_resolver_against_numpy(rng):
                 n = m
         idx = rng.integers(0, n, int(rng.integers(0, 30)))
         split = offsets if rng.random() < 0.7 else None
-        resolver = seqtools.views._indexing.Resolver(n, [(tuple(ops), split), ((), None)])
+        resolver = Resolver(n, [(tuple(ops), split), ((), None)])
         (part, local), (part0, local0) = resolver.resolve(idx)
         ref_part, ref_local = reference_resolve(idx, ops, split)
         assert local.tolist() == ref_local.tolist()
@@ -240,7 +242,7 @@ def test_resolver_against_numpy(rng):
 
 
 def test_resolver_errors():
-    resolver = seqtools.views._indexing.Resolver(5, [((("take", np.array([4, 0])),), None)])
+    resolver = Resolver(5, [((("take", np.array([4, 0])),), None)])
     with pytest.raises(IndexError, match="index 5 at position 1 is out of range "
                                          "for a sequence of 5 items"):
         resolver.resolve(np.array([0, 5]))
@@ -253,12 +255,12 @@ def test_resolver_errors():
         resolver.resolve(np.array([0], np.int32))
     strided = np.arange(10, dtype=np.int64)[::3]  # not contiguous: copied
     assert resolver.resolve(np.zeros(2, np.int64))[0][1].tolist() == [4, 4]
-    assert seqtools.views._indexing.Resolver(None, [((), np.array([0, 2, 10]))]).resolve(
+    assert Resolver(None, [((), np.array([0, 2, 10]))]).resolve(
         strided)[0][1].tolist() == [0, 1, 4, 7]
     with pytest.raises(ValueError, match="unknown index map"):
-        seqtools.views._indexing.Resolver(3, [((("roll", 1),), None)])
+        Resolver(3, [((("roll", 1),), None)])
     with pytest.raises(IndexError, match="position 1 leaves the index maps"):
-        seqtools.views._indexing.Resolver(None, [((("affine", 1, 2**62),), None)]).resolve(
+        Resolver(None, [((("affine", 1, 2**62),), None)]).resolve(
             np.array([1, 4]))  # overflows
 
 
@@ -352,8 +354,8 @@ def test_compiled_graph_with_user_views_and_subclasses(rng):
 
     inner = seqtools.collate([Reversed(x), seqtools.smap(lambda v: v * 2, x)])
     view = seqtools.collate([inner, seqtools.gather(x, np.arange(12)[::-1])])
-    plan = fuse(view, np.arange(12, dtype=np.int64))
-    assert type(plan[0][0]) is Rows and type(plan[0][1]) is Items
+    source_map = fuse(view, np.arange(12, dtype=np.int64))
+    assert type(source_map[0][0]) is Rows and type(source_map[0][1]) is Items
     assert not seqtools.views.fusion.program(view).rows_only
     g = seqtools.gather(view, rng.integers(0, 12, 9))
     assert_same(stack(g), per_item(g))
@@ -366,10 +368,10 @@ def test_a_view_after_an_error_and_after_pickling(rng, tmp_path):
     dataset, data, labels = seed_like_dataset(rng, tmp_path)
     col = dataset._base  # the compiled view: the slice's indices are checked above it
     with pytest.raises(IndexError, match="index 123 at position 1"):
-        seqtools.batching.stacking._stack_fused(col, np.array([0, 123]), None)
+        stack_indices(col, np.array([0, 123]))
     out = (np.full((2, 6), 7.0), np.full(2, 7))
     with pytest.raises(IndexError, match="index -1 at position 0"):
-        seqtools.batching.stacking._stack_fused(col, np.array([-1, 0]), out)
+        stack_indices(col, np.array([-1, 0]), out)
     assert (out[0] == 7).all() and (out[1] == 7).all()
     with pytest.raises(ValueError, match="shape"):
         stack(seqtools.gather(dataset, [1, 2]), out=(np.empty((2, 5)), out[1]))
@@ -382,13 +384,15 @@ def test_a_view_after_an_error_and_after_pickling(rng, tmp_path):
     assert_same(stack(seqtools.gather(copy, [5, 2])), (data[[5, 2]], labels[[5, 2]]))
 
 
-def test_batch_padding_plan_is_fused():
+def test_batch_padding_is_fused():
     x = np.arange(10.0)
     view = seqtools.batch(seqtools.gather(x, np.arange(10)), 4, pad=np.float64(-1),
                           collate_fn=stack)
     last = view[-1]
     assert last.tolist() == [8.0, 9.0, -1.0, -1.0]
-    padded = seqtools.batching.shape._PaddedView(seqtools.gather(x, [8, 9]), np.float64(-1), 2)
+    # Without collate_fn, the padded last batch is the view that stack reads fused.
+    padded = seqtools.batch(seqtools.gather(x, np.arange(10)), 4, pad=-1.0)[-1]
+    assert list(padded) == [8.0, 9.0, -1.0, -1.0]
     assert type(fuse(padded, np.arange(4, dtype=np.int64))) is Rows
 
 
@@ -454,6 +458,7 @@ def test_empty_and_infinite():
 
 
 def test_doctests():
-    for mod in (seqtools.batching.stacking, seqtools.batching.shape, seqtools.views.core):
+    for mod in (seqtools.batching.stacking, seqtools.batching.shape,
+                seqtools.views.core):
         result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, mod.__name__

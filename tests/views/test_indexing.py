@@ -418,8 +418,8 @@ def test_locate_maps_to_innermost_source():
 
 
 @pytest.fixture(scope="module")
-def seed_layout(tmp_path_factory):
-    """Memory-mapped chunks of unequal lengths, and int64 labels (the seed layout)."""
+def seed_chunks(tmp_path_factory):
+    """Memory-mapped chunks of unequal lengths and int64 labels (seed example)."""
     folder = tmp_path_factory.mktemp("seed")
     rng = np.random.default_rng(0)
     chunks = []
@@ -449,8 +449,8 @@ def check_seed_item(item, ref):
 
 @view_settings
 @given(data=st.data())
-def test_seed_layout_items_match_plain_indexing(seed_layout, data):
-    chunks, labels = seed_layout
+def test_seed_chunks_items_match_plain_indexing(seed_chunks, data):
+    chunks, labels = seed_chunks
     view = collate([concatenate(chunks), labels])
     ref = seed_reference(chunks, labels)
     if data.draw(st.booleans()):
@@ -470,8 +470,8 @@ def test_seed_layout_items_match_plain_indexing(seed_layout, data):
             view[key]
 
 
-def test_seed_sampler_batch_matches_fancy_indexing(seed_layout):
-    chunks, labels = seed_layout
+def test_seed_sampler_batch_matches_fancy_indexing(seed_chunks):
+    chunks, labels = seed_chunks
     dataset = collate([concatenate(chunks), labels])[:-2]
     subset = np.random.default_rng(3).choice(len(dataset), 64)
     samples = list(gather(dataset, subset))
@@ -539,8 +539,8 @@ def test_item_reads_wrap_user_errors_as_before():
     assert next(it) == (10, 1)  # iteration moves on, as map() did
 
 
-def test_item_reads_of_empty_and_infinite_views(seed_layout):
-    chunks, labels = seed_layout
+def test_item_reads_of_empty_and_infinite_views(seed_chunks):
+    chunks, labels = seed_chunks
     dataset = collate([concatenate(chunks), labels])
     for view in (gather(dataset, []), dataset[5:5], concatenate([]),
                  collate([[], np.empty(0)]), gather(dataset, [1])[1:]):

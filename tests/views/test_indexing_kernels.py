@@ -666,7 +666,8 @@ def reference_permutation(n, bit_generator, wide=2**32 - 1):
 
 
 @kernel_settings
-@given(st.integers(0, 300), st.integers(0, 2**64 - 1), st.sampled_from([1, 7, 2**32 - 1]))
+@given(st.integers(0, 300), st.integers(0, 2**64 - 1),
+       st.sampled_from([1, 7, 2**32 - 1]))
 def test_permutation_is_the_documented_algorithm(n, seed, wide):
     got = _indexing.permutation(n, np.random.PCG64(seed), wide)
     assert got.dtype == np.int64 and got.flags.c_contiguous
