@@ -290,21 +290,22 @@ class _Liveness:
         self.check()
 
 
-def _report(task, index, epoch, code, exc, what=None):
+def _report(task, index, generation, code, exc, what=None):
     """Answer ``index`` with a failure report (from an ``except`` block)."""
     text = traceback.format_exc()
     if what is not None:
         text = f"{what}:\n{text}"
-    _send_failure(task, index, epoch, Failure(code, cut(text), _pickled_exception(exc)))
+    failure = Failure(code, cut(text), _pickled_exception(exc))
+    _send_failure(task, index, generation, failure)
 
 
-def _send_failure(task, index, epoch, failure):
+def _send_failure(task, index, generation, failure):
     ring, slot = task.ring, task.slot
     ring.cancel(slot)  # blocks the task reserved for its result
     task.reset()
     while True:
         try:
-            _transport.send(ring, slot, index, epoch, [failure], task, KIND_ERROR)
+            _transport.send(ring, slot, index, generation, [failure], task, KIND_ERROR)
             return
         except _ring.TooLarge:
             # A report larger than a small fixed ring: shorter, down to nothing.
@@ -316,7 +317,7 @@ def _send_failure(task, index, epoch, failure):
                               if len(failure.text) > 64 else "", None)
     while True:  # no room at all: a report without a block
         try:
-            ring.post(slot, index, epoch, KIND_ERROR)
+            ring.post(slot, index, generation, KIND_ERROR)
             return
         except QueueFull:
             task.wait()
@@ -385,7 +386,7 @@ def _loop(ring, slot, task, target, call, alive, placement):
         if claimed is None:
             alive.check()
             continue
-        index, epoch = claimed
+        index, generation = claimed
         task.reset()
         placement.begin()
         evaluating.index = index
@@ -397,20 +398,20 @@ def _loop(ring, slot, task, target, call, alive, placement):
             raise
         except BaseException as e:  # SystemExit too: it answers this task
             placement.end()
-            _report(task, index, epoch, ERR_USER, e)
+            _report(task, index, generation, ERR_USER, e)
             continue
         finally:
             placement.end()
             evaluating.index = None
         try:
-            send(ring, slot, index, epoch, box, task)
+            send(ring, slot, index, generation, box, task)
         except RingClosed:
             raise
         except _ring.TooLarge as e:
-            _report(task, index, epoch, ERR_TRANSFER, e,
+            _report(task, index, generation, ERR_TRANSFER, e,
                     f"the result does not fit in the shared-memory ring ({e}); "
                     "pass a larger shm_size")
         except Exception as e:
-            _report(task, index, epoch, ERR_TRANSFER, e,
+            _report(task, index, generation, ERR_TRANSFER, e,
                     "the result could not be sent to the parent process")
         del box

@@ -138,9 +138,9 @@ class _Pool:
         # 0 until then, and for a ring of the user's shm_size, which never grows.
         self.sized_for = 0
         # The completion queue holds every entry not yet popped: up to a window
-        # and a task per worker of the current epoch, and as many again left by
-        # the epoch before a prefetch restart (a worker that finds the queue full
-        # waits all the same).
+        # and a task per worker of the current generation, and as many again
+        # left by the generation before a prefetch reset (a worker that finds
+        # the queue full waits all the same).
         widest = max(window, self.widen or 0)
         self.ring = Ring.create(nworkers, 2 * (widest + nworkers) + nworkers + 8,
                                 capacity, self.max_capacity)
@@ -298,12 +298,12 @@ class _Pool:
                 and s["reserved_active"] == 0 and s["kept_active"] == 0), s
 
     def _entry(self, e):
-        """``(index, epoch, offset, nbytes, failure)`` of a popped entry."""
-        offset, nbytes, index, epoch, worker, kind = e
+        """``(index, generation, offset, nbytes, failure)`` of a popped entry."""
+        offset, nbytes, index, generation, worker, kind = e
         self.delivered[worker] = True
         self.early_deaths[worker] = 0
         if kind != KIND_ERROR:
-            return index, epoch, offset, nbytes, None
+            return index, generation, offset, nbytes, None
         if offset:
             failure = _transport.decode(self.ring, offset, nbytes)
         else:
@@ -315,14 +315,14 @@ class _Pool:
             self.close()
             raise EvaluationError(self._start_failure(
                 "a worker reported", "\n" + failure.text))
-        return index, epoch, 0, 0, failure
+        return index, generation, 0, 0, failure
 
     def next_entry(self, slack, evict=None):
         """Block until the next completed task.
 
-        Returns ``(index, epoch, offset, nbytes, failure)``: ``failure`` is None
+        Returns ``(index, generation, offset, nbytes, failure)``: ``failure`` is None
         or the :class:`_worker.Failure` that answered the task. Poisoned items
-        come back as failures too (epoch None).
+        come back as failures too (generation None).
 
         ``slack``: how many results may be waited for at once when none is queued
         without stalling the workers or waiting for tasks that do not exist (the
