@@ -83,6 +83,30 @@ def _in_package(filename):
     return inside
 
 
+class _OnBehalf(threading.local):
+    origin = None  # set by created_at() for the block it covers
+
+
+_on_behalf = _OnBehalf()
+
+
+class created_at:
+    """Within the block, views and loaders report ``origin`` as where they were
+    created: for one made on behalf of another (the loader behind an ``epochs``
+    iterator is made at its first batch, for the iterator the user created)."""
+
+    __slots__ = ("origin", "saved")
+
+    def __init__(self, origin):
+        self.origin = origin
+
+    def __enter__(self):
+        self.saved, _on_behalf.origin = _on_behalf.origin, self.origin
+
+    def __exit__(self, *exc):
+        _on_behalf.origin = self.saved
+
+
 def creation_site(depth=2):
     """Return ``"file:line"`` of the first caller frame outside the package.
 
@@ -90,6 +114,9 @@ def creation_site(depth=2):
     created once per batch, such as ``gather(dataset, idx)`` in a sampler, do not
     pay for it.
     """
+    origin = _on_behalf.origin
+    if origin is not None:
+        return origin
     try:
         frame = sys._getframe(depth)
     except ValueError:

@@ -58,6 +58,10 @@ ADOPTED_WARNING = (
 # turns it off (every result is then copied once), to rule it out when debugging.
 ALLOC_HOOK = os.environ.get("SEQTOOLS_ALLOC_HOOK", "1") != "0"
 
+# The exit code of a worker whose import of the main script created a loader
+# (no `if __name__ == '__main__':` guard; see process.check_not_importing_main).
+EXIT_IMPORTING_MAIN = 86
+
 # What a report is about (Failure.code).
 ERR_USER = "user"  # the task's code raised
 ERR_TRANSFER = "transfer"  # the result could not be sent

@@ -43,6 +43,7 @@ import numpy as np
 
 from .._checks import check_int, check_seed, length
 from ..batching.stacking import copy_job, stack_indices
+from ..errors import created_at, creation_site
 from ..views import mapping
 from ..views._indexing import permutation
 from ..views.core import View
@@ -299,6 +300,7 @@ class EpochLoader:
         self._shuffle = shuffle
         self._num_epochs = num_epochs
         self._workers = (nworkers, method, max_buffered, start_method)
+        self._origin = creation_site()  # the user's epochs(...) line
         self._lock = threading.Lock()
         self._loader = None
         self._start(0, 0)
@@ -353,8 +355,9 @@ class EpochLoader:
                 if nworkers == 0:
                     loader = self._stream
                 else:
-                    loader = prefetch(self._stream, nworkers, method, max_buffered,
-                                      start_method=start_method)
+                    with created_at(self._origin):
+                        loader = prefetch(self._stream, nworkers, method,
+                                          max_buffered, start_method=start_method)
                 self._loader = loader
             # k is a valid index of the stream (or of the prefetch view over it):
             # _get skips View's key checks, a good part of what a batch costs

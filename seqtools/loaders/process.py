@@ -15,9 +15,11 @@ and its task given to another worker; a task that keeps killing workers is
 answered with a failure. See :mod:`.engine` for the protocol.
 """
 
+import logging
 import multiprocessing
 import os
 import pickle
+import sys
 import threading
 import time
 import weakref
@@ -27,7 +29,9 @@ from . import _transport, _worker
 from ._ring import ALIGN, HOOK_HEADROOM, KIND_ERROR, Ring, RingClosed
 from .engine import EngineClosed, owner_pid
 
-__all__ = ["ProcessEngine"]
+__all__ = ["ProcessEngine", "check_not_importing_main"]
+
+log = logging.getLogger("seqtools")
 
 POLL = 0.1  # seconds: the longest the parent sleeps before checking its workers
 CHECK_EVERY = 0.5  # seconds between worker checks while results keep coming
@@ -103,6 +107,31 @@ def _prefetch_slack(i, window, end, nready, nworkers):
 
 def _round_up(n, a):
     return (n + a - 1) // a * a
+
+
+def _main_guard_message(origin, method):
+    return (
+        f"the loader created at {origin} cannot start its worker processes: each "
+        f"worker (start method {method!r}) imports the main script again, and "
+        "the script creates this loader again when imported. Put the code that "
+        "creates and reads loaders under `if __name__ == '__main__':`, and define "
+        "the sampler (or sequence), and whatever it uses, at module level outside "
+        "it (the 'spawn' and 'forkserver' start methods need this: macOS, and "
+        "Linux from Python 3.14 on)")
+
+
+def check_not_importing_main(origin):
+    """End this process quietly if it is a worker process importing the main
+    script (spawn, forkserver) that creates a loader at import: it exits with
+    ``_worker.EXIT_IMPORTING_MAIN``, which its parent reports once, first,
+    instead of each worker's traceback of multiprocessing's bootstrap error."""
+    # multiprocessing marks a process that is still importing the parent's main
+    # module (spawn.py's _check_not_importing_main reads the same flag).
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        # os._exit: a forkserver child would turn SystemExit into exit code 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_worker.EXIT_IMPORTING_MAIN)
 
 
 class _Pool:
@@ -204,7 +233,20 @@ class _Pool:
                 continue
             index, deaths = self.ring.worker_reset(w)
             code = p.exitcode
+            if code == _worker.EXIT_IMPORTING_MAIN:
+                self.close()
+                raise EvaluationError(_main_guard_message(self.origin, method=(
+                    self.ctx.get_start_method())))
             how = f"signal {-code}" if code < 0 else f"exit code {code}"
+            what = "call" if self.call else "item"
+            if self.closed:  # closed from another thread meanwhile: no new worker
+                break
+            log.warning(
+                "seqtools: worker %d (pid %s) of the loader created at %s ended by "
+                "%s%s; a new worker replaces it%s", w, p.pid, self.origin, how,
+                " (killed by the kernel when out of memory?)" if code == -9 else "",
+                f" and {what} {index} is retried" if index >= 0 and deaths
+                < MAX_DEATHS else "")
             if index < 0 and not self.delivered[w]:
                 self.early_deaths[w] += 1
                 if self.early_deaths[w] >= MAX_DEATHS:
@@ -216,12 +258,9 @@ class _Pool:
                 self.early_deaths[w] = 0
             if index >= 0 and deaths >= MAX_DEATHS:
                 self.ring.task_drop(index)
-                what = "call" if self.call else "item"
                 poisoned.append((index, _worker.Failure(_worker.ERR_USER, (
                     f"{what} {index} killed {deaths} worker processes in a row "
                     f"(last one by {how}); it was given up on"))))
-            if self.closed:  # closed from another thread meanwhile: no new worker
-                break
             self._start(w)
         return poisoned
 
@@ -446,6 +485,7 @@ class ProcessEngine:
 
     def __init__(self, target, call, end, nworkers, window, start_hook, shm_size,
                  start_method, origin, widen=None):
+        check_not_importing_main(origin)
         self.pool = _Pool(target, call, nworkers, window, start_hook, shm_size,
                           start_method, origin, widen)
         self.end = -1 if end is None else end

@@ -368,6 +368,42 @@ def test_spawn_without_main_guard_fails_clearly(tmp_path):
     assert "__main__" in err, err[-3000:]
 
 
+UNGUARDED_LOADERS = {
+    "load_buffers": "seqtools.load_buffers(sampler, 2, nworkers=2, "
+                    "start_method=METHOD)",
+    "prefetch": "seqtools.prefetch([1.0, 2.0, 3.0], 2, 'process', "
+                "start_method=METHOD)",
+    "epochs": "seqtools.epochs(np.arange(10.0), 2, seed=0, nworkers=2, "
+              "start_method=METHOD)",
+}
+
+
+@linux_only
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+@pytest.mark.parametrize("kind", sorted(UNGUARDED_LOADERS))
+def test_a_missing_main_guard_is_said_first_and_once(tmp_path, method, kind):
+    # The workers import the script again and create the loader again: each
+    # ends at once, quietly, and the parent says so, naming the line that
+    # created the loader (for epochs, the epochs() line, not the first next()).
+    script = "\n".join([
+        "import numpy as np",
+        "import seqtools",
+        "def sampler():",
+        "    return np.zeros(3)",
+        f"loader = {UNGUARDED_LOADERS[kind].replace('METHOD', repr(method))}",
+        "print(next(iter(loader)))",
+    ]) + "\n"
+    err = _failing_script_stderr(tmp_path, "unguarded.py", script)
+    last = err.strip().splitlines()[-1]
+    assert "if __name__ == '__main__':" in last, err[-3000:]
+    assert "unguarded.py:5 cannot start its worker processes" in last, last
+    assert repr(method) in last
+    # nothing but the parent's own traceback: no worker tracebacks before it
+    assert err.count("Traceback") == 1, err[-3000:]
+    assert len(err.splitlines()) < 40, err[-3000:]
+
+
 @linux_only
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
