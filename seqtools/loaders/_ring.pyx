@@ -206,14 +206,14 @@ cdef class Ring:
 
     # -- producer side ----------------------------------------------------------------
     def claim(self, int worker, double timeout):
-        """Next task as (index, epoch), or None on timeout."""
+        """Next task as (index, generation), or None on timeout."""
         cdef int64_t index
-        cdef uint64_t epoch
+        cdef uint64_t generation
         cdef int rc
         with nogil:
-            rc = sq_task_claim(self.r, worker, timeout, &index, &epoch)
+            rc = sq_task_claim(self.r, worker, timeout, &index, &generation)
         if rc == SQ_OK:
-            return index, epoch
+            return index, generation
         if rc == SQ_TIMEOUT:
             return None
         _raise(rc, "claim")
@@ -241,13 +241,13 @@ cdef class Ring:
         dropped); workers write through _transport."""
         return make_block(self, offset, nbytes, False)
 
-    def commit(self, int worker, uint64_t offset, int64_t index, uint64_t epoch,
-               unsigned int kind=SQ_KIND_RESULT):
+    def commit(self, int worker, uint64_t offset, int64_t index,
+               uint64_t generation, unsigned int kind=SQ_KIND_RESULT):
         """Queue the block at ``offset`` (and the worker's other reserved blocks)
         as the answer to ``index``; :class:`QueueFull` if the queue is full.
 
         Test-only: workers commit through ``commit_n``, from _transport."""
-        cdef int rc = sq_ring_commit(self.r, worker, offset, index, epoch, kind)
+        cdef int rc = sq_ring_commit(self.r, worker, offset, index, generation, kind)
         if rc != SQ_OK:
             _raise(rc, "commit", True)
 
@@ -270,7 +270,7 @@ cdef class Ring:
             _raise(rc, "unkeep")
 
     def _commit_adopt(self, int worker, uint64_t offset, int64_t index,
-                      uint64_t epoch, adopt, unsigned int kind=SQ_KIND_RESULT):
+                      uint64_t generation, adopt, unsigned int kind=SQ_KIND_RESULT):
         """Test-only: :meth:`commit`, also handing over the kept blocks at offsets
         ``adopt`` (the worker commits through ``commit_n``, from _transport)."""
         cdef uint64_t offs[SQ_SLOT_BLOCKS]
@@ -278,7 +278,7 @@ cdef class Ring:
             raise ValueError("commit_adopt: too many blocks")
         for k, o in enumerate(adopt):
             offs[k] = o
-        commit_n(self, worker, offset, index, epoch, kind, offs, len(adopt))
+        commit_n(self, worker, offset, index, generation, kind, offs, len(adopt))
 
     def cancel(self, int worker):
         """Give back every block `worker` reserved and will not commit."""
@@ -286,16 +286,17 @@ cdef class Ring:
         if rc != SQ_OK:
             _raise(rc, "cancel")
 
-    def post(self, int worker, int64_t index, uint64_t epoch, unsigned int kind):
+    def post(self, int worker, int64_t index, uint64_t generation,
+             unsigned int kind):
         """Queue an entry with no block; :class:`QueueFull` if the queue is full."""
-        cdef int rc = sq_ring_post(self.r, worker, index, epoch, kind)
+        cdef int rc = sq_ring_post(self.r, worker, index, generation, kind)
         if rc != SQ_OK:
             _raise(rc, "post", True)
 
     # -- consumer side ----------------------------------------------------------------
     def pop(self, double timeout, uint64_t want=1):
-        """Next entry ``(offset, nbytes, index, epoch, worker, kind)``; None on
-        timeout; ``('unsized', nbytes)`` when a producer asks for the data area.
+        """Next entry ``(offset, nbytes, index, generation, worker, kind)``; None
+        on timeout; ``('unsized', nbytes)`` when a producer asks for the data area.
 
         With nothing queued, sleep until ``want`` entries are (coalesced
         wake-ups, see ``sq_ring_pop_n``); a queued entry is returned at once."""
@@ -305,7 +306,7 @@ cdef class Ring:
         with nogil:
             rc = sq_ring_pop_n(self.r, timeout, want, &e, &requested)
         if rc == SQ_OK:
-            return e.offset, e.nbytes, e.index, e.epoch, e.worker, e.kind
+            return e.offset, e.nbytes, e.index, e.generation, e.worker, e.kind
         if rc == SQ_TIMEOUT:
             return None
         if rc == SQ_UNSIZED:
@@ -333,13 +334,16 @@ cdef class Ring:
         return index, deaths
 
     def task_reset(self, int64_t start, int64_t end, int64_t window):
-        """Start a new epoch handing out tasks ``start`` to ``end`` (exclusive; -1:
-        unbounded), at most ``window`` ahead of the window base; returns it."""
-        cdef uint64_t epoch = 0
-        cdef int rc = sq_task_reset(self.r, start, end, window, &epoch)
+        """Start a new generation of tasks, handing out ``start`` to ``end``
+        (exclusive; -1: unbounded), at most ``window`` ahead of the window base;
+        returns its number. Entries carry the generation of their task, so that
+        answers to tasks of an earlier generation can be told apart and dropped
+        (see ``sq_task_reset``)."""
+        cdef uint64_t generation = 0
+        cdef int rc = sq_task_reset(self.r, start, end, window, &generation)
         if rc != SQ_OK:
             _raise(rc, "task_reset")
-        return epoch
+        return generation
 
     def task_drop(self, int64_t index):
         cdef int rc = sq_task_drop(self.r, index)
@@ -353,7 +357,7 @@ cdef class Ring:
 
     def task_set_window(self, int64_t window):
         """Let up to ``window`` tasks be handed out ahead of the window base from
-        now on, in the same epoch."""
+        now on, in the same generation."""
         cdef int rc = sq_task_set_window(self.r, window)
         if rc != SQ_OK:
             _raise(rc, "task_set_window")
@@ -432,13 +436,13 @@ os.register_at_fork(after_in_child=_after_fork)
 
 
 cdef int commit_n(Ring ring, int worker, uint64_t offset, int64_t index,
-                  uint64_t epoch, uint32_t kind, const uint64_t *adopt,
+                  uint64_t generation, uint32_t kind, const uint64_t *adopt,
                   int nadopt) except -1:
     """Commit the block at ``offset`` as an entry of ``kind`` (SQ_KIND_RESULT, or
     SQ_KIND_ERROR for an error report in the block), adopting ``nadopt`` kept
     blocks; :class:`QueueFull` if the completion queue is full."""
-    cdef int rc = sq_ring_commit_n(ring.r, worker, offset, index, epoch, kind,
-                                   adopt, nadopt)
+    cdef int rc = sq_ring_commit_n(ring.r, worker, offset, index, generation,
+                                   kind, adopt, nadopt)
     if rc != SQ_OK:
         _raise(rc, "commit", True)
     return 0

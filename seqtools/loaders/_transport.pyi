@@ -51,7 +51,7 @@ def send(
     ring: Ring,
     slot: int,
     index: int,
-    epoch: int,
+    generation: int,
     box: list[Any],
     task: TaskBlocks,
     kind: int = ...,

@@ -433,11 +433,11 @@ cdef void _sole(PyObject *o, set out, int depth):
             _sole(v, out, depth + 1)
 
 
-def send(Ring ring, int slot, long long index, unsigned long long epoch, list box,
-         TaskBlocks task not None, unsigned int kind=KIND_RESULT):
+def send(Ring ring, int slot, long long index, unsigned long long generation,
+         list box, TaskBlocks task not None, unsigned int kind=KIND_RESULT):
     """Write the result in ``box`` (its only reference) into the ring and commit it
-    as the answer to ``index``, an entry of ``kind`` (KIND_ERROR for a failure
-    report).
+    as the answer to task ``index`` of ``generation`` (as claimed), an entry of
+    ``kind`` (KIND_ERROR for a failure report).
 
     ``task`` holds the blocks the worker's code reserved for this result (with
     :func:`out_block`) and reserves the main block. Arrays numpy allocated in kept
@@ -529,7 +529,7 @@ def send(Ring ring, int slot, long long index, unsigned long long epoch, list bo
         skip = 0
     while True:
         try:
-            commit_n(ring, slot, offset, index, epoch, kind, adopt + skip,
+            commit_n(ring, slot, offset, index, generation, kind, adopt + skip,
                      nadopt - skip)
             break
         except QueueFull:

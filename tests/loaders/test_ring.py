@@ -175,8 +175,8 @@ def test_child_writes_parent_views_zero_copy(ctx):
     sizes = [1000, 64, 4096, 1, 333]
     p = run(ctx, produce, ring, 1, sizes, 10)
     for k, n in enumerate(sizes):
-        offset, nbytes, index, epoch, worker, kind = ring.pop(WAIT)
-        assert (index, epoch, worker, kind) == (k, 0, 1, 0)
+        offset, nbytes, index, generation, worker, kind = ring.pop(WAIT)
+        assert (index, generation, worker, kind) == (k, 0, 1, 0)
         assert nbytes >= n and offset % ALIGN == 0
         lease = ring.lease(offset, nbytes)
         a = np.frombuffer(lease, np.uint8)[:n]
@@ -442,7 +442,7 @@ def test_c_program(tmp_path):
 def test_lock_failure_raises():
     # A region that passes the magic and version check but whose mutex is garbage:
     # glibc refuses to lock it (EINVAL). Every consumer call reports it, none
-    # answers as if it had done its work (task_reset with an epoch of 0).
+    # answers as if it had done its work (task_reset with a generation of 0).
     real = Ring.create(1, 8, 4096, 4096)  # its memfd: a real magic and version
     fd = int(memfd_links()[0])
     head = os.pread(fd, 16, 0)  # magic, version, nworkers
@@ -460,7 +460,7 @@ def test_lock_failure_raises():
     del real
 
 
-def test_task_reset_returns_each_new_epoch():
+def test_task_reset_returns_each_new_generation():
     ring = Ring.create(1, 8, 4096, 4096)
     assert [ring.task_reset(0, 3, 2) for _ in range(3)] == [1, 2, 3]
     assert ring.claim(0, 0) == (0, 3)
@@ -472,13 +472,13 @@ def test_task_reset_returns_each_new_epoch():
         ring.claim(0, 0)
 
 
-def test_task_window_widens_in_the_same_epoch():
+def test_task_window_widens_in_the_same_generation():
     ring = Ring.create(2, 16, 4096, 4096)
-    epoch = ring.task_reset(0, -1, 2)
-    assert [ring.claim(w, 0) for w in (0, 1)] == [(0, epoch), (1, epoch)]
+    generation = ring.task_reset(0, -1, 2)
+    assert [ring.claim(w, 0) for w in (0, 1)] == [(0, generation), (1, generation)]
     assert ring.claim(0, 0) is None  # the window is full
     ring.task_set_window(4)
-    assert [ring.claim(0, 0), ring.claim(1, 0)] == [(2, epoch), (3, epoch)]
+    assert [ring.claim(0, 0), ring.claim(1, 0)] == [(2, generation), (3, generation)]
     assert ring.claim(0, 0) is None
     with pytest.raises(ValueError, match="task_set_window"):
         ring.task_set_window(0)
@@ -521,15 +521,16 @@ def test_full_completion_queue_raises_queue_full():
 
 def test_error_report_travels_in_a_block():
     ring = Ring.create(1, 8, 1 << 14, 1 << 14)
-    epoch = ring.task_reset(0, -1, 10)
+    generation = ring.task_reset(0, -1, 10)
     index, _ = ring.claim(0, 0)
     text = b"Traceback: ValueError in the user's code"
     main = ring._keep(0, 200)
     extra = ring._keep(0, 100)
     put(ring, main, 200, np.frombuffer(text, np.uint8))
-    ring._commit_adopt(0, main, index, epoch, [extra], kind=KIND_ERROR)
-    offset, nbytes, got, got_epoch, worker, kind = ring.pop(0)
-    assert (offset, got, got_epoch, worker, kind) == (main, index, epoch, 0, KIND_ERROR)
+    ring._commit_adopt(0, main, index, generation, [extra], kind=KIND_ERROR)
+    offset, nbytes, got, got_generation, worker, kind = ring.pop(0)
+    assert (offset, got, got_generation, worker, kind) == (
+        main, index, generation, 0, KIND_ERROR)
     lease = ring.lease(offset, nbytes)
     assert bytes(lease)[: len(text)] == text
     del lease
@@ -538,23 +539,23 @@ def test_error_report_travels_in_a_block():
     assert idle(ring)
     # the default is still a result
     block = ring._keep(0, 64)
-    ring._commit_adopt(0, block, index, epoch, [])
+    ring._commit_adopt(0, block, index, generation, [])
     assert ring.pop(0)[5] == KIND_RESULT
     ring.release(block)
 
 
 def test_death_count_forgotten_once_the_task_completes():
     ring = Ring.create(2, 8, 1 << 14, 1 << 14)
-    epoch = ring.task_reset(0, 1, 1)
+    generation = ring.task_reset(0, 1, 1)
     for k in (1, 2):
-        assert ring.claim(0, 0) == (0, epoch)
+        assert ring.claim(0, 0) == (0, generation)
         assert ring.worker_reset(0) == (0, k)
-    assert ring.claim(1, 0) == (0, epoch)
+    assert ring.claim(1, 0) == (0, generation)
     block = ring.reserve(1, 10, 0)
-    ring.commit(1, block, 0, epoch)
+    ring.commit(1, block, 0, generation)
     ring.release(ring.pop(0)[0])
-    epoch = ring.task_reset(0, 1, 1)
-    assert ring.claim(0, 0) == (0, epoch)
+    generation = ring.task_reset(0, 1, 1)
+    assert ring.claim(0, 0) == (0, generation)
     assert ring.worker_reset(0) == (0, 1)  # not 3: the success came between
 
 
