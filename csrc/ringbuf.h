@@ -63,9 +63,10 @@ extern "C" {
 /* Kinds of completion entries (sq_entry.kind). */
 #define SQ_KIND_RESULT 0   /* payload holds a result */
 #define SQ_KIND_ERROR 1    /* the task failed: the error report travels in the
-                            * entry's block (offset != 0, committed like a result)
-                            * or, with no block (offset 0, sq_ring_post), outside
-                            * the ring (the worker's pipe) */
+                            * entry's block (offset != 0, committed like a
+                            * result); with no block (offset 0, sq_ring_post) the
+                            * report did not fit even shortened, and the entry
+                            * only says that the task failed */
 #define SQ_KIND_USER 2     /* first free value for callers */
 /* The ring does not look at kinds: every kind is queued, popped and released the
  * same way, with or without a block. */

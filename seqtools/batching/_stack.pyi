@@ -1,4 +1,5 @@
-"""Stub of the batch stacking kernels (seqtools/_stack.pyx); see seqtools.batching.stacking."""
+"""Stub of the batch stacking kernels (seqtools/batching/_stack.pyx); see
+seqtools.batching.stacking."""
 
 from collections.abc import Sequence
 from typing import Any

@@ -1,4 +1,4 @@
-"""Stub of the shared-memory ring wrapper (seqtools/_ring.pyx); see
+"""Stub of the shared-memory ring wrapper (seqtools/loaders/_ring.pyx); see
 seqtools.loaders.api and seqtools.loaders._worker."""
 
 from typing import Any, Literal

@@ -1,6 +1,7 @@
-# Cython wrapper of the C shared-memory ring (csrc/ringbuf.c) and of the worker
-# watchdog (csrc/watchdog.c), used by seqtools/_transport.pyx, seqtools/_worker.py
-# and seqtools/evaluation.py only.
+# Cython wrapper of the C shared-memory ring (csrc/ringbuf.c), of the worker
+# watchdog (csrc/watchdog.c) and of the worker's allocation hook (csrc/allochook.c),
+# used by seqtools/loaders/_transport.pyx (cimport, see _ring.pxd),
+# seqtools/loaders/_worker.py and seqtools/loaders/api.py only.
 #
 # The region is an anonymous memfd (Linux) or an shm object unlinked as soon as it
 # is open (other POSIX): it has no name in /dev/shm, so nothing can be left behind

@@ -1,6 +1,6 @@
-# Moving one result from a worker process to the parent through ring blocks; used
-# by seqtools/_worker.py (send), seqtools/evaluation.py (decode) and
-# seqtools/stacking.py (out_block).
+# Used by seqtools/loaders/_worker.py (TaskBlocks, set_task, out_block, send) and
+# seqtools/loaders/api.py (decode); seqtools.batching.stacking reaches out_block
+# only through seqtools._task, where the worker loop puts it.
 """Moving one result from a worker process to the parent through ring blocks.
 
 A result (arrays, buffer objects, scalars and any picklable objects, nested in
@@ -82,8 +82,8 @@ cdef extern from "numpy/arrayobject.h":
                                 cnp.npy_intp *dims, cnp.npy_intp *strides, void *data,
                                 int flags, object obj)
 
-__all__ = ["REF", "HEADROOM", "MAX_NDIM", "SLOT_BLOCKS", "TaskBlocks", "Unsendable", "out_block", "send",
-           "decode"]
+__all__ = ["REF", "HEADROOM", "MAX_NDIM", "SLOT_BLOCKS", "TaskBlocks", "Unsendable",
+           "out_block", "send", "decode"]
 
 # The limits (csrc/sq_limits.h): SQ_MAX_NDIM dimensions per array (numpy's own
 # maximum, so every numpy array qualifies); SQ_SLOT_BLOCKS blocks reserved per

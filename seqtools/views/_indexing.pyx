@@ -1,4 +1,5 @@
-"""Index arithmetic kernels behind the views of core.py, indexing.py and mapping.py.
+"""Index arithmetic kernels behind the views of seqtools/views (core.py, access.py,
+indexing.py, fusion.py) and the epoch orders of seqtools/loaders/epochs.py.
 
 Each kernel is a ``cdef ... noexcept nogil`` function over pointers/memoryviews and
 lengths that returns a status code and never touches Python objects. The ``def``

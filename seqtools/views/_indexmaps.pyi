@@ -1,4 +1,5 @@
-"""Stub of the index-map kernels (seqtools/_indexmaps.pyx); see seqtools.batching.shape."""
+"""Stub of the index-map kernels (seqtools/views/_indexmaps.pyx); see
+seqtools.batching.shape and seqtools.views.combine."""
 from collections.abc import Sequence
 from typing import SupportsIndex
 

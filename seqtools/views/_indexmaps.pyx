@@ -1,5 +1,6 @@
-# Index-map kernels behind the shape and combine views (seqtools/shape.py,
-# seqtools/combine.py own this module; the public API and docs live there).
+# Index-map kernels behind the shape and combine views (seqtools/batching/shape.py
+# and seqtools/views/combine.py own this module; the public API and docs live
+# there).
 #
 # Each map exists as a single-index function, for item access, and as a whole-array
 # function over int64 indices, for gathers. The `def` wrappers check every argument
