@@ -8,7 +8,7 @@ import numpy as np
 from typing_extensions import disjoint_base
 
 @disjoint_base
-class Layout:
+class Structure:
     """The stacked structure planned from one sample."""
 
     def __init__(self, sample: Any, labels: Sequence[str] | None = None) -> None: ...
@@ -19,7 +19,7 @@ class Layout:
     def flatten_out(self, out: Any, n: int) -> list[np.ndarray[Any, Any]]: ...
 
 def stack_into(
-    layout: Layout,
+    structure: Structure,
     samples: list[Any] | tuple[Any, ...],
     arrays: list[np.ndarray[Any, Any]] | None = None,
 ) -> list[np.ndarray[Any, Any]]: ...

@@ -1,6 +1,6 @@
 # Batch stacking kernels behind seqtools.batching.stacking (the public API and docs live there).
 #
-# Layout(sample) plans the stacked structure from one sample: a tree of containers
+# Structure(sample) reads the nested structure of one sample: a tree of containers
 # (tuple, list, dict) whose leaves are numbered fields, each with a per-sample shape
 # and dtype. stack_into() walks every sample against that tree with the GIL held --
 # structure, shape and dtype checks, one buffer acquired per leaf, Python scalars
@@ -9,12 +9,14 @@
 # otherwise. Nothing is written to the outputs before every check has passed, so a
 # failed call leaves a caller's `out` untouched.
 #
-# RowGather is the fused path (seqtools.views.core's fusion protocol): whole rows of
-# source arrays, picked by int64 (source, row) index arrays, copied straight into
-# the outputs. No per-row Python object exists: the sources' buffers are acquired
-# once per call, every index is checked, and the copy runs with the GIL released.
-# RowSources is the same copy for a compiled view graph (seqtools.views.core.Program): the
-# sources' buffers are acquired once, and each batch pays only for its indices.
+# RowGather is the fused path (the read plans of seqtools/views/fusion.py, copied by
+# seqtools.batching.stacking._stack_plan): whole rows of source arrays, picked by
+# int64 (source, row) index arrays, copied straight into the outputs. No per-row
+# Python object exists: the sources' buffers are acquired once per call, every
+# index is checked, and the copy runs with the GIL released. RowSources is the same
+# copy for a compiled view graph (seqtools.views.fusion.Program, read by
+# stacking._Stacker): the sources' buffers are acquired once, and each batch pays
+# only for its indices.
 
 from .._buffers cimport release_buffers
 # the most dimensions a row has: numpy's own maximum (csrc/sq_limits.h)
@@ -312,7 +314,7 @@ cdef object _pykind_dtype(int kind):
     return _COMPLEX_DT
 
 
-cdef class Layout:
+cdef class Structure:
     """The stacked structure planned from one sample (see seqtools.batching.stacking.plan)."""
 
     cdef _Node root
@@ -663,16 +665,17 @@ cdef int _load_leaf(_Field fd, v, Py_ssize_t i, _Batch b) except -1:
     return 0
 
 
-def stack_into(Layout layout, samples, list arrays=None):
-    """Check every sample against ``layout``, then copy them with the GIL released.
+def stack_into(Structure structure, samples, list arrays=None):
+    """Check every sample against ``structure``, then copy them with the GIL
+    released.
 
     ``samples`` is a list or tuple. ``arrays`` holds one C-contiguous, writable output
     per field, of shape ``(len(samples),) + field shape`` (as checked by
-    ``Layout.flatten_out``); None allocates them after the checks. Returns the list
-    of output arrays.
+    ``Structure.flatten_out``); None allocates them after the checks. Returns the
+    list of output arrays.
     """
     cdef Py_ssize_t n = len(samples)
-    cdef Py_ssize_t nf = len(layout.fields)
+    cdef Py_ssize_t nf = len(structure.fields)
     cdef Py_ssize_t i, f
     cdef _Field fd
     cdef _Batch b = _Batch(nf, n)
@@ -681,9 +684,9 @@ def stack_into(Layout layout, samples, list arrays=None):
     cdef Py_ssize_t* itemsize = NULL
     try:
         for i in range(n):
-            _load(layout.root, samples[i], i, b)
+            _load(structure.root, samples[i], i, b)
         if arrays is None:
-            arrays = [_empty((n,) + fd.shape, fd.dtype) for fd in layout.fields]
+            arrays = [_empty((n,) + fd.shape, fd.dtype) for fd in structure.fields]
         elif len(arrays) != nf:
             raise ValueError(f"expected {nf} output arrays, got {len(arrays)}")
         dst = <char**>malloc(max(nf, 1) * sizeof(char*))
@@ -692,7 +695,7 @@ def stack_into(Layout layout, samples, list arrays=None):
         if dst == NULL or rowbytes == NULL or itemsize == NULL:
             raise MemoryError()
         for f in range(nf):
-            fd = layout.fields[f]
+            fd = structure.fields[f]
             PyObject_GetBuffer(arrays[f], &b.outbufs[f],
                                PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
             if b.outbufs[f].len != n * fd.rowbytes:

@@ -168,7 +168,7 @@ def stack(samples, out=None):
             if type(result) is not Items:
                 return result
     samples = _as_list(samples)
-    layout = _stack.Layout(samples[0])
+    layout = _stack.Structure(samples[0])
     if out is None:
         arrays = _shared_arrays(layout.field_info(), len(samples))
         return layout.unflatten(_stack.stack_into(layout, samples, arrays))
@@ -328,7 +328,7 @@ class _Stacker:
         self.resolve = prog.resolver.resolve
         # The Layout of a prototype sample gives the output structure, the field
         # order (the leaves' order) and the checks of `out`, as for stack(list(view)).
-        self.layout = _stack.Layout(_prototype(prog.structure, prog.leaves))
+        self.layout = _stack.Structure(_prototype(prog.structure, prog.leaves))
         self.fields = [(shape, dtype) for _, shape, dtype in self.layout.field_info()]
         self.sources = _stack.RowSources([leaf.seq for leaf in prog.leaves])
         self.copy = self.sources.copy
@@ -403,7 +403,7 @@ def _stack_plan(node, n, out):
                 values[id(leaf)] = leaf.read()
         # The Layout of a prototype sample gives the output structure, the field
         # order and the checks of `out`, exactly as for stack(list(view)).
-        layout = _stack.Layout(_plan_prototype(node, values))
+        layout = _stack.Structure(_plan_prototype(node, values))
         info = layout.field_info()
         if sig is not None:
             if len(_layouts) >= 64:
@@ -429,14 +429,14 @@ def _stack_plan(node, n, out):
             rows.append((leaf.sources, leaf.part, leaf.local, arrays[f]))
             f += 1
         else:
-            count = _stack.Layout(values[id(leaf)][0]).nfields
+            count = _stack.Structure(values[id(leaf)][0]).nfields
             item_arrays.extend(arrays[f : f + count])
             f += count
             items.append(values[id(leaf)])
             labels.append(path)
     gather = _stack.RowGather(rows)  # every index checked before anything is written
     per_item = list(zip(*items))
-    _stack.stack_into(_stack.Layout(per_item[0], labels), per_item, item_arrays)
+    _stack.stack_into(_stack.Structure(per_item[0], labels), per_item, item_arrays)
     gather.run()
     return out if out is not None else layout.unflatten(arrays)
 
@@ -589,7 +589,7 @@ def plan(samples):
     array([0, 1, 2, 3, 4, 5, 6, 7])
     """
     samples = _as_list(samples)
-    layout = _stack.Layout(samples[0])
+    layout = _stack.Structure(samples[0])
     n = len(samples)
     fields = []
     offset = 0

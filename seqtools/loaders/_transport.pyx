@@ -29,10 +29,10 @@ first of them carries the header and the small arrays (copied) there and goes
 over as the main block itself, so that the commonest result -- one large batch
 and a few small arrays -- costs one block and no copy of the batch.
 
-Per batch, the cost is kept off the Python level: a sampler sends results of one
-layout over and over, so the worker keeps the pickled ``meta`` of each layout it
-has sent (keyed by structure, dtypes, shapes and positions, never by values) and
-the parent the unpickled form of each ``meta`` it has received; arrays are made
+Per batch, the cost is kept off the Python level: a sampler sends results with one
+``meta`` over and over, so the worker keeps each pickled ``meta`` it has sent
+(keyed by structure, dtypes, shapes and positions, never by values) and the
+parent the unpickled form of each ``meta`` it has received; arrays are made
 with the numpy C API. Block positions travel outside ``meta`` so that it stays the
 same from batch to batch.
 """
@@ -96,7 +96,7 @@ if cnp.NPY_MAXDIMS > SQ_MAX_NDIM:
 cdef enum:
     _HEAD = 8
     _ALIGN = 64
-    _CACHE = 256  # layouts remembered on each side
+    _CACHE = 256  # metas remembered on each side
     _HEADROOM = 512
     # Where a spec's array lies (its last field); k >= 0 is auxiliary block k.
     _MAIN = -1  # in the main block, after the header
@@ -338,7 +338,7 @@ cdef object _flatten(object obj, _Flat f):
     return _flatten(np.asarray(view), f)
 
 
-_metas = {}  # layout key -> pickled (skeleton, specs)
+_metas = {}  # (signature, specs) -> pickled (skeleton, specs)
 
 
 cdef bytes _meta(object skeleton, list specs, _Flat f):
@@ -608,7 +608,7 @@ cdef _Spec _make_spec(spec):
     return s
 
 
-_layouts = {}  # meta bytes -> (skeleton, [_Spec]), for skeletons safe to share
+_decoded = {}  # meta bytes -> (skeleton, [_Spec]), for skeletons safe to share
 
 
 cdef object _rebuild(object skel, list arrays, Py_ssize_t *next_):
@@ -680,14 +680,14 @@ def decode(Ring ring, uint64_t offset, uint64_t nbytes):
         aux.append(make_block(ring, _get_u64(p + _HEAD + 16 * k),
                               _get_u64(p + _HEAD + 16 * k + 8), True))
     meta = PyBytes_FromStringAndSize(p + _HEAD + 16 * naux, m)
-    cached = _layouts.get(meta)
+    cached = _decoded.get(meta)
     if cached is None:
         skeleton, specs = pickle.loads(meta)
         cached = (skeleton, [_make_spec(x) for x in specs])
         if _shareable(skeleton):
-            if len(_layouts) >= _CACHE:
-                _layouts.clear()
-            _layouts[meta] = cached
+            if len(_decoded) >= _CACHE:
+                _decoded.clear()
+            _decoded[meta] = cached
     skeleton, specs = cached
     if not specs:
         return skeleton
