@@ -62,6 +62,9 @@ extensions = [
         extra_compile_args=["-pthread"],
         extra_link_args=["-pthread"],
     ),
+    # Test-only entry points into the modules above (tests/ import it, the package
+    # does not); the ring through _ring's declarations, not linked again.
+    ext("seqtools._testing", ["seqtools/_testing.pyx"], include_dirs=["csrc"]),
     # Reads and writes ring payloads in place; calls the ring through _ring.Ring.
     ext("seqtools.loaders._transport", ["seqtools/loaders/_transport.pyx"],
         include_dirs=[numpy.get_include(), "csrc"]),

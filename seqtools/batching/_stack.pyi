@@ -70,14 +70,3 @@ class CopyJob:
     def wait(self, timeout: float = -1.0) -> bool: ...
 
 def __getattr__(name: str) -> Any: ...
-
-def gather_rows(
-    fields: list[
-        tuple[
-            Sequence[np.ndarray[Any, Any]],
-            np.ndarray[Any, Any] | None,
-            np.ndarray[Any, Any] | None,
-            np.ndarray[Any, Any],
-        ]
-    ],
-) -> None: ...

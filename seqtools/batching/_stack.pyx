@@ -1143,11 +1143,6 @@ cdef bint any_differ(const Py_buffer* a, const Py_buffer* b):
     return False
 
 
-def gather_rows(list fields):
-    """Check and copy ``fields`` at once (see RowGather)."""
-    RowGather(fields).run()
-
-
 def __getattr__(name):
     # seqtools/loaders/api.py still makes its pool as _stack.CopyPool: the pool
     # lives in seqtools.loaders._copypool, which api.py is to import itself, and

@@ -1,9 +1,9 @@
 # Declarations of the C ring buffer (csrc/ringbuf.h), of its shared-memory region
 # (csrc/shm.h), of the worker watchdog (csrc/watchdog.h) and of the worker's
-# allocation hook (csrc/allochook.h), cimported by _ring.pyx, and of the Ring and Block classes,
-# cimported by _transport.pyx (which reads and writes payloads in place and calls
-# the ring through Ring's Python methods only, so that the C ring is linked into
-# _ring alone).
+# allocation hook (csrc/allochook.h), cimported by _ring.pyx; and of the Ring and
+# Block classes and the functions below, cimported by _transport.pyx (which reads
+# and writes payloads in place) and by seqtools/_testing.pyx, which call the C
+# ring only through them, so that it is linked into _ring alone.
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from posix.types cimport off_t, pid_t
 
@@ -165,6 +165,14 @@ cdef class Block:
 
 cdef Block make_block(Ring ring, uint64_t offset, uint64_t nbytes, bint leased)
 cdef str too_many_blocks()
+
+# The ring calls of the test-only entry points (seqtools/_testing.pyx), which
+# the package makes in C or through Block: the C ring is linked into _ring alone.
+cdef int ring_keep(Ring ring, int worker, uint64_t nbytes,
+                   uint64_t *offset) except -1
+cdef int ring_unkeep(Ring ring, int worker, uint64_t offset) except -1
+cdef int ring_release(Ring ring, uint64_t offset) except -1
+cdef void hook_get_stats(sqh_stats *out) noexcept
 
 
 # The worker's numpy allocation hook (see _ring.pyx): large arrays its code

@@ -237,50 +237,6 @@ cdef class Ring:
             raise RuntimeError(too_many_blocks())
         _raise(rc, "reserve")
 
-    def block(self, uint64_t offset, uint64_t nbytes):
-        """Test-only: a writable buffer over a reserved payload (not released when
-        dropped); workers write through _transport."""
-        return make_block(self, offset, nbytes, False)
-
-    def commit(self, int worker, uint64_t offset, int64_t index,
-               uint64_t generation, unsigned int kind=SQ_KIND_RESULT):
-        """Queue the block at ``offset`` (and the worker's other reserved blocks)
-        as the answer to ``index``; :class:`QueueFull` if the queue is full.
-
-        Test-only: workers commit through ``commit_n``, from _transport."""
-        cdef int rc = sq_ring_commit(self.r, worker, offset, index, generation, kind)
-        if rc != SQ_OK:
-            _raise(rc, "commit", True)
-
-    # Test-only: the worker keeps blocks through its allocation hook, in C.
-    def _keep(self, int worker, uint64_t nbytes):
-        """Test-only. Producer: a kept block of nbytes (payload offset), or None
-        if there is no room now (never waits); see ``sq_ring_keep``."""
-        cdef uint64_t offset
-        cdef int rc = sq_ring_keep(self.r, worker, nbytes, <uint64_t>-1, &offset)
-        if rc == SQ_OK:
-            return offset
-        if rc == SQ_TIMEOUT:
-            return None
-        _raise(rc, "keep")
-
-    def _unkeep(self, int worker, uint64_t offset):
-        """Test-only: give back a kept block (``sq_ring_unkeep``)."""
-        cdef int rc = sq_ring_unkeep(self.r, worker, offset)
-        if rc != SQ_OK:
-            _raise(rc, "unkeep")
-
-    def _commit_adopt(self, int worker, uint64_t offset, int64_t index,
-                      uint64_t generation, adopt, unsigned int kind=SQ_KIND_RESULT):
-        """Test-only: :meth:`commit`, also handing over the kept blocks at offsets
-        ``adopt`` (the worker commits through ``commit_n``, from _transport)."""
-        cdef uint64_t offs[SQ_SLOT_BLOCKS]
-        if len(adopt) > SQ_SLOT_BLOCKS:
-            raise ValueError("commit_adopt: too many blocks")
-        for k, o in enumerate(adopt):
-            offs[k] = o
-        commit_n(self, worker, offset, index, generation, kind, offs, len(adopt))
-
     def cancel(self, int worker):
         """Give back every block `worker` reserved and will not commit."""
         cdef int rc = sq_ring_cancel(self.r, worker)
@@ -313,17 +269,6 @@ cdef class Ring:
         if rc == SQ_UNSIZED:
             return "unsized", requested
         _raise(rc, "pop")
-
-    def lease(self, uint64_t offset, uint64_t nbytes):
-        """Test-only: a writable buffer over a popped payload, released when
-        garbage-collected (the parent decodes through _transport)."""
-        return make_block(self, offset, nbytes, True)
-
-    def release(self, uint64_t offset):
-        """Test-only: give a popped block back (Block does, when collected)."""
-        cdef int rc = sq_ring_release(self.r, offset)
-        if rc != SQ_OK:
-            _raise(rc, "release")
 
     def worker_reset(self, int worker):
         """After producer `worker` died: (task index it held or -1, deaths on it)."""
@@ -446,6 +391,33 @@ cdef int commit_n(Ring ring, int worker, uint64_t offset, int64_t index,
                                    kind, adopt, nadopt)
     if rc != SQ_OK:
         _raise(rc, "commit", True)
+    return 0
+
+
+cdef int ring_keep(Ring ring, int worker, uint64_t nbytes,
+                   uint64_t *offset) except -1:
+    """``sq_ring_keep`` with no limit on the ring's use: SQ_OK (a kept block at
+    ``*offset``) or SQ_TIMEOUT (no room now; it never waits)."""
+    cdef int rc = sq_ring_keep(ring.r, worker, nbytes, <uint64_t>-1, offset)
+    if rc != SQ_OK and rc != SQ_TIMEOUT:
+        _raise(rc, "keep")
+    return rc
+
+
+cdef int ring_unkeep(Ring ring, int worker, uint64_t offset) except -1:
+    """Give back a kept block (``sq_ring_unkeep``)."""
+    cdef int rc = sq_ring_unkeep(ring.r, worker, offset)
+    if rc != SQ_OK:
+        _raise(rc, "unkeep")
+    return 0
+
+
+cdef int ring_release(Ring ring, uint64_t offset) except -1:
+    """Give a popped block back (``sq_ring_release``), as a Block does when
+    collected."""
+    cdef int rc = sq_ring_release(ring.r, offset)
+    if rc != SQ_OK:
+        _raise(rc, "release")
     return 0
 
 
@@ -589,14 +561,8 @@ def hook_disable():
     sqh_disable()
 
 
-def hook_stats():
-    """What the hook did in this process: a dict of counts."""
-    cdef sqh_stats s
-    sqh_get_stats(&s)
-    return {"installed": bool(s.installed), "enabled": bool(s.enabled),
-            "hooked": s.hooked, "adopted": s.adopted,
-            "live": s.live, "live_bytes": s.live_bytes,
-            "adopted_alive": s.adopted_alive}
+cdef void hook_get_stats(sqh_stats *out) noexcept:
+    sqh_get_stats(out)
 
 
 cdef bint hook_find(const char *ptr, size_t nbytes, uint64_t *offset,
