@@ -1,11 +1,11 @@
 """Stub of the test-only entry points (seqtools/_testing.pyx), for tests/ alone."""
 
-from collections.abc import Sequence
-from typing import Any, SupportsIndex
+from typing import SupportsIndex
 
 import numpy as np
 import numpy.typing as npt
 
+from .batching._stack import _GatherFields
 from .loaders._ring import Block, Ring
 from .views._indexmaps import InterleaveMap
 
@@ -43,13 +43,4 @@ def interleave_locate_array(
 def cycle_locate(
     i: SupportsIndex, n: SupportsIndex, limit: SupportsIndex | None = None
 ) -> int: ...
-def gather_rows(
-    fields: list[
-        tuple[
-            Sequence[np.ndarray[Any, Any]],
-            np.ndarray[Any, Any] | None,
-            np.ndarray[Any, Any] | None,
-            np.ndarray[Any, Any],
-        ]
-    ],
-) -> None: ...
+def gather_rows(fields: _GatherFields) -> None: ...

@@ -24,21 +24,21 @@ def stack_into(
     arrays: list[np.ndarray[Any, Any]] | None = None,
 ) -> list[np.ndarray[Any, Any]]: ...
 
+# (sources, part, local, out) per field: see RowGather.
+_GatherFields = list[
+    tuple[
+        Sequence[np.ndarray[Any, Any]],
+        np.ndarray[Any, Any] | None,
+        np.ndarray[Any, Any] | None,
+        np.ndarray[Any, Any],
+    ]
+]
+
 @disjoint_base
 class RowGather:
     """Rows of source arrays gathered into outputs: checked now, copied by run()."""
 
-    def __init__(
-        self,
-        fields: list[
-            tuple[
-                Sequence[np.ndarray[Any, Any]],
-                np.ndarray[Any, Any] | None,
-                np.ndarray[Any, Any] | None,
-                np.ndarray[Any, Any],
-            ]
-        ],
-    ) -> None: ...
+    def __init__(self, fields: _GatherFields) -> None: ...
     def run(self) -> None: ...
 
 @disjoint_base

@@ -28,7 +28,6 @@ from cpython.buffer cimport (
     PyBUF_C_CONTIGUOUS,
     PyBUF_STRIDES,
     PyBUF_WRITABLE,
-    PyBuffer_Release,
     PyObject_GetBuffer,
 )
 from cpython.complex cimport PyComplex_ImagAsDouble, PyComplex_RealAsDouble

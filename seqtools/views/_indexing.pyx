@@ -18,7 +18,6 @@ index arithmetic they run is the kernels'.
 from .._buffers cimport release_buffers
 from cpython.buffer cimport (
     PyBUF_C_CONTIGUOUS,
-    PyBUF_STRIDES,
     PyBUF_WRITABLE,
     PyBuffer_Release,
     PyObject_GetBuffer,
