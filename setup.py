@@ -45,8 +45,12 @@ extensions = [
         include_dirs=[numpy.get_include()],  # the numpy C API, for index arrays
     ),
     ext("seqtools.views._indexmaps", ["seqtools/views/_indexmaps.pyx"]),
+    # csrc/copypool.h for the job struct only (its copy jobs run in _copypool).
+    ext("seqtools.batching._stack", ["seqtools/batching/_stack.pyx"],
+        include_dirs=["csrc"]),
     # The pool of copy threads (csrc/copypool.c) of thread loaders.
-    ext("seqtools.batching._stack", ["seqtools/batching/_stack.pyx", "csrc/copypool.c"],
+    ext("seqtools.loaders._copypool",
+        ["seqtools/loaders/_copypool.pyx", "csrc/copypool.c"],
         include_dirs=["csrc"], extra_compile_args=["-pthread"],
         extra_link_args=["-pthread"]),
     ext(
@@ -58,6 +62,9 @@ extensions = [
         extra_compile_args=["-pthread"],
         extra_link_args=["-pthread"],
     ),
+    # Test-only entry points into the modules above (tests/ import it, the package
+    # does not); the ring through _ring's declarations, not linked again.
+    ext("seqtools._testing", ["seqtools/_testing.pyx"], include_dirs=["csrc"]),
     # Reads and writes ring payloads in place; calls the ring through _ring.Ring.
     ext("seqtools.loaders._transport", ["seqtools/loaders/_transport.pyx"],
         include_dirs=[numpy.get_include(), "csrc"]),

@@ -4,7 +4,8 @@
  * seqtools' thread loaders use it for fused batches: the consumer plans a batch
  * (Python, GIL held), submits its copy here and goes on; the threads copy with no
  * GIL, so on a GIL build the copies overlap the consumer's Python and each
- * other, and nothing waits for a GIL hand-over (_stack.pyx, CopyPool).
+ * other, and nothing waits for a GIL hand-over (seqtools/loaders/_copypool.pyx
+ * wraps the pool; the jobs are seqtools/batching/_stack.pyx's CopyJob).
  *
  * Jobs run in submission order, each by one thread. A job is memory owned by the
  * caller, which must keep it valid until sq_pool_wait() has seen it done or

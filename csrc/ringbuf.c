@@ -10,7 +10,7 @@
  * back at once, and a long-held result never stalls the ring.
  *
  * Who writes what (all under the header mutex):
- *   parent (consumer): capacity (set once, then grown), closed, epoch,
+ *   parent (consumer): capacity (set once, then grown), closed, generation,
  *                      next_index/end/window (sq_task_reset), window_base, queue
  *                      head (q_read), block states COMMITTED -> FREE (release),
  *                      worker slots and blocks of dead producers
@@ -82,7 +82,7 @@ enum { SLOT_AWAKE = 0, SLOT_IN_CLAIM = 1, SLOT_IN_RESERVE = 2 };
 
 typedef struct {
     int64_t task;    /* current task index, -1 when idle */
-    uint64_t epoch;  /* epoch of the current task */
+    uint64_t generation; /* of the current task */
     uint32_t asleep; /* SLOT_*, written by the worker */
     uint32_t n_held; /* blocks reserved by the current task, positions in held[] */
     uint64_t held[SQ_SLOT_BLOCKS];
@@ -117,7 +117,7 @@ struct sq_ring {
     /* completion queue: monotonic counters into entries[qlen] */
     uint64_t q_read, q_write;
     /* tasks */
-    uint64_t epoch;
+    uint64_t generation;
     int64_t next_index, end, window, window_base;
     int32_t n_retry;
     int32_t _pad0;
@@ -350,7 +350,7 @@ int sq_ring_init(void *region, int nworkers, int qlen, uint64_t capacity) {
     sq_slot *slots = ring_slots(r);
     for (int w = 0; w < nworkers; w++) {
         slots[w].task = -1;
-        slots[w].epoch = 0;
+        slots[w].generation = 0;
     }
 
     if (pthread_mutexattr_init(&ma) != 0) return SQ_ESYS;
@@ -592,16 +592,16 @@ static void forget_deaths(sq_ring *r, int64_t index) {
     r->n_deaths = kept;
 }
 
-/* Under the lock: the task (index, epoch) was answered, so whatever killed the
+/* Under the lock: the task (index, generation) was answered, so whatever killed the
  * producers that held it before did not kill this one: its count of deaths in a
- * row starts again.  An answer from an older epoch may be about another item. */
-static void task_answered(sq_ring *r, int64_t index, uint64_t epoch) {
-    if (r->n_deaths > 0 && epoch == r->epoch) forget_deaths(r, index);
+ * row starts again.  An answer from an older generation may be about another item. */
+static void task_answered(sq_ring *r, int64_t index, uint64_t generation) {
+    if (r->n_deaths > 0 && generation == r->generation) forget_deaths(r, index);
 }
 
 int sq_ring_commit(sq_ring *r, int worker, uint64_t offset, int64_t index,
-                   uint64_t epoch, uint32_t kind) {
-    return sq_ring_commit_n(r, worker, offset, index, epoch, kind, NULL, 0);
+                   uint64_t generation, uint32_t kind) {
+    return sq_ring_commit_n(r, worker, offset, index, generation, kind, NULL, 0);
 }
 
 /* Under the lock: is every adopted offset a distinct KEPT block of worker, other
@@ -655,13 +655,13 @@ static void commit_apply(sq_ring *r, int worker) {
     STORE_ORDER();
     if (r->q_write == slot->commit_qw)
         queue_push(r, &slot->commit_entry); /* cannot fail: space checked before */
-    task_answered(r, slot->commit_entry.index, slot->commit_entry.epoch);
+    task_answered(r, slot->commit_entry.index, slot->commit_entry.generation);
     SQ_FAULT_POINT();
     slot_done(r, worker);
 }
 
 int sq_ring_commit_n(sq_ring *r, int worker, uint64_t offset, int64_t index,
-                     uint64_t epoch, uint32_t kind, const uint64_t *adopt, int nadopt) {
+                     uint64_t generation, uint32_t kind, const uint64_t *adopt, int nadopt) {
     if (worker < 0 || worker >= r->nworkers || nadopt < 0 ||
         nadopt > SQ_SLOT_BLOCKS || (nadopt > 0 && adopt == NULL))
         return SQ_EINVAL;
@@ -684,7 +684,7 @@ int sq_ring_commit_n(sq_ring *r, int worker, uint64_t offset, int64_t index,
         leave_line(r, worker);
         slot->n_adopt = (uint32_t)nadopt;
         for (int i = 0; i < nadopt; i++) slot->adopt[i] = adopt[i];
-        slot->commit_entry = (sq_entry){offset, b->size - SQ_BLOCK_HEADER, index, epoch,
+        slot->commit_entry = (sq_entry){offset, b->size - SQ_BLOCK_HEADER, index, generation,
                                         worker, kind};
         slot->commit_qw = r->q_write;
         STORE_ORDER();
@@ -785,15 +785,15 @@ int sq_ring_unkeep(sq_ring *r, int worker, uint64_t offset) {
     return rc;
 }
 
-int sq_ring_post(sq_ring *r, int worker, int64_t index, uint64_t epoch, uint32_t kind) {
+int sq_ring_post(sq_ring *r, int worker, int64_t index, uint64_t generation, uint32_t kind) {
     if (worker < 0 || worker >= r->nworkers) return SQ_EINVAL;
     int rc = ring_lock(r);
     if (rc != SQ_OK) return rc;
     leave_line(r, worker);
-    sq_entry e = {0, 0, index, epoch, worker, kind};
+    sq_entry e = {0, 0, index, generation, worker, kind};
     rc = queue_push(r, &e);
     if (rc == SQ_OK) {
-        task_answered(r, index, epoch);
+        task_answered(r, index, generation);
         slot_done(r, worker);
     }
     ring_unlock(r);
@@ -944,7 +944,7 @@ int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths) {
     s->waiting_for = 0;
     s->ticket = 0; /* its place in line goes: space_seq is bumped below */
     s->asleep = SLOT_AWAKE;
-    if (s->task >= 0 && s->epoch == r->epoch) {
+    if (s->task >= 0 && s->generation == r->generation) {
         if (r->n_retry >= SQ_RETRY_MAX) {
             rc = SQ_EFULL;
         } else {
@@ -971,7 +971,7 @@ static int64_t claimable(const sq_ring *r, int *all_left) {
 }
 
 int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
-                  uint64_t *epoch) {
+                  uint64_t *generation) {
     struct timespec deadline;
     if (worker < 0 || worker >= r->nworkers) return SQ_EINVAL;
     deadline_after(timeout, &deadline);
@@ -993,9 +993,9 @@ int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
         if (task >= 0) {
             sq_slot *s = &ring_slots(r)[worker];
             s->task = task;
-            s->epoch = r->epoch;
+            s->generation = r->generation;
             *index = task;
-            *epoch = r->epoch;
+            *generation = r->generation;
             rc = SQ_OK;
             break;
         }
@@ -1019,16 +1019,16 @@ static void set_window(sq_ring *r, int64_t window) {
 }
 
 int sq_task_reset(sq_ring *r, int64_t start, int64_t end, int64_t window,
-                  uint64_t *epoch) {
+                  uint64_t *generation) {
     int rc = ring_lock(r);
     if (rc != SQ_OK) return rc;
-    r->epoch++;
+    r->generation++;
     r->next_index = start;
     r->end = end;
     r->window_base = start;
     r->n_retry = 0;
     set_window(r, window);
-    if (epoch) *epoch = r->epoch;
+    if (generation) *generation = r->generation;
     ring_wake(&r->task_seq, r->task_sleepers);
     ring_unlock(r);
     return SQ_OK;

@@ -63,9 +63,10 @@ extern "C" {
 /* Kinds of completion entries (sq_entry.kind). */
 #define SQ_KIND_RESULT 0   /* payload holds a result */
 #define SQ_KIND_ERROR 1    /* the task failed: the error report travels in the
-                            * entry's block (offset != 0, committed like a result)
-                            * or, with no block (offset 0, sq_ring_post), outside
-                            * the ring (the worker's pipe) */
+                            * entry's block (offset != 0, committed like a
+                            * result); with no block (offset 0, sq_ring_post) the
+                            * report did not fit even shortened, and the entry
+                            * only says that the task failed */
 #define SQ_KIND_USER 2     /* first free value for callers */
 /* The ring does not look at kinds: every kind is queued, popped and released the
  * same way, with or without a block. */
@@ -74,12 +75,12 @@ typedef struct sq_ring sq_ring;
 
 /* A completed piece of work, as the consumer receives it. */
 typedef struct {
-    uint64_t offset;  /* payload offset from the region start; 0 if no block */
-    uint64_t nbytes;  /* payload size as reserved */
-    int64_t index;    /* task index claimed with sq_task_claim */
-    uint64_t epoch;   /* task epoch claimed with sq_task_claim */
-    int32_t worker;   /* producer slot */
-    uint32_t kind;    /* SQ_KIND_* */
+    uint64_t offset;     /* payload offset from the region start; 0 if no block */
+    uint64_t nbytes;     /* payload size as reserved */
+    int64_t index;       /* task index claimed with sq_task_claim */
+    uint64_t generation; /* task generation claimed with sq_task_claim */
+    int32_t worker;      /* producer slot */
+    uint32_t kind;       /* SQ_KIND_* */
 } sq_entry;
 
 typedef struct {
@@ -157,7 +158,7 @@ int sq_ring_reserve(sq_ring *r, int worker, uint64_t nbytes, double timeout,
  * blocks: the payload names the others).  Returns SQ_OK, SQ_EINVAL, SQ_ECORRUPT,
  * SQ_EFULL (completion queue full; nothing changed). */
 int sq_ring_commit(sq_ring *r, int worker, uint64_t offset, int64_t index,
-                   uint64_t epoch, uint32_t kind);
+                   uint64_t generation, uint32_t kind);
 
 /* Producer: sq_ring_commit that also hands over `nadopt` blocks it kept
  * (sq_ring_keep), named by their payload offsets, as blocks the consumer holds;
@@ -165,7 +166,8 @@ int sq_ring_commit(sq_ring *r, int worker, uint64_t offset, int64_t index,
  * SQ_ECORRUPT (nothing changed) unless each adopted offset is a distinct kept
  * block of this worker.  Blocks it keeps and does not adopt stay kept. */
 int sq_ring_commit_n(sq_ring *r, int worker, uint64_t offset, int64_t index,
-                     uint64_t epoch, uint32_t kind, const uint64_t *adopt, int nadopt);
+                     uint64_t generation, uint32_t kind, const uint64_t *adopt,
+                     int nadopt);
 
 /* Producer: allocate a block of nbytes that stays the worker's own across tasks
  * (for memory its code allocates, which may or may not end up in a result):
@@ -188,7 +190,7 @@ int sq_ring_cancel(sq_ring *r, int worker);
 /* Producer: queue an entry that has no block (e.g. SQ_KIND_ERROR), answering the
  * task it holds.  Returns SQ_OK, SQ_EINVAL, SQ_EFULL (completion queue full;
  * nothing changed: wait for the consumer to pop, then post again), SQ_ESYS. */
-int sq_ring_post(sq_ring *r, int worker, int64_t index, uint64_t epoch,
+int sq_ring_post(sq_ring *r, int worker, int64_t index, uint64_t generation,
                  uint32_t kind);
 
 /* Consumer: take the oldest queued entry, waiting up to timeout seconds.
@@ -211,11 +213,11 @@ int sq_ring_release(sq_ring *r, uint64_t offset);
 
 /* Consumer, after producer `worker` died: free the blocks it had reserved but
  * not committed, and give back its task.  If it was working on a task of the
- * current epoch, that task goes on the retry list (claimed again first) and
+ * current generation, that task goes on the retry list (claimed again first) and
  * *index is set to it (else -1); *deaths counts how many producers died in a row
  * while holding that same index (for poison-item detection): the count is
  * forgotten when the task completes (a commit or post for it in the current
- * epoch) or is dropped (sq_task_drop).  The slot is then free for a new
+ * generation) or is dropped (sq_task_drop).  The slot is then free for a new
  * producer.  Returns SQ_OK, SQ_EINVAL, SQ_EFULL. */
 int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths);
 
@@ -223,15 +225,19 @@ int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths);
  * next_index < end (end < 0: unbounded) and next_index < window_base + window).
  * Records it as the worker's current task.  Returns SQ_OK, SQ_TIMEOUT, SQ_CLOSED. */
 int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
-                  uint64_t *epoch);
+                  uint64_t *generation);
 
-/* Consumer: start a new epoch handing out tasks start, start+1, ... < end
+/* Consumer: start a new generation handing out tasks start, start+1, ... < end
  * (end < 0: unbounded) with at most `window` tasks ahead of window_base = start.
- * Empties the retry list; results of older epochs should be dropped by the
- * consumer.  On SQ_OK *epoch (if not NULL) is the new epoch.  Returns SQ_OK or
- * SQ_ESYS (the mutex cannot be locked; nothing changed). */
+ * A generation is one run of the task numbering, counted from 1: every restart
+ * (the consumer seeking, or starting over) begins the next one, and each claim,
+ * entry and answer carries the generation it belongs to, so that the consumer
+ * can drop answers to tasks of an older run, whose indices it now reuses.
+ * Empties the retry list; results of older generations should be dropped by the
+ * consumer.  On SQ_OK *generation (if not NULL) is the new generation.  Returns
+ * SQ_OK or SQ_ESYS (the mutex cannot be locked; nothing changed). */
 int sq_task_reset(sq_ring *r, int64_t start, int64_t end, int64_t window,
-                  uint64_t *epoch);
+                  uint64_t *generation);
 
 /* Consumer: remove `index` from the retry list (an item that keeps killing its
  * producers is given up on) and forget its death count.  Returns SQ_OK or
@@ -243,8 +249,8 @@ int sq_task_drop(sq_ring *r, int64_t index);
 int sq_task_advance(sq_ring *r, int64_t base);
 
 /* Consumer: from now on, at most `window` tasks ahead of the window base, in the
- * same epoch (a wider window wakes the producers waiting for a task; a narrower
- * one takes back no task already claimed).  Returns SQ_OK, SQ_EINVAL
+ * same generation (a wider window wakes the producers waiting for a task; a
+ * narrower one takes back no task already claimed).  Returns SQ_OK, SQ_EINVAL
  * (window < 1) or SQ_ESYS. */
 int sq_task_set_window(sq_ring *r, int64_t window);
 

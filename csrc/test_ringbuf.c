@@ -246,11 +246,11 @@ static int pattern_ok(const unsigned char *p, uint64_t n, uint64_t worker, uint6
 static uint64_t g_seed;
 static uint64_t rnd(uint64_t n) { return mix64(&g_seed) % n; }
 
-/* sq_task_reset, checked: the new epoch (0 if it failed). */
+/* sq_task_reset, checked: the new generation (0 if it failed). */
 static uint64_t task_reset(sq_ring *r, int64_t start, int64_t end, int64_t window) {
-    uint64_t epoch = 0;
-    CHECK_EQ(sq_task_reset(r, start, end, window, &epoch), SQ_OK);
-    return epoch;
+    uint64_t generation = 0;
+    CHECK_EQ(sq_task_reset(r, start, end, window, &generation), SQ_OK);
+    return generation;
 }
 
 /* Reserve, retrying on SQ_TIMEOUT for up to LONG_WAIT seconds. */
@@ -299,7 +299,7 @@ static void test_basics(void) {
     CHECK_EQ(e.offset, off);
     CHECK_EQ(e.nbytes, 128); /* rounded up to SQ_ALIGN */
     CHECK_EQ(e.index, 7);
-    CHECK_EQ(e.epoch, 3);
+    CHECK_EQ(e.generation, 3);
     CHECK_EQ(e.worker, 0);
     CHECK_EQ(e.kind, SQ_KIND_RESULT);
     CHECK(base[off] == 0xab && base[off + 99] == 0xab);
@@ -328,8 +328,8 @@ static void test_basics(void) {
     int64_t idx;
     int deaths;
     CHECK_EQ(sq_worker_reset(r, 2, &idx, &deaths), SQ_EINVAL);
-    uint64_t ep;
-    CHECK_EQ(sq_task_claim(r, 9, 0, &idx, &ep), SQ_EINVAL);
+    uint64_t gen;
+    CHECK_EQ(sq_task_claim(r, 9, 0, &idx, &gen), SQ_EINVAL);
 
     /* a zero-byte block still gets a header and a distinct offset */
     CHECK_EQ(sq_ring_reserve(r, 0, 0, 0, &off), SQ_OK);
@@ -574,8 +574,8 @@ static void closed_reserver(sq_ring *r, int w) {
 
 static void closed_claimer(sq_ring *r, int w) {
     int64_t i;
-    uint64_t ep;
-    CHECK_EQ(sq_task_claim(r, w, LONG_WAIT, &i, &ep), SQ_CLOSED);
+    uint64_t gen;
+    CHECK_EQ(sq_task_claim(r, w, LONG_WAIT, &i, &gen), SQ_CLOSED);
 }
 
 static void closed_popper(sq_ring *r, int w) {
@@ -606,9 +606,9 @@ static void test_close(void) {
     CHECK(reap_ok(pc));
     CHECK(reap_ok(pp));
     int64_t i;
-    uint64_t ep;
+    uint64_t gen;
     sq_entry e;
-    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &ep), SQ_CLOSED);
+    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &gen), SQ_CLOSED);
     CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_CLOSED);
 
     /* and a producer waiting for the ring to be sized */
@@ -688,7 +688,7 @@ static void test_contention(void) {
         CHECK(e.worker >= 0 && e.worker < NPROD);
         CHECK_EQ(hdr[0], (uint64_t)e.index);
         CHECK(hdr[0] < NBLOCKS);
-        CHECK_EQ(e.epoch, 5);
+        CHECK_EQ(e.generation, 5);
         /* rounded up to SQ_ALIGN, plus a remainder too small to split off */
         uint64_t aligned = (hdr[1] + SQ_ALIGN - 1) / SQ_ALIGN * SQ_ALIGN;
         CHECK(e.nbytes == aligned || e.nbytes == aligned + SQ_BLOCK_HEADER);
@@ -737,13 +737,13 @@ static void test_contention(void) {
 static void task_worker(sq_ring *r, int w) {
     for (;;) {
         int64_t i;
-        uint64_t ep;
-        int rc = sq_task_claim(r, w, LONG_WAIT, &i, &ep);
+        uint64_t gen;
+        int rc = sq_task_claim(r, w, LONG_WAIT, &i, &gen);
         if (rc == SQ_CLOSED) return;
         CHECK_EQ(rc, SQ_OK);
         if (rc != SQ_OK) return;
-        CHECK_EQ(ep, 1);
-        CHECK_EQ(sq_ring_post(r, w, i, ep, SQ_KIND_USER), SQ_OK);
+        CHECK_EQ(gen, 1);
+        CHECK_EQ(sq_ring_post(r, w, i, gen, SQ_KIND_USER), SQ_OK);
     }
 }
 
@@ -792,73 +792,73 @@ static void test_tasks_window(void) {
 static void test_task_set_window(void) {
     sq_ring *r = ring_new(2, 16, 1024, 1024);
     int64_t i;
-    uint64_t ep;
+    uint64_t gen;
     CHECK_EQ(task_reset(r, 0, -1, 2), 1);
     for (int k = 0; k < 2; k++) {
-        CHECK_EQ(sq_task_claim(r, k, 0, &i, &ep), SQ_OK);
+        CHECK_EQ(sq_task_claim(r, k, 0, &i, &gen), SQ_OK);
         CHECK_EQ(i, k);
     }
-    CHECK_EQ(sq_task_claim(r, 0, 0.01, &i, &ep), SQ_TIMEOUT); /* window 2 */
+    CHECK_EQ(sq_task_claim(r, 0, 0.01, &i, &gen), SQ_TIMEOUT); /* window 2 */
     CHECK_EQ(sq_task_set_window(r, 0), SQ_EINVAL);
-    CHECK_EQ(sq_task_set_window(r, 4), SQ_OK); /* same epoch, wider */
+    CHECK_EQ(sq_task_set_window(r, 4), SQ_OK); /* same generation, wider */
     for (int k = 2; k < 4; k++) {
-        CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_OK);
+        CHECK_EQ(sq_task_claim(r, 0, 0, &i, &gen), SQ_OK);
         CHECK_EQ(i, k);
-        CHECK_EQ(ep, 1);
+        CHECK_EQ(gen, 1);
     }
-    CHECK_EQ(sq_task_claim(r, 0, 0.01, &i, &ep), SQ_TIMEOUT);
+    CHECK_EQ(sq_task_claim(r, 0, 0.01, &i, &gen), SQ_TIMEOUT);
     sq_task_advance(r, 1); /* the wider window moves with the base */
-    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &gen), SQ_OK);
     CHECK_EQ(i, 4);
     CHECK_EQ(sq_task_set_window(r, 1), SQ_OK); /* narrower: nothing taken back */
-    CHECK_EQ(sq_task_claim(r, 0, 0.01, &i, &ep), SQ_TIMEOUT);
+    CHECK_EQ(sq_task_claim(r, 0, 0.01, &i, &gen), SQ_TIMEOUT);
     sq_task_advance(r, 5);
-    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &gen), SQ_OK);
     CHECK_EQ(i, 5);
-    CHECK_EQ(sq_task_claim(r, 0, 0.01, &i, &ep), SQ_TIMEOUT);
+    CHECK_EQ(sq_task_claim(r, 0, 0.01, &i, &gen), SQ_TIMEOUT);
 }
 
-static void test_tasks_epochs(void) {
+static void test_tasks_generations(void) {
     sq_ring *r = ring_new(2, 8, 1024, 1024);
     int64_t i;
-    uint64_t ep;
+    uint64_t gen;
     int deaths;
-    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_TIMEOUT); /* no epoch yet */
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &gen), SQ_TIMEOUT); /* no generation yet */
     CHECK_EQ(task_reset(r, 10, -1, 3), 1); /* unbounded, window 3 */
     for (int k = 10; k < 13; k++) {
-        CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_OK);
+        CHECK_EQ(sq_task_claim(r, 0, 0, &i, &gen), SQ_OK);
         CHECK_EQ(i, k);
-        CHECK_EQ(ep, 1);
+        CHECK_EQ(gen, 1);
     }
-    CHECK_EQ(sq_task_claim(r, 0, 0.01, &i, &ep), SQ_TIMEOUT); /* window */
+    CHECK_EQ(sq_task_claim(r, 0, 0.01, &i, &gen), SQ_TIMEOUT); /* window */
     sq_task_advance(r, 12);
-    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &gen), SQ_OK);
     CHECK_EQ(i, 13);
-    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &gen), SQ_OK);
     CHECK_EQ(i, 14);
-    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_TIMEOUT);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &gen), SQ_TIMEOUT);
     sq_task_advance(r, 5); /* never moves back */
-    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_TIMEOUT);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &gen), SQ_TIMEOUT);
     /* worker 0 dies holding 14 */
     CHECK_EQ(sq_worker_reset(r, 0, &i, &deaths), SQ_OK);
     CHECK_EQ(i, 14);
     CHECK_EQ(deaths, 1);
-    /* a new epoch empties the retry list and restarts the numbering */
+    /* a new generation empties the retry list and restarts the numbering */
     CHECK_EQ(task_reset(r, 0, 2, 100), 2);
-    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &gen), SQ_OK);
     CHECK_EQ(i, 0);
-    CHECK_EQ(ep, 2);
-    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(gen, 2);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &gen), SQ_OK);
     CHECK_EQ(i, 1);
-    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_TIMEOUT); /* end */
-    /* worker 1 held a task of epoch 2; after a new epoch its death requeues nothing */
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &gen), SQ_TIMEOUT); /* end */
+    /* worker 1 held a task of generation 2; after a new generation its death requeues nothing */
     CHECK_EQ(task_reset(r, 0, 1, 1), 3);
     CHECK_EQ(sq_worker_reset(r, 1, &i, &deaths), SQ_OK);
     CHECK_EQ(i, -1);
     CHECK_EQ(deaths, 0);
-    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &gen), SQ_OK);
     CHECK_EQ(i, 0);
-    CHECK_EQ(ep, 3);
+    CHECK_EQ(gen, 3);
     /* a worker that finished its task (posted) holds nothing */
     CHECK_EQ(sq_ring_post(r, 1, 0, 3, SQ_KIND_RESULT), SQ_OK);
     CHECK_EQ(sq_worker_reset(r, 1, &i, &deaths), SQ_OK);
@@ -870,8 +870,8 @@ static int g_pipe[2];
 
 static void dying_producer(sq_ring *r, int w) {
     int64_t i;
-    uint64_t ep, off;
-    CHECK_EQ(sq_task_claim(r, w, LONG_WAIT, &i, &ep), SQ_OK);
+    uint64_t gen, off;
+    CHECK_EQ(sq_task_claim(r, w, LONG_WAIT, &i, &gen), SQ_OK);
     CHECK_EQ(sq_ring_reserve(r, w, 300, LONG_WAIT, &off), SQ_OK);
     memset((char *)r + off, 0x5a, 300);
     char c = (char)i;
@@ -882,7 +882,7 @@ static void dying_producer(sq_ring *r, int w) {
 static void test_worker_death(void) {
     sq_ring *r = ring_new(4, 16, 2048, 2048);
     int64_t i;
-    uint64_t ep, off_before, off_after;
+    uint64_t gen, off_before, off_after;
     int deaths;
     char c;
     sq_entry e;
@@ -890,7 +890,7 @@ static void test_worker_death(void) {
     CHECK_EQ(task_reset(r, 0, 100, 100), 1);
 
     /* a live block before and after the dead one's */
-    CHECK_EQ(sq_task_claim(r, 2, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, 2, 0, &i, &gen), SQ_OK);
     CHECK_EQ(i, 0);
     CHECK_EQ(sq_ring_reserve(r, 2, 100, 0, &off_before), SQ_OK);
     pid_t pid = spawn(dying_producer, r, 0);
@@ -913,9 +913,9 @@ static void test_worker_death(void) {
     CHECK_EQ(stats(r).reserved, 2);
 
     /* the requeued task is claimed first, by anyone; the slot can be reused */
-    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &gen), SQ_OK);
     CHECK_EQ(i, 1);
-    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &gen), SQ_OK);
     CHECK_EQ(i, 2);
 
     /* a death on another index restarts the count */
@@ -940,10 +940,10 @@ static void test_worker_death(void) {
         check_idle(r);
     }
     /* a producer that dies after committing leaves its result to the consumer */
-    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &gen), SQ_OK);
     CHECK_EQ(i, 7);
     CHECK_EQ(sq_ring_reserve(r, 1, 10, 0, &off_before), SQ_OK);
-    CHECK_EQ(sq_ring_commit(r, 1, off_before, i, ep, 0), SQ_OK);
+    CHECK_EQ(sq_ring_commit(r, 1, off_before, i, gen, 0), SQ_OK);
     CHECK_EQ(sq_worker_reset(r, 1, &i, &deaths), SQ_OK);
     CHECK_EQ(i, -1);
     CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
@@ -979,9 +979,9 @@ static void lock_spinner(sq_ring *r, int w) {
     for (;;) {
         sq_stats s;
         int64_t i;
-        uint64_t ep;
+        uint64_t gen;
         sq_ring_stats(r, &s);
-        sq_task_claim(r, w, 0, &i, &ep); /* no task available: changes nothing */
+        sq_task_claim(r, w, 0, &i, &gen); /* no task available: changes nothing */
     }
 }
 
@@ -1025,8 +1025,8 @@ static void sleeping_reserver(sq_ring *r, int w) {
 
 static void sleeping_claimer(sq_ring *r, int w) {
     int64_t i;
-    uint64_t ep;
-    sq_task_claim(r, w, LONG_WAIT, &i, &ep);
+    uint64_t gen;
+    sq_task_claim(r, w, LONG_WAIT, &i, &gen);
     g_fail++;
 }
 
@@ -1039,8 +1039,8 @@ static void woken_reserver(sq_ring *r, int w) {
 
 static void woken_claimer(sq_ring *r, int w) {
     int64_t i;
-    uint64_t ep;
-    CHECK_EQ(sq_task_claim(r, w, LONG_WAIT, &i, &ep), SQ_OK);
+    uint64_t gen;
+    CHECK_EQ(sq_task_claim(r, w, LONG_WAIT, &i, &gen), SQ_OK);
     CHECK_EQ(i, 0);
 }
 
@@ -1267,9 +1267,9 @@ static void test_kept_blocks(void) {
 static int g_fault_k, g_fault_in_alloc;
 
 static void faulty_committer(sq_ring *r, int w) {
-    uint64_t main_, aux, kept, ep;
+    uint64_t main_, aux, kept, gen;
     int64_t i;
-    CHECK_EQ(sq_task_claim(r, w, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, w, 0, &i, &gen), SQ_OK);
     CHECK_EQ(sq_ring_keep(r, w, 300, UINT64_MAX, &kept), SQ_OK);
     CHECK_EQ(sq_ring_reserve(r, w, 200, 0, &aux), SQ_OK);
     pattern_fill((unsigned char *)r + kept, 300, w, 1);
@@ -1280,7 +1280,7 @@ static void faulty_committer(sq_ring *r, int w) {
     if (!g_fault_in_alloc) g_fault_at = g_fault_k; /* ... from the commit's start */
     uint64_t names[2] = {aux, kept}; /* as the transport names them, in the payload */
     memcpy((char *)r + main_, names, sizeof names);
-    CHECK_EQ(sq_ring_commit_n(r, w, main_, i, ep, 0, &kept, 1), SQ_OK);
+    CHECK_EQ(sq_ring_commit_n(r, w, main_, i, gen, 0, &kept, 1), SQ_OK);
     g_fault_at = 0;
 }
 
@@ -1289,7 +1289,7 @@ static void test_killed_inside_commit(void) {
     for (g_fault_in_alloc = 0; g_fault_in_alloc < 2; g_fault_in_alloc++) {
         int completed = 0, killed = 0;
         for (g_fault_k = 1; !completed && g_fault_k < 50; g_fault_k++) {
-            uint64_t epoch = task_reset(r, 0, 1, 1);
+            uint64_t generation = task_reset(r, 0, 1, 1);
             pid_t pid = spawn(faulty_committer, r, 1);
             int st;
             CHECK_EQ(waitpid(pid, &st, 0), pid);
@@ -1304,7 +1304,7 @@ static void test_killed_inside_commit(void) {
             if (sq_ring_pop(r, 0, &e, NULL) == SQ_OK) {
                 CHECK_EQ(idx, -1); /* delivered: not retried too */
                 CHECK_EQ(e.index, 0);
-                CHECK_EQ(e.epoch, epoch);
+                CHECK_EQ(e.generation, generation);
                 uint64_t names[2];
                 memcpy(names, (char *)r + e.offset, sizeof names);
                 CHECK(pattern_ok((unsigned char *)r + names[0], 200, 1, 2));
@@ -1383,12 +1383,12 @@ static void test_fair_space(void) {
 static void test_interleaved_deaths(void) {
     sq_ring *r = ring_new(2, 8, 4096, 4096);
     int64_t i0, i1, idx;
-    uint64_t ep;
+    uint64_t gen;
     int deaths;
     CHECK_EQ(task_reset(r, 0, -1, 4), 1);
     for (int round = 1; round <= 3; round++) {
-        CHECK_EQ(sq_task_claim(r, 0, 0, &i0, &ep), SQ_OK);
-        CHECK_EQ(sq_task_claim(r, 1, 0, &i1, &ep), SQ_OK);
+        CHECK_EQ(sq_task_claim(r, 0, 0, &i0, &gen), SQ_OK);
+        CHECK_EQ(sq_task_claim(r, 1, 0, &i1, &gen), SQ_OK);
         CHECK_EQ(i0 + i1, 1); /* tasks 0 and 1, in either order */
         CHECK_EQ(sq_worker_reset(r, 0, &idx, &deaths), SQ_OK);
         CHECK_EQ(idx, i0);
@@ -1399,19 +1399,19 @@ static void test_interleaved_deaths(void) {
     }
     /* given up on (dropped): its count is forgotten, the other's is not */
     CHECK_EQ(sq_task_drop(r, 0), SQ_OK);
-    CHECK_EQ(sq_task_claim(r, 0, 0, &i0, &ep), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i0, &gen), SQ_OK);
     CHECK_EQ(i0, 1);
     CHECK_EQ(sq_worker_reset(r, 0, &idx, &deaths), SQ_OK);
     CHECK_EQ(deaths, 4);
     CHECK_EQ(sq_task_drop(r, 1), SQ_OK);
-    CHECK_EQ(sq_task_claim(r, 0, 0, &i0, &ep), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i0, &gen), SQ_OK);
     CHECK_EQ(i0, 2);
     CHECK_EQ(sq_worker_reset(r, 0, &idx, &deaths), SQ_OK);
     CHECK_EQ(deaths, 1);
     /* more dying items than the table holds: the oldest are forgotten, no overflow */
     CHECK_EQ(sq_task_drop(r, 2), SQ_OK);
     for (int k = 0; k < 200; k++) {
-        CHECK_EQ(sq_task_claim(r, 0, 0, &i0, &ep), SQ_OK);
+        CHECK_EQ(sq_task_claim(r, 0, 0, &i0, &gen), SQ_OK);
         CHECK_EQ(sq_worker_reset(r, 0, &idx, &deaths), SQ_OK);
         CHECK_EQ(deaths, 1);
         CHECK_EQ(sq_task_drop(r, idx), SQ_OK);
@@ -1429,12 +1429,12 @@ static void test_interleaved_deaths(void) {
  * failure too, and change nothing. */
 static void unrecoverable_claimer(sq_ring *r, int w) {
     int64_t i = -7;
-    uint64_t ep = 99;
+    uint64_t gen = 99;
     errno = 0;
-    CHECK_EQ(sq_task_claim(r, w, LONG_WAIT, &i, &ep), SQ_ESYS);
+    CHECK_EQ(sq_task_claim(r, w, LONG_WAIT, &i, &gen), SQ_ESYS);
     CHECK_EQ(errno, ENOTRECOVERABLE);
     CHECK_EQ(i, -7);
-    CHECK_EQ(ep, 99);
+    CHECK_EQ(gen, 99);
 }
 
 static void unrecoverable_reserver(sq_ring *r, int w) {
@@ -1456,7 +1456,7 @@ static void unrecoverable_popper(sq_ring *r, int w) {
 
 static void test_unrecoverable_lock(void) {
     sq_ring *r = ring_new(3, 8, 1024, 1024);
-    uint64_t off, ep = 12345;
+    uint64_t off, gen = 12345;
     char c;
     sq_stats s;
     CHECK_EQ(sq_ring_reserve(r, 2, 900, 0, &off), SQ_OK); /* full; no task, no entry */
@@ -1476,7 +1476,7 @@ static void test_unrecoverable_lock(void) {
     /* What each sleeper waits for, written without the lock (it cannot be had):
      * a task, a free block, a queued entry.  A call that went on without the
      * lock would now succeed, instead of failing. */
-    r->epoch = 1;
+    r->generation = 1;
     r->end = -1;
     r->window = 1;
     block_at(r, 0)->state = BLK_FREE;
@@ -1497,10 +1497,10 @@ static void test_unrecoverable_lock(void) {
 
     /* the consumer's calls report it too, and change nothing */
     errno = 0;
-    CHECK_EQ(sq_task_reset(r, 5, 6, 1, &ep), SQ_ESYS);
+    CHECK_EQ(sq_task_reset(r, 5, 6, 1, &gen), SQ_ESYS);
     CHECK_EQ(errno, ENOTRECOVERABLE);
-    CHECK_EQ(ep, 12345);
-    CHECK_EQ(r->epoch, 1);
+    CHECK_EQ(gen, 12345);
+    CHECK_EQ(r->generation, 1);
     CHECK_EQ(sq_task_advance(r, 3), SQ_ESYS);
     CHECK_EQ(r->window_base, 0);
     CHECK_EQ(sq_ring_close(r), SQ_ESYS);
@@ -1517,9 +1517,9 @@ static void test_unrecoverable_lock(void) {
  * the consumer): returns the count of deaths on it. */
 static int die_on(sq_ring *r, int w, int64_t want) {
     int64_t i, idx;
-    uint64_t ep;
+    uint64_t gen;
     int deaths = -1;
-    CHECK_EQ(sq_task_claim(r, w, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, w, 0, &i, &gen), SQ_OK);
     CHECK_EQ(i, want);
     CHECK_EQ(sq_worker_reset(r, w, &idx, &deaths), SQ_OK);
     CHECK_EQ(idx, want);
@@ -1533,26 +1533,26 @@ static int die_on(sq_ring *r, int w, int64_t want) {
 static void test_deaths_forgotten_on_success(void) {
     sq_ring *r = ring_new(2, 8, 4096, 4096);
     int64_t i, idx;
-    uint64_t ep, off;
+    uint64_t gen, off;
     int deaths;
     sq_entry e;
 
-    /* a commit for the task, in its epoch */
-    ep = task_reset(r, 5, 6, 1);
+    /* a commit for the task, in its generation */
+    gen = task_reset(r, 5, 6, 1);
     CHECK_EQ(die_on(r, 0, 5), 1);
     CHECK_EQ(die_on(r, 0, 5), 2);
-    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &gen), SQ_OK);
     CHECK_EQ(i, 5);
     CHECK_EQ(sq_ring_reserve(r, 1, 100, 0, &off), SQ_OK);
-    CHECK_EQ(sq_ring_commit(r, 1, off, i, ep, SQ_KIND_RESULT), SQ_OK);
+    CHECK_EQ(sq_ring_commit(r, 1, off, i, gen, SQ_KIND_RESULT), SQ_OK);
     CHECK_EQ(r->n_deaths, 0);
     pop_release(r, 1);
     task_reset(r, 5, 6, 1);
     CHECK_EQ(die_on(r, 0, 5), 1);
 
     /* an error posted for the task forgets it too, and only it */
-    ep = task_reset(r, 5, 7, 2);
-    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &ep), SQ_OK);
+    gen = task_reset(r, 5, 7, 2);
+    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &gen), SQ_OK);
     CHECK_EQ(i, 5);
     CHECK_EQ(die_on(r, 0, 6), 1);
     CHECK_EQ(die_on(r, 0, 6), 2);
@@ -1560,14 +1560,14 @@ static void test_deaths_forgotten_on_success(void) {
     CHECK_EQ(sq_worker_reset(r, 1, &idx, &deaths), SQ_OK);
     CHECK_EQ(idx, 5);
     CHECK_EQ(deaths, 2); /* the count of 5 from above goes on */
-    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &gen), SQ_OK);
     CHECK_EQ(i, 5);
-    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &ep), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &gen), SQ_OK);
     CHECK_EQ(i, 6);
-    CHECK_EQ(sq_ring_post(r, 0, 6, ep, SQ_KIND_ERROR), SQ_OK);
-    CHECK_EQ(sq_ring_post(r, 1, 5, ep - 1, SQ_KIND_ERROR), SQ_OK); /* older epoch */
+    CHECK_EQ(sq_ring_post(r, 0, 6, gen, SQ_KIND_ERROR), SQ_OK);
+    CHECK_EQ(sq_ring_post(r, 1, 5, gen - 1, SQ_KIND_ERROR), SQ_OK); /* older generation */
     for (int k = 0; k < 2; k++) CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
-    /* 6 answered in its epoch: forgotten; 5 (answered only for an older epoch,
+    /* 6 answered in its generation: forgotten; 5 (answered only for an older generation,
      * which may have been another item): counted on */
     task_reset(r, 5, 7, 2);
     CHECK_EQ(die_on(r, 0, 5), 3);
@@ -1821,12 +1821,12 @@ static double seconds_since(const struct timespec *t0) {
 static void handoff_producer(sq_ring *r, int worker) {
     for (int64_t k = 0; k < HANDOFF_ROUNDS; k++) {
         int64_t index;
-        uint64_t epoch, off;
-        CHECK_EQ(sq_task_claim(r, worker, LONG_WAIT, &index, &epoch), SQ_OK);
+        uint64_t generation, off;
+        CHECK_EQ(sq_task_claim(r, worker, LONG_WAIT, &index, &generation), SQ_OK);
         CHECK_EQ(index, k);
         CHECK_EQ(sq_ring_reserve(r, worker, 64, LONG_WAIT, &off), SQ_OK);
         memcpy((char *)r + off, &index, sizeof index);
-        CHECK_EQ(sq_ring_commit(r, worker, off, index, epoch, SQ_KIND_RESULT), SQ_OK);
+        CHECK_EQ(sq_ring_commit(r, worker, off, index, generation, SQ_KIND_RESULT), SQ_OK);
         if (g_fail) return;
     }
 }
@@ -1931,13 +1931,13 @@ static uint32_t task_seq(sq_ring *r) { return atomic_load(&r->task_seq); }
 static void test_task_refill(void) {
     sq_ring *r = ring_new(2, 16, 1 << 16, 1 << 16);
     int64_t index;
-    uint64_t epoch, off;
+    uint64_t generation, off;
     sq_entry e;
 
     task_reset(r, 0, 14, 10); /* window 10, 2 producers: refill (10 - 2) / 2 */
     CHECK_EQ(r->refill, 4);
-    for (int k = 0; k < 10; k++) CHECK_EQ(sq_task_claim(r, k % 2, 0, &index, &epoch), SQ_OK);
-    CHECK_EQ(sq_task_claim(r, 0, 0, &index, &epoch), SQ_TIMEOUT); /* window full */
+    for (int k = 0; k < 10; k++) CHECK_EQ(sq_task_claim(r, k % 2, 0, &index, &generation), SQ_OK);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &index, &generation), SQ_TIMEOUT); /* window full */
     uint32_t seq = task_seq(r);
     for (int64_t base = 1; base <= 3; base++) {
         sq_task_advance(r, base);
@@ -1945,12 +1945,12 @@ static void test_task_refill(void) {
     }
     sq_task_advance(r, 4);
     CHECK(task_seq(r) != seq); /* 4 claimable */
-    for (int k = 0; k < 4; k++) CHECK_EQ(sq_task_claim(r, 0, 0, &index, &epoch), SQ_OK);
+    for (int k = 0; k < 4; k++) CHECK_EQ(sq_task_claim(r, 0, 0, &index, &generation), SQ_OK);
     CHECK_EQ(index, 13); /* the last task of the range */
 
     /* the tail of a bounded range: everything left is claimable, wake for it */
     task_reset(r, 0, 12, 10);
-    for (int k = 0; k < 10; k++) CHECK_EQ(sq_task_claim(r, 0, 0, &index, &epoch), SQ_OK);
+    for (int k = 0; k < 10; k++) CHECK_EQ(sq_task_claim(r, 0, 0, &index, &generation), SQ_OK);
     seq = task_seq(r);
     sq_task_advance(r, 1);
     CHECK_EQ(task_seq(r), seq); /* task 10 is claimable, 11 is not yet */
@@ -1959,7 +1959,7 @@ static void test_task_refill(void) {
 
     /* a consumer about to wait for results wakes producers held back */
     task_reset(r, 0, -1, 10);
-    for (int k = 0; k < 10; k++) CHECK_EQ(sq_task_claim(r, 0, 0, &index, &epoch), SQ_OK);
+    for (int k = 0; k < 10; k++) CHECK_EQ(sq_task_claim(r, 0, 0, &index, &generation), SQ_OK);
     sq_task_advance(r, 1);
     seq = task_seq(r);
     r->task_sleepers = 1; /* as if one slept (white-box: no process needed) */
@@ -1969,7 +1969,7 @@ static void test_task_refill(void) {
 
     /* a release does not wake producers waiting for a task */
     CHECK_EQ(sq_ring_reserve(r, 0, 64, 0, &off), SQ_OK);
-    CHECK_EQ(sq_ring_commit(r, 0, off, 0, epoch, SQ_KIND_RESULT), SQ_OK);
+    CHECK_EQ(sq_ring_commit(r, 0, off, 0, generation, SQ_KIND_RESULT), SQ_OK);
     CHECK_EQ(sq_ring_pop(r, 0, &e, NULL), SQ_OK);
     seq = task_seq(r);
     CHECK_EQ(sq_ring_release(r, e.offset), SQ_OK);
@@ -1979,8 +1979,8 @@ static void test_task_refill(void) {
 /* Claims one task (any), then exits. */
 static void one_claimer(sq_ring *r, int w) {
     int64_t i;
-    uint64_t ep;
-    CHECK_EQ(sq_task_claim(r, w, LONG_WAIT, &i, &ep), SQ_OK);
+    uint64_t gen;
+    CHECK_EQ(sq_task_claim(r, w, LONG_WAIT, &i, &gen), SQ_OK);
 }
 
 /* True once process pid is blocked in the futex syscall (Linux: the first field
@@ -2008,10 +2008,10 @@ static int blocked_in_futex(pid_t pid) {
 static void test_refill_wakes_one(void) {
     sq_ring *r = ring_new(2, 16, 1 << 16, 1 << 16);
     int64_t index;
-    uint64_t epoch;
+    uint64_t generation;
     sq_entry e;
     task_reset(r, 0, -1, 6); /* refill (6 - 2) / 2 = 2 */
-    for (int k = 0; k < 6; k++) CHECK_EQ(sq_task_claim(r, 0, 0, &index, &epoch), SQ_OK);
+    for (int k = 0; k < 6; k++) CHECK_EQ(sq_task_claim(r, 0, 0, &index, &generation), SQ_OK);
     pid_t a = spawn(one_claimer, r, 0);
     pid_t b = spawn(one_claimer, r, 1);
     CHECK(wait_for(n_producer_sleepers, r, 2));
@@ -2420,7 +2420,7 @@ static const struct {
     {"close", test_close},
     {"contention", test_contention},
     {"tasks_window", test_tasks_window},
-    {"tasks_epochs", test_tasks_epochs},
+    {"tasks_generations", test_tasks_generations},
     {"task_set_window", test_task_set_window},
     {"worker_death", test_worker_death},
     {"killed_holding_mutex", test_killed_holding_mutex},

@@ -22,7 +22,8 @@ import seqtools
 
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 NTHREADS = 8
-EXTENSIONS = ["_indexing", "_indexmaps", "_stack", "_ring", "_transport"]
+EXTENSIONS = ["views._indexing", "views._indexmaps", "batching._stack", "loaders._ring",
+              "loaders._transport", "loaders._copypool", "_testing"]
 
 
 def run_threads(work, n=NTHREADS):
@@ -259,7 +260,7 @@ def fused_batches(data, rng):
 @pytest.mark.parametrize("items", ["transformed samples", "fused batches"])
 @pytest.mark.timeout(120)
 def test_thread_prefetch_one_per_thread(data, rng, items):
-    # fused batches: the copy-thread path (_stack.CopyPool), a pool per thread
+    # fused batches: the copy-thread path (_copypool.CopyPool), a pool per thread
     view = (prefetched_view(data)[:300] if items == "transformed samples"
             else fused_batches(data, rng))
     ref = [view[i] for i in range(len(view))]

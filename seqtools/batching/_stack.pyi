@@ -1,4 +1,5 @@
-"""Stub of the batch stacking kernels (seqtools/_stack.pyx); see seqtools.batching.stacking."""
+"""Stub of the batch stacking kernels (seqtools/batching/_stack.pyx); see
+seqtools.batching.stacking."""
 
 from collections.abc import Sequence
 from typing import Any
@@ -7,7 +8,7 @@ import numpy as np
 from typing_extensions import disjoint_base
 
 @disjoint_base
-class Layout:
+class Structure:
     """The stacked structure planned from one sample."""
 
     def __init__(self, sample: Any, labels: Sequence[str] | None = None) -> None: ...
@@ -18,26 +19,26 @@ class Layout:
     def flatten_out(self, out: Any, n: int) -> list[np.ndarray[Any, Any]]: ...
 
 def stack_into(
-    layout: Layout,
+    structure: Structure,
     samples: list[Any] | tuple[Any, ...],
     arrays: list[np.ndarray[Any, Any]] | None = None,
 ) -> list[np.ndarray[Any, Any]]: ...
+
+# (sources, part, local, out) per field: see RowGather.
+_GatherFields = list[
+    tuple[
+        Sequence[np.ndarray[Any, Any]],
+        np.ndarray[Any, Any] | None,
+        np.ndarray[Any, Any] | None,
+        np.ndarray[Any, Any],
+    ]
+]
 
 @disjoint_base
 class RowGather:
     """Rows of source arrays gathered into outputs: checked now, copied by run()."""
 
-    def __init__(
-        self,
-        fields: list[
-            tuple[
-                Sequence[np.ndarray[Any, Any]],
-                np.ndarray[Any, Any] | None,
-                np.ndarray[Any, Any] | None,
-                np.ndarray[Any, Any],
-            ]
-        ],
-    ) -> None: ...
+    def __init__(self, fields: _GatherFields) -> None: ...
     def run(self) -> None: ...
 
 @disjoint_base
@@ -58,31 +59,13 @@ class RowSources:
     ) -> CopyJob: ...
 
 @disjoint_base
+class CopyRunner:
+    """Where a submitted :class:`CopyJob` runs (seqtools.loaders._copypool.CopyPool)."""
+
+@disjoint_base
 class CopyJob:
     """One checked batch copy (made by :meth:`RowSources.job`)."""
 
     def run(self) -> None: ...
     def wait(self, timeout: float = -1.0) -> bool: ...
 
-@disjoint_base
-class CopyPool:
-    """``nthreads`` native threads running submitted :class:`CopyJob` in order."""
-
-    def __init__(self, nthreads: int) -> None: ...
-    def submit(self, job: CopyJob) -> None: ...
-    def close(self) -> None: ...
-    @property
-    def pid(self) -> int: ...
-    @property
-    def nthreads(self) -> int: ...
-
-def gather_rows(
-    fields: list[
-        tuple[
-            Sequence[np.ndarray[Any, Any]],
-            np.ndarray[Any, Any] | None,
-            np.ndarray[Any, Any] | None,
-            np.ndarray[Any, Any],
-        ]
-    ],
-) -> None: ...

@@ -1,6 +1,6 @@
 # Batch stacking kernels behind seqtools.batching.stacking (the public API and docs live there).
 #
-# Layout(sample) plans the stacked structure from one sample: a tree of containers
+# Structure(sample) reads the nested structure of one sample: a tree of containers
 # (tuple, list, dict) whose leaves are numbered fields, each with a per-sample shape
 # and dtype. stack_into() walks every sample against that tree with the GIL held --
 # structure, shape and dtype checks, one buffer acquired per leaf, Python scalars
@@ -9,12 +9,16 @@
 # otherwise. Nothing is written to the outputs before every check has passed, so a
 # failed call leaves a caller's `out` untouched.
 #
-# RowGather is the fused path (seqtools.views.core's fusion protocol): whole rows of
-# source arrays, picked by int64 (source, row) index arrays, copied straight into
-# the outputs. No per-row Python object exists: the sources' buffers are acquired
-# once per call, every index is checked, and the copy runs with the GIL released.
-# RowSources is the same copy for a compiled view graph (seqtools.views.core.Program): the
-# sources' buffers are acquired once, and each batch pays only for its indices.
+# RowGather is the fused path (the read plans of seqtools/views/fusion.py, copied by
+# seqtools.batching.stacking._stack_plan): whole rows of source arrays, picked by
+# int64 (source, row) index arrays, copied straight into the outputs. No per-row
+# Python object exists: the sources' buffers are acquired once per call, every
+# index is checked, and the copy runs with the GIL released. RowSources is the same
+# copy for a compiled view graph (seqtools.views.fusion.Program, read by
+# stacking._Stacker): the sources' buffers are acquired once, and each batch pays
+# only for its indices. RowSources.job() checks one batch's copy and hands it over
+# as a CopyJob (declared in _stack.pxd), which seqtools/loaders/_copypool.pyx runs
+# on its native threads.
 
 from .._buffers cimport release_buffers
 # the most dimensions a row has: numpy's own maximum (csrc/sq_limits.h)
@@ -24,7 +28,6 @@ from cpython.buffer cimport (
     PyBUF_C_CONTIGUOUS,
     PyBUF_STRIDES,
     PyBUF_WRITABLE,
-    PyBuffer_Release,
     PyObject_GetBuffer,
 )
 from cpython.complex cimport PyComplex_ImagAsDouble, PyComplex_RealAsDouble
@@ -312,7 +315,7 @@ cdef object _pykind_dtype(int kind):
     return _COMPLEX_DT
 
 
-cdef class Layout:
+cdef class Structure:
     """The stacked structure planned from one sample (see seqtools.batching.stacking.plan)."""
 
     cdef _Node root
@@ -663,16 +666,17 @@ cdef int _load_leaf(_Field fd, v, Py_ssize_t i, _Batch b) except -1:
     return 0
 
 
-def stack_into(Layout layout, samples, list arrays=None):
-    """Check every sample against ``layout``, then copy them with the GIL released.
+def stack_into(Structure structure, samples, list arrays=None):
+    """Check every sample against ``structure``, then copy them with the GIL
+    released.
 
     ``samples`` is a list or tuple. ``arrays`` holds one C-contiguous, writable output
     per field, of shape ``(len(samples),) + field shape`` (as checked by
-    ``Layout.flatten_out``); None allocates them after the checks. Returns the list
-    of output arrays.
+    ``Structure.flatten_out``); None allocates them after the checks. Returns the
+    list of output arrays.
     """
     cdef Py_ssize_t n = len(samples)
-    cdef Py_ssize_t nf = len(layout.fields)
+    cdef Py_ssize_t nf = len(structure.fields)
     cdef Py_ssize_t i, f
     cdef _Field fd
     cdef _Batch b = _Batch(nf, n)
@@ -681,9 +685,9 @@ def stack_into(Layout layout, samples, list arrays=None):
     cdef Py_ssize_t* itemsize = NULL
     try:
         for i in range(n):
-            _load(layout.root, samples[i], i, b)
+            _load(structure.root, samples[i], i, b)
         if arrays is None:
-            arrays = [_empty((n,) + fd.shape, fd.dtype) for fd in layout.fields]
+            arrays = [_empty((n,) + fd.shape, fd.dtype) for fd in structure.fields]
         elif len(arrays) != nf:
             raise ValueError(f"expected {nf} output arrays, got {len(arrays)}")
         dst = <char**>malloc(max(nf, 1) * sizeof(char*))
@@ -692,7 +696,7 @@ def stack_into(Layout layout, samples, list arrays=None):
         if dst == NULL or rowbytes == NULL or itemsize == NULL:
             raise MemoryError()
         for f in range(nf):
-            fd = layout.fields[f]
+            fd = structure.fields[f]
             PyObject_GetBuffer(arrays[f], &b.outbufs[f],
                                PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
             if b.outbufs[f].len != n * fd.rowbytes:
@@ -714,29 +718,6 @@ def stack_into(Layout layout, samples, list arrays=None):
 
 
 # -- fused gathers: rows of source arrays, picked by index arrays ----------------------
-
-cdef struct RowSrc:
-    # One source array: row i starts at base + i * stride0. The row is C-contiguous
-    # when strides == NULL, else walked with the row's shape/strides (pointing into
-    # the source's Py_buffer, held until the copy is done).
-    const char* base
-    Py_ssize_t stride0
-    Py_ssize_t length
-    int ndim
-    const Py_ssize_t* shape
-    const Py_ssize_t* strides
-
-
-cdef struct RowField:
-    char* dst                    # C-contiguous output, nrows * rowbytes bytes
-    Py_ssize_t nrows
-    Py_ssize_t rowbytes
-    Py_ssize_t itemsize
-    const int64_t* part          # source of each row; NULL: all from source 0
-    const int64_t* local         # row in its source; NULL: row k is row k
-    RowSrc* srcs
-    Py_ssize_t nsrcs
-
 
 cdef Py_ssize_t check_rows(const RowField* f) noexcept nogil:
     """Position of the first row whose (part, local) is out of range, else -1."""
@@ -964,10 +945,6 @@ cdef class RowGather:
         self._release()
 
 
-cdef class CopyJob
-cdef class CopyPool
-
-
 cdef class RowSources:
     """The source arrays of fused fields, acquired once for many batches.
 
@@ -1030,7 +1007,7 @@ cdef class RowSources:
 
     def job(self, list resolved, list outs):
         """The checked copy of ``copy(resolved, outs)``, as a :class:`CopyJob` to
-        run here (``run()``) or on a :class:`CopyPool` (``pool.submit(job)``).
+        run here (``run()``) or on a pool of copy threads (``pool.submit(job)``).
         Checks, and raises, as ``copy`` does; writes nothing yet."""
         cdef CopyJob job = CopyJob.__new__(CopyJob)
         job.sources = self  # keeps self.srcs, which the fields point into, alive
@@ -1077,53 +1054,36 @@ cdef class RowSources:
         free(self.srcs)
 
 
-# -- copies run by a pool of native threads (csrc/copypool.c) ---------------------------
-
-cdef extern from "copypool.h" nogil:
-    cdef struct sq_job
-    ctypedef void (*sq_job_fn)(sq_job* job) noexcept nogil
-    cdef struct sq_job:
-        sq_job_fn run
-        int state
-    ctypedef struct sq_pool:
-        pass
-    int SQ_JOB_IDLE, SQ_JOB_QUEUED, SQ_JOB_RUNNING, SQ_JOB_DONE
-    int sq_pool_new(int nthreads, sq_pool** out)
-    int sq_pool_submit(sq_pool* pool, sq_job* job)
-    int sq_pool_wait(sq_pool* pool, sq_job* job, double timeout)
-    int sq_pool_cancel(sq_pool* pool, sq_job* job)
-    int sq_pool_state(sq_pool* pool, sq_job* job)
-    void sq_pool_stop(sq_pool* pool)
-    void sq_pool_free(sq_pool* pool)
-
-cdef extern from "<unistd.h>" nogil:
-    int getpid()
-
-from cpython.exc cimport PyErr_CheckSignals
-
-
-cdef struct CopyData:
-    sq_job base                  # first: the pool hands the job back as this
-    RowField* fields             # checked: only memcpy is left to do
-    Py_ssize_t nfields
-
+# -- copy jobs, run by the pool of native threads of seqtools/loaders/_copypool.pyx --
 
 cdef void _run_copy(sq_job* job) noexcept nogil:
     cdef CopyData* d = <CopyData*>job
     gather_fields(d.fields, d.nfields)
 
 
+cdef class CopyRunner:
+    """Where a submitted :class:`CopyJob` runs: the job waits through it, and asks
+    it, when dropped, to make sure no thread touches the job any more.
+    ``seqtools.loaders._copypool.CopyPool`` is one; this base runs nothing."""
+
+    cdef int wait_job(self, sq_job* job, double timeout) except -1:
+        raise NotImplementedError("CopyRunner.wait_job")
+
+    cdef void settle_job(self, sq_job* job) noexcept:
+        pass
+
+
+# A job dropped while queued or running must still reach its runner in
+# __dealloc__ (to take the job back or wait), so the garbage collector must not
+# clear `runner` first; no cycle runs through a job's own references (its
+# RowSources and runner hold none back).
+@cython.no_gc_clear
 cdef class CopyJob:
     """One checked batch copy (made by :meth:`RowSources.job`): run it here with
-    ``run()``, or submit it to a :class:`CopyPool` and ``wait()`` for it. The job
-    holds the buffers of its sources, indices and outputs until it has run; a job
-    dropped while a pool thread copies waits for the copy to end first."""
-
-    cdef CopyData data
-    cdef Py_buffer* bufs         # part, local, out per field
-    cdef Py_ssize_t nbufs
-    cdef object sources          # the RowSources whose sources the fields point into
-    cdef CopyPool pool           # set by submit
+    ``run()``, or submit it to a pool (``seqtools.loaders._copypool.CopyPool``)
+    and ``wait()`` for it. The job holds the buffers of its sources, indices and
+    outputs until it has run; a job dropped while a pool thread copies waits for
+    the copy to end first."""
 
     def __cinit__(self):
         self.data.base.run = _run_copy
@@ -1133,7 +1093,7 @@ cdef class CopyJob:
         """Copy now, in this thread (GIL released). Once only."""
         if self.data.fields == NULL:
             raise RuntimeError("this copy job has already run")
-        if self.pool is not None:
+        if self.runner is not None:
             raise RuntimeError("this copy job was submitted to a pool: wait() for it")
         try:
             with nogil:
@@ -1145,52 +1105,17 @@ cdef class CopyJob:
         """Wait until the pool has run the job: True once done (its outputs are
         then written), False when ``timeout`` seconds (< 0: no limit) pass first.
 
-        Waits with the GIL released, checking for signals every 0.1 s
-        (KeyboardInterrupt ends the wait). RuntimeError if the pool was closed
-        before the job ran.
+        The pool says how it waits (CopyPool: GIL released, KeyboardInterrupt
+        ends the wait). RuntimeError if the job was not submitted, or if the
+        pool was closed before the job ran.
         """
-        cdef int rc
-        cdef double step, left = timeout
-        cdef sq_pool* p
         if self.data.fields == NULL:
             return True  # done, and released
-        if self.pool is None:
+        if self.runner is None:
             raise RuntimeError("this copy job was not submitted to a pool")
-        if getpid() != self.pool.pid:
-            raise RuntimeError("this copy job belongs to the process that made its "
-                               "pool, not to this forked child")
-        p = self.pool.pool  # valid while the pool object lives (the job holds it)
-        while True:
-            rc = sq_pool_wait(p, &self.data.base, 0.0)
-            if rc == 0 and left != 0:
-                step = 0.1 if left < 0 or left > 0.1 else left
-                with nogil:
-                    rc = sq_pool_wait(p, &self.data.base, step)
-                if left > 0:
-                    left = max(left - step, 0.0)
-            if rc == 1:
-                self._release()
-                return True
-            if rc < 0:
-                raise RuntimeError("the copy pool was closed before this job ran")
-            if left == 0:
-                return False
-            PyErr_CheckSignals()
-
-    cdef bint _settle(self):
-        """Make sure no pool thread will touch the job: cancel it if queued, wait
-        if running. False in a process forked from the pool's (no thread there)."""
-        cdef sq_pool* p
-        if self.pool is None:
-            return True
-        if getpid() != self.pool.pid:
+        if not self.runner.wait_job(&self.data.base, timeout):
             return False
-        p = self.pool.pool
-        if sq_pool_cancel(p, &self.data.base) == 1:
-            return True
-        with nogil:
-            while sq_pool_wait(p, &self.data.base, 1.0) == 0:
-                pass
+        self._release()
         return True
 
     cdef void _release(self):
@@ -1201,68 +1126,9 @@ cdef class CopyJob:
         self.data.fields = NULL
 
     def __dealloc__(self):
-        self._settle()
+        if self.runner is not None:
+            self.runner.settle_job(&self.data.base)
         self._release()
-
-
-cdef class CopyPool:
-    """``nthreads`` native threads running submitted :class:`CopyJob` in order,
-    with no GIL: the copies overlap the submitting thread's Python and each
-    other. Close it (or drop it) in the process that made it; a forked child
-    must not use it (its threads are not there).
-
-    ``close()`` stops the threads; the pool's memory lives until the object
-    dies, which no submitted job outlives (each holds the pool), so a job can be
-    waited for or dropped at any time, from any thread.
-    """
-
-    cdef sq_pool* pool           # from __cinit__ to __dealloc__
-    cdef bint closed
-    cdef readonly long pid
-    cdef readonly int nthreads
-
-    def __cinit__(self, int nthreads):
-        cdef int rc
-        if nthreads < 1 or nthreads > 1024:
-            raise ValueError(f"CopyPool: nthreads must be in [1, 1024], got {nthreads}")
-        rc = sq_pool_new(nthreads, &self.pool)
-        if rc != 0:
-            raise OSError(-rc, f"CopyPool: cannot start {nthreads} threads")
-        self.pid = getpid()
-        self.nthreads = nthreads
-
-    def submit(self, CopyJob job not None):
-        """Queue ``job`` to run after the jobs submitted before it."""
-        cdef int rc
-        if self.closed:
-            raise ValueError("this copy pool is closed")
-        if getpid() != self.pid:
-            raise RuntimeError("this copy pool belongs to the process that made it, "
-                               "not to this forked child")
-        if job.data.fields == NULL or job.pool is not None:
-            raise RuntimeError("this copy job has already been submitted or run")
-        job.pool = self
-        rc = sq_pool_submit(self.pool, &job.data.base)
-        if rc != 0:
-            job.pool = None
-            if rc == -32:  # EPIPE: closed from another thread meanwhile
-                raise ValueError("this copy pool is closed")
-            raise RuntimeError(f"CopyPool.submit failed (error {-rc})")
-
-    def close(self):
-        """Stop the threads: queued jobs never run (waiting for them raises),
-        running ones finish first. Idempotent."""
-        cdef sq_pool* p = self.pool
-        self.closed = True
-        if p != NULL and getpid() == self.pid:
-            with nogil:
-                sq_pool_stop(p)
-
-    def __dealloc__(self):
-        if self.pool != NULL and getpid() == self.pid:
-            sq_pool_free(self.pool)
-        # In a forked child the pool's memory is a copy with no threads: leaked.
-        self.pool = NULL
 
 
 cdef bint any_differ(const Py_buffer* a, const Py_buffer* b):
@@ -1274,8 +1140,3 @@ cdef bint any_differ(const Py_buffer* a, const Py_buffer* b):
         if a.shape[d] != b.shape[d]:
             return True
     return False
-
-
-def gather_rows(list fields):
-    """Check and copy ``fields`` at once (see RowGather)."""
-    RowGather(fields).run()

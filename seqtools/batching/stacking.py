@@ -170,11 +170,11 @@ def stack(samples, out=None):
             if type(result) is not Items:
                 return result
     samples = _as_list(samples)
-    layout = _stack.Layout(samples[0])
+    structure = _stack.Structure(samples[0])
     if out is None:
-        arrays = _shared_arrays(layout.field_info(), len(samples))
-        return layout.unflatten(_stack.stack_into(layout, samples, arrays))
-    _stack.stack_into(layout, samples, layout.flatten_out(out, len(samples)))
+        arrays = _shared_arrays(structure.field_info(), len(samples))
+        return structure.unflatten(_stack.stack_into(structure, samples, arrays))
+    _stack.stack_into(structure, samples, structure.flatten_out(out, len(samples)))
     return out
 
 
@@ -324,15 +324,15 @@ class _Stacker:
     copy (GIL released).
     """
 
-    __slots__ = ("resolve", "layout", "fields", "sources", "copy", "shapes",
+    __slots__ = ("resolve", "structure", "fields", "sources", "copy", "shapes",
                  "blocks")
 
     def __init__(self, prog):
         self.resolve = prog.resolver.resolve
-        # The Layout of a prototype sample gives the output structure, the field
+        # The Structure of a prototype sample gives the output's nesting, the field
         # order (the leaves' order) and the checks of `out`, as for stack(list(view)).
-        self.layout = _stack.Layout(_prototype(prog.structure, prog.leaves))
-        self.fields = [(shape, dtype) for _, shape, dtype in self.layout.field_info()]
+        self.structure = _stack.Structure(_prototype(prog.structure, prog.leaves))
+        self.fields = [(shape, dtype) for _, shape, dtype in self.structure.field_info()]
         self.sources = _stack.RowSources([leaf.seq for leaf in prog.leaves])
         self.copy = self.sources.copy
         self.shapes = {}  # batch size -> [(stacked shape, dtype)]
@@ -350,13 +350,13 @@ class _Stacker:
         process's own memory."""
         arrays = self._new_arrays(len(indices))
         job = self.sources.job(self.resolve(indices), arrays)
-        return job, self.layout.unflatten(arrays)
+        return job, self.structure.unflatten(arrays)
 
     def __call__(self, indices, out):
         resolved = self.resolve(indices)
         n = len(indices)
         if out is not None:
-            self.copy(resolved, self.layout.flatten_out(out, n))
+            self.copy(resolved, self.structure.flatten_out(out, n))
             return out
         arrays = None
         if _task.evaluating.out_block is not None:  # in a worker: see _task
@@ -367,7 +367,7 @@ class _Stacker:
         if arrays is None:
             arrays = self._new_arrays(n)
         self.copy(resolved, arrays)
-        return self.layout.unflatten(arrays)
+        return self.structure.unflatten(arrays)
 
 
 def _bounded_put(cache, key, value):
@@ -401,21 +401,21 @@ def _stack_source_map(node, n, out):
     cached = _structures.get(sig) if sig is not None else None
     values = {}
     if cached is not None:
-        layout, info = cached
+        structure, info = cached
     else:
         for _, leaf in leaves:
             if type(leaf) is Items:
                 values[id(leaf)] = leaf.read()
-        # The Layout of a prototype sample gives the output structure, the field
+        # The Structure of a prototype sample gives the output's nesting, the field
         # order and the checks of `out`, exactly as for stack(list(view)).
-        layout = _stack.Layout(_map_prototype(node, values))
-        info = layout.field_info()
+        structure = _stack.Structure(_map_prototype(node, values))
+        info = structure.field_info()
         if sig is not None:
             if len(_structures) >= 64:
                 _structures.clear()
-            _structures[sig] = layout, info
+            _structures[sig] = structure, info
     if out is not None:
-        arrays = layout.flatten_out(out, n)
+        arrays = structure.flatten_out(out, n)
     else:
         arrays = _shared_arrays(info, n)
         if arrays is None:
@@ -425,7 +425,7 @@ def _stack_source_map(node, n, out):
             [(leaf.sources, leaf.part, leaf.local, a) for (_, leaf), a
              in zip(leaves, arrays)])
         gather.run()
-        return out if out is not None else layout.unflatten(arrays)
+        return out if out is not None else structure.unflatten(arrays)
     # Split the fields between Rows leaves (one field each) and Items leaves.
     rows, item_arrays, items, labels = [], [], [], []
     f = 0
@@ -434,16 +434,16 @@ def _stack_source_map(node, n, out):
             rows.append((leaf.sources, leaf.part, leaf.local, arrays[f]))
             f += 1
         else:
-            count = _stack.Layout(values[id(leaf)][0]).nfields
+            count = _stack.Structure(values[id(leaf)][0]).nfields
             item_arrays.extend(arrays[f : f + count])
             f += count
             items.append(values[id(leaf)])
             labels.append(path)
     gather = _stack.RowGather(rows)  # every index checked before anything is written
     per_item = list(zip(*items))
-    _stack.stack_into(_stack.Layout(per_item[0], labels), per_item, item_arrays)
+    _stack.stack_into(_stack.Structure(per_item[0], labels), per_item, item_arrays)
     gather.run()
-    return out if out is not None else layout.unflatten(arrays)
+    return out if out is not None else structure.unflatten(arrays)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -594,16 +594,16 @@ def plan(samples):
     array([0, 1, 2, 3, 4, 5, 6, 7])
     """
     samples = _as_list(samples)
-    layout = _stack.Layout(samples[0])
+    structure = _stack.Structure(samples[0])
     n = len(samples)
     fields = []
     offset = 0
-    for path, shape, dtype in layout.field_info():
+    for path, shape, dtype in structure.field_info():
         nbytes = n * math.prod(shape) * dtype.itemsize
         fields.append(FieldPlan(path, (n,) + shape, dtype, offset, nbytes))
         offset += -(-nbytes // ALIGNMENT) * ALIGNMENT
     return StackPlan(
-        structure=layout.unflatten(range(len(fields))),
+        structure=structure.unflatten(range(len(fields))),
         fields=tuple(fields),
         length=n,
         nbytes=offset,

@@ -1,9 +1,9 @@
 # Declarations of the C ring buffer (csrc/ringbuf.h), of its shared-memory region
 # (csrc/shm.h), of the worker watchdog (csrc/watchdog.h) and of the worker's
-# allocation hook (csrc/allochook.h), cimported by _ring.pyx, and of the Ring and Block classes,
-# cimported by _transport.pyx (which reads and writes payloads in place and calls
-# the ring through Ring's Python methods only, so that the C ring is linked into
-# _ring alone).
+# allocation hook (csrc/allochook.h), cimported by _ring.pyx; and of the Ring and
+# Block classes and the functions below, cimported by _transport.pyx (which reads
+# and writes payloads in place) and by seqtools/_testing.pyx, which call the C
+# ring only through them, so that it is linked into _ring alone.
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from posix.types cimport off_t, pid_t
 
@@ -31,7 +31,7 @@ cdef extern from "ringbuf.h" nogil:
         uint64_t offset
         uint64_t nbytes
         int64_t index
-        uint64_t epoch
+        uint64_t generation
         int32_t worker
         uint32_t kind
 
@@ -63,15 +63,15 @@ cdef extern from "ringbuf.h" nogil:
     int sq_ring_reserve(sq_ring *r, int worker, uint64_t nbytes, double timeout,
                         uint64_t *offset)
     int sq_ring_commit(sq_ring *r, int worker, uint64_t offset, int64_t index,
-                       uint64_t epoch, uint32_t kind)
+                       uint64_t generation, uint32_t kind)
     int sq_ring_commit_n(sq_ring *r, int worker, uint64_t offset, int64_t index,
-                         uint64_t epoch, uint32_t kind, const uint64_t *adopt,
+                         uint64_t generation, uint32_t kind, const uint64_t *adopt,
                          int nadopt)
     int sq_ring_keep(sq_ring *r, int worker, uint64_t nbytes, uint64_t max_used,
                      uint64_t *offset)
     int sq_ring_unkeep(sq_ring *r, int worker, uint64_t offset)
     int sq_ring_cancel(sq_ring *r, int worker)
-    int sq_ring_post(sq_ring *r, int worker, int64_t index, uint64_t epoch,
+    int sq_ring_post(sq_ring *r, int worker, int64_t index, uint64_t generation,
                      uint32_t kind)
     int sq_ring_pop(sq_ring *r, double timeout, sq_entry *out, uint64_t *requested)
     int sq_ring_pop_n(sq_ring *r, double timeout, uint64_t want, sq_entry *out,
@@ -79,9 +79,9 @@ cdef extern from "ringbuf.h" nogil:
     int sq_ring_release(sq_ring *r, uint64_t offset)
     int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths)
     int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
-                      uint64_t *epoch)
+                      uint64_t *generation)
     int sq_task_reset(sq_ring *r, int64_t start, int64_t end, int64_t window,
-                      uint64_t *epoch)
+                      uint64_t *generation)
     int sq_task_drop(sq_ring *r, int64_t index)
     int sq_task_advance(sq_ring *r, int64_t base)
     int sq_task_set_window(sq_ring *r, int64_t window)
@@ -166,6 +166,14 @@ cdef class Block:
 cdef Block make_block(Ring ring, uint64_t offset, uint64_t nbytes, bint leased)
 cdef str too_many_blocks()
 
+# The ring calls of the test-only entry points (seqtools/_testing.pyx), which
+# the package makes in C or through Block: the C ring is linked into _ring alone.
+cdef int ring_keep(Ring ring, int worker, uint64_t nbytes,
+                   uint64_t *offset) except -1
+cdef int ring_unkeep(Ring ring, int worker, uint64_t offset) except -1
+cdef int ring_release(Ring ring, uint64_t offset) except -1
+cdef void hook_get_stats(sqh_stats *out) noexcept
+
 
 # The worker's numpy allocation hook (see _ring.pyx): large arrays its code
 # allocates while a task runs are placed in kept ring blocks, so that a result
@@ -178,5 +186,5 @@ cdef bint hook_find(const char *ptr, size_t nbytes, uint64_t *offset,
 cdef void hook_adopted(uint64_t offset) noexcept
 cdef int hook_live() noexcept
 cdef int commit_n(Ring ring, int worker, uint64_t offset, int64_t index,
-                  uint64_t epoch, uint32_t kind, const uint64_t *adopt,
+                  uint64_t generation, uint32_t kind, const uint64_t *adopt,
                   int nadopt) except -1

@@ -1,6 +1,7 @@
-# Cython wrapper of the C shared-memory ring (csrc/ringbuf.c) and of the worker
-# watchdog (csrc/watchdog.c), used by seqtools/_transport.pyx, seqtools/_worker.py
-# and seqtools/evaluation.py only.
+# Cython wrapper of the C shared-memory ring (csrc/ringbuf.c), of the worker
+# watchdog (csrc/watchdog.c) and of the worker's allocation hook (csrc/allochook.c),
+# used by seqtools/loaders/_transport.pyx (cimport, see _ring.pxd),
+# seqtools/loaders/_worker.py and seqtools/loaders/api.py only.
 #
 # The region is an anonymous memfd (Linux) or an shm object unlinked as soon as it
 # is open (other POSIX): it has no name in /dev/shm, so nothing can be left behind
@@ -206,14 +207,14 @@ cdef class Ring:
 
     # -- producer side ----------------------------------------------------------------
     def claim(self, int worker, double timeout):
-        """Next task as (index, epoch), or None on timeout."""
+        """Next task as (index, generation), or None on timeout."""
         cdef int64_t index
-        cdef uint64_t epoch
+        cdef uint64_t generation
         cdef int rc
         with nogil:
-            rc = sq_task_claim(self.r, worker, timeout, &index, &epoch)
+            rc = sq_task_claim(self.r, worker, timeout, &index, &generation)
         if rc == SQ_OK:
-            return index, epoch
+            return index, generation
         if rc == SQ_TIMEOUT:
             return None
         _raise(rc, "claim")
@@ -236,66 +237,23 @@ cdef class Ring:
             raise RuntimeError(too_many_blocks())
         _raise(rc, "reserve")
 
-    def block(self, uint64_t offset, uint64_t nbytes):
-        """Test-only: a writable buffer over a reserved payload (not released when
-        dropped); workers write through _transport."""
-        return make_block(self, offset, nbytes, False)
-
-    def commit(self, int worker, uint64_t offset, int64_t index, uint64_t epoch,
-               unsigned int kind=SQ_KIND_RESULT):
-        """Queue the block at ``offset`` (and the worker's other reserved blocks)
-        as the answer to ``index``; :class:`QueueFull` if the queue is full.
-
-        Test-only: workers commit through ``commit_n``, from _transport."""
-        cdef int rc = sq_ring_commit(self.r, worker, offset, index, epoch, kind)
-        if rc != SQ_OK:
-            _raise(rc, "commit", True)
-
-    # Test-only: the worker keeps blocks through its allocation hook, in C.
-    def _keep(self, int worker, uint64_t nbytes):
-        """Test-only. Producer: a kept block of nbytes (payload offset), or None
-        if there is no room now (never waits); see ``sq_ring_keep``."""
-        cdef uint64_t offset
-        cdef int rc = sq_ring_keep(self.r, worker, nbytes, <uint64_t>-1, &offset)
-        if rc == SQ_OK:
-            return offset
-        if rc == SQ_TIMEOUT:
-            return None
-        _raise(rc, "keep")
-
-    def _unkeep(self, int worker, uint64_t offset):
-        """Test-only: give back a kept block (``sq_ring_unkeep``)."""
-        cdef int rc = sq_ring_unkeep(self.r, worker, offset)
-        if rc != SQ_OK:
-            _raise(rc, "unkeep")
-
-    def _commit_adopt(self, int worker, uint64_t offset, int64_t index,
-                      uint64_t epoch, adopt, unsigned int kind=SQ_KIND_RESULT):
-        """Test-only: :meth:`commit`, also handing over the kept blocks at offsets
-        ``adopt`` (the worker commits through ``commit_n``, from _transport)."""
-        cdef uint64_t offs[SQ_SLOT_BLOCKS]
-        if len(adopt) > SQ_SLOT_BLOCKS:
-            raise ValueError("commit_adopt: too many blocks")
-        for k, o in enumerate(adopt):
-            offs[k] = o
-        commit_n(self, worker, offset, index, epoch, kind, offs, len(adopt))
-
     def cancel(self, int worker):
         """Give back every block `worker` reserved and will not commit."""
         cdef int rc = sq_ring_cancel(self.r, worker)
         if rc != SQ_OK:
             _raise(rc, "cancel")
 
-    def post(self, int worker, int64_t index, uint64_t epoch, unsigned int kind):
+    def post(self, int worker, int64_t index, uint64_t generation,
+             unsigned int kind):
         """Queue an entry with no block; :class:`QueueFull` if the queue is full."""
-        cdef int rc = sq_ring_post(self.r, worker, index, epoch, kind)
+        cdef int rc = sq_ring_post(self.r, worker, index, generation, kind)
         if rc != SQ_OK:
             _raise(rc, "post", True)
 
     # -- consumer side ----------------------------------------------------------------
     def pop(self, double timeout, uint64_t want=1):
-        """Next entry ``(offset, nbytes, index, epoch, worker, kind)``; None on
-        timeout; ``('unsized', nbytes)`` when a producer asks for the data area.
+        """Next entry ``(offset, nbytes, index, generation, worker, kind)``; None
+        on timeout; ``('unsized', nbytes)`` when a producer asks for the data area.
 
         With nothing queued, sleep until ``want`` entries are (coalesced
         wake-ups, see ``sq_ring_pop_n``); a queued entry is returned at once."""
@@ -305,23 +263,12 @@ cdef class Ring:
         with nogil:
             rc = sq_ring_pop_n(self.r, timeout, want, &e, &requested)
         if rc == SQ_OK:
-            return e.offset, e.nbytes, e.index, e.epoch, e.worker, e.kind
+            return e.offset, e.nbytes, e.index, e.generation, e.worker, e.kind
         if rc == SQ_TIMEOUT:
             return None
         if rc == SQ_UNSIZED:
             return "unsized", requested
         _raise(rc, "pop")
-
-    def lease(self, uint64_t offset, uint64_t nbytes):
-        """Test-only: a writable buffer over a popped payload, released when
-        garbage-collected (the parent decodes through _transport)."""
-        return make_block(self, offset, nbytes, True)
-
-    def release(self, uint64_t offset):
-        """Test-only: give a popped block back (Block does, when collected)."""
-        cdef int rc = sq_ring_release(self.r, offset)
-        if rc != SQ_OK:
-            _raise(rc, "release")
 
     def worker_reset(self, int worker):
         """After producer `worker` died: (task index it held or -1, deaths on it)."""
@@ -333,13 +280,16 @@ cdef class Ring:
         return index, deaths
 
     def task_reset(self, int64_t start, int64_t end, int64_t window):
-        """Start a new epoch handing out tasks ``start`` to ``end`` (exclusive; -1:
-        unbounded), at most ``window`` ahead of the window base; returns it."""
-        cdef uint64_t epoch = 0
-        cdef int rc = sq_task_reset(self.r, start, end, window, &epoch)
+        """Start a new generation of tasks, handing out ``start`` to ``end``
+        (exclusive; -1: unbounded), at most ``window`` ahead of the window base;
+        returns its number. Entries carry the generation of their task, so that
+        answers to tasks of an earlier generation can be told apart and dropped
+        (see ``sq_task_reset``)."""
+        cdef uint64_t generation = 0
+        cdef int rc = sq_task_reset(self.r, start, end, window, &generation)
         if rc != SQ_OK:
             _raise(rc, "task_reset")
-        return epoch
+        return generation
 
     def task_drop(self, int64_t index):
         cdef int rc = sq_task_drop(self.r, index)
@@ -353,7 +303,7 @@ cdef class Ring:
 
     def task_set_window(self, int64_t window):
         """Let up to ``window`` tasks be handed out ahead of the window base from
-        now on, in the same epoch."""
+        now on, in the same generation."""
         cdef int rc = sq_task_set_window(self.r, window)
         if rc != SQ_OK:
             _raise(rc, "task_set_window")
@@ -432,15 +382,42 @@ os.register_at_fork(after_in_child=_after_fork)
 
 
 cdef int commit_n(Ring ring, int worker, uint64_t offset, int64_t index,
-                  uint64_t epoch, uint32_t kind, const uint64_t *adopt,
+                  uint64_t generation, uint32_t kind, const uint64_t *adopt,
                   int nadopt) except -1:
     """Commit the block at ``offset`` as an entry of ``kind`` (SQ_KIND_RESULT, or
     SQ_KIND_ERROR for an error report in the block), adopting ``nadopt`` kept
     blocks; :class:`QueueFull` if the completion queue is full."""
-    cdef int rc = sq_ring_commit_n(ring.r, worker, offset, index, epoch, kind,
-                                   adopt, nadopt)
+    cdef int rc = sq_ring_commit_n(ring.r, worker, offset, index, generation,
+                                   kind, adopt, nadopt)
     if rc != SQ_OK:
         _raise(rc, "commit", True)
+    return 0
+
+
+cdef int ring_keep(Ring ring, int worker, uint64_t nbytes,
+                   uint64_t *offset) except -1:
+    """``sq_ring_keep`` with no limit on the ring's use: SQ_OK (a kept block at
+    ``*offset``) or SQ_TIMEOUT (no room now; it never waits)."""
+    cdef int rc = sq_ring_keep(ring.r, worker, nbytes, <uint64_t>-1, offset)
+    if rc != SQ_OK and rc != SQ_TIMEOUT:
+        _raise(rc, "keep")
+    return rc
+
+
+cdef int ring_unkeep(Ring ring, int worker, uint64_t offset) except -1:
+    """Give back a kept block (``sq_ring_unkeep``)."""
+    cdef int rc = sq_ring_unkeep(ring.r, worker, offset)
+    if rc != SQ_OK:
+        _raise(rc, "unkeep")
+    return 0
+
+
+cdef int ring_release(Ring ring, uint64_t offset) except -1:
+    """Give a popped block back (``sq_ring_release``), as a Block does when
+    collected."""
+    cdef int rc = sq_ring_release(ring.r, offset)
+    if rc != SQ_OK:
+        _raise(rc, "release")
     return 0
 
 
@@ -584,14 +561,8 @@ def hook_disable():
     sqh_disable()
 
 
-def hook_stats():
-    """What the hook did in this process: a dict of counts."""
-    cdef sqh_stats s
-    sqh_get_stats(&s)
-    return {"installed": bool(s.installed), "enabled": bool(s.enabled),
-            "hooked": s.hooked, "adopted": s.adopted,
-            "live": s.live, "live_bytes": s.live_bytes,
-            "adopted_alive": s.adopted_alive}
+cdef void hook_get_stats(sqh_stats *out) noexcept:
+    sqh_get_stats(out)
 
 
 cdef bint hook_find(const char *ptr, size_t nbytes, uint64_t *offset,

@@ -1,5 +1,5 @@
-"""Stub of the worker-to-parent result transport (seqtools/_transport.pyx); see
-seqtools.loaders._worker, seqtools.loaders.api and seqtools.batching.stacking."""
+"""Stub of the worker-to-parent result transport (seqtools/loaders/_transport.pyx);
+see seqtools.loaders._worker and seqtools.loaders.api."""
 
 from collections.abc import Callable
 from typing import Any, Final
@@ -51,7 +51,7 @@ def send(
     ring: Ring,
     slot: int,
     index: int,
-    epoch: int,
+    generation: int,
     box: list[Any],
     task: TaskBlocks,
     kind: int = ...,

@@ -1,6 +1,6 @@
-# Moving one result from a worker process to the parent through ring blocks; used
-# by seqtools/_worker.py (send), seqtools/evaluation.py (decode) and
-# seqtools/stacking.py (out_block).
+# Used by seqtools/loaders/_worker.py (TaskBlocks, set_task, out_block, send) and
+# seqtools/loaders/api.py (decode); seqtools.batching.stacking reaches out_block
+# only through seqtools._task, where the worker loop puts it.
 """Moving one result from a worker process to the parent through ring blocks.
 
 A result (arrays, buffer objects, scalars and any picklable objects, nested in
@@ -29,10 +29,10 @@ first of them carries the header and the small arrays (copied) there and goes
 over as the main block itself, so that the commonest result -- one large batch
 and a few small arrays -- costs one block and no copy of the batch.
 
-Per batch, the cost is kept off the Python level: a sampler sends results of one
-layout over and over, so the worker keeps the pickled ``meta`` of each layout it
-has sent (keyed by structure, dtypes, shapes and positions, never by values) and
-the parent the unpickled form of each ``meta`` it has received; arrays are made
+Per batch, the cost is kept off the Python level: a sampler sends results with one
+``meta`` over and over, so the worker keeps each pickled ``meta`` it has sent
+(keyed by structure, dtypes, shapes and positions, never by values) and the
+parent the unpickled form of each ``meta`` it has received; arrays are made
 with the numpy C API. Block positions travel outside ``meta`` so that it stays the
 same from batch to batch.
 """
@@ -82,8 +82,8 @@ cdef extern from "numpy/arrayobject.h":
                                 cnp.npy_intp *dims, cnp.npy_intp *strides, void *data,
                                 int flags, object obj)
 
-__all__ = ["REF", "HEADROOM", "MAX_NDIM", "SLOT_BLOCKS", "TaskBlocks", "Unsendable", "out_block", "send",
-           "decode"]
+__all__ = ["REF", "HEADROOM", "MAX_NDIM", "SLOT_BLOCKS", "TaskBlocks", "Unsendable",
+           "out_block", "send", "decode"]
 
 # The limits (csrc/sq_limits.h): SQ_MAX_NDIM dimensions per array (numpy's own
 # maximum, so every numpy array qualifies); SQ_SLOT_BLOCKS blocks reserved per
@@ -96,7 +96,7 @@ if cnp.NPY_MAXDIMS > SQ_MAX_NDIM:
 cdef enum:
     _HEAD = 8
     _ALIGN = 64
-    _CACHE = 256  # layouts remembered on each side
+    _CACHE = 256  # metas remembered on each side
     _HEADROOM = 512
     # Where a spec's array lies (its last field); k >= 0 is auxiliary block k.
     _MAIN = -1  # in the main block, after the header
@@ -338,7 +338,7 @@ cdef object _flatten(object obj, _Flat f):
     return _flatten(np.asarray(view), f)
 
 
-_metas = {}  # layout key -> pickled (skeleton, specs)
+_metas = {}  # (signature, specs) -> pickled (skeleton, specs)
 
 
 cdef bytes _meta(object skeleton, list specs, _Flat f):
@@ -433,11 +433,11 @@ cdef void _sole(PyObject *o, set out, int depth):
             _sole(v, out, depth + 1)
 
 
-def send(Ring ring, int slot, long long index, unsigned long long epoch, list box,
-         TaskBlocks task not None, unsigned int kind=KIND_RESULT):
+def send(Ring ring, int slot, long long index, unsigned long long generation,
+         list box, TaskBlocks task not None, unsigned int kind=KIND_RESULT):
     """Write the result in ``box`` (its only reference) into the ring and commit it
-    as the answer to ``index``, an entry of ``kind`` (KIND_ERROR for a failure
-    report).
+    as the answer to task ``index`` of ``generation`` (as claimed), an entry of
+    ``kind`` (KIND_ERROR for a failure report).
 
     ``task`` holds the blocks the worker's code reserved for this result (with
     :func:`out_block`) and reserves the main block. Arrays numpy allocated in kept
@@ -529,7 +529,7 @@ def send(Ring ring, int slot, long long index, unsigned long long epoch, list bo
         skip = 0
     while True:
         try:
-            commit_n(ring, slot, offset, index, epoch, kind, adopt + skip,
+            commit_n(ring, slot, offset, index, generation, kind, adopt + skip,
                      nadopt - skip)
             break
         except QueueFull:
@@ -608,7 +608,7 @@ cdef _Spec _make_spec(spec):
     return s
 
 
-_layouts = {}  # meta bytes -> (skeleton, [_Spec]), for skeletons safe to share
+_decoded = {}  # meta bytes -> (skeleton, [_Spec]), for skeletons safe to share
 
 
 cdef object _rebuild(object skel, list arrays, Py_ssize_t *next_):
@@ -680,14 +680,14 @@ def decode(Ring ring, uint64_t offset, uint64_t nbytes):
         aux.append(make_block(ring, _get_u64(p + _HEAD + 16 * k),
                               _get_u64(p + _HEAD + 16 * k + 8), True))
     meta = PyBytes_FromStringAndSize(p + _HEAD + 16 * naux, m)
-    cached = _layouts.get(meta)
+    cached = _decoded.get(meta)
     if cached is None:
         skeleton, specs = pickle.loads(meta)
         cached = (skeleton, [_make_spec(x) for x in specs])
         if _shareable(skeleton):
-            if len(_layouts) >= _CACHE:
-                _layouts.clear()
-            _layouts[meta] = cached
+            if len(_decoded) >= _CACHE:
+                _decoded.clear()
+            _decoded[meta] = cached
     skeleton, specs = cached
     if not specs:
         return skeleton

@@ -5,7 +5,7 @@ Batches of ``batch(..., collate_fn=stack)`` over arrays and the calls of
 answering ``_copy_job(k)`` (see :meth:`seqtools.View._copy_job`) with the job
 and the arrays it fills. The consumer's thread prepares item ``k`` ahead
 (Python: index arithmetic, allocation, checks) and submits its copy to a pool of
-native threads (``_stack.CopyPool``, C in ``csrc/copypool.c``), which run it
+native threads (``_copypool.CopyPool``, C in ``csrc/copypool.c``), which run it
 with no GIL. On a GIL build the copies then overlap the consumer's Python and
 each other, with no GIL hand-over per item; threads running Python could do
 neither. Items are answered in order, which is also a completion order, so the
@@ -13,7 +13,7 @@ unordered iterator of ``load_buffers`` takes them in turn. See :mod:`.engine`
 for the protocol.
 """
 
-from ..batching import _stack
+from ._copypool import CopyPool
 from .engine import EngineClosed
 
 __all__ = ["CopyEngine", "first_copy_job"]
@@ -44,7 +44,7 @@ class CopyEngine:
     def __init__(self, target, read, nthreads, window, end, first):
         self.prepare, self.read = target._copy_job, read
         self.window, self.end = window, end
-        self.pool = _stack.CopyPool(nthreads)
+        self.pool = CopyPool(nthreads)
         self.pending = {}  # k -> (job, value, exception): issued, not taken
         self.issued = 1
         self.next = 0  # take_next's position

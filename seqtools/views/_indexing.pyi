@@ -1,4 +1,4 @@
-"""Type stub of the index arithmetic kernels (seqtools/_indexing.pyx)."""
+"""Type stub of the index arithmetic kernels (seqtools/views/_indexing.pyx)."""
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, SupportsIndex, final

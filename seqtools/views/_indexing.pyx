@@ -1,4 +1,5 @@
-"""Index arithmetic kernels behind the views of core.py, indexing.py and mapping.py.
+"""Index arithmetic kernels behind the views of seqtools/views (core.py, access.py,
+indexing.py, fusion.py) and the epoch orders of seqtools/loaders/epochs.py.
 
 Each kernel is a ``cdef ... noexcept nogil`` function over pointers/memoryviews and
 lengths that returns a status code and never touches Python objects. The ``def``
@@ -17,7 +18,6 @@ index arithmetic they run is the kernels'.
 from .._buffers cimport release_buffers
 from cpython.buffer cimport (
     PyBUF_C_CONTIGUOUS,
-    PyBUF_STRIDES,
     PyBUF_WRITABLE,
     PyBuffer_Release,
     PyObject_GetBuffer,

@@ -1,11 +1,14 @@
-# Index-map kernels behind the shape and combine views (seqtools/shape.py,
-# seqtools/combine.py own this module; the public API and docs live there).
+# Index-map kernels behind the shape and combine views (seqtools/batching/shape.py
+# and seqtools/views/combine.py own this module; the public API and docs live
+# there).
 #
-# Each map exists as a single-index function, for item access, and as a whole-array
-# function over int64 indices, for gathers. The `def` wrappers check every argument
-# with the GIL held; the loops run in `cdef ... noexcept nogil` kernels that return a
-# status code (single index) or the position of the first bad index (arrays, -1 when
-# all are good), and the wrappers raise once the GIL is back.
+# Each map is a single-index kernel, behind a `def` wrapper for item access; a map
+# that views gather through (cycle) also has a whole-array form over int64 indices.
+# The `def` wrappers check every argument with the GIL held; the loops run in
+# `cdef ... noexcept nogil` kernels that return a status code (single index) or the
+# position of the first bad index (arrays, -1 when all are good), and the wrappers
+# raise once the GIL is back. _indexmaps.pxd declares the kernels and checks for
+# seqtools/_testing.pyx, which runs every map over arrays for the tests.
 #
 # Conventions shared by every map: sizes are non-negative integers that fit in int64;
 # indices follow list semantics (negative values count from the end of a finite view;
@@ -16,17 +19,13 @@ from libc.stdint cimport int64_t
 
 import numpy as np
 
-cdef enum:
-    SQ_OK = 0
-    SQ_OUT_OF_RANGE = -1
-
 # Largest size or index the maps accept (int64 max); also "no limit" internally.
 cdef int64_t SQ_INF = 0x7FFFFFFFFFFFFFFF
 
 
 # -- argument checks (GIL held) ------------------------------------------------------
 
-cdef int64_t _as_size(object value, str name) except? -2:
+cdef int64_t as_size(object value, str name) except? -2:
     """``value`` as a non-negative int64, or TypeError / ValueError naming it."""
     if isinstance(value, float) or not hasattr(value, "__index__"):
         raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
@@ -38,7 +37,7 @@ cdef int64_t _as_size(object value, str name) except? -2:
     return v
 
 
-cdef int64_t _as_index(object key) except? -2:
+cdef int64_t as_index(object key) except? -2:
     """``key`` as an int64 index (any sign), or TypeError / IndexError."""
     if isinstance(key, float) or not hasattr(key, "__index__"):
         raise TypeError(
@@ -50,7 +49,7 @@ cdef int64_t _as_index(object key) except? -2:
     return k
 
 
-cdef object _as_index_array(object idx):
+cdef object as_index_array(object idx):
     """``idx`` as a 1-D int64 array (a copy only when the dtype differs)."""
     arr = np.asarray(idx)
     if arr.ndim != 1:
@@ -73,7 +72,7 @@ cdef inline int _normalize(int64_t* i, int64_t n) noexcept nogil:
     return SQ_OK
 
 
-cdef _raise_index_error(object key, int64_t n):
+cdef raise_index_error(object key, int64_t n):
     if n == SQ_INF:
         raise IndexError(f"index {key} out of range: infinite views accept only "
                          "indices >= 0")
@@ -84,8 +83,8 @@ cdef _raise_index_error(object key, int64_t n):
 
 def batch_count(n, k, drop_last):
     """Number of batches of ``k`` items over ``n`` items."""
-    cdef int64_t n_ = _as_size(n, "the sequence length")
-    cdef int64_t k_ = _as_size(k, "the batch size")
+    cdef int64_t n_ = as_size(n, "the sequence length")
+    cdef int64_t k_ = as_size(k, "the batch size")
     if k_ == 0:
         raise ValueError("the batch size must be >= 1, got 0")
     if drop_last:
@@ -93,8 +92,8 @@ def batch_count(n, k, drop_last):
     return n_ // k_ + (1 if n_ % k_ else 0)
 
 
-cdef int _unbatch_one(int64_t* i, int64_t n, int64_t k,
-                      int64_t* batch, int64_t* offset) noexcept nogil:
+cdef int unbatch_one(int64_t* i, int64_t n, int64_t k,
+                     int64_t* batch, int64_t* offset) noexcept nogil:
     if _normalize(i, n) != SQ_OK:
         return SQ_OUT_OF_RANGE
     batch[0] = i[0] // k
@@ -102,54 +101,19 @@ cdef int _unbatch_one(int64_t* i, int64_t n, int64_t k,
     return SQ_OK
 
 
-cdef Py_ssize_t _unbatch_many(const int64_t* idx, Py_ssize_t m, int64_t n, int64_t k,
-                              int64_t* batch, int64_t* offset) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef int64_t i
-    for j in range(m):
-        i = idx[j]
-        if _unbatch_one(&i, n, k, &batch[j], &offset[j]) != SQ_OK:
-            return j
-    return -1
-
-
 def unbatch_locate(i, n, k):
     """``(batch, offset)`` of item ``i`` of ``n`` items cut in batches of ``k``."""
-    cdef int64_t i_ = _as_index(i)
-    cdef int64_t n_ = _as_size(n, "the number of items")
-    cdef int64_t k_ = _as_size(k, "the batch size")
+    cdef int64_t i_ = as_index(i)
+    cdef int64_t n_ = as_size(n, "the number of items")
+    cdef int64_t k_ = as_size(k, "the batch size")
     cdef int64_t batch = 0, offset = 0
     cdef int status
     if k_ == 0:
         raise ValueError("the batch size must be >= 1, got 0")
     with nogil:
-        status = _unbatch_one(&i_, n_, k_, &batch, &offset)
+        status = unbatch_one(&i_, n_, k_, &batch, &offset)
     if status != SQ_OK:
-        _raise_index_error(i, n_)
-    return batch, offset
-
-
-def unbatch_locate_array(idx, n, k):
-    """Vectorised :func:`unbatch_locate`: two int64 arrays ``(batch, offset)``.
-
-    Test-only (tests/test_shape.py checks it against the scalar form)."""
-    cdef int64_t n_ = _as_size(n, "the number of items")
-    cdef int64_t k_ = _as_size(k, "the batch size")
-    if k_ == 0:
-        raise ValueError("the batch size must be >= 1, got 0")
-    arr = _as_index_array(idx)
-    cdef const int64_t[::1] a = arr
-    batch = np.empty(a.shape[0], dtype=np.int64)
-    offset = np.empty(a.shape[0], dtype=np.int64)
-    cdef int64_t[::1] b = batch
-    cdef int64_t[::1] o = offset
-    cdef Py_ssize_t bad
-    with nogil:
-        bad = _unbatch_many(&a[0] if a.shape[0] else NULL, a.shape[0], n_, k_,
-                            &b[0] if a.shape[0] else NULL,
-                            &o[0] if a.shape[0] else NULL)
-    if bad >= 0:
-        _raise_index_error(int(arr[bad]), n_)
+        raise_index_error(i, n_)
     return batch, offset
 
 
@@ -187,7 +151,7 @@ def split_bounds_from_cuts(cuts, n):
     Cut points must be non-decreasing and within ``[0, n]`` (equal cuts make empty
     parts, as numpy.split does).
     """
-    cdef int64_t n_ = _as_size(n, "the sequence length")
+    cdef int64_t n_ = as_size(n, "the sequence length")
     arr = np.asarray(cuts)
     if arr.ndim != 1:
         raise ValueError(f"cut points must be a 1-D sequence, got {arr.ndim} dims")
@@ -221,7 +185,7 @@ def split_bounds_from_cuts(cuts, n):
 
 def split_check_pairs(starts, stops, n):
     """Check ``0 <= starts[j] <= stops[j] <= n``; return both as int64 arrays."""
-    cdef int64_t n_ = _as_size(n, "the sequence length")
+    cdef int64_t n_ = as_size(n, "the sequence length")
     a = np.asarray(starts)
     b = np.asarray(stops)
     if a.ndim != 1 or b.ndim != 1 or a.shape[0] != b.shape[0]:
@@ -260,9 +224,11 @@ cdef inline Py_ssize_t _bisect_right(const int64_t* a, Py_ssize_t m,
     return lo
 
 
-cdef int _split_one(int64_t* i, const int64_t* stops, Py_ssize_t m,
-                    int64_t* part, int64_t* local) noexcept nogil:
+cdef int split_one(int64_t* i, const int64_t* stops, Py_ssize_t m,
+                   int64_t* part, int64_t* local) noexcept nogil:
     # Contiguous parts: part j covers [stops[j-1], stops[j]) (stops[-1] = 0).
+    # Empty parts are skipped. The split views locate items by their own bounds;
+    # seqtools._testing.split_locate runs this for tests/batching/test_shape.py.
     cdef int64_t n = stops[m - 1] if m else 0
     cdef Py_ssize_t j
     if _normalize(i, n) != SQ_OK:
@@ -273,72 +239,6 @@ cdef int _split_one(int64_t* i, const int64_t* stops, Py_ssize_t m,
     return SQ_OK
 
 
-cdef Py_ssize_t _split_many(const int64_t* idx, Py_ssize_t k, const int64_t* stops,
-                            Py_ssize_t m, int64_t* part,
-                            int64_t* local) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef int64_t i
-    for j in range(k):
-        i = idx[j]
-        if _split_one(&i, stops, m, &part[j], &local[j]) != SQ_OK:
-            return j
-    return -1
-
-
-cdef object _check_stops(object stops):
-    arr = np.ascontiguousarray(stops, dtype=np.int64)
-    if arr.ndim != 1:
-        raise ValueError("stops must be a 1-D array")
-    if arr.size and (arr[0] < 0 or np.any(np.diff(arr) < 0)):
-        raise ValueError("stops must be non-negative and non-decreasing "
-                         "(as returned by split_bounds_from_cuts)")
-    return arr
-
-
-def split_locate(i, stops):
-    """``(part, local)`` of source item ``i`` for contiguous parts ending at ``stops``.
-
-    Source items are covered once by the parts of a cut-point split, so each maps to
-    exactly one part (empty parts are skipped). O(log parts). Test-only (the
-    split views locate items by their own bounds; tests/test_shape.py checks it
-    against a reference).
-    """
-    arr = _check_stops(stops)
-    cdef const int64_t[::1] e = arr
-    cdef Py_ssize_t m = e.shape[0]
-    cdef int64_t i_ = _as_index(i)
-    cdef int64_t part = 0, local = 0
-    cdef int status
-    with nogil:
-        status = _split_one(&i_, &e[0] if m else NULL, m, &part, &local)
-    if status != SQ_OK:
-        _raise_index_error(i, e[m - 1] if m else 0)
-    return part, local
-
-
-def split_locate_array(idx, stops):
-    """Vectorised :func:`split_locate`: two int64 arrays ``(part, local)``.
-
-    Test-only, as :func:`split_locate`."""
-    earr = _check_stops(stops)
-    cdef const int64_t[::1] e = earr
-    cdef Py_ssize_t m = e.shape[0]
-    iarr = _as_index_array(idx)
-    cdef const int64_t[::1] a = iarr
-    cdef Py_ssize_t k = a.shape[0]
-    part = np.empty(k, dtype=np.int64)
-    local = np.empty(k, dtype=np.int64)
-    cdef int64_t[::1] p = part
-    cdef int64_t[::1] loc = local
-    cdef Py_ssize_t bad
-    with nogil:
-        bad = _split_many(&a[0] if k else NULL, k, &e[0] if m else NULL, m,
-                          &p[0] if k else NULL, &loc[0] if k else NULL)
-    if bad >= 0:
-        _raise_index_error(int(iarr[bad]), e[m - 1] if m else 0)
-    return part, local
-
-
 # -- interleave: item i -> (sequence, local) for sequences of unequal lengths --------
 #
 # Sorting the distinct lengths t_1 < ... < t_P cuts the output into phases: during
@@ -346,17 +246,8 @@ def split_locate_array(idx, stops):
 # t_{p-1} .. t_p - 1. A lookup is a binary search over the phase offsets, then a scan
 # for the q-th sequence still active: O(log P + number of sequences), independent of i.
 
-cdef struct IlvPlan:
-    const int64_t* lengths   # per sequence, in the caller's order
-    Py_ssize_t nseq
-    const int64_t* thresh    # t_0 = 0, t_1 .. t_P  (P + 1 values)
-    const int64_t* offsets   # first output index of phase p = 1..P, then total
-    const int64_t* active    # number of sequences active in phase p
-    Py_ssize_t nphase        # P
-
-
-cdef int _ilv_one(const IlvPlan* plan, int64_t* i,
-                  int64_t* seq, int64_t* local) noexcept nogil:
+cdef int interleave_one(const IlvPlan* plan, int64_t* i,
+                        int64_t* seq, int64_t* local) noexcept nogil:
     cdef Py_ssize_t p, j
     cdef int64_t r, q, lo
     cdef int64_t total = plan.offsets[plan.nphase]
@@ -377,27 +268,12 @@ cdef int _ilv_one(const IlvPlan* plan, int64_t* i,
     return SQ_OUT_OF_RANGE  # unreachable with a consistent plan
 
 
-cdef Py_ssize_t _ilv_many(const IlvPlan* plan, const int64_t* idx, Py_ssize_t k,
-                          int64_t* seq, int64_t* local) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef int64_t i
-    for j in range(k):
-        i = idx[j]
-        if _ilv_one(plan, &i, &seq[j], &local[j]) != SQ_OK:
-            return j
-    return -1
-
-
 cdef class InterleaveMap:
     """Index map of the interleaving of sequences of the given lengths.
 
-    ``locate(i)`` returns ``(sequence, local)``; ``locate_array(idx)`` does the same
-    for an array of indices. ``size`` is the total number of items.
+    ``locate(i)`` returns ``(sequence, local)``; ``size`` is the total number of
+    items.
     """
-
-    cdef readonly object lengths
-    cdef object _thresh, _offsets, _active
-    cdef IlvPlan plan
 
     def __cinit__(self, lengths):
         arr = np.asarray(lengths)
@@ -443,38 +319,19 @@ cdef class InterleaveMap:
 
     def locate(self, i):
         """``(sequence, local)`` of item ``i`` (list-style negative indices)."""
-        cdef int64_t i_ = _as_index(i)
+        cdef int64_t i_ = as_index(i)
         cdef int64_t seq = 0, local = 0
         cdef int status
         with nogil:
-            status = _ilv_one(&self.plan, &i_, &seq, &local)
+            status = interleave_one(&self.plan, &i_, &seq, &local)
         if status != SQ_OK:
-            _raise_index_error(i, self.plan.offsets[self.plan.nphase])
-        return seq, local
-
-    def locate_array(self, idx):
-        """Vectorised :meth:`locate`: two int64 arrays ``(sequence, local)``.
-
-        Test-only (tests/test_combine.py checks it against :meth:`locate`)."""
-        iarr = _as_index_array(idx)
-        cdef const int64_t[::1] a = iarr
-        cdef Py_ssize_t k = a.shape[0]
-        seq = np.empty(k, dtype=np.int64)
-        local = np.empty(k, dtype=np.int64)
-        cdef int64_t[::1] s = seq
-        cdef int64_t[::1] loc = local
-        cdef Py_ssize_t bad
-        with nogil:
-            bad = _ilv_many(&self.plan, &a[0] if k else NULL, k,
-                            &s[0] if k else NULL, &loc[0] if k else NULL)
-        if bad >= 0:
-            _raise_index_error(int(iarr[bad]), self.plan.offsets[self.plan.nphase])
+            raise_index_error(i, self.plan.offsets[self.plan.nphase])
         return seq, local
 
 
 # -- cycle: item i -> source item i % n ---------------------------------------------
 
-cdef int _cycle_one(int64_t* i, int64_t n, int64_t limit) noexcept nogil:
+cdef int cycle_one(int64_t* i, int64_t n, int64_t limit) noexcept nogil:
     if _normalize(i, limit) != SQ_OK:
         return SQ_OUT_OF_RANGE
     i[0] = i[0] % n
@@ -486,39 +343,24 @@ cdef Py_ssize_t _cycle_many(const int64_t* idx, Py_ssize_t k, int64_t n, int64_t
     cdef Py_ssize_t j
     for j in range(k):
         out[j] = idx[j]
-        if _cycle_one(&out[j], n, limit) != SQ_OK:
+        if cycle_one(&out[j], n, limit) != SQ_OK:
             return j
     return -1
 
 
-cdef int64_t _cycle_args(object n, object limit) except? -2:
-    cdef int64_t n_ = _as_size(n, "the sequence length")
+cdef int64_t cycle_args(object n, object limit) except? -2:
+    cdef int64_t n_ = as_size(n, "the sequence length")
     if n_ == 0:
         raise ValueError("cannot cycle over an empty sequence")
-    return SQ_INF if limit is None else _as_size(limit, "limit")
-
-
-def cycle_locate(i, n, limit=None):
-    """Source index of item ``i`` of a sequence of ``n`` items repeated up to
-    ``limit`` items (``None``: forever).
-
-    Test-only: the reference of :func:`cycle_locate_array`, which views use."""
-    cdef int64_t lim = _cycle_args(n, limit)
-    cdef int64_t n_ = n
-    cdef int64_t i_ = _as_index(i)
-    cdef int status
-    with nogil:
-        status = _cycle_one(&i_, n_, lim)
-    if status != SQ_OK:
-        _raise_index_error(i, lim)
-    return i_
+    return SQ_INF if limit is None else as_size(limit, "limit")
 
 
 def cycle_locate_array(idx, n, limit=None):
-    """Vectorised :func:`cycle_locate`: an int64 array of source indices."""
-    cdef int64_t lim = _cycle_args(n, limit)
+    """Source indices (an int64 array) of items ``idx`` of a sequence of ``n`` items
+    repeated up to ``limit`` items (``None``: forever)."""
+    cdef int64_t lim = cycle_args(n, limit)
     cdef int64_t n_ = n
-    iarr = _as_index_array(idx)
+    iarr = as_index_array(idx)
     cdef const int64_t[::1] a = iarr
     cdef Py_ssize_t k = a.shape[0]
     out = np.empty(k, dtype=np.int64)
@@ -527,5 +369,5 @@ def cycle_locate_array(idx, n, limit=None):
     with nogil:
         bad = _cycle_many(&a[0] if k else NULL, k, n_, lim, &o[0] if k else NULL)
     if bad >= 0:
-        _raise_index_error(int(iarr[bad]), lim)
+        raise_index_error(int(iarr[bad]), lim)
     return out

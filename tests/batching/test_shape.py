@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seqtools
-from seqtools import stack
+from seqtools import _testing, stack
 from seqtools.views import _indexmaps
 from seqtools.views.core import View
 
@@ -72,11 +72,11 @@ def test_unbatch_locate_matches_reference(n, k, i):
 def test_unbatch_locate_array_matches_scalar(n, k, idx):
     expected = [outcome(_indexmaps.unbatch_locate, i, n, k) for i in idx]
     if all(s == "ok" for s, _ in expected):
-        b, o = _indexmaps.unbatch_locate_array(np.array(idx, dtype=np.int64), n, k)
+        b, o = _testing.unbatch_locate_array(np.array(idx, dtype=np.int64), n, k)
         assert list(zip(b.tolist(), o.tolist())) == [v for _, v in expected]
     else:
         with pytest.raises(IndexError):
-            _indexmaps.unbatch_locate_array(idx, n, k)
+            _testing.unbatch_locate_array(idx, n, k)
 
 
 @FAST
@@ -110,12 +110,12 @@ def test_unbatch_locate_bad_arguments(args, exc):
 
 def test_index_arrays_bad_types():
     with pytest.raises(TypeError, match="integers"):
-        _indexmaps.unbatch_locate_array(np.array([0.5]), 10, 2)
+        _testing.unbatch_locate_array(np.array([0.5]), 10, 2)
     with pytest.raises(ValueError, match="1-D"):
-        _indexmaps.unbatch_locate_array(np.zeros((2, 2), dtype=int), 10, 2)
+        _testing.unbatch_locate_array(np.zeros((2, 2), dtype=int), 10, 2)
     with pytest.raises(IndexError, match="64 bits"):
-        _indexmaps.unbatch_locate_array(np.array([2**63], dtype=np.uint64), 10, 2)
-    b, o = _indexmaps.unbatch_locate_array(np.array([], dtype=np.uint8), 10, 2)
+        _testing.unbatch_locate_array(np.array([2**63], dtype=np.uint64), 10, 2)
+    b, o = _testing.unbatch_locate_array(np.array([], dtype=np.uint8), 10, 2)
     assert b.shape == o.shape == (0,)
 
 
@@ -144,11 +144,11 @@ def test_split_locate_matches_reference(case, i):
     cuts = sorted(min(max(c, 0), n) for c in cuts)
     bounds = ref_split_bounds(cuts, n)
     stops = [b for _, b in bounds]
-    assert outcome(_indexmaps.split_locate, i, stops) == outcome(
+    assert outcome(_testing.split_locate, i, stops) == outcome(
         ref_split_locate, i, bounds
     )
     expected = outcome(ref_split_locate, i, bounds)
-    got = outcome(_indexmaps.split_locate_array, [i], stops)
+    got = outcome(_testing.split_locate_array, [i], stops)
     if expected[0] == "ok":
         assert (got[1][0][0], got[1][1][0]) == expected[1]
     else:
@@ -159,13 +159,13 @@ def test_split_kernel_bad_arguments():
     with pytest.raises(TypeError, match="integers"):
         _indexmaps.split_bounds_from_cuts([1.5], 4)
     with pytest.raises(ValueError, match="non-decreasing"):
-        _indexmaps.split_locate(0, [3, 1])
+        _testing.split_locate(0, [3, 1])
     with pytest.raises(ValueError, match="part 1 = .3, 2."):
         _indexmaps.split_check_pairs([0, 3], [2, 2], 5)
     with pytest.raises(ValueError, match="same length"):
         _indexmaps.split_check_pairs([0, 3], [2], 5)
     with pytest.raises(IndexError):
-        _indexmaps.split_locate(0, [])
+        _testing.split_locate(0, [])
 
 
 # -- views against list semantics ----------------------------------------------------
@@ -468,8 +468,8 @@ def test_slice_of_batch_is_one_view():
 def test_kernels_refuse_non_integer_indices(bad):
     calls = [
         lambda: _indexmaps.unbatch_locate(bad, 10, 2),
-        lambda: _indexmaps.split_locate(bad, [4, 10]),
-        lambda: _indexmaps.cycle_locate(bad, 3),
+        lambda: _testing.split_locate(bad, [4, 10]),
+        lambda: _testing.cycle_locate(bad, 3),
         lambda: _indexmaps.InterleaveMap([2, 3]).locate(bad),
     ]
     for call in calls:

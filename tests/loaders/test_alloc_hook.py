@@ -6,7 +6,7 @@ then crosses to the parent in its block, with no copy; every other such array ke
 its block until numpy frees it. These tests check the values the parent gets in
 every case where that choice matters (kept, shared, viewed, resized, failed, killed,
 forked, threaded), and that the hook did what it claims, from the worker's own
-counters (``_ring.hook_stats()``), returned with each result.
+counters (``_testing.hook_stats()``), returned with each result.
 
 Worker functions live at module level so that spawn/forkserver children can import
 them.
@@ -23,8 +23,8 @@ import pytest
 from conftest import shm_leftovers, shm_listing
 
 import seqtools
-from seqtools import EvaluationError
-from seqtools.loaders import _ring, _worker
+from seqtools import EvaluationError, _testing
+from seqtools.loaders import _worker
 
 METHODS = ["fork", "spawn", "forkserver"]
 SHAPE = (64, 300)  # 150 KiB of float64: above the hook's threshold
@@ -39,7 +39,7 @@ def no_shm_leak():
 
 def stats():
     """This worker's hook counters, and its pid (``run`` adds them up per worker)."""
-    s = _ring.hook_stats()
+    s = _testing.hook_stats()
     return np.array([s["hooked"], s["adopted"], s["live"], s["adopted_alive"],
                      os.getpid()])
 
@@ -85,7 +85,7 @@ class HandlerName:
         x = np.full(SHAPE, v)
         get_handler_name = numpy_handler_api()
         name = None if get_handler_name is None else get_handler_name(x)
-        return x, v, name, _ring.hook_stats()["installed"], stats()
+        return x, v, name, _testing.hook_stats()["installed"], stats()
 
 
 class DictResult:

@@ -1,5 +1,5 @@
 """Thread loaders of fused batches: planned in the consumer's thread, copied by a
-pool of native threads (``_stack.CopyPool``, csrc/copypool.c).
+pool of native threads (``_copypool.CopyPool``, csrc/copypool.c).
 
 ``prefetch(batch(..., collate_fn=stack), method='thread')`` and
 ``load_buffers(minibatches(...), method='thread')`` take this path; every result is
@@ -20,6 +20,7 @@ import pytest
 
 import seqtools
 from seqtools.batching import _stack
+from seqtools.loaders import _copypool
 from seqtools.loaders.copies import CopyEngine
 from seqtools.loaders.threads import ThreadEngine
 from seqtools.errors import EvaluationError
@@ -282,8 +283,8 @@ def test_dropping_a_loader_mid_copy_waits_for_its_copies():
 
 def test_copy_pool_checks():
     with pytest.raises(ValueError, match="nthreads"):
-        _stack.CopyPool(0)
-    pool = _stack.CopyPool(1)
+        _copypool.CopyPool(0)
+    pool = _copypool.CopyPool(1)
     src = np.arange(12.0).reshape(6, 2)
     sources = _stack.RowSources([(src,)])
     out = np.empty((2, 2))
@@ -299,6 +300,31 @@ def test_copy_pool_checks():
     pool.close()
     with pytest.raises(ValueError, match="closed"):
         pool.submit(sources.job([(None, np.array([1], np.int64))], [np.empty((1, 2))]))
+
+
+def test_jobs_dropped_while_queued_or_running_are_settled_first():
+    # Jobs dropped (here by the garbage collector, held by cyclic garbage) while
+    # one runs and others wait: each is taken back from the queue, or its copy
+    # waited for, before its buffers go. Then nothing writes to an output once
+    # collect() returns, and each output is either untouched or whole.
+    src = np.random.default_rng(0).random((4000, 512))
+    idx = np.arange(4000, dtype=np.int64)[::-1].copy()
+    sources = _stack.RowSources([(src,)])
+    pool = _copypool.CopyPool(1)
+    outs = [np.zeros_like(src) for _ in range(4)]
+    for out in outs:
+        job = sources.job([(None, idx)], [out])
+        pool.submit(job)
+        cycle = [job]
+        cycle.append(cycle)
+    del job, cycle
+    gc.collect()
+    seen = [out.copy() for out in outs]
+    pool.close()  # joins the thread: a copy still running would end here
+    for out, before in zip(outs, seen):
+        assert (out == before).all()
+        assert (out == 0).all() or (out == src[idx]).all()
+    gc.collect()
 
 
 def test_forked_child_is_told_to_make_its_own_loader(tmp_path):

@@ -181,9 +181,9 @@ def test_threads_sharing_a_loader_take_their_turns(kind):
             got = sorted(int(v[0]) for _, v in results if v is not None)
             if "ordered" in kind:  # calls 0 .. 39, each once
                 assert got == [k for k in range(40) if k != 3]
-            else:  # the first 40 completions: no call twice, none lost
-                assert len(got) == len(set(got)) == 39
-                assert 3 not in got and max(got) < 40 + 4
+            else:  # completion order: no call twice, the failed one never
+                # (its report may come after many later calls' results)
+                assert len(got) == len(set(got)) >= 39 and 3 not in got
 
 
 FORK_SCRIPT = """

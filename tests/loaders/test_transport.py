@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seqtools
+from seqtools import _testing
 from seqtools.loaders import _transport
 from seqtools.loaders._ring import Ring
 
@@ -42,20 +43,20 @@ class Channel:
         raise RuntimeError("completion queue full in a test")
 
     def begin(self):
-        index, epoch = self.ring.claim(0, 0.0)
+        index, generation = self.ring.claim(0, 0.0)
         self.task.reset()
-        return index, epoch
+        return index, generation
 
     def roundtrip(self, result, build=None):
         """Send ``result`` (or what ``build(out_block)`` returns) and decode it."""
-        index, epoch = self.begin()
+        index, generation = self.begin()
         if build is not None:
             _transport.set_task(self.task)
             try:
                 result = build(_transport.out_block)
             finally:
                 _transport.set_task(None)
-        _transport.send(self.ring, 0, index, epoch, [result], self.task)
+        _transport.send(self.ring, 0, index, generation, [result], self.task)
         offset, nbytes, got_index, _, _, _ = self.ring.pop(0.0)
         assert got_index == index
         self.ring.task_advance(index + 1)
@@ -267,19 +268,19 @@ def test_array_partly_outside_out_block_is_copied(channel):
 
 
 def test_unsendable_result_raises_and_commits_nothing(channel):
-    index, epoch = channel.begin()
+    index, generation = channel.begin()
     with pytest.raises(_transport.Unsendable, match="cannot be sent.*lambda"):
-        _transport.send(channel.ring, 0, index, epoch, [(np.zeros(2), lambda: 0)],
+        _transport.send(channel.ring, 0, index, generation, [(np.zeros(2), lambda: 0)],
                         channel.task)
     assert channel.ring.pop(0.0) is None
     channel.ring.cancel(0)
 
 
 def test_corrupt_header_is_an_error_not_a_crash(channel):
-    index, epoch = channel.begin()
-    _transport.send(channel.ring, 0, index, epoch, [np.arange(4)], channel.task)
+    index, generation = channel.begin()
+    _transport.send(channel.ring, 0, index, generation, [np.arange(4)], channel.task)
     offset, nbytes = channel.ring.pop(0.0)[:2]
-    block = np.frombuffer(channel.ring.block(offset, nbytes), np.uint64)
+    block = np.frombuffer(_testing.ring_block(channel.ring, offset, nbytes), np.uint64)
     good = block[0]
     block[0] = np.uint64(1 << 40)  # an absurd number of auxiliary blocks
     with pytest.raises(RuntimeError, match="corrupt"):

@@ -28,7 +28,7 @@ import seqtools
 import seqtools.batching.stacking
 import seqtools.views.core
 import seqtools.views.fusion
-from seqtools import stack
+from seqtools import _testing, stack
 from seqtools.batching import _stack
 from seqtools.batching.stacking import stack_indices
 from seqtools.views._indexing import Resolver
@@ -406,28 +406,29 @@ def test_out_of_range_index_names_it():
     # the kernel checks every index itself, before anything is written
     out = np.full((3, 2), 7.0)
     with pytest.raises(IndexError, match="row 1 of the batch: index 9"):
-        _stack.gather_rows([((np.zeros((5, 2)),), None, np.array([0, 9, 1]), out)])
+        _testing.gather_rows([((np.zeros((5, 2)),), None, np.array([0, 9, 1]), out)])
     assert (out == 7).all()
     with pytest.raises(IndexError, match="row 0 of the batch: source 3"):
-        _stack.gather_rows([((np.zeros((5, 2)),), np.array([3]), np.array([0]),
+        _testing.gather_rows([((np.zeros((5, 2)),), np.array([3]), np.array([0]),
                              np.empty((1, 2)))])
 
 
 def test_kernel_argument_checks():
     src = np.zeros((4, 3))
     with pytest.raises(ValueError, match="dtype"):
-        _stack.gather_rows([((src,), None, np.array([0]), np.empty((1, 3), "f4"))])
+        _testing.gather_rows([((src,), None, np.array([0]), np.empty((1, 3), "f4"))])
     with pytest.raises(ValueError, match="bytes"):
-        _stack.gather_rows([((src,), None, np.array([0]), np.empty((2, 3)))])
+        _testing.gather_rows([((src,), None, np.array([0]), np.empty((2, 3)))])
     with pytest.raises(ValueError, match="rows of shape"):
-        _stack.gather_rows([((src, np.zeros((2, 4))), np.array([0]), np.array([0]),
+        _testing.gather_rows([((src, np.zeros((2, 4))), np.array([0]), np.array([0]),
                              np.empty((1, 3)))])
     with pytest.raises(TypeError, match="int64"):
-        _stack.gather_rows([((src,), None, np.array([0], np.int32), np.empty((1, 3)))])
+        _testing.gather_rows([((src,), None, np.array([0], np.int32),
+                                np.empty((1, 3)))])
     with pytest.raises(ValueError, match="read-only"):
         ro = np.empty((1, 3))
         ro.flags.writeable = False
-        _stack.gather_rows([((src,), None, np.array([0]), ro)])
+        _testing.gather_rows([((src,), None, np.array([0]), ro)])
 
 
 def test_mismatch_in_a_fallback_part_names_the_field():
