@@ -9,7 +9,8 @@ import os
 import sys
 import threading
 
-__all__ = ["EvaluationError", "LoaderClosed", "WorkerTraceback", "seterr"]
+__all__ = ["EvaluationError", "LoaderClosed", "WorkerTraceback", "WorkersCannotStart",
+           "seterr"]
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 _MODES = ("wrap", "passthrough")
@@ -23,6 +24,14 @@ class EvaluationError(Exception):
     The original exception is chained as ``__cause__`` (in worker processes, its
     traceback text is carried in the message since the object itself may not cross
     the process boundary).
+    """
+
+
+class WorkersCannotStart(EvaluationError):
+    """Raised by a loader whose workers cannot start: a main script without
+    ``if __name__ == '__main__':`` under spawn or forkserver, a ``start_hook``
+    that fails, a sampler that does not unpickle, workers that keep dying before
+    their first task. The loader is closed; the message says what to do.
     """
 
 

@@ -33,6 +33,17 @@ The rest ``R' < G`` after the last full step is the tail:
   where the last batch is simply short).
 
 Every rank yields the same number of batches per epoch.
+
+What a failure leaves
+---------------------
+A batch that fails (user code in the dataset raises, a sample does not stack)
+is not consumed: the error names the epoch, the batch, its positions in the
+epoch's order and its samples, and the next ``next()`` makes that batch again.
+The dataset's length is checked when the first batch of each epoch is handed
+out (once per epoch, in the consuming process, before any batch of that epoch
+is returned, whoever computed it ahead) and when a batch fails: a length other
+than the loader's raises :class:`DatasetLengthChanged`, whose loader stops its
+workers and stays at its position.
 """
 
 import os
@@ -43,19 +54,49 @@ import numpy as np
 
 from .._checks import check_int, check_seed, length
 from ..batching.stacking import copy_job, stack_indices
-from ..errors import created_at, creation_site
+from ..errors import (
+    EvaluationError,
+    WorkersCannotStart,
+    created_at,
+    creation_site,
+    passthrough,
+)
 from ..views import mapping
 from ..views._indexing import permutation
 from ..views.core import View
 from .api import prefetch
 
-__all__ = ["epochs", "EpochLoader", "epoch_order"]
+__all__ = ["epochs", "EpochLoader", "epoch_order", "DatasetLengthChanged"]
 
 STATE_VERSION = 1
 # Mixed into the seed sequence of the epochs' permutations, so that they are not
 # the streams other users of the same seed draw (minibatches' workers use
 # spawn_key=(w,)).
 _ORDER_KEY = 0x65706F6368  # "epoch"
+# Sample indices a failed batch's error lists before "...".
+_SHOWN_SAMPLES = 8
+
+
+class DatasetLengthChanged(ValueError):
+    """The dataset of :func:`epochs` no longer has the length the loader was made
+    for (samples appended or removed during training).
+
+    A ValueError, as the mismatch of a state's ``dataset_length`` in
+    :meth:`EpochLoader.load_state_dict` is: the dataset's value is no longer one
+    the loader works with. A class of its own so that a training loop can catch
+    exactly this and make a new loader (see :func:`epochs`).
+
+    Attributes
+    ----------
+    expected, found : int
+        The loader's length, the dataset's now.
+    epoch : int
+        The epoch it was found in.
+    """
+
+    def __init__(self, message, expected, found, epoch):
+        super().__init__(message)
+        self.expected, self.found, self.epoch = expected, found, epoch
 
 
 def epoch_order(n, seed, epoch, shuffle=True):
@@ -189,6 +230,12 @@ class _Batches(View):
             return self._epoch0, self._position0, k
         k -= self._steps0
         return self._epoch0 + 1 + k // self._steps, 0, k % self._steps
+
+    def next_epoch(self, k):
+        """The index of the first batch of the epoch after batch ``k``'s."""
+        if k < self._steps0:
+            return self._steps0
+        return k + self._steps - (k - self._steps0) % self._steps
 
     def _order(self, epoch):
         """The order of ``epoch`` (asked for once per run of full batches)."""
@@ -339,6 +386,7 @@ class EpochLoader:
                                 epoch, position, total)
         self._total = total
         self._consumed = 0
+        self._check_at = 0  # the batch before which the dataset's length is checked
 
     def __iter__(self):
         return self
@@ -349,6 +397,9 @@ class EpochLoader:
             if self._total is not None and k >= self._total:
                 self.close()
                 raise StopIteration
+            if k == self._check_at:  # the first batch of an epoch (or of the stream)
+                self._check_length(k)
+                self._check_at = self._stream.next_epoch(k)
             loader = self._loader
             if loader is None:
                 nworkers, method, max_buffered, start_method = self._workers
@@ -362,9 +413,89 @@ class EpochLoader:
             # k is a valid index of the stream (or of the prefetch view over it):
             # _get skips View's key checks, a good part of what a batch costs
             # the training loop's own thread
-            batch = loader._get(k)
+            try:
+                batch = loader._get(k)
+            except Exception as e:
+                self._failed(k, e, loader is self._stream)
+                raise
+            # Only now: a failed batch is not consumed, the next call makes it
+            # again (the prefetch front, asked for k again, resets its engine
+            # there: the work ahead is dropped and done again).
             self._consumed = k + 1
             return batch
+
+    def _check_length(self, k, cause=None):
+        """Raise DatasetLengthChanged if the dataset's length is not the loader's
+        any more, before batch ``k`` is returned (``cause``: how it failed, if
+        it did). The loader then stays at its position with its workers
+        stopped: process workers hold a copy of the dataset as it was."""
+        n = self._sharding.n
+        found = length(self._dataset, "epochs", "dataset")
+        if found == n:
+            return
+        epoch, position = self._position(k)
+        number = self._batch_number(k)
+        if cause is not None:
+            where = f"in epoch {epoch}, where batch {number} failed"
+        elif number == 0:
+            where = f"at the start of epoch {epoch}"
+        else:
+            where = f"before batch {number} of epoch {epoch}"
+        if position == 0:
+            carry = ("to carry the position over, call its "
+                     "load_state_dict(loader.state_dict()): a state at the start "
+                     "of an epoch is valid with any dataset length")
+        else:
+            carry = ("to go on from the next epoch (a position inside an epoch "
+                     "means nothing with another length), call its "
+                     f"load_state_dict({{**loader.state_dict(), 'epoch': "
+                     f"{epoch + 1}, 'position': 0}})")
+        self._start(epoch, position)
+        raise DatasetLengthChanged(
+            f"epochs(): the dataset has {found} samples {where}, but this loader "
+            f"was made for {n} (its epochs' orders are permutations of {n} "
+            "samples, and process workers read a copy of the dataset as it was). "
+            "Make a new loader for the dataset as it is now, "
+            f"seqtools.epochs(dataset, ...), and {carry}. This loader stays at its "
+            "position and raises this error again while the length differs",
+            n, found, epoch) from cause
+
+    def _failed(self, k, e, inline):
+        """Raise the error of batch ``k``, which failed with ``e``: the user
+        knows the epoch, the batch and its samples, not the prefetch under the
+        loader. Returns (for the caller to re-raise ``e``) for errors that are
+        not the batch's: the loader's own (closed, ring full...), and under
+        ``seterr('passthrough')`` the exception of user code, unchanged."""
+        self._check_length(k, e)
+        if isinstance(e, WorkersCannotStart):
+            return  # the loader's, not the batch's: its message says what to do
+        if not inline and not isinstance(e, EvaluationError):
+            return  # workers report a batch's failure as an EvaluationError
+        if passthrough() and not isinstance(e, EvaluationError):
+            return
+        epoch, position, j = self._stream.where(k)
+        lo, _ = self._sharding.positions(position, j)
+        samples = self._stream.indices(k)[1].tolist()
+        shown = ", ".join(map(str, samples[:_SHOWN_SAMPLES]))
+        if len(samples) > _SHOWN_SAMPLES:
+            shown += f", ... ({len(samples)} in all)"
+        rank = f" on rank {self.rank}" if self.world_size > 1 else ""
+        message = str(e) if isinstance(e, EvaluationError) else (
+            f"{type(e).__name__}: {e}")
+        raise EvaluationError(
+            f"epochs(): batch {self._batch_number(k)} of epoch {epoch}{rank} "
+            f"(position {lo} of the epoch's order; samples [{shown}]) failed: "
+            f"{message}") from e
+
+    def _batch_number(self, k):
+        """Batch ``k``'s number in its epoch on this rank, from 0."""
+        epoch, position, j = self._stream.where(k)
+        return position // self._sharding.step + j
+
+    def _position(self, k):
+        """``(epoch, position)`` before batch ``k``: what state_dict() gives."""
+        epoch, position, j = self._stream.where(k)
+        return epoch, min(position + j * self._sharding.step, self._sharding.n)
 
     def state_dict(self):
         """The position after the batch last returned, as a small dict.
@@ -379,9 +510,8 @@ class EpochLoader:
             ``version`` is the format's.
         """
         with self._lock:
-            epoch, position, j = self._stream.where(self._consumed)
+            epoch, position = self._position(self._consumed)
             sharding = self._sharding
-            position = min(position + j * sharding.step, sharding.n)
             return {"version": STATE_VERSION, "epoch": epoch, "position": position,
                     "seed": self.seed, "dataset_length": sharding.n,
                     "batch_size": sharding.batch_size, "shuffle": self._shuffle}
@@ -398,35 +528,51 @@ class EpochLoader:
         Parameters
         ----------
         state_dict : dict
-            From :meth:`state_dict` of a loader of the same dataset length, batch
-            size, seed and shuffle (possibly through JSON, ``torch.save``...).
+            From :meth:`state_dict` of a loader of the same batch size, seed and
+            shuffle (possibly through JSON, ``torch.save``...), and of the same
+            dataset length unless the state is at the start of an epoch
+            (``position`` 0, or the saving loader's ``dataset_length``): that
+            start is one for any length, so the state of a loader whose dataset
+            grew or shrank (see :class:`DatasetLengthChanged`) carries over to a
+            new loader of the new dataset, which goes on with that epoch's
+            order of its own length.
 
         Raises
         ------
         ValueError
-            If the state is of another dataset length, batch size, seed or
-            shuffle, or is not a state of this loader.
+            If the state is of another batch size, seed or shuffle, of another
+            dataset length inside an epoch, or is not a state of this loader.
         """
         state = _checked_state(state_dict)
         sharding = self._sharding
+        epoch, position = state["epoch"], state["position"]
+        theirs = state["dataset_length"]
+        if position == theirs:  # the end of an epoch: the start of the next
+            epoch, position = epoch + 1, 0
         mine = {"dataset_length": sharding.n, "batch_size": sharding.batch_size,
                 "seed": self.seed, "shuffle": self._shuffle}
+        if position == 0:
+            # The start of an epoch is one with any dataset length: its order is
+            # drawn from (seed, epoch) for the length the loader has.
+            del mine["dataset_length"]
         for key, value in mine.items():
             theirs = state[key]
             if key == "seed" and isinstance(theirs, (list, tuple)):
                 theirs = list(theirs)
             if theirs != value:
+                hint = ("; a state at the start of an epoch (position 0) resumes "
+                        "any dataset length" if key == "dataset_length" else "")
                 raise ValueError(
                     f"load_state_dict: the state was saved by a loader with "
                     f"{key}={state[key]!r}, this one has {key}={value!r}: its "
                     "position means nothing here (it resumes the same dataset, "
-                    "batch size, seed and shuffle only)")
-        if state["position"] > sharding.n:
+                    f"batch size, seed and shuffle only{hint})")
+        if position > sharding.n:
             raise ValueError(
-                f"load_state_dict: position {state['position']} is past the end of "
+                f"load_state_dict: position {position} is past the end of "
                 f"an epoch of {sharding.n} samples")
         with self._lock:
-            self._start(state["epoch"], state["position"])
+            self._start(epoch, position)
 
     def close(self):
         """Stop the workers (they also stop when the loader is garbage-collected);
@@ -470,6 +616,24 @@ def _checked_state(state):
     return {k: state[k] for k in _STATE_KEYS}
 
 
+def _check_strings(dataset):
+    """Refuse a 1-D array of strings: its samples are numpy scalars whose dtype
+    is their own length (``np.str_('bb')`` is ``<U2`` in a ``<U3`` array, and
+    ``np.bytes_`` drops trailing NULs), which ``stack`` refuses to mix, so a
+    batch would stack or fail depending on which samples the epoch's order put
+    in it."""
+    if (isinstance(dataset, np.ndarray) and dataset.ndim == 1
+            and dataset.dtype.kind in "US"):
+        kind = "strings" if dataset.dtype.kind == "U" else "bytes"
+        raise TypeError(
+            f"epochs(): cannot stack samples of a 1-D array of {kind} (dtype "
+            f"{dataset.dtype.str}): each sample is a numpy scalar of its own "
+            "length, and stack() refuses to mix lengths. Load batches of indices, "
+            "seqtools.epochs(np.arange(len(dataset)), ...), and take "
+            "dataset[batch] in the loop, or give rows of one column, "
+            "dataset[:, None] (batches of shape (batch_size, 1))")
+
+
 def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
            num_epochs=None, rank=None, world_size=None, nworkers=0, method="process",
            max_buffered=None, start_method=None):
@@ -487,7 +651,9 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
     ----------
     dataset : sequence
         The samples: a finite, non-empty view, array or sequence, of samples
-        :func:`seqtools.stack` can stack. Picklable for process workers.
+        :func:`seqtools.stack` can stack (not a 1-D array of strings or bytes:
+        see Raises). Picklable for process workers. Its length is the loader's:
+        see "Datasets that change length" below.
     batch_size : int
         Samples per batch and rank, ``>= 1``.
     seed : int or list of int
@@ -529,8 +695,58 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
         An iterator of batches, with ``epoch``, ``batches_per_epoch``,
         ``state_dict()``, ``load_state_dict()`` and ``close()``.
 
+    Raises
+    ------
+    TypeError
+        For arguments of the wrong type, and if ``dataset`` is a 1-D array of
+        strings or bytes: its samples are numpy scalars whose dtype is their own
+        length, which ``stack`` does not mix. Load indices instead
+        (``epochs(np.arange(len(strings)), ...)``, then ``strings[batch]``), or
+        rows of one column (``strings[:, None]``).
+    ValueError
+        For arguments out of range, an empty dataset, or ``drop_last=True``
+        with fewer samples than one batch on every rank.
+    DatasetLengthChanged
+        From ``next()``: the dataset's length is not the loader's any more (a
+        ValueError; see below).
+    EvaluationError
+        From ``next()``: reading a batch failed (see below).
+
     Notes
     -----
+    **Datasets that change length.** The orders are permutations of the length
+    the dataset had when the loader was made. ``next()`` reads the dataset's
+    length again when it hands out the first batch of each epoch (and the first
+    after ``epochs()`` or ``load_state_dict()``), in the calling process, before
+    that batch is read or taken from the workers, and when a batch fails. If
+    samples were appended or removed, it raises
+    :class:`~seqtools.loaders.epochs.DatasetLengthChanged` naming both lengths
+    and the epoch: no batch made ahead from the dataset as it was is returned.
+    Make a new loader, ``epochs(dataset, ...)``, and carry the position over
+    with ``new.load_state_dict(loader.state_dict())``: a state at the start of
+    an epoch is valid with any length, the new loader goes on with that
+    epoch's order of the new length. The old loader stops its workers and stays
+    where it was: ``next()`` raises the same error while the length differs,
+    and goes on from there if the length comes back. Inside an epoch, a change
+    is seen at the start of the next one, or earlier when a removed sample
+    fails to read (inline and thread workers read the dataset itself; process
+    workers read it as it was when they started, to the end of the epoch):
+    change a dataset between epochs. A view's length is fixed when it is
+    made: a view over a list that grows does not grow.
+
+    **Errors.** When reading a batch fails (code in the dataset raises, a
+    sample ``stack`` refuses), ``next()`` raises
+    :class:`~seqtools.EvaluationError` whose message starts with what the
+    training loop knows, ``"epochs(): batch 3 of epoch 1 (position 24 of the
+    epoch's order; samples [17, 4, 9, ...]) failed: "``, then the error's own
+    message (a worker process's traceback included), chained to it. Under
+    ``seqtools.seterr('passthrough')`` the exception of the dataset's code is
+    raised unchanged. The batch is not consumed: ``state_dict()`` is the
+    position before it, and the next ``next()`` makes it again (the workers
+    start over from it), so that a sample that failed for a passing reason (a
+    file system hiccup) costs nothing; a sample that always fails blocks the
+    loader until the dataset is fixed (or a state past it is loaded).
+
     **Checkpoints.** ``state_dict()`` gives the global position (epoch, samples of
     the epoch's order consumed by all ranks), the same on every rank;
     ``load_state_dict(state)`` continues with the batches the saving run would
@@ -569,6 +785,7 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
     n = length(dataset, "epochs", "dataset")
     if n == 0:
         raise ValueError("epochs(): the dataset is empty")
+    _check_strings(dataset)
     batch_size = check_int(batch_size, "batch_size", "epochs", 1)
     seed = check_seed(seed, "epochs(): seed")
     if num_epochs is not None:

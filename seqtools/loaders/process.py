@@ -24,7 +24,7 @@ import threading
 import time
 import weakref
 
-from ..errors import EvaluationError, seterr
+from ..errors import WorkersCannotStart, seterr
 from . import _transport, _worker
 from ._ring import ALIGN, HOOK_HEADROOM, KIND_ERROR, Ring, RingClosed
 from .engine import EngineClosed, owner_pid
@@ -235,7 +235,7 @@ class _Pool:
             code = p.exitcode
             if code == _worker.EXIT_IMPORTING_MAIN:
                 self.close()
-                raise EvaluationError(_main_guard_message(self.origin, method=(
+                raise WorkersCannotStart(_main_guard_message(self.origin, method=(
                     self.ctx.get_start_method())))
             how = f"signal {-code}" if code < 0 else f"exit code {code}"
             what = "call" if self.call else "item"
@@ -251,7 +251,7 @@ class _Pool:
                 self.early_deaths[w] += 1
                 if self.early_deaths[w] >= MAX_DEATHS:
                     self.close()
-                    raise EvaluationError(self._start_failure(
+                    raise WorkersCannotStart(self._start_failure(
                         f"worker processes died {self.early_deaths[w]} times in a "
                         f"row before finishing any task (the last one by {how})"))
             else:
@@ -352,7 +352,7 @@ class _Pool:
                 "larger shm_size to see it)")
         if failure.code == _worker.ERR_START:
             self.close()
-            raise EvaluationError(self._start_failure(
+            raise WorkersCannotStart(self._start_failure(
                 "a worker reported", "\n" + failure.text))
         return index, generation, 0, 0, failure
 

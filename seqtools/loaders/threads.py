@@ -9,7 +9,7 @@ free-threaded Python. See :mod:`.engine` for the protocol.
 import queue
 import threading
 
-from ..errors import EvaluationError, passthrough
+from ..errors import WorkersCannotStart, passthrough
 from . import _worker
 from .engine import EngineClosed
 
@@ -176,7 +176,7 @@ class ThreadEngine:
             self.close()
             if passthrough():
                 raise e.exc from None
-            raise EvaluationError(
+            raise WorkersCannotStart(
                 f"start_hook failed in a worker thread of {self._name} created at "
                 f"{self._origin}: {type(e.exc).__name__}: {e.exc}") from e.exc
 

@@ -396,6 +396,7 @@ def test_a_missing_main_guard_is_said_first_and_once(tmp_path, method, kind):
     ]) + "\n"
     err = _failing_script_stderr(tmp_path, "unguarded.py", script)
     last = err.strip().splitlines()[-1]
+    assert last.startswith("seqtools.errors.WorkersCannotStart:"), err[-3000:]
     assert "if __name__ == '__main__':" in last, err[-3000:]
     assert "unguarded.py:5 cannot start its worker processes" in last, last
     assert repr(method) in last
