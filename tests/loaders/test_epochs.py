@@ -30,8 +30,8 @@ from seqtools import EvaluationError
 from seqtools.loaders.epochs import epoch_order
 from seqtools.views.mapping import sample_rng
 
-# the module of the epochs loader
-epochs_module = sys.modules["seqtools.loaders.epochs"]
+# the module that draws the epochs' orders
+sharding_module = sys.modules["seqtools.loaders.sharding"]
 
 
 @pytest.fixture(autouse=True)
@@ -449,8 +449,8 @@ def test_resume_costs_the_same_anywhere(monkeypatch):
         return i
 
     made = []
-    order = epochs_module._order
-    monkeypatch.setattr(epochs_module, "_order",
+    order = sharding_module.order_of
+    monkeypatch.setattr(sharding_module, "order_of",
                         lambda *a: made.append(a[2]) or order(*a))
     dataset = seqtools.smap(record, np.arange(1000), rng=0)
     far = {"version": 1, "epoch": 10**15, "position": 512, "seed": 0,

@@ -19,12 +19,8 @@ from conftest import passthrough_errors, shm_leftovers, shm_listing
 
 import seqtools
 from seqtools import EvaluationError
-from seqtools.loaders.epochs import (
-    DatasetLengthChanged,
-    _Batches,
-    _Sharding,
-    epoch_order,
-)
+from seqtools.loaders.epochs import DatasetLengthChanged, epoch_order
+from seqtools.loaders.sharding import BatchStream, Sharding
 from seqtools.views.mapping import current_epoch
 
 MODES = [{"nworkers": 0}, {"nworkers": 2, "method": "process"},
@@ -184,8 +180,8 @@ def test_length_is_read_once_per_epoch():
     (11, 2, 3, False, 10), (30, 4, 3, True, 25)])
 def test_checks_fall_on_the_first_batch_of_each_epoch(n, batch_size, world_size,
                                                       drop_last, position):
-    sharding = _Sharding(n, batch_size, 0, world_size, drop_last)
-    stream = _Batches(np.arange(n), sharding, 0, True, 5, position, None)
+    sharding = Sharding(n, batch_size, 0, world_size, drop_last)
+    stream = BatchStream(np.arange(n), sharding, 0, True, 5, position, None)
     checks, k = [], 0
     while k < 40:
         checks.append(k)
