@@ -83,6 +83,7 @@ enum { SLOT_AWAKE = 0, SLOT_IN_CLAIM = 1, SLOT_IN_RESERVE = 2 };
 typedef struct {
     int64_t task;    /* current task index, -1 when idle */
     uint64_t generation; /* of the current task */
+    uint64_t claimed_ns; /* CLOCK_MONOTONIC when it claimed the current task */
     uint32_t asleep; /* SLOT_*, written by the worker */
     uint32_t n_held; /* blocks reserved by the current task, positions in held[] */
     uint64_t held[SQ_SLOT_BLOCKS];
@@ -273,6 +274,13 @@ static void ring_wake_n(_Atomic uint32_t *word, uint32_t sleepers, int count) {
 /* Under the lock: ring_wake_n for every sleeper. */
 static void ring_wake(_Atomic uint32_t *word, uint32_t sleepers) {
     ring_wake_n(word, sleepers, INT32_MAX);
+}
+
+/* CLOCK_MONOTONIC in nanoseconds: one clock for every process of the machine. */
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
 static void deadline_after(double timeout, struct timespec *ts) {
@@ -994,6 +1002,7 @@ int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
             sq_slot *s = &ring_slots(r)[worker];
             s->task = task;
             s->generation = r->generation;
+            s->claimed_ns = now_ns();
             *index = task;
             *generation = r->generation;
             rc = SQ_OK;
@@ -1009,6 +1018,17 @@ int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
     }
     ring_unlock(r);
     return rc;
+}
+
+int sq_worker_task(sq_ring *r, int worker, int64_t *index, uint64_t *running_ns) {
+    if (worker < 0 || worker >= r->nworkers) return SQ_EINVAL;
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
+    const sq_slot *s = &ring_slots(r)[worker];
+    *index = s->generation == r->generation ? s->task : -1;
+    *running_ns = *index >= 0 ? now_ns() - s->claimed_ns : 0;
+    ring_unlock(r);
+    return SQ_OK;
 }
 
 /* Under the lock: the window, and the refill that goes with it. */

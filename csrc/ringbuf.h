@@ -227,6 +227,12 @@ int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths);
 int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
                   uint64_t *generation);
 
+/* Consumer: the task producer `worker` is computing or sending (-1: none of
+ * the current generation) in *index, and in *running_ns the nanoseconds since
+ * it claimed it (0 with none): what a stuck worker is stuck on. A snapshot taken
+ * under the lock. Returns SQ_OK, SQ_EINVAL. */
+int sq_worker_task(sq_ring *r, int worker, int64_t *index, uint64_t *running_ns);
+
 /* Consumer: start a new generation handing out tasks start, start+1, ... < end
  * (end < 0: unbounded) with at most `window` tasks ahead of window_base = start.
  * A generation is one run of the task numbering, counted from 1: every restart

@@ -818,6 +818,30 @@ static void test_task_set_window(void) {
     CHECK_EQ(sq_task_claim(r, 0, 0.01, &i, &gen), SQ_TIMEOUT);
 }
 
+static void test_worker_task(void) {
+    sq_ring *r = ring_new(2, 16, 1024, 1024);
+    int64_t i, task;
+    uint64_t gen, ns;
+    CHECK_EQ(sq_worker_task(r, 2, &task, &ns), SQ_EINVAL);
+    CHECK_EQ(task_reset(r, 0, -1, 4), 1);
+    CHECK_EQ(sq_worker_task(r, 0, &task, &ns), SQ_OK); /* idle */
+    CHECK_EQ(task, -1);
+    CHECK_EQ(ns, 0);
+    CHECK_EQ(sq_task_claim(r, 1, 0, &i, &gen), SQ_OK);
+    sleep_ms(20);
+    CHECK_EQ(sq_worker_task(r, 1, &task, &ns), SQ_OK); /* on task 0 for 20 ms */
+    CHECK_EQ(task, i);
+    CHECK(ns >= 20000000ULL && ns < 60000000000ULL);
+    CHECK_EQ(sq_ring_post(r, 1, i, gen, SQ_KIND_RESULT), SQ_OK); /* answered */
+    CHECK_EQ(sq_worker_task(r, 1, &task, &ns), SQ_OK);
+    CHECK_EQ(task, -1);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &gen), SQ_OK);
+    CHECK_EQ(task_reset(r, 0, -1, 4), 2); /* a task of an older generation: none */
+    CHECK_EQ(sq_worker_task(r, 0, &task, &ns), SQ_OK);
+    CHECK_EQ(task, -1);
+    sq_ring_close(r);
+}
+
 static void test_tasks_generations(void) {
     sq_ring *r = ring_new(2, 8, 1024, 1024);
     int64_t i;
@@ -2421,6 +2445,7 @@ static const struct {
     {"contention", test_contention},
     {"tasks_window", test_tasks_window},
     {"tasks_generations", test_tasks_generations},
+    {"worker_task", test_worker_task},
     {"task_set_window", test_task_set_window},
     {"worker_death", test_worker_death},
     {"killed_holding_mutex", test_killed_holding_mutex},

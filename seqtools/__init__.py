@@ -15,7 +15,7 @@ from . import instrument
 from .batching.samplers import minibatches
 from .batching.shape import batch, split, unbatch
 from .batching.stacking import stack
-from .errors import EvaluationError, LoaderClosed, seterr
+from .errors import EvaluationError, LoaderClosed, LoaderTimeout, seterr
 from .loaders.api import call_index, load_buffers, prefetch
 from .loaders.epochs import epochs
 from .serialization import SerializableFunc
@@ -31,7 +31,7 @@ __all__ = [
     "smap", "starmap",
     "prefetch",
     "load_buffers", "call_index", "epochs",
-    "View", "EvaluationError", "LoaderClosed", "seterr", "stack", "minibatches",
+    "View", "EvaluationError", "LoaderClosed", "LoaderTimeout", "seterr", "stack", "minibatches",
     "batch", "unbatch", "split",
     "interleave", "cycle", "repeat", "switch", "case",
     "uniter", "add_cache", "SerializableFunc", "instrument"]

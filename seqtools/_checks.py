@@ -12,7 +12,7 @@ import numpy as np
 
 from .views.core import View
 
-__all__ = ["check_int", "check_seed", "length"]
+__all__ = ["check_int", "check_seconds", "check_seed", "length"]
 
 
 def check_int(value, name, func, minimum=None):
@@ -82,3 +82,16 @@ def check_seed(seed, func):
     if isinstance(seed, (list, tuple)):
         return [int(x) for x in items]
     return int(seed)
+
+
+def check_seconds(value, name, func):
+    """``value`` as a positive number of seconds (a float), or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{func}(): {name} must be a number of seconds or None, got "
+                        f"{type(value).__name__} {value!r}")
+    if not value > 0:
+        raise ValueError(f"{func}(): {name} must be > 0 seconds (or None: "
+                         f"no limit), got {value!r}")
+    return float(value)

@@ -9,8 +9,8 @@ import os
 import sys
 import threading
 
-__all__ = ["EvaluationError", "LoaderClosed", "WorkerTraceback", "WorkersCannotStart",
-           "seterr"]
+__all__ = ["EvaluationError", "LoaderClosed", "LoaderTimeout", "WorkerTraceback",
+           "WorkersCannotStart", "seterr"]
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 _MODES = ("wrap", "passthrough")
@@ -33,6 +33,30 @@ class WorkersCannotStart(EvaluationError):
     that fails, a sampler that does not unpickle, workers that keep dying before
     their first task. The loader is closed; the message says what to do.
     """
+
+
+class LoaderTimeout(TimeoutError):
+    """Raised by a loader's read when a task (an item, or a call of the sampler)
+    has run longer than the loader's ``timeout``.
+
+    The message names the task, the worker, the time spent and the worker's
+    Python stack at that moment. The loader stays usable: a stuck worker process
+    is stopped and replaced, a stuck thread is left to finish alone and replaced,
+    and reading again retries the task.
+
+    Attributes
+    ----------
+    index : int
+        The item or call.
+    seconds : float
+        How long it had run.
+    stack : str
+        The worker's Python stack, as text (empty for a native copy thread).
+    """
+
+    def __init__(self, message, index, seconds, stack):
+        super().__init__(message)
+        self.index, self.seconds, self.stack = index, seconds, stack
 
 
 class LoaderClosed(ValueError):

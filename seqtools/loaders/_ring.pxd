@@ -78,6 +78,7 @@ cdef extern from "ringbuf.h" nogil:
                       uint64_t *requested)
     int sq_ring_release(sq_ring *r, uint64_t offset)
     int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths)
+    int sq_worker_task(sq_ring *r, int worker, int64_t *index, uint64_t *running_ns)
     int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
                       uint64_t *generation)
     int sq_task_reset(sq_ring *r, int64_t start, int64_t end, int64_t window,

@@ -279,6 +279,16 @@ cdef class Ring:
             _raise(rc, "worker_reset")
         return index, deaths
 
+    def worker_task(self, int worker):
+        """``(index, seconds)``: the task producer ``worker`` is on (-1: none of
+        the current generation) and how long since it claimed it."""
+        cdef int64_t index
+        cdef uint64_t running_ns
+        cdef int rc = sq_worker_task(self.r, worker, &index, &running_ns)
+        if rc != SQ_OK:
+            _raise(rc, "worker_task")
+        return index, running_ns * 1e-9
+
     def task_reset(self, int64_t start, int64_t end, int64_t window):
         """Start a new generation of tasks, handing out ``start`` to ``end``
         (exclusive; -1: unbounded), at most ``window`` ahead of the window base;

@@ -14,6 +14,7 @@ parent died or closed the ring; a C watchdog thread (and, on Linux, the
 parent-death signal) ends it even while the task's own code runs.
 """
 
+import faulthandler
 import inspect
 import os
 import pickle
@@ -231,16 +232,44 @@ def _guard(parent_pid, pdeathsig):
     return ppid0
 
 
-def main(ring, slot, payload, call, seed, parent_pid, pdeathsig, evaluation="wrap"):
+# The signal on which a worker writes its threads' Python stacks to its stack
+# pipe (faulthandler: from C, even while the task's code holds the GIL).
+STACK_SIGNAL = signal.SIGUSR2
+
+
+class StackPipe:
+    """The write end of a pipe into which a worker's faulthandler dumps its
+    Python stacks on STACK_SIGNAL; the parent holds the read end. Crosses to a
+    spawn or forkserver worker as a duplicated descriptor, like the ring."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def __reduce__(self):
+        from multiprocessing.reduction import DupFd
+        return _stack_pipe_from_dup, (DupFd(self.fd),)
+
+
+def _stack_pipe_from_dup(dup):
+    return StackPipe(dup.detach())
+
+
+def main(ring, slot, payload, call, seed, parent_pid, pdeathsig, evaluation="wrap",
+         stacks=None):
     """Worker entry point. ``call``: True to run ``target()``, else ``target[i]``.
 
     ``evaluation`` is the parent's :func:`seqtools.seterr` setting when it started
     this worker, which a forked worker has anyway and a spawned one does not.
+    ``stacks``: the :class:`StackPipe` to dump stacks into when asked.
 
     ``payload`` is ``(target, start_hook)`` or its pickle (see :func:`payload_for`).
     """
     # Ctrl-C is the parent's to handle: it shuts the workers down cleanly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if stacks is not None:  # before any task is claimed: see process.py
+        faulthandler.register(STACK_SIGNAL, file=stacks.fd, all_threads=True)
     seterr(evaluation)
     ppid0 = _guard(parent_pid, pdeathsig)
     _seed(seed)

@@ -10,7 +10,7 @@ which holds what every loader promises.
 import functools
 import os
 
-from .._checks import check_int, length
+from .._checks import check_int, check_seconds, length
 from .._task import evaluating
 from ..errors import creation_site
 from .copies import CopyEngine, first_copy_job
@@ -42,6 +42,10 @@ def _window(value, name, func, nworkers):
     return check_int(value, name, func, 1), None
 
 
+# The default of stall_report: seconds with no result before a wait is logged.
+STALL_REPORT = 60.0
+
+
 def _check_hook(start_hook):
     if start_hook is not None and not callable(start_hook):
         raise TypeError("start_hook must be callable")
@@ -62,7 +66,8 @@ def call_reader(sampler):
 
 
 def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
-             shm_size=0, *, start_method=None):
+             shm_size=0, *, start_method=None, timeout=None,
+             stall_report=STALL_REPORT):
     """Wrap a sequence so that items are computed ahead by background workers.
 
     Reading item ``i`` queues items ``i+1 ... i+max_buffered`` for evaluation; read
@@ -100,6 +105,16 @@ def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
         from the first result to hold ``max_buffered + nworkers + 2`` such results.
     start_method : {'fork', 'spawn', 'forkserver'}, optional
         multiprocessing start method (default: multiprocessing's current default).
+    timeout : float, optional
+        Seconds an item may take: a read whose item runs longer raises
+        :class:`~seqtools.LoaderTimeout`, naming the item, the worker and its
+        Python stack. A stuck worker process is stopped and replaced, a stuck
+        thread left to finish alone and replaced; reading the item again
+        retries it. None (the default): no limit.
+    stall_report : float, optional
+        Seconds a read may wait with no result before a warning is logged
+        (logger ``seqtools``) with each busy worker's item and Python stack,
+        once per stall. None: never.
 
     Returns
     -------
@@ -118,17 +133,20 @@ def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
     nworkers = _nworkers(nworkers, "prefetch")
     max_buffered, widen = _window(max_buffered, "max_buffered", "prefetch", nworkers)
     _check_hook(start_hook)
+    timeout = check_seconds(timeout, "timeout", "prefetch")
+    stall_report = check_seconds(stall_report, "stall_report", "prefetch")
     if method == "thread":
         first = first_copy_job(seq, start_hook) if n != 0 else None
         if first is not None:
             engine = CopyEngine(seq, seq.__getitem__, nworkers, max_buffered, n,
-                                first)
+                                first, origin, timeout, stall_report)
         else:
             engine = ThreadEngine(seq, False, n, nworkers, max_buffered, start_hook,
-                                  "prefetch", origin)
+                                  "prefetch", origin, timeout, stall_report)
     elif method == "process":
         engine = ProcessEngine(seq, False, n, nworkers, max_buffered, start_hook,
-                               shm_size, start_method, origin, widen)
+                               shm_size, start_method, origin, widen, timeout,
+                               stall_report)
     else:
         raise ValueError(f"method must be 'thread' or 'process', got {method!r}")
     return OrderedLoader(engine, n, "prefetch", origin)
@@ -150,7 +168,8 @@ def call_index():
 
 
 def load_buffers(sampler, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,
-                 start_method=None, ordered=False, method="process"):
+                 start_method=None, ordered=False, method="process", timeout=None,
+                 stall_report=STALL_REPORT):
     """Call ``sampler()`` over and over in background workers and iterate its results.
 
     Typical use is a minibatch sampler feeding a training loop: the loading cost is
@@ -191,6 +210,17 @@ def load_buffers(sampler, max_cached=2, nworkers=0, start_hook=None, shm_size=0,
         free-threaded Python. A :func:`minibatches` sampler over arrays (no
         ``start_hook``) is prepared call by call in the consuming thread and
         copied by ``nworkers`` native threads with no GIL, in call order.
+    timeout : float, optional
+        Seconds a call may take: ``next()`` raises
+        :class:`~seqtools.LoaderTimeout` for a call that runs longer, naming
+        the call, the worker and its Python stack (with ``ordered=True``, for
+        the call waited for; else for any). A stuck worker process is stopped
+        and replaced, a stuck thread left to finish alone and replaced, and the
+        call is made again. None (the default): no limit.
+    stall_report : float, optional
+        Seconds ``next()`` may wait with no result before a warning is logged
+        (logger ``seqtools``) with each busy worker's call and Python stack,
+        once per stall. None: never.
 
     Returns
     -------
@@ -217,17 +247,20 @@ def load_buffers(sampler, max_cached=2, nworkers=0, start_hook=None, shm_size=0,
     _check_hook(start_hook)
     if not isinstance(ordered, bool):
         raise TypeError(f"ordered must be True or False, got {ordered!r}")
+    timeout = check_seconds(timeout, "timeout", "load_buffers")
+    stall_report = check_seconds(stall_report, "stall_report", "load_buffers")
     if method == "thread":
         first = first_copy_job(sampler, start_hook)
         if first is not None:
             engine = CopyEngine(sampler, call_reader(sampler), nworkers, max_cached,
-                                None, first)
+                                None, first, origin, timeout, stall_report, call=True)
         else:
             engine = ThreadEngine(sampler, True, None, nworkers, max_cached, start_hook,
-                                  "load_buffers", origin)
+                                  "load_buffers", origin, timeout, stall_report)
     elif method == "process":
         engine = ProcessEngine(sampler, True, None, nworkers, max_cached, start_hook,
-                               shm_size, start_method, origin)
+                               shm_size, start_method, origin, None, timeout,
+                               stall_report)
     else:
         raise ValueError(f"method must be 'process' or 'thread', got {method!r}")
     return BufferLoader(engine, sampler, ordered, origin)

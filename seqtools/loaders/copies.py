@@ -13,8 +13,14 @@ unordered iterator of ``load_buffers`` takes them in turn. See :mod:`.engine`
 for the protocol.
 """
 
+import logging
+import time
+
+from ..errors import LoaderTimeout
 from ._copypool import CopyPool
 from .engine import EngineClosed
+
+log = logging.getLogger("seqtools")
 
 __all__ = ["CopyEngine", "first_copy_job"]
 
@@ -41,8 +47,11 @@ class CopyEngine:
     where = "thread"
     _READ = object()  # entry value: the consumer reads the item itself
 
-    def __init__(self, target, read, nthreads, window, end, first):
+    def __init__(self, target, read, nthreads, window, end, first, origin="?",
+                 timeout=None, stall_report=None, call=False):
         self.prepare, self.read = target._copy_job, read
+        self.task = "call" if call else "item"
+        self.origin, self.timeout, self.stall_report = origin, timeout, stall_report
         self.window, self.end = window, end
         self.pool = CopyPool(nthreads)
         self.pending = {}  # k -> (job, value, exception): issued, not taken
@@ -97,10 +106,41 @@ class CopyEngine:
                 return k, None, e
         if job is not None:
             try:
-                job.wait()
+                if self.timeout is None and self.stall_report is None:
+                    job.wait()
+                else:
+                    self._wait(job, k)
             except RuntimeError:  # the pool was closed before the job ran
                 raise EngineClosed from None
         return k, value, exc
+
+    def _wait(self, job, k):
+        """``job.wait()`` within the timeout, reporting a stall once."""
+        began = time.monotonic()
+        limits = [x for x in (self.timeout, self.stall_report) if x is not None]
+        reported = False
+        while True:
+            waited = time.monotonic() - began
+            step = min(x - waited for x in limits if x > waited) if any(
+                x > waited for x in limits) else 0.1
+            if job.wait(max(step, 0.001)):
+                return
+            waited = time.monotonic() - began
+            if self.timeout is not None and waited > self.timeout:
+                raise LoaderTimeout(
+                    f"{self.task} {k} of the loader created at {self.origin} has "
+                    f"waited {waited:.1f} s for its copy on the native copy threads, past "
+                    f"timeout={self.timeout:g} s (a copy runs no Python: a read of "
+                    "memory-mapped data that stalls in the kernel, or a copy "
+                    "thread held up, can do this). Reading again retries it.",
+                    k, waited, "")
+            if (not reported and self.stall_report is not None
+                    and waited > self.stall_report):
+                reported = True
+                log.warning("seqtools: %s %d of the loader created at %s has "
+                            "waited %.0f s for its copy on the native copy threads "
+                            "(stall_report=%s)", self.task, k, self.origin, waited,
+                            self.stall_report)
 
     def take_next(self):
         return self.take(self.next)

@@ -33,8 +33,9 @@ engines) or a :class:`._worker.Failure` report (process workers); the front
 turns it into the error the user sees (:func:`raise_failure`). ``where`` names
 the workers in messages ("process" or "thread").
 
-Only the process that made an engine may use it: :func:`owner_pid` is the
-current process id, kept across fork, that fronts compare with their owner's.
+Only the process that made an engine may use it: ``PROCESS.pid`` (or
+:func:`owner_pid`) is the current process id, kept across fork, that fronts
+compare with their owner's.
 """
 
 import os
@@ -42,28 +43,33 @@ import os
 from ..errors import EvaluationError, WorkerTraceback, passthrough
 from . import _worker
 
-__all__ = ["EngineClosed", "owner_pid", "raise_failure", "call_name"]
+__all__ = ["EngineClosed", "PROCESS", "owner_pid", "raise_failure", "call_name"]
 
 
 class EngineClosed(Exception):
     """Raised by ``take``/``take_next`` of an engine closed meanwhile."""
 
 
-# This process's id, kept current across fork (os.getpid() is a system call).
-_pid = os.getpid()
+class _Process:
+    """This process's id, kept current across fork: ``PROCESS.pid`` costs one
+    attribute read where ``os.getpid()`` is a system call."""
+
+    __slots__ = ("pid",)
+
+    def __init__(self):
+        self.pid = os.getpid()
+
+    def after_fork(self):
+        self.pid = os.getpid()
 
 
-def _after_fork():
-    global _pid
-    _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_after_fork)
+PROCESS = _Process()
+os.register_at_fork(after_in_child=PROCESS.after_fork)
 
 
 def owner_pid():
     """The id of the calling process (cheap: no system call)."""
-    return _pid
+    return PROCESS.pid
 
 
 def call_name(func):

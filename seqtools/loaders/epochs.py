@@ -33,7 +33,7 @@ import threading
 
 import numpy as np
 
-from .._checks import check_int, check_seed, length
+from .._checks import check_int, check_seconds, check_seed, length
 from ..errors import (
     EvaluationError,
     WorkersCannotStart,
@@ -41,7 +41,7 @@ from ..errors import (
     creation_site,
     passthrough,
 )
-from .api import prefetch
+from .api import STALL_REPORT, prefetch
 from .sharding import BatchStream, Sharding, default_world, epoch_order
 
 __all__ = ["epochs", "EpochLoader", "epoch_order", "DatasetLengthChanged"]
@@ -89,13 +89,13 @@ class EpochLoader:
     """
 
     def __init__(self, dataset, n, batch_size, seed, shuffle, drop_last, num_epochs,
-                 rank, world_size, nworkers, method, max_buffered, start_method):
+                 rank, world_size, nworkers, method, options):
         self._dataset = dataset
         self._sharding = Sharding(n, batch_size, rank, world_size, drop_last)
         self.seed = seed
         self._shuffle = shuffle
         self._num_epochs = num_epochs
-        self._workers = (nworkers, method, max_buffered, start_method)
+        self._workers = (nworkers, method, options)
         self._origin = creation_site()  # the user's epochs(...) line
         self._lock = threading.Lock()
         self._loader = None
@@ -151,13 +151,13 @@ class EpochLoader:
                 self._check_at = self._stream.next_epoch(k)
             loader = self._loader
             if loader is None:
-                nworkers, method, max_buffered, start_method = self._workers
+                nworkers, method, options = self._workers
                 if nworkers == 0:
                     loader = self._stream
                 else:
                     with created_at(self._origin):
                         loader = prefetch(self._stream, nworkers, method,
-                                          max_buffered, start_method=start_method)
+                                          **options)
                 self._loader = loader
             # k is a valid index of the stream (or of the prefetch view over it):
             # _get skips View's key checks, a good part of what a batch costs
@@ -385,7 +385,8 @@ def _check_strings(dataset):
 
 def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
            num_epochs=None, rank=None, world_size=None, nworkers=0, method="process",
-           max_buffered=None, start_method=None):
+           max_buffered=None, start_method=None, timeout=None,
+           stall_report=STALL_REPORT):
     """Iterate stacked batches of a dataset, epoch after epoch, resumably.
 
     Each epoch is a permutation of the dataset drawn from (``seed``, epoch) (see
@@ -437,6 +438,12 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
         loop waits for the one batch it needs next).
     start_method : {'fork', 'spawn', 'forkserver'}, optional
         multiprocessing start method of process workers.
+    timeout, stall_report : float, optional
+        As :func:`seqtools.prefetch`'s, for the workers' batches: a batch that
+        takes longer than ``timeout`` seconds raises
+        :class:`~seqtools.LoaderTimeout` and is not consumed (the next
+        ``next()`` makes it again); a wait of ``stall_report`` seconds with no
+        batch is logged once with what each worker is doing.
 
     Returns
     -------
@@ -557,6 +564,9 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
             f"epochs(): with drop_last=True, {n} samples never fill a batch of "
             f"{batch_size} on each of {world_size} rank(s): every epoch would be "
             "empty")
+    options = {"max_buffered": max_buffered, "start_method": start_method,
+               "timeout": check_seconds(timeout, "timeout", "epochs"),
+               "stall_report": check_seconds(stall_report, "stall_report",
+                                             "epochs")}
     return EpochLoader(dataset, n, batch_size, seed, bool(shuffle), bool(drop_last),
-                       num_epochs, rank, world_size, nworkers, method, max_buffered,
-                       start_method)
+                       num_epochs, rank, world_size, nworkers, method, options)

@@ -11,16 +11,17 @@ What a loader promises lives here, once, whatever its engine (see
 process forked from its creator's raises at once; ``close()`` (or leaving a
 ``with`` block, or dropping the loader) stops the workers, after which reads
 raise :class:`~seqtools.errors.LoaderClosed`; a KeyboardInterrupt while waiting
-closes the loader; a task's failure is raised as an error naming the task and
-where the loader was created, and the next read goes on with the next task.
+leaves the loader usable, the next read going on with the task it was waiting
+for; a task's failure is raised as an error naming the task and where the loader
+was created, and the next read goes on with the next task.
 """
 
 import threading
 import weakref
 
-from ..errors import LoaderClosed
+from ..errors import LoaderClosed, LoaderTimeout
 from ..views.core import View
-from .engine import EngineClosed, call_name, owner_pid, raise_failure
+from .engine import PROCESS, EngineClosed, call_name, raise_failure
 
 __all__ = ["OrderedLoader", "BufferLoader"]
 
@@ -37,7 +38,7 @@ class _Front:
         self._what = what
         self._origin = origin
         self._func = func
-        self._owner = owner_pid()
+        self._owner = PROCESS.pid
         self._closed = False
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, engine.close)
@@ -47,10 +48,10 @@ class _Front:
         caller holds the lock."""
         if self._closed:
             raise LoaderClosed(f"this {self._what} loader was closed")
-        if owner_pid() != self._owner:
+        if PROCESS.pid != self._owner:
             raise RuntimeError(
                 f"this loader belongs to process {self._owner}, and this process "
-                f"({owner_pid()}) is a child forked from it: its workers answer "
+                f"({PROCESS.pid}) is a child forked from it: its workers answer "
                 "that process only; create a loader in the child process")
         engine = self._engine
         try:
@@ -59,7 +60,11 @@ class _Front:
         except EngineClosed:
             raise LoaderClosed(f"this {self._what} loader was closed") from None
         except KeyboardInterrupt:
-            self.close()
+            self._interrupted(k)
+            raise
+        except LoaderTimeout:
+            # the engine gives the task again, in its place: read it again
+            self._interrupted(k, reset=False)
             raise
         if failure is not None:
             raise_failure(failure, self._failed(index))
@@ -106,6 +111,11 @@ class OrderedLoader(_Front, View):
             self._next = i + 1
             return self._take(i)
 
+    def _interrupted(self, k, reset=True):
+        # Whatever the engine was doing, reading item k again starts it anew
+        # there: nothing is lost, nothing comes twice.
+        self._next = None
+
     def __reduce__(self):
         raise TypeError(f"a {self._what} view cannot be pickled; prefetch inside "
                         "the workers' sequence instead of sending one")
@@ -131,3 +141,10 @@ class BufferLoader(_Front):
             k = self._consumed
             self._consumed = k + 1  # a failed call is passed over, as unordered
             return self._take(k if self._ordered else None)
+
+    def _interrupted(self, k, reset=True):
+        self._consumed -= 1  # the call waited for is still the next one
+        if self._ordered and reset:
+            # the engine goes on from call k, whatever it was doing: nothing
+            # is lost, nothing comes twice
+            self._engine.reset(k)

@@ -19,15 +19,17 @@ import logging
 import multiprocessing
 import os
 import pickle
+import select
+import signal
 import sys
 import threading
 import time
 import weakref
 
-from ..errors import WorkersCannotStart, seterr
+from ..errors import LoaderTimeout, WorkersCannotStart, seterr
 from . import _transport, _worker
 from ._ring import ALIGN, HOOK_HEADROOM, KIND_ERROR, Ring, RingClosed
-from .engine import EngineClosed, owner_pid
+from .engine import PROCESS, EngineClosed
 
 __all__ = ["ProcessEngine", "check_not_importing_main"]
 
@@ -143,8 +145,10 @@ class _Pool:
     """
 
     def __init__(self, target, call, nworkers, window, start_hook, shm_size,
-                 start_method, origin, widen=None):
+                 start_method, origin, widen=None, timeout=None, stall_report=None):
         self.ctx = multiprocessing.get_context(start_method)
+        self.timeout = timeout
+        self.stall_report = stall_report
         self.payload = _worker.payload_for(
             self.ctx, target, start_hook, "the sampler" if call else "the sequence")
         if not isinstance(shm_size, int) or shm_size < 0:
@@ -158,7 +162,7 @@ class _Pool:
         self.widen = widen if widen is not None and widen > window else None
         self.origin = origin
         self.nworkers = nworkers
-        self.owner = owner_pid()
+        self.owner = PROCESS.pid
         capacity = _round_up(shm_size, ALIGN)
         if capacity:
             _check_memory(capacity)
@@ -182,6 +186,16 @@ class _Pool:
         self.early_deaths = [0] * nworkers
         self.poisoned = []  # (index, Failure) of items given up on, not yet returned
         self.last_check = time.monotonic()
+        self.last_result = self.last_check  # for stall reports
+        self.stall_reported = False
+        self.stall_reported_at = 0.0
+        self.stopped = [False] * nworkers  # stopped by a timeout: not "died"
+        # Per slot, a pipe the worker's faulthandler writes its stacks into.
+        self.stack_pipes = []
+        for _ in range(nworkers):
+            r, w = os.pipe()
+            os.set_blocking(r, False)
+            self.stack_pipes.append((r, w))
         self.closed = False
         # Arrival interval estimate for wake-up coalescing.
         self.want = 1
@@ -191,10 +205,10 @@ class _Pool:
             for w in range(nworkers):
                 self._start(w)
         except BaseException:
-            _shutdown(self.ring, self.procs, self.owner)
+            _shutdown(self.ring, self.procs, self.owner, self.stack_pipes)
             raise
         self._finalizer = weakref.finalize(
-            self, _shutdown, self.ring, self.procs, self.owner)
+            self, _shutdown, self.ring, self.procs, self.owner, self.stack_pipes)
 
     def _start(self, w):
         self.spawned += 1
@@ -209,7 +223,7 @@ class _Pool:
             # seterr's setting goes along: a spawned or forkserver worker would
             # otherwise wrap what the views it evaluates raise, passthrough or not
             args=(self.ring, w, self.payload, self.call, seed, os.getpid(),
-                  pdeathsig, seterr()),
+                  pdeathsig, seterr(), _worker.StackPipe(self.stack_pipes[w][1])),
             name=f"seqtools-worker-{w}",
             daemon=True,
         )
@@ -241,9 +255,11 @@ class _Pool:
             what = "call" if self.call else "item"
             if self.closed:  # closed from another thread meanwhile: no new worker
                 break
+            stopped, self.stopped[w] = self.stopped[w], False
             log.warning(
                 "seqtools: worker %d (pid %s) of the loader created at %s ended by "
                 "%s%s; a new worker replaces it%s", w, p.pid, self.origin, how,
+                " (stopped after its timeout)" if stopped else
                 " (killed by the kernel when out of memory?)" if code == -9 else "",
                 f" and {what} {index} is retried" if index >= 0 and deaths
                 < MAX_DEATHS else "")
@@ -263,6 +279,82 @@ class _Pool:
                     f"(last one by {how}); it was given up on"))))
             self._start(w)
         return poisoned
+
+    def _watch(self, now, since, waiting):
+        """Raise LoaderTimeout for a task past the timeout (the one ``waiting``
+        for, or any); log once when no result has come since ``since`` for
+        ``stall_report`` seconds, with what each busy worker is doing."""
+        timeout = self.timeout
+        if timeout is not None:
+            for w in range(self.nworkers):
+                index, running = self.ring.worker_task(w)
+                if index >= 0 and running > timeout and waiting in (None, index):
+                    self._time_out(w, index, running)
+        if since > self.stall_reported_at:
+            self.stall_reported = False  # results came since the last report
+        if (self.stall_report is not None and not self.stall_reported
+                and now - since > self.stall_report):
+            self.stall_reported_at = now
+            self.stall_reported = True
+            busy = []
+            for w in range(self.nworkers):
+                index, running = self.ring.worker_task(w)
+                if index >= 0:
+                    busy.append(f"worker {w} (pid {self.procs[w].pid}) on "
+                                f"{self._task_name(index)} for {running:.1f} s:\n"
+                                f"{self._stack(w)}")
+            log.warning(
+                "seqtools: the loader created at %s has had no result for %.0f s "
+                "(stall_report=%s). %s", self.origin, now - since, self.stall_report,
+                "\n".join(busy) if busy else "No worker holds a task.")
+
+    def _task_name(self, index):
+        return f"{'call' if self.call else 'item'} {index}"
+
+    def _stack(self, w):
+        """Worker ``w``'s Python stacks, as faulthandler writes them."""
+        r = self.stack_pipes[w][0]
+        try:
+            while os.read(r, 65536):  # what an earlier worker of the slot left
+                pass
+        except BlockingIOError:
+            pass
+        try:
+            os.kill(self.procs[w].pid, _worker.STACK_SIGNAL)
+        except ProcessLookupError:
+            return "(the worker is gone)"
+        chunks = []
+        deadline = time.monotonic() + 1.0
+        while True:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([r], [], [], min(0.1, left) if chunks
+                                        else max(0.0, left))
+            if not ready:
+                break
+            try:
+                data = os.read(r, 65536)
+            except BlockingIOError:
+                continue
+            if not data:
+                break
+            chunks.append(data)
+        text = b"".join(chunks).decode(errors="replace").strip()
+        return text or "(no stack came back within 1 s)"
+
+    def _time_out(self, w, index, running):
+        stack = self._stack(w)
+        self.stopped[w] = True
+        try:
+            os.kill(self.procs[w].pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        name = self._task_name(index)
+        raise LoaderTimeout(
+            f"{name} of the loader created at {self.origin} has run for "
+            f"{running:.1f} s in worker {w} (pid {self.procs[w].pid}), past "
+            f"timeout={self.timeout:g} s. The worker's Python stack:\n{stack}\n"
+            f"The worker was stopped and a new one replaces it; reading again "
+            f"retries {name}.", index, running, stack)
 
     def _start_failure(self, what, text=""):
         """The message for workers that cannot start, with the likely causes."""
@@ -356,7 +448,7 @@ class _Pool:
                 "a worker reported", "\n" + failure.text))
         return index, generation, 0, 0, failure
 
-    def next_entry(self, slack, evict=None):
+    def next_entry(self, slack, evict=None, waiting=None):
         """Block until the next completed task.
 
         Returns ``(index, generation, offset, nbytes, failure)``: ``failure`` is None
@@ -376,10 +468,16 @@ class _Pool:
         moving results the consumer holds for itself (not the user's) out of
         the ring.
 
+        ``waiting``: the task the caller waits for (an ordered front), or None
+        (any task): what the timeout applies to.
+
         Every wait is bounded: a dead worker is replaced within CHECK_EVERY
-        seconds, and a ring that stays stalled for STALL seconds, with no space
-        freed and nothing queued in the meantime, raises BufferError.
+        seconds, a ring that stays stalled for STALL seconds, with no space
+        freed and nothing queued in the meantime, raises BufferError, a task
+        past the timeout raises LoaderTimeout, and a wait with no result for
+        ``stall_report`` seconds is reported once (see :meth:`_watch`).
         """
+        began = None  # when the checks first run: the wait's start, near enough
         stalled_since = None
         events = None
         want = max(1, min(slack, self.want))
@@ -393,6 +491,7 @@ class _Pool:
                 raise EngineClosed from None
             now = time.monotonic()
             if e is not None:
+                self.last_result = now
                 self.rate_count += 1
                 if self.rate_count == RATE_EVERY:
                     self.want = _coalesce((now - self.rate_since) / RATE_EVERY)
@@ -405,6 +504,9 @@ class _Pool:
                 self.poisoned.extend(self._check_workers())
                 if self.poisoned and e is None:
                     continue
+                if began is None:
+                    began = now
+                self._watch(now, max(began, self.last_result), waiting)
             if e is None:
                 stalled, s = self._stalled()
                 if stalled and evict is not None and evict():
@@ -457,9 +559,9 @@ def _stall_message(s):
             "them sooner, or pass a larger shm_size")
 
 
-def _shutdown(ring, procs, owner):
+def _shutdown(ring, procs, owner, pipes):
     """Close the ring and stop the workers, in the process that started them."""
-    if owner_pid() != owner:
+    if PROCESS.pid != owner:
         return  # a forked child's copy: the ring and workers are its parent's
     ring.close()
     deadline = time.monotonic() + 2.0
@@ -470,6 +572,10 @@ def _shutdown(ring, procs, owner):
         if p is not None and p.exitcode is None:
             p.kill()
             p.join(1.0)
+    for pair in pipes:
+        for fd in pair:
+            os.close(fd)
+    pipes.clear()
 
 
 class ProcessEngine:
@@ -484,14 +590,17 @@ class ProcessEngine:
     where = "process"
 
     def __init__(self, target, call, end, nworkers, window, start_hook, shm_size,
-                 start_method, origin, widen=None):
+                 start_method, origin, widen=None, timeout=None, stall_report=None):
         check_not_importing_main(origin)
         self.pool = _Pool(target, call, nworkers, window, start_hook, shm_size,
-                          start_method, origin, widen)
+                          start_method, origin, widen, timeout, stall_report)
         self.end = -1 if end is None else end
         self.ready = {}  # index -> (offset, nbytes, failure) of results ahead
         self.evicted = {}  # index -> result copied out of the ring (see _evict)
         self.taken = 0  # tasks taken by take_next
+        # Results take_next may wait for at once (see _Pool.next_entry): the
+        # window less one task per worker, so that none of them runs dry.
+        self.slack = self.pool.window - nworkers
         self.reset(0)
 
     def reset(self, start):
@@ -515,7 +624,7 @@ class ProcessEngine:
                 slack = _prefetch_slack(k, pool.window, self.end, len(ready),
                                         pool.nworkers)
                 index, generation, offset, nbytes, failure = pool.next_entry(
-                    slack, self._evict)
+                    slack, self._evict, k)
                 if generation is not None and generation != self.generation:
                     if offset:  # a stale result: dropping it frees its blocks
                         _transport.decode(pool.ring, offset, nbytes)
@@ -532,10 +641,7 @@ class ProcessEngine:
 
     def take_next(self):
         pool = self.pool
-        # Results that may be waited for at once (see _Pool.next_entry): the
-        # window less one task per worker, so that none of them runs dry.
-        index, _, offset, nbytes, failure = pool.next_entry(
-            pool.window - pool.nworkers)
+        index, _, offset, nbytes, failure = pool.next_entry(self.slack)
         self.taken += 1
         pool.ring.task_advance(self.taken)
         if failure is not None:

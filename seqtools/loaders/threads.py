@@ -6,16 +6,23 @@ pay off when the work releases the GIL (I/O, numpy on large arrays) or on a
 free-threaded Python. See :mod:`.engine` for the protocol.
 """
 
+import logging
 import queue
+import sys
 import threading
+import time
+import traceback
 
-from ..errors import WorkersCannotStart, passthrough
+from ..errors import LoaderTimeout, WorkersCannotStart, passthrough
 from . import _worker
 from .engine import EngineClosed
 
 __all__ = ["ThreadEngine"]
 
+log = logging.getLogger("seqtools")
+
 POLL = 0.1  # seconds: the longest a thread waits before checking ``closed``
+WATCH_EVERY = 0.5  # seconds between timeout checks while results flow
 
 
 class _Work:
@@ -50,6 +57,10 @@ class _Work:
         self.done = {}  # index -> result that came ahead of its turn
         self.closed = False
         self.nworkers = 0  # how many to wake on close
+        # Per worker slot: (task, when it started, thread id) while it runs one.
+        self.current = []
+        self.tokens = []  # per worker slot: the token of its thread
+        self.abandoned = set()  # tokens of threads left to a stuck task
 
     def issue(self):
         """Hand out the tasks the window allows (the consumer's side)."""
@@ -68,15 +79,18 @@ class _Work:
             self.tasks.put(None)  # wakes a worker, which then ends
         self.results.put(self._CLOSED)
 
-    def work(self, start_hook, index):
+    def work(self, start_hook, index, token, hook=True):
         evaluating = _worker.evaluating
-        try:
-            _worker.run_start_hook(start_hook, index)
-        except BaseException as e:
-            self.results.put((None, -1, None, e))
-            return
+        if hook:
+            try:
+                _worker.run_start_hook(start_hook, index)
+            except BaseException as e:
+                self.results.put((None, -1, None, e))
+                return
         target, call = self.target, self.call
         get, put = self.tasks.get, self.results.put
+        current, ident, clock = self.current, threading.get_ident(), time.monotonic
+        abandoned = self.abandoned
         Empty = queue.Empty
         while True:
             try:
@@ -91,29 +105,33 @@ class _Work:
             if generation != self.generation:
                 continue  # issued before a reset: nobody waits for it
             evaluating.index = k
+            current[index] = (k, clock(), ident)
             try:
                 result = (generation, k, target() if call else target[k], None)
             except BaseException as e:  # SystemExit too: it answers this task
                 result = (generation, k, None, e)
             finally:
                 evaluating.index = None
-            if self.closed:
-                return
+            if self.closed or token in abandoned:
+                return  # left behind after a timeout: its task was given again
+            current[index] = None
             put(result)
             del result
 
-    def take(self, k):
+    def take(self, k, watch):
         """``(index, value, exception)`` of task ``k``, or of the next task to
         complete when ``k`` is None. Raises EngineClosed once closed, and
-        what a start_hook raised."""
+        what a start_hook raised; ``watch(began)`` is called between waits."""
         result = self.done.pop(k, None) if k is not None else None
         get, Empty = self.results.get, queue.Empty
+        began = time.monotonic()
         while result is None:
             if self.closed:
                 raise EngineClosed
             try:
                 r = get(timeout=POLL)
             except Empty:
+                watch(k, began)
                 continue
             if r is self._CLOSED:
                 continue  # closed: the check above ends the wait
@@ -140,21 +158,80 @@ class ThreadEngine:
     """``nworkers`` Python threads computing tasks of ``target`` (see
     :mod:`.engine`); ``call``: tasks are calls ``target()``, else items
     ``target[k]`` for ``k < end`` (None: endless). ``name`` and ``origin`` name
-    the loader in thread names and messages."""
+    the loader in thread names and messages; ``timeout`` and ``stall_report``
+    are the loader's (seconds or None).
+
+    A thread cannot be stopped: one whose task passes the timeout is left to
+    finish alone (its result is dropped), a new thread takes its place, and the
+    task is handed out again.
+    """
 
     where = "thread"
 
     def __init__(self, target, call, end, nworkers, window, start_hook, name,
-                 origin):
+                 origin, timeout=None, stall_report=None):
         self._work = work = _Work(target, call, end, window)
         self._name, self._origin = name, origin
+        self._start_hook = start_hook
+        self._timeout, self._stall_report = timeout, stall_report
+        self._last_result = self._last_watch = time.monotonic()
+        self._stall_reported = False
         work.issue()
-        threads = [threading.Thread(target=work.work, args=(start_hook, w),
-                                    daemon=True, name=f"seqtools-{name}-{w}")
-                   for w in range(nworkers)]
         work.nworkers = nworkers
-        for t in threads:
-            t.start()
+        work.current = [None] * nworkers
+        work.tokens = [None] * nworkers
+        for w in range(nworkers):
+            self._start(w, True)
+
+    def _start(self, w, hook):
+        work = self._work
+        work.tokens[w] = token = object()
+        threading.Thread(target=work.work, args=(self._start_hook, w, token, hook),
+                         daemon=True, name=f"seqtools-{self._name}-{w}").start()
+
+    def _watch(self, k, began):
+        """Between waits: a task past the timeout (task ``k``, or any when None)
+        raises LoaderTimeout; no result for ``stall_report`` seconds is logged
+        once, with what each busy thread runs."""
+        now = time.monotonic()
+        current = self._work.current
+        if self._timeout is not None:
+            for w, running in enumerate(current):
+                if (running is not None and now - running[1] > self._timeout
+                        and k in (None, running[0])):
+                    self._time_out(w, running, now)
+        since = max(began, self._last_result)
+        if (self._stall_report is not None and not self._stall_reported
+                and now - since > self._stall_report):
+            self._stall_reported = True
+            busy = [f"thread {w} on {self._task(r[0])} for {now - r[1]:.1f} s:\n"
+                    f"{_thread_stack(r[2])}"
+                    for w, r in enumerate(current) if r is not None]
+            log.warning(
+                "seqtools: the %s loader created at %s has had no result for %.0f s "
+                "(stall_report=%s). %s", self._name, self._origin, now - since,
+                self._stall_report, "\n".join(busy) if busy else
+                "No thread holds a task.")
+
+    def _task(self, k):
+        return f"{'call' if self._work.call else 'item'} {k}"
+
+    def _time_out(self, w, running, now):
+        work = self._work
+        k, started, ident = running
+        stack = _thread_stack(ident)
+        work.abandoned.add(work.tokens[w])
+        work.current[w] = None
+        self._start(w, False)
+        work.tasks.put((work.generation, k))  # handed out again
+        name = self._task(k)
+        raise LoaderTimeout(
+            f"{name} of the {self._name} loader created at {self._origin} has run "
+            f"for {now - started:.1f} s in worker thread {w}, past "
+            f"timeout={self._timeout:g} s. The thread's Python stack:\n{stack}\n"
+            f"A thread cannot be stopped: it is left to finish alone (its result "
+            f"is dropped) and a new thread takes its place; reading again retries "
+            f"{name}.", k, now - started, stack)
 
     def reset(self, start):
         work = self._work
@@ -170,8 +247,16 @@ class ThreadEngine:
         return self._take(None)
 
     def _take(self, k):
+        if self._timeout is not None:  # while results flow too (unordered)
+            now = time.monotonic()
+            if now - self._last_watch > WATCH_EVERY:
+                self._last_watch = now
+                self._watch(k, now)
         try:
-            return self._work.take(k)
+            result = self._work.take(k, self._watch)
+            self._last_result = time.monotonic()
+            self._stall_reported = False
+            return result
         except _StartHookFailed as e:  # the loader cannot go on
             self.close()
             if passthrough():
@@ -183,6 +268,10 @@ class ThreadEngine:
     def close(self):
         self._work.close()
 
-    def closer(self):
-        """What closes the engine without referring to it (for a finalizer)."""
-        return self._work.close
+
+def _thread_stack(ident):
+    """The Python stack of thread ``ident``, as a traceback prints it."""
+    frame = sys._current_frames().get(ident)
+    if frame is None:
+        return "(the thread has ended)"
+    return "".join(traceback.format_stack(frame)).rstrip()

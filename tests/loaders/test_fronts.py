@@ -6,10 +6,15 @@ unordered load_buffers on worker processes, Python worker threads and native
 copy threads, and epochs on processes and threads.
 """
 
+import _thread
+import functools
+import logging
+import os
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -250,3 +255,205 @@ def test_a_forked_child_is_refused_by_every_kind(tmp_path):
         "prefetch-thread", "prefetch-copy", "prefetch-process",
         "load_buffers-process", "load_buffers-thread", "load_buffers-copy",
         "epochs-process", "epochs-thread"]
+
+
+# -- timeouts, stall reports, interrupts ---------------------------------------------
+
+def wait_for_flag(flag):
+    """Block until the file ``flag`` exists (a task that hangs until released)."""
+    while not os.path.exists(flag):
+        time.sleep(0.01)
+
+
+class Hanging(seqtools.View):
+    """Item i is i * i, item 3 hangs until ``flag`` exists."""
+
+    def __init__(self, flag, n=30):
+        seqtools.View.__init__(self, n)
+        self.flag = flag
+
+    def _get(self, i):
+        if i == 3:
+            wait_for_flag(self.flag)
+        return i * i
+
+
+class HangingSampler:
+    """Call k returns [k, k]; call 3 hangs until ``flag`` exists."""
+
+    def __init__(self, flag):
+        self.flag = flag
+
+    def __call__(self):
+        k = seqtools.call_index()
+        if k == 3:
+            wait_for_flag(self.flag)
+        return np.full(2, k)
+
+
+HANGING = {
+    "prefetch-thread": lambda flag, n=2, **kw: seqtools.prefetch(
+        Hanging(flag), n, "thread", **kw),
+    "prefetch-process": lambda flag, n=2, **kw: seqtools.prefetch(
+        Hanging(flag), n, "process", **kw),
+    "load_buffers-process": lambda flag, n=2, **kw: seqtools.load_buffers(
+        HangingSampler(flag), 4, n, **kw),
+    "load_buffers-process-ordered": lambda flag, n=2, **kw: seqtools.load_buffers(
+        HangingSampler(flag), 4, n, ordered=True, **kw),
+    "load_buffers-thread": lambda flag, n=2, **kw: seqtools.load_buffers(
+        HangingSampler(flag), 4, n, method="thread", **kw),
+    "load_buffers-thread-ordered": lambda flag, n=2, **kw: seqtools.load_buffers(
+        HangingSampler(flag), 4, n, method="thread", ordered=True, **kw),
+}
+# Unordered, the other workers go on while one hangs: with one worker, a read
+# waits for the hanging call (a stall, a read to interrupt).
+WAITING = {kind: 1 if "load_buffers" in kind and "ordered" not in kind else 2
+           for kind in HANGING}
+
+
+def value_of(x):
+    return int(np.asarray(x).ravel()[0])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", sorted(HANGING))
+def test_a_task_past_the_timeout_raises_and_the_loader_goes_on(kind, tmp_path):
+    flag = str(tmp_path / "release")
+    ordered = "prefetch" in kind or "ordered" in kind
+    with HANGING[kind](flag, timeout=0.5, stall_report=None) as loader:
+        got = []
+        with pytest.raises(seqtools.LoaderTimeout) as info:
+            # unordered, the other calls go on meanwhile: read until it raises
+            for k in range(30 if ordered else 10**6):
+                got.append(value_of(read(loader, k)))
+        e = info.value
+        assert isinstance(e, TimeoutError) and e.index == 3 and e.seconds > 0.5
+        assert ("item 3" if "prefetch" in kind else "call 3") in str(e)
+        assert "timeout=0.5" in str(e) and __file__ in str(e)
+        assert "wait_for_flag" in e.stack and "wait_for_flag" in str(e)
+        open(flag, "w").close()  # released: reading again retries the task
+        if ordered:
+            assert got == ([0, 1, 4] if "prefetch" in kind else [0, 1, 2])
+            rest = [value_of(read(loader, k)) for k in range(3, 8)]
+            assert rest == ([9, 16, 25, 36, 49] if "prefetch" in kind
+                            else [3, 4, 5, 6, 7])
+        else:  # call 3 comes, once, among the next results
+            for _ in range(10**4):
+                got.append(value_of(next(loader)))
+                if 3 in got:
+                    break
+            assert got.count(3) == 1 and len(got) == len(set(got))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", sorted(HANGING))
+def test_a_stall_is_reported_once_with_the_busy_tasks(kind, tmp_path, caplog):
+    flag = str(tmp_path / "release")
+    caplog.set_level(logging.WARNING, logger="seqtools")
+    with HANGING[kind](flag, WAITING[kind], stall_report=0.5) as loader:
+        ordered = "prefetch" in kind or "ordered" in kind
+        released = threading.Event()
+
+        def release():  # once the stall was reported, let the task go on
+            deadline = time.monotonic() + 60  # a safety net
+            while time.monotonic() < deadline and not any(
+                    "no result" in r.getMessage() for r in caplog.records):
+                time.sleep(0.05)
+            open(flag, "w").close()
+            released.set()
+
+        helper = threading.Thread(target=release)
+        helper.start()
+        got = [value_of(read(loader, k)) for k in range(12)]
+        helper.join(60)
+        assert released.is_set()
+        if ordered:
+            assert got == ([k * k for k in range(12)] if "prefetch" in kind
+                           else list(range(12)))
+        reports = [r.getMessage() for r in caplog.records
+                   if "no result" in r.getMessage()]
+        assert len(reports) == 1, reports  # once per stall
+        assert ("item 3" if "prefetch" in kind else "call 3") in reports[0]
+        assert "wait_for_flag" in reports[0]  # the busy worker's stack
+        assert "stall_report=0.5" in reports[0]
+        assert sorted(got) == sorted(set(got))
+
+
+def epochs_of_hanging(flag, **kw):
+    return seqtools.epochs(Hanging(flag), 5, seed=0, num_epochs=2, **kw)
+
+
+INTERRUPTED = dict({kind: functools.partial(make, n=WAITING[kind])
+                    for kind, make in HANGING.items()}, **{
+    "epochs-process": lambda flag: epochs_of_hanging(flag, nworkers=2),
+    "epochs-thread": lambda flag: epochs_of_hanging(flag, nworkers=2,
+                                                    method="thread"),
+})
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", sorted(INTERRUPTED))
+def test_a_caught_keyboard_interrupt_leaves_the_loader_usable(kind, tmp_path):
+    # Ctrl-C as a notebook sends it, to the main thread only, while a read waits
+    # (for a task that hangs until released): caught, the loader goes on with
+    # the task it was waiting for, nothing lost or repeated.
+    flag = str(tmp_path / "release")
+    loader = INTERRUPTED[kind](flag)
+    ordered = "ordered" in kind or "prefetch" in kind or "epochs" in kind
+
+    def interrupt_then_release():
+        time.sleep(0.5)  # the main thread waits for the hanging task by then
+        _thread.interrupt_main()
+        time.sleep(0.2)
+        open(flag, "w").close()
+
+    helper = threading.Thread(target=interrupt_then_release)
+    helper.start()
+    got, interrupts = [], 0
+    try:
+        while len(got) < 12:
+            try:
+                if "epochs" in kind:
+                    got.append(next(loader).tolist())
+                else:
+                    got.append(value_of(read(loader, len(got))))
+            except KeyboardInterrupt:
+                interrupts += 1
+    finally:
+        helper.join(60)
+        loader.close()
+    assert interrupts == 1
+    if "epochs" in kind:
+        open(flag, "w").close()
+        inline = seqtools.epochs(Hanging(flag), 5, seed=0, num_epochs=2)
+        assert got == [b.tolist() for b in inline]
+    elif ordered:
+        assert got == ([k * k for k in range(12)] if "prefetch" in kind
+                       else list(range(12)))
+    else:  # completion order: none twice; the waited-for call still comes
+        assert len(set(got)) == len(got) == 12
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["process", "thread"])
+def test_an_epochs_batch_past_the_timeout_is_made_again(method, tmp_path):
+    flag = str(tmp_path / "release")
+    loader = epochs_of_hanging(flag, nworkers=2, method=method, timeout=0.5,
+                               stall_report=None)
+    got = []
+    with pytest.raises(seqtools.LoaderTimeout) as info:
+        for batch in loader:
+            got.append(batch.tolist())
+    assert "timeout=0.5" in str(info.value) and "wait_for_flag" in info.value.stack
+    # the batch that timed out is not consumed
+    assert loader.state_dict()["position"] == 5 * len(got)
+    open(flag, "w").close()
+    got += [b.tolist() for b in loader]
+    loader.close()
+    inline = [b.tolist() for b in seqtools.epochs(Hanging(flag), 5, seed=0,
+                                                   num_epochs=2)]
+    assert got == inline
+    with pytest.raises(ValueError, match="timeout"):
+        seqtools.epochs(np.arange(10), 2, seed=0, timeout=0)
+    with pytest.raises(TypeError, match="stall_report"):
+        seqtools.epochs(np.arange(10), 2, seed=0, stall_report="1")
