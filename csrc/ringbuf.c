@@ -111,6 +111,7 @@ struct sq_ring {
     uint64_t data_offset;
     uint64_t capacity;
     uint64_t requested;
+    uint64_t max_capacity; /* what the consumer may grow it to (0: no growth) */
     /* allocator: where the next search starts, and bytes in non-free blocks */
     uint64_t cursor;
     uint64_t used;
@@ -416,6 +417,15 @@ int sq_ring_set_capacity(sq_ring *r, uint64_t capacity) {
 
 int sq_ring_grow(sq_ring *r, uint64_t capacity) { return ring_resize(r, capacity, 0); }
 
+int sq_ring_set_max_capacity(sq_ring *r, uint64_t max_capacity) {
+    if (max_capacity % SQ_ALIGN) return SQ_EINVAL;
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
+    r->max_capacity = max_capacity;
+    ring_unlock(r);
+    return SQ_OK;
+}
+
 uint64_t sq_ring_data_offset(const sq_ring *r) { return r->data_offset; }
 
 uint64_t sq_ring_capacity(const sq_ring *r) {
@@ -529,7 +539,10 @@ int sq_ring_reserve(sq_ring *r, int worker, uint64_t nbytes, double timeout,
             if (need > r->requested) r->requested = need;
             ring_wake(&r->ready_seq, r->ready_sleepers);
         } else {
-            if (need > r->capacity) {
+            /* Larger than the area: fails, unless the consumer may grow the area
+             * that far (it waits then, as for space, and the consumer sees what
+             * it waits for in sq_stats.waiting_for). */
+            if (need > r->capacity && need > r->max_capacity) {
                 rc = SQ_ETOOBIG;
                 break;
             }
@@ -538,7 +551,8 @@ int sq_ring_reserve(sq_ring *r, int worker, uint64_t nbytes, double timeout,
                 rc = SQ_EFULL;
                 break;
             }
-            uint64_t pos = in_turn(r, worker) ? ring_alloc(r, worker, need) : UINT64_MAX;
+            uint64_t pos = need <= r->capacity && in_turn(r, worker)
+                               ? ring_alloc(r, worker, need) : UINT64_MAX;
             if (pos != UINT64_MAX) {
                 slot->held[slot->n_held++] = pos;
                 *offset = r->data_offset + pos + SQ_BLOCK_HEADER;

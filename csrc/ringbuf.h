@@ -134,6 +134,12 @@ int sq_ring_set_capacity(sq_ring *r, uint64_t capacity);
  * space.  The caller has made the region that large (the mapping already covers
  * it).  SQ_EINVAL for an unsized ring or a capacity not larger. */
 int sq_ring_grow(sq_ring *r, uint64_t capacity);
+/* Consumer: the data area may be grown up to max_capacity bytes (a multiple of
+ * SQ_ALIGN; 0, the default: it is not grown).  A reserve larger than the area
+ * but within max_capacity then waits, as for space, rather than failing with
+ * SQ_ETOOBIG: the consumer sees it in sq_stats.waiting_for and may grow the
+ * area.  Returns SQ_OK, SQ_EINVAL. */
+int sq_ring_set_max_capacity(sq_ring *r, uint64_t max_capacity);
 
 /* Any process or thread, without the lock.  The data offset and the number of
  * producers never change; the capacity grows only (0, then sized, then larger),

@@ -534,6 +534,25 @@ static void test_too_big(void) {
     check_invariants(r);
 }
 
+/* A growable ring: a block larger than the area waits for the consumer to grow
+ * it (within max_capacity), in line with the other waiters. */
+static void test_growable(void) {
+    sq_ring *r = ring_new(1, 8, 1024, 8192);
+    uint64_t off;
+    sq_stats s;
+    CHECK_EQ(sq_ring_set_max_capacity(r, 100), SQ_EINVAL);
+    CHECK_EQ(sq_ring_set_max_capacity(r, 4096), SQ_OK);
+    CHECK_EQ(sq_ring_reserve(r, 0, 5000, LONG_WAIT, &off), SQ_ETOOBIG); /* past it */
+    CHECK_EQ(sq_ring_reserve(r, 0, 2000, 0.01, &off), SQ_TIMEOUT); /* waits */
+    CHECK_EQ(sq_ring_stats(r, &s), SQ_OK);
+    CHECK_EQ(s.capacity, 1024);
+    CHECK_EQ(sq_ring_grow(r, 4096), SQ_OK);
+    CHECK_EQ(sq_ring_reserve(r, 0, 2000, 0, &off), SQ_OK);
+    check_invariants(r);
+    CHECK_EQ(sq_ring_set_max_capacity(r, 0), SQ_OK); /* no more growth: fails */
+    CHECK_EQ(sq_ring_reserve(r, 0, 5000, LONG_WAIT, &off), SQ_ETOOBIG);
+}
+
 /* Unsized ring: reserve records the request, pop reports it, set_capacity wakes. */
 static void unsized_producer(sq_ring *r, int w) {
     uint64_t off;
@@ -2440,6 +2459,7 @@ static const struct {
     {"out_of_order", test_out_of_order},
     {"backpressure", test_backpressure},
     {"too_big", test_too_big},
+    {"growable", test_growable},
     {"unsized", test_unsized},
     {"close", test_close},
     {"contention", test_contention},

@@ -57,6 +57,7 @@ cdef extern from "ringbuf.h" nogil:
     int sq_ring_check(const void *region)
     int sq_ring_set_capacity(sq_ring *r, uint64_t capacity)
     int sq_ring_grow(sq_ring *r, uint64_t capacity)
+    int sq_ring_set_max_capacity(sq_ring *r, uint64_t max_capacity)
     uint64_t sq_ring_data_offset(const sq_ring *r)
     uint64_t sq_ring_capacity(const sq_ring *r)
     int sq_ring_nworkers(const sq_ring *r)

@@ -169,6 +169,14 @@ cdef class Ring:
                              f"{SQ_ALIGN}")
         self._resize(capacity, True)
 
+    def set_max_capacity(self, uint64_t max_capacity):
+        """Parent: the data area may be grown up to ``max_capacity`` bytes (0:
+        never); a worker's result larger than the area but within that waits
+        for the parent to grow it, rather than failing with TooLarge."""
+        cdef int rc = sq_ring_set_max_capacity(self.r, max_capacity)
+        if rc != SQ_OK:
+            _raise(rc, "set_max_capacity")
+
     def grow(self, uint64_t capacity):
         """Parent: enlarge the sized data area to ``capacity`` bytes, free at its
         end; the memory is reserved first, as in :meth:`set_capacity`."""

@@ -46,6 +46,11 @@ def _window(value, name, func, nworkers):
 STALL_REPORT = 60.0
 
 
+def _budget(shm_budget, func):
+    return None if shm_budget is None else check_int(
+        shm_budget, "shm_budget", func, 1)
+
+
 def _check_hook(start_hook):
     if start_hook is not None and not callable(start_hook):
         raise TypeError("start_hook must be callable")
@@ -67,7 +72,7 @@ def call_reader(sampler):
 
 def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
              shm_size=0, *, start_method=None, timeout=None,
-             stall_report=STALL_REPORT):
+             stall_report=STALL_REPORT, shm_budget=None):
     """Wrap a sequence so that items are computed ahead by background workers.
 
     Reading item ``i`` queues items ``i+1 ... i+max_buffered`` for evaluation; read
@@ -102,7 +107,9 @@ def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
         it replaces), or ``start_hook()`` if it takes no argument.
     shm_size : int
         Bytes of shared memory for results in flight (processes only); 0 sizes it
-        from the first result to hold ``max_buffered + nworkers + 2`` such results.
+        from the first result to hold ``max_buffered + nworkers + 2`` such results,
+        and grows it for larger results and while the reader keeps results alive,
+        up to ``shm_budget``.
     start_method : {'fork', 'spawn', 'forkserver'}, optional
         multiprocessing start method (default: multiprocessing's current default).
     timeout : float, optional
@@ -115,6 +122,10 @@ def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
         Seconds a read may wait with no result before a warning is logged
         (logger ``seqtools``) with each busy worker's item and Python stack,
         once per stall. None: never.
+    shm_budget : int, optional
+        Bytes an automatically sized ring (``shm_size=0``) may grow to; past it,
+        a reader that keeps results gets a BufferError saying so. None: half of
+        the memory available when the loader is made.
 
     Returns
     -------
@@ -146,7 +157,7 @@ def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
     elif method == "process":
         engine = ProcessEngine(seq, False, n, nworkers, max_buffered, start_hook,
                                shm_size, start_method, origin, widen, timeout,
-                               stall_report)
+                               stall_report, _budget(shm_budget, "prefetch"))
     else:
         raise ValueError(f"method must be 'thread' or 'process', got {method!r}")
     return OrderedLoader(engine, n, "prefetch", origin)
@@ -169,7 +180,7 @@ def call_index():
 
 def load_buffers(sampler, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,
                  start_method=None, ordered=False, method="process", timeout=None,
-                 stall_report=STALL_REPORT):
+                 stall_report=STALL_REPORT, shm_budget=None):
     """Call ``sampler()`` over and over in background workers and iterate its results.
 
     Typical use is a minibatch sampler feeding a training loop: the loading cost is
@@ -198,7 +209,8 @@ def load_buffers(sampler, max_cached=2, nworkers=0, start_hook=None, shm_size=0,
         index ``0 <= i < nworkers``, or ``start_hook()`` if it takes no argument.
     shm_size : int
         Bytes of shared memory for results in flight (processes only); 0 sizes it
-        from the first result.
+        from the first result, and grows it for larger results and while the
+        loop keeps results alive, up to ``shm_budget``.
     start_method : {'fork', 'spawn', 'forkserver'}, optional
         multiprocessing start method (default: multiprocessing's current default).
     ordered : bool
@@ -221,6 +233,10 @@ def load_buffers(sampler, max_cached=2, nworkers=0, start_hook=None, shm_size=0,
         Seconds ``next()`` may wait with no result before a warning is logged
         (logger ``seqtools``) with each busy worker's call and Python stack,
         once per stall. None: never.
+    shm_budget : int, optional
+        Bytes an automatically sized ring (``shm_size=0``) may grow to; past it,
+        a loop that keeps results gets a BufferError saying so. None: half of
+        the memory available when the loader is made.
 
     Returns
     -------
@@ -260,7 +276,7 @@ def load_buffers(sampler, max_cached=2, nworkers=0, start_hook=None, shm_size=0,
     elif method == "process":
         engine = ProcessEngine(sampler, True, None, nworkers, max_cached, start_hook,
                                shm_size, start_method, origin, None, timeout,
-                               stall_report)
+                               stall_report, _budget(shm_budget, "load_buffers"))
     else:
         raise ValueError(f"method must be 'process' or 'thread', got {method!r}")
     return BufferLoader(engine, sampler, ordered, origin)

@@ -386,7 +386,7 @@ def _check_strings(dataset):
 def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
            num_epochs=None, rank=None, world_size=None, nworkers=0, method="process",
            max_buffered=None, start_method=None, timeout=None,
-           stall_report=STALL_REPORT):
+           stall_report=STALL_REPORT, shm_size=0, shm_budget=None):
     """Iterate stacked batches of a dataset, epoch after epoch, resumably.
 
     Each epoch is a permutation of the dataset drawn from (``seed``, epoch) (see
@@ -438,6 +438,11 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
         loop waits for the one batch it needs next).
     start_method : {'fork', 'spawn', 'forkserver'}, optional
         multiprocessing start method of process workers.
+    shm_size, shm_budget : int, optional
+        As :func:`seqtools.prefetch`'s: the shared memory of process workers
+        is sized from the first batch and grows, for a larger batch (after a
+        resume at an epoch's short tail) or while the loop keeps batches alive,
+        up to ``shm_budget`` bytes (default: half the available memory).
     timeout, stall_report : float, optional
         As :func:`seqtools.prefetch`'s, for the workers' batches: a batch that
         takes longer than ``timeout`` seconds raises
@@ -565,6 +570,7 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
             f"{batch_size} on each of {world_size} rank(s): every epoch would be "
             "empty")
     options = {"max_buffered": max_buffered, "start_method": start_method,
+               "shm_size": shm_size, "shm_budget": shm_budget,
                "timeout": check_seconds(timeout, "timeout", "epochs"),
                "stall_report": check_seconds(stall_report, "stall_report",
                                              "epochs")}

@@ -145,7 +145,8 @@ class _Pool:
     """
 
     def __init__(self, target, call, nworkers, window, start_hook, shm_size,
-                 start_method, origin, widen=None, timeout=None, stall_report=None):
+                 start_method, origin, widen=None, timeout=None, stall_report=None,
+                 shm_budget=None):
         self.ctx = multiprocessing.get_context(start_method)
         self.timeout = timeout
         self.stall_report = stall_report
@@ -167,6 +168,14 @@ class _Pool:
         if capacity:
             _check_memory(capacity)
         self.max_capacity = max(capacity, _physical_memory())
+        # What an automatic ring may grow to (see _grow); a ring of the user's
+        # shm_size never grows.
+        if shm_budget is None:
+            shm_budget = (_available_memory() or _physical_memory()) // 2
+        self.budget = 0 if capacity else min(
+            max(shm_budget // ALIGN * ALIGN, MIN_RING),
+            self.max_capacity // ALIGN * ALIGN)
+        self.grown = False  # for the one warning when it first grows
         # Result size (block header included) an automatic ring is sized for;
         # 0 until then, and for a ring of the user's shm_size, which never grows.
         self.sized_for = 0
@@ -177,6 +186,9 @@ class _Pool:
         widest = max(window, self.widen or 0)
         self.ring = Ring.create(nworkers, 2 * (widest + nworkers) + nworkers + 8,
                                 capacity, self.max_capacity)
+        # A result larger than an automatic ring waits for it to grow, up to the
+        # budget (set before the ring is sized: no worker sees it sized without)
+        self.ring.set_max_capacity(self.budget)
         self.seed_base = int.from_bytes(os.urandom(7), "little")
         self.spawned = 0
         self.procs = [None] * nworkers
@@ -390,34 +402,50 @@ class _Pool:
                 self.window = self.widen
                 self.ring.task_set_window(self.window)
             self.widen = None
-        capacity = self._capacity_for(requested)
+        capacity = min(self._capacity_for(requested), self.budget)
         _check_memory(capacity)
         self.ring.set_capacity(capacity)
         self.sized_for = requested
 
     def _grow(self, s):
-        """Size an automatically sized ring anew for a larger result; True if done.
+        """Grow an automatically sized ring, within its budget; True if done.
 
         Called when the ring is stalled: the workers wait for space that cannot
-        be found while the consumer holds what it holds. If a waiting worker's
-        result (the blocks it holds and the one it waits for) is larger than the
-        results the ring was sized for (from the first one), the ring grows as if
-        the first result had been that large. Results of the expected size never
-        grow it, so a consumer that keeps every result still gets the stall's
-        BufferError rather than a ring growing without end.
+        be found while the consumer holds what it holds. A waiting worker's
+        result larger than the results the ring was sized for (the first one)
+        sizes it anew as if the first had been that large; otherwise, if the
+        consumer holds results (a loop that keeps batches, as torch users may),
+        the ring doubles. Either way not past ``shm_budget``: there the stall's
+        BufferError says what to do. The first growth for held results logs a
+        warning: memory then grows with what the loop keeps.
         """
+        if not self.sized_for:
+            return False  # the user's shm_size: never grows
         need = max(s["waiting_for"], s.get("waiting_total", 0))
-        if not self.sized_for or need <= self.sized_for:
+        if need > self.sized_for:
+            capacity = self._capacity_for(need)
+        elif s["popped"] > 0:
+            capacity = 2 * s["capacity"]
+        else:
             return False
-        capacity = self._capacity_for(need)
-        if capacity <= s["capacity"]:
+        capacity = min(capacity, self.budget)
+        if capacity <= s["capacity"] or need > capacity:
             return False
         try:
             _check_memory(capacity - s["capacity"])
         except MemoryError:
             return False  # the stall's message says what to do
+        if need <= self.sized_for and not self.grown:
+            self.grown = True
+            log.warning(
+                "seqtools: the shared memory of the loader created at %s grows "
+                "from %.1f to %.1f MiB: the loop keeps %d of its results (batches) "
+                "alive. It may grow to shm_budget=%.0f MiB; copy what you keep "
+                "(np.array(x)) to keep memory flat", self.origin,
+                s["capacity"] / 2**20, capacity / 2**20, s["popped"],
+                self.budget / 2**20)
         self.ring.grow(capacity)
-        self.sized_for = need
+        self.sized_for = max(need, self.sized_for)
         return True
 
     def _stalled(self):
@@ -520,7 +548,7 @@ class _Pool:
                     stalled_since = now if stalled else None
                     events = moved
                 elif now - stalled_since > STALL:
-                    raise BufferError(_stall_message(s))
+                    raise BufferError(_stall_message(s, self.budget))
                 continue
             if e[0] == "unsized":
                 self._size(e[1])
@@ -528,8 +556,13 @@ class _Pool:
             return self._entry(e)
 
 
-def _stall_message(s):
-    """Why a stalled ring is stuck, from ``Ring.stats()``, and what to do."""
+def _stall_message(s, budget=0):
+    """Why a stalled ring is stuck, from ``Ring.stats()``, and what to do;
+    ``budget``: what an automatic ring may grow to (0: the user's shm_size)."""
+    if budget:
+        return (_stall_message(s).replace("shm_size", "shm_budget")
+                + f" (this ring grew to its budget, shm_budget="
+                f"{budget / 2**20:.0f} MiB)")
     n = s["popped"]
     results = f"{n} result{'s' if n != 1 else ''}"
     free = s["capacity"] - s["used"]
@@ -590,10 +623,12 @@ class ProcessEngine:
     where = "process"
 
     def __init__(self, target, call, end, nworkers, window, start_hook, shm_size,
-                 start_method, origin, widen=None, timeout=None, stall_report=None):
+                 start_method, origin, widen=None, timeout=None, stall_report=None,
+                 shm_budget=None):
         check_not_importing_main(origin)
         self.pool = _Pool(target, call, nworkers, window, start_hook, shm_size,
-                          start_method, origin, widen, timeout, stall_report)
+                          start_method, origin, widen, timeout, stall_report,
+                          shm_budget)
         self.end = -1 if end is None else end
         self.ready = {}  # index -> (offset, nbytes, failure) of results ahead
         self.evicted = {}  # index -> result copied out of the ring (see _evict)

@@ -444,8 +444,9 @@ def test_load_buffers_stacked_batch_and_another_array():
 @pytest.mark.timeout(60)
 def test_load_buffers_stacked_batch_and_another_array_all_kept_raises():
     held = []
-    with seqtools.load_buffers(sample_two_arrays, max_cached=4, nworkers=2) as it:
-        with pytest.raises(BufferError):
+    with seqtools.load_buffers(sample_two_arrays, max_cached=4, nworkers=2,
+                               shm_budget=16 << 20) as it:
+        with pytest.raises(BufferError, match="shm_budget"):
             for _ in range(10_000):
                 held.append(next(it))
         assert len(held) < 10_000
