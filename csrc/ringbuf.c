@@ -1134,8 +1134,8 @@ int sq_ring_stats(sq_ring *r, sq_stats *out) {
     out->ready_events = atomic_load(&r->ready_seq);
     sq_slot *slots = ring_slots(r);
     /* Free runs as ring_alloc would merge them (without merging: read only), and
-     * the blocks of producers not asleep in sq_ring_reserve (an owner out of range
-     * cannot happen; it counts as awake, so that no stall is made up). */
+     * the blocks of producers awake (an owner out of range cannot happen; it
+     * counts as awake, so that no stall is made up). */
     out->largest_free = 0;
     out->reserved_active = 0;
     out->kept_active = 0;
@@ -1147,7 +1147,7 @@ int sq_ring_stats(sq_ring *r, sq_stats *out) {
         if (run > out->largest_free) out->largest_free = run;
         if (b->state == BLK_RESERVED || b->state == BLK_KEPT) {
             int w = b->worker;
-            if (w < 0 || w >= r->nworkers || slots[w].asleep != SLOT_IN_RESERVE) {
+            if (w < 0 || w >= r->nworkers || slots[w].asleep == SLOT_AWAKE) {
                 if (b->state == BLK_RESERVED)
                     out->reserved_active++;
                 else

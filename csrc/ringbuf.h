@@ -96,14 +96,14 @@ typedef struct {
                                 waits for in sq_ring_reserve; 0 if none */
     uint64_t kept;           /* blocks kept by producers (sq_ring_keep) */
     /* For telling a stalled ring (nothing can move until the consumer releases or
-     * pops) from a slow one.  A producer asleep in sq_ring_reserve waits for
-     * space; any other producer (computing, writing, committing, or asleep in
-     * sq_task_claim) is counted as able to move.  A producer that died and was
-     * not yet reset (sq_worker_reset) counts as it was when it died. */
-    uint64_t reserved_active;     /* reserved blocks of producers not asleep in
-                                     sq_ring_reserve */
-    uint64_t kept_active;         /* kept blocks of producers not asleep in
-                                     sq_ring_reserve */
+     * pops) from a slow one, asked by a consumer that waits.  A producer asleep
+     * in sq_ring_reserve waits for space, one asleep in sq_task_claim for a task
+     * that only the consumer can give (it advances the window when it gets the
+     * result it waits for): neither can move.  Any other producer (computing,
+     * writing, committing) is counted as able to move.  A producer that died
+     * and was not yet reset (sq_worker_reset) counts as it was when it died. */
+    uint64_t reserved_active;     /* reserved blocks of producers awake */
+    uint64_t kept_active;         /* kept blocks of producers awake */
     uint64_t sleeping_in_reserve; /* producers asleep in sq_ring_reserve */
     /* Event counters (they wrap round): compare two readings for equality. */
     uint64_t space_events;        /* producers waiting for space may go on: space
