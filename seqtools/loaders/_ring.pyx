@@ -327,7 +327,13 @@ cdef class Ring:
             _raise(rc, "task_set_window")
 
     def close(self):
+        """Close the ring for every process, and its descriptor here: the
+        mapping stays until the last block viewing it is dropped (the arrays
+        handed out stay valid); nothing may grow or pickle it after."""
         cdef int rc = sq_ring_close(self.r)
+        if self.fd >= 0:
+            close(self.fd)
+            self.fd = -1
         if rc != SQ_OK:
             _raise(rc, "close")
 

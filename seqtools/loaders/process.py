@@ -254,6 +254,8 @@ class _Pool:
         they do anything (they cannot start).
         """
         poisoned = []
+        if self.closed:  # from another thread meanwhile: its processes are closed
+            return poisoned
         for w, p in enumerate(self.procs):
             if p.exitcode is None:
                 continue
@@ -605,6 +607,9 @@ def _shutdown(ring, procs, owner, pipes):
         if p is not None and p.exitcode is None:
             p.kill()
             p.join(1.0)
+    for p in procs:
+        if p is not None and p.exitcode is not None:
+            p.close()  # its sentinel descriptor
     for pair in pipes:
         for fd in pair:
             os.close(fd)

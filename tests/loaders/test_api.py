@@ -553,9 +553,9 @@ def test_load_buffers_killed_worker_is_replaced():
 def test_load_buffers_close_stops_workers():
     it = seqtools.load_buffers(sample_seeded, nworkers=2)
     next(it)
-    procs = list(it._engine.pool.procs)
-    it.close()
-    assert all(not p.is_alive() for p in procs)
+    pids = [p.pid for p in it._engine.pool.procs]
+    it.close()  # joined: gone at once, and their Process objects closed
+    assert not any(pid_alive(pid) for pid in pids)
     with pytest.raises(seqtools.LoaderClosed):
         next(it)
 

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import shm_leftovers, shm_listing
+from conftest import pid_alive, shm_leftovers, shm_listing, wait_gone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -652,14 +652,12 @@ def test_close_and_restart_workers(tmp_path):
     expected = take(seqtools.epochs(dataset, 8, seed=0), 20)
     with seqtools.epochs(dataset, 8, seed=0, nworkers=2) as loader:
         got = take(loader, 5)
-        procs = list(loader._loader._engine.pool.procs)
+        # pids: a closed loader closes its Process objects (their descriptors)
+        pids = [p.pid for p in loader._loader._engine.pool.procs]
         state = loader.state_dict()
         loader.load_state_dict(state)  # a new stream: the workers are replaced
-        deadline = time.monotonic() + 10  # a safety net; they stop within 2 s
-        while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not any(p.is_alive() for p in procs)
+        assert wait_gone(pids) == []  # they stop within 2 s
         got += take(loader, 15)
-        procs = list(loader._loader._engine.pool.procs)
-    assert all(not p.is_alive() for p in procs)
+        pids = [p.pid for p in loader._loader._engine.pool.procs]
+    assert not any(pid_alive(pid) for pid in pids)
     assert same_streams(got, expected)
