@@ -17,7 +17,7 @@ from .batching.shape import batch, split, unbatch
 from .batching.stacking import stack
 from .errors import EvaluationError, LoaderClosed, LoaderTimeout, seterr
 from .loaders.api import call_index, load_buffers, prefetch
-from .loaders.epochs import epochs
+from .loaders.epochs import DatasetLengthChanged, epochs
 from .serialization import SerializableFunc
 from .views.cache import add_cache
 from .views.combine import case, cycle, interleave, repeat, switch
@@ -31,7 +31,8 @@ __all__ = [
     "smap", "starmap",
     "prefetch",
     "load_buffers", "call_index", "epochs",
-    "View", "EvaluationError", "LoaderClosed", "LoaderTimeout", "seterr", "stack", "minibatches",
+    "View", "EvaluationError", "LoaderClosed", "LoaderTimeout", "DatasetLengthChanged",
+    "seterr", "stack", "minibatches",
     "batch", "unbatch", "split",
     "interleave", "cycle", "repeat", "switch", "case",
     "uniter", "add_cache", "SerializableFunc", "instrument"]

@@ -187,7 +187,10 @@ def stack_range(seq, start, stop):
     worker threads this is what they contend for).
     """
     if View in type(seq).__mro__ or (isinstance(seq, np.ndarray) and seq.ndim > 0):
-        return stack_indices(seq, np.arange(start, stop, dtype=np.int64))
+        # stack_indices, one call shorter: this is each batch's read
+        result = _stack_fused(seq, np.arange(start, stop, dtype=np.int64), None)
+        if type(result) is not Items:
+            return result
     return stack(seq[start:stop])
 
 
@@ -332,7 +335,8 @@ class _Stacker:
         # The Structure of a prototype sample gives the output's nesting, the field
         # order (the leaves' order) and the checks of `out`, as for stack(list(view)).
         self.structure = _stack.Structure(_prototype(prog.structure, prog.leaves))
-        self.fields = [(shape, dtype) for _, shape, dtype in self.structure.field_info()]
+        self.fields = [(shape, dtype)
+                       for _, shape, dtype in self.structure.field_info()]
         self.sources = _stack.RowSources([leaf.seq for leaf in prog.leaves])
         self.copy = self.sources.copy
         self.shapes = {}  # batch size -> [(stacked shape, dtype)]

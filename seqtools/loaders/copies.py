@@ -52,6 +52,9 @@ class CopyEngine:
         self.prepare, self.read = target._copy_job, read
         self.task = "call" if call else "item"
         self.origin, self.timeout, self.stall_report = origin, timeout, stall_report
+        # The first wait for a copy: the nearer of the two limits (None: none).
+        limits = [x for x in (timeout, stall_report) if x is not None]
+        self.first_wait = min(limits) if limits else -1.0
         self.window, self.end = window, end
         self.pool = CopyPool(nthreads)
         self.pending = {}  # k -> (job, value, exception): issued, not taken
@@ -106,17 +109,17 @@ class CopyEngine:
                 return k, None, e
         if job is not None:
             try:
-                if self.timeout is None and self.stall_report is None:
-                    job.wait()
-                else:
+                # Most copies are done long before either limit: one wait.
+                if not job.wait(self.first_wait):
                     self._wait(job, k)
             except RuntimeError:  # the pool was closed before the job ran
                 raise EngineClosed from None
         return k, value, exc
 
     def _wait(self, job, k):
-        """``job.wait()`` within the timeout, reporting a stall once."""
-        began = time.monotonic()
+        """``job.wait()`` within the timeout, reporting a stall once, after a
+        first wait of ``first_wait`` seconds."""
+        began = time.monotonic() - self.first_wait
         limits = [x for x in (self.timeout, self.stall_report) if x is not None]
         reported = False
         while True:
@@ -129,7 +132,8 @@ class CopyEngine:
             if self.timeout is not None and waited > self.timeout:
                 raise LoaderTimeout(
                     f"{self.task} {k} of the loader created at {self.origin} has "
-                    f"waited {waited:.1f} s for its copy on the native copy threads, past "
+                    f"waited {waited:.1f} s for its copy on the native copy threads, "
+                    "past "
                     f"timeout={self.timeout:g} s (a copy runs no Python: a read of "
                     "memory-mapped data that stalls in the kernel, or a copy "
                     "thread held up, can do this). Reading again retries it.",

@@ -545,7 +545,8 @@ def test_load_buffers_killed_worker_is_replaced():
         deadline = time.monotonic() + 30  # a safety net; replacement takes < 1 s
         while it._engine.pool.procs[0] is victim and time.monotonic() < deadline:
             next(it)
-        assert it._engine.pool.procs[0] is not victim and it._engine.pool.procs[0].is_alive()
+        now = it._engine.pool.procs[0]
+        assert now is not victim and now.is_alive()
         for _ in range(20):
             next(it)
 

@@ -20,10 +20,10 @@ import pytest
 
 import seqtools
 from seqtools.batching import _stack
+from seqtools.errors import EvaluationError
 from seqtools.loaders import _copypool
 from seqtools.loaders.copies import CopyEngine
 from seqtools.loaders.threads import ThreadEngine
-from seqtools.errors import EvaluationError
 
 
 def copy_threads():

@@ -479,3 +479,29 @@ def test_close_releases_descriptors_and_workers_at_once(kind):
     assert not any(pid_alive(pid) for pid in pids)  # workers joined
     assert (np.asarray(first) == copy).all()  # still valid until dropped
     del loader, first
+
+
+class KillsOnce(seqtools.View):
+    """Item i is i; item 4 kills its worker process the first time."""
+
+    def __init__(self, flag):
+        seqtools.View.__init__(self, 20)
+        self.flag = flag
+
+    def _get(self, i):
+        if i == 4 and not os.path.exists(self.flag):
+            open(self.flag, "w").close()
+            os.kill(os.getpid(), 9)
+        return i
+
+
+@pytest.mark.timeout(120)
+def test_a_replaced_worker_is_logged(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="seqtools")
+    with seqtools.prefetch(KillsOnce(str(tmp_path / "killed")), 2, "process") as pf:
+        assert list(pf) == list(range(20))  # item 4 retried by a new worker
+    logged = [r.getMessage() for r in caplog.records
+              if "replaces it" in r.getMessage()]
+    assert len(logged) == 1, logged
+    assert "signal 9" in logged[0] and "item 4 is retried" in logged[0]
+    assert __file__ in logged[0]  # the loader's creation site

@@ -73,7 +73,7 @@ def test_prefetch_grows_for_a_reader_that_keeps_items(dataset):
     with seqtools.prefetch(view, 2, "process") as loader:
         kept = list(loader)
     assert len(kept) == len(view)
-    for k, (x, y) in enumerate(kept):
+    for k, (_, y) in enumerate(kept):
         assert (y == np.arange(64 * k, min(64 * (k + 1), N))).all()
 
 

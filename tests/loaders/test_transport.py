@@ -1,5 +1,5 @@
-"""seqtools.loaders._transport: results written into ring blocks by send() and rebuilt by
-decode(), in one process (the cross-process paths are in test_api.py, but
+"""seqtools.loaders._transport: results written into ring blocks by send() and
+rebuilt by decode(), in one process (the cross-process paths are in test_api.py, but
 for the limits of csrc/sq_limits.h, at the end).
 
 Each test sends through a real ring (shared memory, the C allocator) and checks the
