@@ -30,6 +30,13 @@ from ..errors import LoaderTimeout, WorkersCannotStart, seterr
 from . import _transport, _worker
 from ._ring import ALIGN, HOOK_HEADROOM, KIND_ERROR, Ring, RingClosed
 from .engine import PROCESS, EngineClosed
+from .memory import (
+    available_memory,
+    check_memory,
+    physical_memory,
+    round_up,
+    stall_message,
+)
 
 __all__ = ["ProcessEngine", "check_not_importing_main"]
 
@@ -59,35 +66,6 @@ RATE_EVERY = 32  # results between two estimates of the arrival interval
 WIDEN_BUDGET = 64 << 20
 
 
-def _physical_memory():
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 1 << 34
-
-
-def _available_memory():
-    """Bytes the shared region may take: MemAvailable on Linux, else None."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _check_memory(nbytes):
-    avail = _available_memory()
-    if avail is not None and nbytes > avail:
-        raise MemoryError(
-            f"the shared-memory ring needs {nbytes / 2**20:.1f} MiB but only "
-            f"{avail / 2**20:.1f} MiB of memory is available; lower shm_size or "
-            "max_buffered/max_cached, or give the machine (container) more memory"
-        )
-
-
 def _coalesce(interval):
     """Results to wait for at once when they arrive every ``interval`` seconds."""
     if interval <= 0:
@@ -105,10 +83,6 @@ def _prefetch_slack(i, window, end, nready, nworkers):
     """
     upper = i + window if end < 0 else min(end, i + window)
     return min(window - nworkers, upper - i - nready)
-
-
-def _round_up(n, a):
-    return (n + a - 1) // a * a
 
 
 def _main_guard_message(origin, method):
@@ -164,14 +138,14 @@ class _Pool:
         self.origin = origin
         self.nworkers = nworkers
         self.owner = PROCESS.pid
-        capacity = _round_up(shm_size, ALIGN)
+        capacity = round_up(shm_size, ALIGN)
         if capacity:
-            _check_memory(capacity)
-        self.max_capacity = max(capacity, _physical_memory())
+            check_memory(capacity)
+        self.max_capacity = max(capacity, physical_memory())
         # What an automatic ring may grow to (see _grow); a ring of the user's
         # shm_size never grows.
         if shm_budget is None:
-            shm_budget = (_available_memory() or _physical_memory()) // 2
+            shm_budget = (available_memory() or physical_memory()) // 2
         self.budget = 0 if capacity else min(
             max(shm_budget // ALIGN * ALIGN, MIN_RING),
             self.max_capacity // ALIGN * ALIGN)
@@ -394,9 +368,9 @@ class _Pool:
         # a block with the hook's headroom in front (_ring.HOOK_HEADROOM).
         need += HOOK_HEADROOM + ALIGN
         window = self.window if window is None else window
-        capacity = _round_up(max(need * (window + self.nworkers + 2), MIN_RING),
+        capacity = round_up(max(need * (window + self.nworkers + 2), MIN_RING),
                              ALIGN)
-        return min(capacity, _round_up(self.max_capacity - ALIGN + 1, ALIGN))
+        return min(capacity, round_up(self.max_capacity - ALIGN + 1, ALIGN))
 
     def _size(self, requested):
         if self.widen is not None:
@@ -405,7 +379,7 @@ class _Pool:
                 self.ring.task_set_window(self.window)
             self.widen = None
         capacity = min(self._capacity_for(requested), self.budget)
-        _check_memory(capacity)
+        check_memory(capacity)
         self.ring.set_capacity(capacity)
         self.sized_for = requested
 
@@ -434,7 +408,7 @@ class _Pool:
         if capacity <= s["capacity"] or need > capacity:
             return False
         try:
-            _check_memory(capacity - s["capacity"])
+            check_memory(capacity - s["capacity"])
         except MemoryError:
             return False  # the stall's message says what to do
         if need <= self.sized_for and not self.grown:
@@ -550,48 +524,12 @@ class _Pool:
                     stalled_since = now if stalled else None
                     events = moved
                 elif now - stalled_since > STALL:
-                    raise BufferError(_stall_message(s, self.budget))
+                    raise BufferError(stall_message(s, self.budget))
                 continue
             if e[0] == "unsized":
                 self._size(e[1])
                 continue
             return self._entry(e)
-
-
-def _stall_message(s, budget=0):
-    """Why a stalled ring is stuck, from ``Ring.stats()``, and what to do;
-    ``budget``: what an automatic ring may grow to (0: the user's shm_size)."""
-    if budget:
-        return (_stall_message(s).replace("shm_size", "shm_budget")
-                + f" (this ring grew to its budget, shm_budget="
-                f"{budget / 2**20:.0f} MiB)")
-    n = s["popped"]
-    results = f"{n} result{'s' if n != 1 else ''}"
-    free = s["capacity"] - s["used"]
-    need = s["waiting_for"]
-    if n == 0:
-        return (f"the shared-memory ring ({s['capacity']} bytes) is too small for "
-                f"the results the workers write at once: each holds part of its "
-                f"result and waits for room for the rest ({need} more bytes, "
-                f"{free} free). Pass a larger shm_size (the largest result times "
-                "the number of workers, twice over)")
-    if need and free >= need > s["largest_free"]:
-        return (f"the shared-memory ring has {free} of {s['capacity']} bytes free, "
-                f"but not in one piece: a worker needs {need} contiguous bytes and "
-                f"the largest free run is {s['largest_free']}: the {results} handed "
-                f"out earlier and still referenced split{'s' if n == 1 else ''} it. "
-                "Copy the arrays you keep (np.array(x)), drop them sooner, or pass "
-                "a larger shm_size (twice the largest result or more)")
-    if need > free:
-        return (f"the shared-memory ring has {free} of {s['capacity']} bytes free, "
-                f"less than the {need} bytes a worker needs: the {results} handed "
-                f"out earlier and still referenced take{'s' if n == 1 else ''} the "
-                "rest. Copy the arrays you keep (np.array(x)), drop them sooner, or "
-                "pass a larger shm_size (twice the largest result or more)")
-    return (f"the shared-memory ring is full ({s['used']} of {s['capacity']} "
-            f"bytes): {results} handed out earlier are still referenced, so workers "
-            "cannot write new ones. Copy the arrays you keep (np.array(x)), drop "
-            "them sooner, or pass a larger shm_size")
 
 
 def _shutdown(ring, procs, owner, pipes):

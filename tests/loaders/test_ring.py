@@ -241,7 +241,7 @@ def test_backpressure(ctx):
 
 
 def test_stats_tell_fragmentation_from_a_full_ring(ctx):
-    from seqtools.loaders.process import _stall_message
+    from seqtools.loaders.memory import stall_message as _stall_message
 
     ring = Ring.create(1, 16, 4096, 4096)
     p = run(ctx, produce, ring, 0, [1000, 1000, 1000, 2500], 200)
