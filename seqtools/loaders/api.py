@@ -46,6 +46,28 @@ def _window(value, name, func, nworkers):
 STALL_REPORT = 60.0
 
 
+def _engine(target, call, end, method, methods, nworkers, window, widen, start_hook,
+            shm_size, start_method, shm_budget, timeout, stall_report, origin,
+            what):
+    """The engine of a loader of ``target`` (see :mod:`.engine`): worker
+    processes, or with ``method='thread'``, native copy threads when its items
+    are each one copy (no start_hook), else Python worker threads."""
+    if method == "thread":
+        first = first_copy_job(target, start_hook) if end != 0 else None
+        if first is not None:
+            read = call_reader(target) if call else target.__getitem__
+            return CopyEngine(target, read, nworkers, window, end, first, origin,
+                              timeout, stall_report, call=call)
+        return ThreadEngine(target, call, end, nworkers, window, start_hook, what,
+                            origin, timeout, stall_report)
+    if method == "process":
+        return ProcessEngine(target, call, end, nworkers, window, start_hook,
+                             shm_size, start_method, origin, widen, timeout,
+                             stall_report, shm_budget)
+    raise ValueError(f"method must be {methods[0]!r} or {methods[1]!r}, got "
+                     f"{method!r}")
+
+
 def _budget(shm_budget, func):
     return None if shm_budget is None else check_int(
         shm_budget, "shm_budget", func, 1)
@@ -146,20 +168,10 @@ def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
     _check_hook(start_hook)
     timeout = check_seconds(timeout, "timeout", "prefetch")
     stall_report = check_seconds(stall_report, "stall_report", "prefetch")
-    if method == "thread":
-        first = first_copy_job(seq, start_hook) if n != 0 else None
-        if first is not None:
-            engine = CopyEngine(seq, seq.__getitem__, nworkers, max_buffered, n,
-                                first, origin, timeout, stall_report)
-        else:
-            engine = ThreadEngine(seq, False, n, nworkers, max_buffered, start_hook,
-                                  "prefetch", origin, timeout, stall_report)
-    elif method == "process":
-        engine = ProcessEngine(seq, False, n, nworkers, max_buffered, start_hook,
-                               shm_size, start_method, origin, widen, timeout,
-                               stall_report, _budget(shm_budget, "prefetch"))
-    else:
-        raise ValueError(f"method must be 'thread' or 'process', got {method!r}")
+    engine = _engine(seq, False, n, method, ("thread", "process"), nworkers,
+                     max_buffered, widen, start_hook, shm_size, start_method,
+                     _budget(shm_budget, "prefetch"), timeout, stall_report, origin,
+                     "prefetch")
     return OrderedLoader(engine, n, "prefetch", origin)
 
 
@@ -265,18 +277,8 @@ def load_buffers(sampler, max_cached=2, nworkers=0, start_hook=None, shm_size=0,
         raise TypeError(f"ordered must be True or False, got {ordered!r}")
     timeout = check_seconds(timeout, "timeout", "load_buffers")
     stall_report = check_seconds(stall_report, "stall_report", "load_buffers")
-    if method == "thread":
-        first = first_copy_job(sampler, start_hook)
-        if first is not None:
-            engine = CopyEngine(sampler, call_reader(sampler), nworkers, max_cached,
-                                None, first, origin, timeout, stall_report, call=True)
-        else:
-            engine = ThreadEngine(sampler, True, None, nworkers, max_cached, start_hook,
-                                  "load_buffers", origin, timeout, stall_report)
-    elif method == "process":
-        engine = ProcessEngine(sampler, True, None, nworkers, max_cached, start_hook,
-                               shm_size, start_method, origin, None, timeout,
-                               stall_report, _budget(shm_budget, "load_buffers"))
-    else:
-        raise ValueError(f"method must be 'process' or 'thread', got {method!r}")
+    engine = _engine(sampler, True, None, method, ("process", "thread"), nworkers,
+                     max_cached, None, start_hook, shm_size, start_method,
+                     _budget(shm_budget, "load_buffers"), timeout, stall_report,
+                     origin, "load_buffers")
     return BufferLoader(engine, sampler, ordered, origin)
