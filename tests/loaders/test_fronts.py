@@ -10,6 +10,7 @@ import _thread
 import functools
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -392,9 +393,20 @@ INTERRUPTED = dict({kind: functools.partial(make, n=WAITING[kind])
 })
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler, as in a terminal, for the test: a process
+    that a shell starts in the background (CI's suites) inherits SIGINT
+    ignored, and interrupt_main then does nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("kind", sorted(INTERRUPTED))
-def test_a_caught_keyboard_interrupt_leaves_the_loader_usable(kind, tmp_path):
+def test_a_caught_keyboard_interrupt_leaves_the_loader_usable(kind, tmp_path,
+                                                             python_sigint):
     # Ctrl-C as a notebook sends it, to the main thread only, while a read waits
     # (for a task that hangs until released): caught, the loader goes on with
     # the task it was waiting for, nothing lost or repeated.
