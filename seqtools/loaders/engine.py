@@ -33,9 +33,8 @@ engines) or a :class:`._worker.Failure` report (process workers); the front
 turns it into the error the user sees (:func:`raise_failure`). ``where`` names
 the workers in messages ("process" or "thread").
 
-Only the process that made an engine may use it: ``PROCESS.pid`` (or
-:func:`owner_pid`) is the current process id, kept across fork, that fronts
-compare with their owner's.
+Only the process that made an engine may use it: ``PROCESS.pid`` is the
+current process id, kept across fork, that fronts compare with their owner's.
 """
 
 import os
@@ -43,7 +42,7 @@ import os
 from ..errors import EvaluationError, WorkerTraceback, passthrough
 from . import _worker
 
-__all__ = ["EngineClosed", "PROCESS", "owner_pid", "raise_failure", "call_name"]
+__all__ = ["EngineClosed", "PROCESS", "raise_failure", "call_name"]
 
 
 class EngineClosed(Exception):
@@ -65,11 +64,6 @@ class _Process:
 
 PROCESS = _Process()
 os.register_at_fork(after_in_child=PROCESS.after_fork)
-
-
-def owner_pid():
-    """The id of the calling process (cheap: no system call)."""
-    return PROCESS.pid
 
 
 def call_name(func):
