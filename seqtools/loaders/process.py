@@ -220,6 +220,9 @@ class _Pool:
     def close(self):
         self.closed = True
         self._finalizer()
+        # The mapping goes with the last reference to the ring: the arrays the
+        # user holds keep it (their blocks reference it), this pool no longer.
+        self.ring = _CLOSED_RING
 
     def _check_workers(self):
         """Replace dead workers; return [(index, Failure)] of items given up on.
@@ -530,6 +533,17 @@ class _Pool:
                 self._size(e[1])
                 continue
             return self._entry(e)
+
+
+class _ClosedRing:
+    """What a closed pool holds instead of its ring: any use raises
+    EngineClosed, as a call on a closed ring would."""
+
+    def __getattr__(self, name):
+        raise EngineClosed
+
+
+_CLOSED_RING = _ClosedRing()
 
 
 def _shutdown(ring, procs, owner, pipes):

@@ -8,6 +8,7 @@ copy threads, and epochs on processes and threads.
 
 import _thread
 import functools
+import gc
 import logging
 import os
 import signal
@@ -481,11 +482,18 @@ def open_fds():
     return sorted(os.listdir("/proc/self/fd"))
 
 
+def ring_mappings():
+    """How many of this process's mappings are of a loader's ring."""
+    with open("/proc/self/maps") as f:
+        return sum("seqtools-ring" in line for line in f)
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_close_releases_descriptors_and_workers_at_once(kind):
     make, _ = KINDS[kind]
     before = open_fds()
+    mapped = ring_mappings()
     loader = make()
     first = read(loader, 0)  # an array the user holds across the close
     copy = np.array(first)
@@ -495,7 +503,14 @@ def test_close_releases_descriptors_and_workers_at_once(kind):
     assert open_fds() == before  # ring, pipes, process sentinels
     assert not any(pid_alive(pid) for pid in pids)  # workers joined
     assert (np.asarray(first) == copy).all()  # still valid until dropped
-    del loader, first
+    if isinstance(pool, type(None)) or not hasattr(pool, "procs"):
+        assert ring_mappings() == mapped  # no ring
+    del first
+    gc.collect()
+    assert ring_mappings() == mapped  # gone, though the loader is referenced
+    with pytest.raises(seqtools.LoaderClosed):
+        read(loader, 1)
+    del loader
 
 
 class KillsOnce(seqtools.View):
