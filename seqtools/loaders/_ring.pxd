@@ -150,6 +150,11 @@ cdef class Ring:
     cdef size_t map_size
     cdef int fd
     cdef readonly int nworkers
+    # The entry pop last returned, until it is acknowledged (see Ring.pop)
+    cdef bint has_held
+    cdef sq_entry held
+    cdef readonly uint64_t acked
+    cdef void ack_offset(self, uint64_t offset) noexcept
     cdef int _map(self, int fd, size_t map_size) except -1
     cdef int _back(self, uint64_t capacity) except -1
     cdef int _resize(self, uint64_t capacity, bint first) except -1

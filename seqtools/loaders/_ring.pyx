@@ -259,24 +259,49 @@ cdef class Ring:
             _raise(rc, "post", True)
 
     # -- consumer side ----------------------------------------------------------------
-    def pop(self, double timeout, uint64_t want=1):
+    def pop(self, double timeout, uint64_t want=1, bint hold=False):
         """Next entry ``(offset, nbytes, index, generation, worker, kind)``; None
         on timeout; ``('unsized', nbytes)`` when a producer asks for the data area.
 
         With nothing queued, sleep until ``want`` entries are (coalesced
-        wake-ups, see ``sq_ring_pop_n``); a queued entry is returned at once."""
+        wake-ups, see ``sq_ring_pop_n``); a queued entry is returned at once.
+
+        With ``hold``, the entry is held until acknowledged, by :meth:`ack`
+        or by leasing its block (a leased Block, as ``_transport.decode``
+        makes, releases it when collected), and every pop returns it again
+        until then: an exception raised between the pop and the use of its
+        entry (a KeyboardInterrupt from a signal handler, which Python runs as
+        the call returns) loses neither the entry nor its blocks."""
         cdef sq_entry e
         cdef uint64_t requested = 0
         cdef int rc
+        if self.has_held:
+            e = self.held
+            return e.offset, e.nbytes, e.index, e.generation, e.worker, e.kind
         with nogil:
             rc = sq_ring_pop_n(self.r, timeout, want, &e, &requested)
         if rc == SQ_OK:
+            if hold:
+                self.held = e
+                self.has_held = True
             return e.offset, e.nbytes, e.index, e.generation, e.worker, e.kind
         if rc == SQ_TIMEOUT:
             return None
         if rc == SQ_UNSIZED:
             return "unsized", requested
         _raise(rc, "pop")
+
+    def ack(self):
+        """The entry last popped is taken care of: the next pop pops anew."""
+        if self.has_held:
+            self.has_held = False
+            self.acked += 1
+
+    cdef void ack_offset(self, uint64_t offset) noexcept:
+        # decoding the block of the held entry acknowledges it
+        if self.has_held and self.held.offset == offset:
+            self.has_held = False
+            self.acked += 1
 
     def worker_reset(self, int worker):
         """After producer `worker` died: (task index it held or -1, deaths on it)."""
@@ -439,7 +464,9 @@ cdef int ring_unkeep(Ring ring, int worker, uint64_t offset) except -1:
 cdef int ring_release(Ring ring, uint64_t offset) except -1:
     """Give a popped block back (``sq_ring_release``), as a Block does when
     collected."""
-    cdef int rc = sq_ring_release(ring.r, offset)
+    cdef int rc
+    ring.ack_offset(offset)
+    rc = sq_ring_release(ring.r, offset)
     if rc != SQ_OK:
         _raise(rc, "release")
     return 0
@@ -456,6 +483,8 @@ cdef Block make_block(Ring ring, uint64_t offset, uint64_t nbytes, bint leased):
     b.nbytes = nbytes
     b.leased = leased
     b.owner = _pid
+    if leased:  # the held entry's block, now released when this is collected
+        ring.ack_offset(offset)
     return b
 
 

@@ -662,7 +662,7 @@ def decode(Ring ring, uint64_t offset, uint64_t nbytes):
     The blocks are released when the last array viewing them is garbage-collected
     (at once if the result holds no array).
     """
-    cdef Block main = make_block(ring, offset, nbytes, True)
+    cdef Block main = make_block(ring, offset, nbytes, True)  # acknowledges it
     cdef const char *p = ring.base + offset
     cdef uint64_t word, m, naux
     cdef list aux = [], arrays

@@ -95,25 +95,28 @@ class CopyEngine:
         self.issued = self.next = start
 
     def take(self, k):
-        entry = self.pending.pop(k, None)
+        # Item k stays pending until its copy is done: a take interrupted
+        # while it waits (a KeyboardInterrupt) leaves it to the next take.
+        entry = self.pending.get(k)
         if entry is None:
-            entry = self._entry(k)
+            entry = self.pending[k] = self._entry(k)
             self.issued = max(self.issued, k + 1)
         self._issue(k)
-        self.next = k + 1
         job, value, exc = entry
         if value is self._READ:
             try:
-                return k, self.read(k), None
+                value = self.read(k)
             except Exception as e:
-                return k, None, e
-        if job is not None:
+                value, exc = None, e
+        elif job is not None:
             try:
                 # Most copies are done long before either limit: one wait.
                 if not job.wait(self.first_wait):
                     self._wait(job, k)
             except RuntimeError:  # the pool was closed before the job ran
                 raise EngineClosed from None
+        self.pending.pop(k, None)  # (close() may have cleared it meanwhile)
+        self.next = k + 1
         return k, value, exc
 
     def _wait(self, job, k):

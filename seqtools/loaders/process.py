@@ -171,6 +171,7 @@ class _Pool:
         self.delivered = [False] * nworkers
         self.early_deaths = [0] * nworkers
         self.poisoned = []  # (index, Failure) of items given up on, not yet returned
+        self.given_up = 0  # items given up on, returned
         self.last_check = time.monotonic()
         self.last_result = self.last_check  # for stall reports
         self.stall_reported = False
@@ -445,6 +446,7 @@ class _Pool:
         if offset:
             failure = _transport.decode(self.ring, offset, nbytes)
         else:
+            self.ring.ack()
             failure = _worker.Failure(
                 _worker.ERR_USER,
                 "(the error report did not fit in the shared-memory ring: pass a "
@@ -490,10 +492,12 @@ class _Pool:
         want = max(1, min(slack, self.want))
         while True:
             if self.poisoned:
-                index, failure = self.poisoned.pop(0)
+                index, failure = self.poisoned[0]
+                del self.poisoned[0]  # no call between this and the count
+                self.given_up += 1
                 return index, None, 0, 0, failure
             try:
-                e = self.ring.pop(POLL, want)
+                e = self.ring.pop(POLL, want, True)
             except RingClosed:
                 raise EngineClosed from None
             now = time.monotonic()
@@ -589,7 +593,6 @@ class ProcessEngine:
         self.end = -1 if end is None else end
         self.ready = {}  # index -> (offset, nbytes, failure) of results ahead
         self.evicted = {}  # index -> result copied out of the ring (see _evict)
-        self.taken = 0  # tasks taken by take_next
         # Results take_next may wait for at once (see _Pool.next_entry): the
         # window less one task per worker, so that none of them runs dry.
         self.slack = self.pool.window - nworkers
@@ -598,19 +601,30 @@ class ProcessEngine:
     def reset(self, start):
         pool = self.pool
         ring = pool.ring
-        for offset, nbytes, _ in self.ready.values():
+        ready = self.ready
+        while ready:  # each entry leaves ready before its blocks are released
+            index = next(iter(ready))
+            offset, nbytes, _ = ready[index]
+            del ready[index]
             if offset:
                 _transport.decode(ring, offset, nbytes)  # dropped: blocks released
-        self.ready.clear()
         self.evicted.clear()
         self.generation = ring.task_reset(start, self.end, pool.window)
-        self.taken = start
+        # take_next's count of tasks taken is the ring's count of entries
+        # acknowledged and the pool's of items given up on, from here
+        self.taken_shift = start - ring.acked - pool.given_up
+        self.advanced = start
 
     def take(self, k):
+        # An entry leaves ``ready`` with no call in between (no signal handler
+        # runs there, see Ring.pop), then its blocks go to the value: a
+        # KeyboardInterrupt anywhere leaks no block and releases none twice;
+        # the front then resets the engine.
         pool = self.pool
         ready = self.ready
         if k in ready:
-            offset, nbytes, failure = ready.pop(k)
+            offset, nbytes, failure = ready[k]
+            del ready[k]
         else:
             while True:
                 slack = _prefetch_slack(k, pool.window, self.end, len(ready),
@@ -624,21 +638,35 @@ class ProcessEngine:
                 if index == k:  # most often: the task waited for
                     break
                 ready[index] = (offset, nbytes, failure)
-        pool.ring.task_advance(k + 1)
+                pool.ring.ack()  # kept in ready now (see Ring.pop)
         if failure is not None:
-            return k, None, failure
-        if k in self.evicted:
-            return k, self.evicted.pop(k), None
-        return k, _transport.decode(pool.ring, offset, nbytes), None
+            value = None
+        elif k in self.evicted:
+            value = self.evicted.pop(k)
+        else:
+            value = _transport.decode(pool.ring, offset, nbytes)
+        pool.ring.task_advance(k + 1)
+        return k, value, failure
 
     def take_next(self):
+        # Tasks taken are counted as the ring acknowledges their entries (as
+        # the result is decoded, see Ring.pop): a KeyboardInterrupt raised
+        # anywhere in a take neither loses an entry's blocks nor shrinks or
+        # widens the window.
         pool = self.pool
+        self._advance()  # after a take interrupted before its advance
         index, _, offset, nbytes, failure = pool.next_entry(self.slack)
-        self.taken += 1
-        pool.ring.task_advance(self.taken)
-        if failure is not None:
-            return index, None, failure
-        return index, _transport.decode(pool.ring, offset, nbytes), None
+        value = (None if failure is not None
+                 else _transport.decode(pool.ring, offset, nbytes))
+        self._advance()
+        return index, value, failure
+
+    def _advance(self):
+        pool = self.pool
+        taken = pool.ring.acked + pool.given_up + self.taken_shift
+        if taken != self.advanced:
+            pool.ring.task_advance(taken)
+            self.advanced = taken
 
     def _evict(self):
         """Copy the results computed ahead out of the ring, freeing their blocks.
@@ -653,12 +681,18 @@ class ProcessEngine:
         """
         ring = self.pool.ring
         freed = False
-        for index, (offset, nbytes, failure) in list(self.ready.items()):
+        ready = self.ready
+        for index, (offset, nbytes, failure) in list(ready.items()):
             if offset and failure is None:
-                value = _transport.decode(ring, offset, nbytes)
-                self.evicted[index] = pickle.loads(pickle.dumps(value, protocol=5))
+                ready[index] = (0, 0, None)  # its blocks are the copy's to free
+                try:
+                    value = _transport.decode(ring, offset, nbytes)
+                    self.evicted[index] = pickle.loads(pickle.dumps(value,
+                                                                    protocol=5))
+                except BaseException:  # say, an interrupt: the item is lost
+                    del ready[index]  # (an ordered front resets after one)
+                    raise
                 del value  # the last reference: its blocks go back to the ring
-                self.ready[index] = (0, 0, None)
                 freed = True
         return freed
 

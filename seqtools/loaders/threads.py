@@ -6,12 +6,15 @@ pay off when the work releases the GIL (I/O, numpy on large arrays) or on a
 free-threaded Python. See :mod:`.engine` for the protocol.
 """
 
+import collections
+import functools
 import logging
 import queue
 import sys
 import threading
 import time
 import traceback
+from itertools import islice
 
 from ..errors import LoaderTimeout, WorkersCannotStart, passthrough
 from . import _worker
@@ -51,10 +54,13 @@ class _Work:
         self.window = window
         self.tasks = queue.SimpleQueue()
         self.results = queue.SimpleQueue()
+        self.inbox = collections.deque()  # results taken from the queue (see take)
+        self.feed = iter(functools.partial(self.results.get, True, POLL), None)
         self.generation = 0  # bumped by reset()
         self.issued = 0  # next task index to hand out
         self.consumed = 0  # tasks whose result was taken
         self.done = {}  # index -> result that came ahead of its turn
+        self.last_result = time.monotonic()  # when take last returned one
         self.closed = False
         self.nworkers = 0  # how many to wake on close
         # Per worker slot: (task, when it started, thread id) while it runs one.
@@ -121,32 +127,52 @@ class _Work:
     def take(self, k, watch):
         """``(index, value, exception)`` of task ``k``, or of the next task to
         complete when ``k`` is None. Raises EngineClosed once closed, and
-        what a start_hook raised; ``watch(began)`` is called between waits."""
-        result = self.done.pop(k, None) if k is not None else None
-        get, Empty = self.results.get, queue.Empty
+        what a start_hook raised; ``watch(began)`` is called between waits.
+
+        A KeyboardInterrupt raised anywhere in here (Python runs signal
+        handlers as calls return and at loop ends) loses no result and leaves
+        the window whole: a result moves from the queue to ``inbox`` in C,
+        with no Python in between (``deque.extend`` of an ``islice`` of
+        ``feed``, which calls ``results.get``); it leaves ``inbox`` with the
+        count of results consumed, between two calls.
+        """
+        self.issue()  # after a take interrupted before its issue
+        if k is not None and k in self.done:
+            result = self.done.pop(k)
+            self.last_result = time.monotonic()
+            self.consumed += 1
+            self.issue()
+            return result
+        inbox, feed, Empty = self.inbox, self.feed, queue.Empty
         began = time.monotonic()
-        while result is None:
+        while True:
             if self.closed:
                 raise EngineClosed
-            try:
-                r = get(timeout=POLL)
-            except Empty:
-                watch(k, began)
-                continue
+            if not inbox:
+                try:
+                    inbox.extend(islice(feed, 1))
+                except Empty:
+                    watch(k, began)
+                    continue
+            r = inbox[0]
             if r is self._CLOSED:
+                del inbox[0]
                 continue  # closed: the check above ends the wait
             generation, i, value, exc = r
             if generation is None:  # a worker's start_hook failed
+                del inbox[0]
                 raise _StartHookFailed(exc)
             if generation != self.generation:
+                del inbox[0]
                 continue  # a task of before a reset
             if k is None or i == k:
-                result = (i, value, exc)
-            else:
-                self.done[i] = (i, value, exc)
-        self.consumed += 1
-        self.issue()
-        return result
+                self.last_result = time.monotonic()
+                del inbox[0]
+                self.consumed += 1
+                self.issue()
+                return i, value, exc
+            self.done[i] = (i, value, exc)
+            del inbox[0]
 
 
 class _StartHookFailed(Exception):
@@ -174,7 +200,7 @@ class ThreadEngine:
         self._name, self._origin = name, origin
         self._start_hook = start_hook
         self._timeout, self._stall_report = timeout, stall_report
-        self._last_result = self._last_watch = time.monotonic()
+        self._last_watch = time.monotonic()
         self._stall_reported = False
         work.issue()
         work.nworkers = nworkers
@@ -200,7 +226,7 @@ class ThreadEngine:
                 if (running is not None and now - running[1] > self._timeout
                         and k in (None, running[0])):
                     self._time_out(w, running, now)
-        since = max(began, self._last_result)
+        since = max(began, self._work.last_result)
         if (self._stall_report is not None and not self._stall_reported
                 and now - since > self._stall_report):
             self._stall_reported = True
@@ -254,7 +280,6 @@ class ThreadEngine:
                 self._watch(k, now)
         try:
             result = self._work.take(k, self._watch)
-            self._last_result = time.monotonic()
             self._stall_reported = False
             return result
         except _StartHookFailed as e:  # the loader cannot go on

@@ -804,3 +804,25 @@ def test_guard_argument_errors():
         with pytest.raises(OSError) as info:
             set_pdeathsig(12345, os.getppid())
         assert info.value.errno == errno.EINVAL
+
+
+def test_a_held_entry_comes_again_until_acknowledged():
+    # What lets a consumer interrupted between a pop and the entry's use (a
+    # KeyboardInterrupt) lose neither: see Ring.pop.
+    ring = Ring.create(1, 16, 1 << 14, 1 << 14)
+    ring.task_reset(0, -1, 100)
+    produce(ring, 0, [100, 200], 0)
+    first = ring.pop(WAIT, 1, True)
+    assert ring.pop(WAIT, 1, True) == first == ring.pop(0, 1, True)
+    assert ring.acked == 0
+    lease = _testing.ring_lease(ring, first[0], first[1])  # leasing acknowledges
+    assert ring.acked == 1
+    second = ring.pop(WAIT, 1, True)
+    assert second[2] == first[2] + 1
+    ring.ack()
+    ring.ack()  # nothing held: no count
+    assert ring.acked == 2 and ring.pop(0, 1, True) is None
+    _testing.ring_release(ring, second[0])
+    del lease
+    gc.collect()
+    assert idle(ring)
