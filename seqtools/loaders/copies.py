@@ -127,11 +127,6 @@ class CopyEngine:
         reported = False
         while True:
             waited = time.monotonic() - began
-            step = min(x - waited for x in limits if x > waited) if any(
-                x > waited for x in limits) else 0.1
-            if job.wait(max(step, 0.001)):
-                return
-            waited = time.monotonic() - began
             if self.timeout is not None and waited > self.timeout:
                 raise LoaderTimeout(
                     f"{self.task} {k} of the loader created at {self.origin} has "
@@ -148,6 +143,10 @@ class CopyEngine:
                             "waited %.0f s for its copy on the native copy threads "
                             "(stall_report=%s)", self.task, k, self.origin, waited,
                             self.stall_report)
+            # until the nearer limit still ahead, or in steps once both passed
+            ahead = [x - waited for x in limits if x > waited]
+            if job.wait(max(min(ahead), 0.001) if ahead else 0.1):
+                return
 
     def take_next(self):
         return self.take(self.next)

@@ -8,6 +8,7 @@ csrc/test_ringbuf.c (tests/loaders/test_ring.py runs them, under ThreadSanitizer
 """
 
 import gc
+import logging
 import os
 import subprocess
 import sys
@@ -366,3 +367,47 @@ def test_epochs_on_threads_run_on_copy_threads():
     assert len(got) == len(expected) == 2 * loader.batches_per_epoch
     for x, y in zip(got, expected):
         same(x, y)
+
+
+def slow_copies(**kw):
+    """A loader whose every item is a 64 MiB copy on one copy thread: the
+    consumer, which does nothing else, waits for each copy."""
+    rows = np.random.default_rng(0).random((64, 1 << 17))  # 1 MiB rows
+    return rows, seqtools.load_buffers(seqtools.minibatches(rows, 64, seed=0), 2, 1,
+                                       method="thread", **kw)
+
+
+@pytest.mark.timeout(120)
+def test_a_copy_past_the_timeout_raises_and_reading_again_retries_it():
+    rows, loader = slow_copies(timeout=1e-4)
+    assert type(loader._engine) is CopyEngine
+    sampler = seqtools.minibatches(rows, 64, seed=0)
+    timeouts, got = [], []
+    while len(got) < 6:
+        try:
+            got.append(next(loader))
+        except seqtools.LoaderTimeout as e:
+            timeouts.append(e)
+    loader.close()
+    assert timeouts  # the consumer waits for each copy: some waits run past
+    e = timeouts[0]
+    assert isinstance(e, TimeoutError) and e.seconds > 1e-4
+    assert "native copy threads" in str(e) and "timeout=0.0001" in str(e)
+    assert f"call {e.index}" in str(e) and __file__ in str(e)
+    for x in got:  # each call once, in order, whole
+        np.testing.assert_array_equal(x, sampler())
+
+
+@pytest.mark.timeout(120)
+def test_a_copy_stall_is_reported_once_per_wait(caplog):
+    caplog.set_level(logging.WARNING, logger="seqtools")
+    rows, loader = slow_copies(stall_report=1e-4)
+    sampler = seqtools.minibatches(rows, 64, seed=0)
+    for _ in range(6):
+        np.testing.assert_array_equal(next(loader), sampler())
+    loader.close()
+    stalls = [r.getMessage() for r in caplog.records
+              if "native copy threads" in r.getMessage()]
+    assert stalls and all("stall_report=0.0001" in m for m in stalls)
+    calls = [m.split(" of the loader")[0] for m in stalls]
+    assert len(calls) == len(set(calls))  # once per wait
