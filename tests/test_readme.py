@@ -37,10 +37,20 @@ BODY = """\
 
 
 def readme_example():
-    """The first python block of the README."""
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    assert blocks, "README.md has no python example"
+    """The README's python block of load_buffers (the seed example)."""
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+              if "load_buffers(" in b]
+    assert blocks, "README.md has no load_buffers example"
     return blocks[0]
+
+
+def test_readme_opens_with_the_tested_training_loop():
+    # tests/test_training_example.py runs docs/examples/train_epochs.py
+    if not README.exists():
+        pytest.skip("README.md is not next to the tests (not a source checkout)")
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    example = README.parent / "docs" / "examples" / "train_epochs.py"
+    assert blocks[0] == example.read_text()
 
 
 @pytest.mark.timeout(300)

@@ -87,6 +87,22 @@ def _call_as(sampler, k):
         evaluating.index = None
 
 
+class _Transformed:
+    """``transform(sampler())``: what load_buffers' workers call with a
+    transform (picklable when both are)."""
+
+    __slots__ = ("sampler", "transform")
+
+    def __init__(self, sampler, transform):
+        self.sampler, self.transform = sampler, transform
+
+    def __call__(self):
+        return self.transform(self.sampler())
+
+    def __reduce__(self):
+        return _Transformed, (self.sampler, self.transform)
+
+
 def call_reader(sampler):
     """``read(k)``: ``sampler()`` called as call ``k`` of a loader."""
     return functools.partial(_call_as, sampler)
@@ -192,7 +208,7 @@ def call_index():
 
 def load_buffers(sampler, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,
                  start_method=None, ordered=False, method="process", timeout=None,
-                 stall_report=STALL_REPORT, shm_budget=None):
+                 stall_report=STALL_REPORT, shm_budget=None, transform=None):
     """Call ``sampler()`` over and over in background workers and iterate its results.
 
     Typical use is a minibatch sampler feeding a training loop: the loading cost is
@@ -249,6 +265,11 @@ def load_buffers(sampler, max_cached=2, nworkers=0, start_hook=None, shm_size=0,
         Bytes an automatically sized ring (``shm_size=0``) may grow to; past it,
         a loop that keeps results gets a BufferError saying so. None: half of
         the memory available when the loader is made.
+    transform : callable, optional
+        Applied in the worker to each result before it is handed over,
+        ``transform(sampler())``: a step kept apart from the sampler
+        (normalise, cast). Its result is handed over as the sampler's would
+        be. Picklable for process workers under spawn and forkserver.
 
     Returns
     -------
@@ -277,7 +298,13 @@ def load_buffers(sampler, max_cached=2, nworkers=0, start_hook=None, shm_size=0,
         raise TypeError(f"ordered must be True or False, got {ordered!r}")
     timeout = check_seconds(timeout, "timeout", "load_buffers")
     stall_report = check_seconds(stall_report, "stall_report", "load_buffers")
-    engine = _engine(sampler, True, None, method, ("process", "thread"), nworkers,
+    target = sampler
+    if transform is not None:
+        if not callable(transform):
+            raise TypeError(f"load_buffers: transform must be callable, got "
+                            f"{type(transform).__name__}")
+        target = _Transformed(sampler, transform)
+    engine = _engine(target, True, None, method, ("process", "thread"), nworkers,
                      max_cached, None, start_hook, shm_size, start_method,
                      _budget(shm_budget, "load_buffers"), timeout, stall_report,
                      origin, "load_buffers")

@@ -89,8 +89,9 @@ class EpochLoader:
     """
 
     def __init__(self, dataset, n, batch_size, seed, shuffle, drop_last, num_epochs,
-                 rank, world_size, nworkers, method, options):
+                 rank, world_size, nworkers, method, options, transform=None):
         self._dataset = dataset
+        self._transform = transform
         self._sharding = Sharding(n, batch_size, rank, world_size, drop_last)
         self.seed = seed
         self._shuffle = shuffle
@@ -132,10 +133,39 @@ class EpochLoader:
                          + (self._num_epochs - epoch - 1) * sharding.steps(0))
         self.close()
         self._stream = BatchStream(self._dataset, sharding, self.seed, self._shuffle,
-                                epoch, position, total)
+                                   epoch, position, total, self._transform)
         self._total = total
         self._consumed = 0
         self._check_at = 0  # the batch before which the dataset's length is checked
+
+    def __len__(self):
+        """Batches this rank yields in a whole epoch (:attr:`batches_per_epoch`),
+        as ``len()`` of torch's DataLoader."""
+        return self._sharding.steps(0)
+
+    def one_epoch(self):
+        """The batches left in the current epoch, then stop.
+
+        The current epoch is the one of the next batch: after the last batch of
+        an epoch, the next epoch (whole); after :meth:`load_state_dict`, what
+        is left of the epoch the state is in. So that the loop of torch's
+        DataLoader trains exactly::
+
+            for epoch in range(loader.epoch, num_epochs):
+                for X, y in loader.one_epoch():
+                    ...
+
+        and resumes mid-epoch from a state. ``len()`` of the iterator is the
+        number of batches it has left (for a progress bar). It ends early if
+        the loader's ``num_epochs`` ends, or if :meth:`load_state_dict` moves the
+        loader meanwhile.
+        """
+        with self._lock:
+            stream, start = self._stream, self._consumed
+            end = stream.next_epoch(start)
+            if self._total is not None:
+                end = min(end, self._total)
+        return _OneEpoch(self, stream, end)
 
     def __iter__(self):
         return self
@@ -342,6 +372,31 @@ class EpochLoader:
                 f"epoch {self.epoch}>")
 
 
+class _OneEpoch:
+    """Iterator of :meth:`EpochLoader.one_epoch`: batches of ``loader`` while it
+    reads ``stream`` and is before batch ``end``."""
+
+    __slots__ = ("_loader", "_stream", "_end")
+
+    def __init__(self, loader, stream, end):
+        self._loader, self._stream, self._end = loader, stream, end
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        loader = self._loader
+        if loader._stream is not self._stream or loader._consumed >= self._end:
+            raise StopIteration
+        return next(loader)
+
+    def __len__(self):
+        loader = self._loader
+        if loader._stream is not self._stream:
+            return 0
+        return max(0, self._end - loader._consumed)
+
+
 _STATE_KEYS = ("version", "epoch", "position", "seed", "dataset_length", "batch_size",
                "shuffle")
 
@@ -386,7 +441,8 @@ def _check_strings(dataset):
 def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
            num_epochs=None, rank=None, world_size=None, nworkers=0, method="process",
            max_buffered=None, start_method=None, timeout=None,
-           stall_report=STALL_REPORT, shm_size=0, shm_budget=None):
+           stall_report=STALL_REPORT, shm_size=0, shm_budget=None, transform=None,
+           start_hook=None):
     """Iterate stacked batches of a dataset, epoch after epoch, resumably.
 
     Each epoch is a permutation of the dataset drawn from (``seed``, epoch) (see
@@ -449,11 +505,24 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
         :class:`~seqtools.LoaderTimeout` and is not consumed (the next
         ``next()`` makes it again); a wait of ``stall_report`` seconds with no
         batch is logged once with what each worker is doing.
+    transform : callable, optional
+        Applied to each stacked batch where it is made (in the worker, or
+        inline with ``nworkers=0``), before it is handed over:
+        ``transform(batch)`` (normalise, cast, augment a whole batch); its result
+        may be any structure the workers hand over (arrays, scalars, tuples,
+        lists and dicts of them). Picklable for process workers under spawn
+        and forkserver (a module-level function). Batches with a transform are
+        made by Python workers, not by the native copy threads.
+    start_hook : callable, optional
+        Called in each worker when it starts, as torch's ``worker_init_fn``:
+        ``start_hook(i)`` with the worker's index ``0 <= i < nworkers``, or
+        ``start_hook()``. Not called with ``nworkers=0``.
 
     Returns
     -------
     EpochLoader
-        An iterator of batches, with ``epoch``, ``batches_per_epoch``,
+        An iterator of batches, with ``one_epoch()`` (the batches left in the
+        current epoch), ``len()`` (batches per epoch on this rank), ``epoch``,
         ``state_dict()``, ``load_state_dict()`` and ``close()``.
 
     Raises
@@ -521,11 +590,21 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
 
     Examples
     --------
+    The loop of torch's DataLoader: one epoch at a time.
+
     >>> import numpy as np, seqtools
     >>> data = seqtools.collate([np.arange(10.0), np.arange(10)])
-    >>> loader = seqtools.epochs(data, 4, seed=0, num_epochs=2)
-    >>> loader.batches_per_epoch
+    >>> loader = seqtools.epochs(data, 4, seed=0)
+    >>> len(loader)
     3
+    >>> for epoch in range(loader.epoch, 2):
+    ...     print(epoch, [y.tolist() for x, y in loader.one_epoch()])
+    0 [[8, 7, 9, 4], [1, 5, 2, 6], [3, 0]]
+    1 [[3, 0, 5, 4], [6, 1, 9, 7], [2, 8]]
+
+    Or one stream of ``num_epochs`` epochs:
+
+    >>> loader = seqtools.epochs(data, 4, seed=0, num_epochs=2)
     >>> [(loader.epoch, y.tolist())
     ...  for x, y in loader]  # doctest: +NORMALIZE_WHITESPACE
     [(0, [8, 7, 9, 4]), (0, [1, 5, 2, 6]), (0, [3, 0]),
@@ -569,10 +648,18 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
             f"epochs(): with drop_last=True, {n} samples never fill a batch of "
             f"{batch_size} on each of {world_size} rank(s): every epoch would be "
             "empty")
+    if transform is not None and not callable(transform):
+        raise TypeError(f"epochs(): transform must be callable, got "
+                        f"{type(transform).__name__}")
+    if start_hook is not None and not callable(start_hook):
+        raise TypeError(f"epochs(): start_hook must be callable, got "
+                        f"{type(start_hook).__name__}")
     options = {"max_buffered": max_buffered, "start_method": start_method,
+               "start_hook": start_hook,
                "shm_size": shm_size, "shm_budget": shm_budget,
                "timeout": check_seconds(timeout, "timeout", "epochs"),
                "stall_report": check_seconds(stall_report, "stall_report",
                                              "epochs")}
     return EpochLoader(dataset, n, batch_size, seed, bool(shuffle), bool(drop_last),
-                       num_epochs, rank, world_size, nworkers, method, options)
+                       num_epochs, rank, world_size, nworkers, method, options,
+                       transform)

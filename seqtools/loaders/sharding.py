@@ -140,11 +140,13 @@ class BatchStream(View):
     """
 
     __slots__ = ("_dataset", "_sharding", "_seed", "_shuffle", "_epoch0", "_position0",
-                 "_steps0", "_steps", "_orders", "_lock", "_run")
+                 "_steps0", "_steps", "_transform", "_orders", "_lock", "_run")
     _transient = ("_orders", "_lock", "_run")
 
-    def __init__(self, dataset, sharding, seed, shuffle, epoch, position, total):
+    def __init__(self, dataset, sharding, seed, shuffle, epoch, position, total,
+                 transform=None):
         View.__init__(self, total)
+        self._transform = transform  # applied to each stacked batch
         self._dataset = dataset
         self._sharding = sharding
         self._seed = seed
@@ -229,14 +231,20 @@ class BatchStream(View):
 
     def _copy_job(self, k):
         """Batch ``k`` as a copy to run (see View._copy_job), or None. A copy
-        runs no transform, so the epoch setting of ``smap(..., rng=)`` is moot."""
+        runs no Python, so the epoch setting of ``smap(..., rng=)`` is moot;
+        a batch with a transform to run is no copy."""
+        if self._transform is not None:
+            return None
         return copy_job(self._dataset, self.indices(k)[1])
 
     def _get(self, k):
         epoch, idx = self.indices(k)
         previous = mapping.set_epoch(epoch)  # for smap(..., rng=seed)
         try:
-            return stack_indices(self._dataset, idx)
+            batch = stack_indices(self._dataset, idx)
+            if self._transform is not None:
+                batch = self._transform(batch)
+            return batch
         finally:
             mapping.set_epoch(previous)
 
