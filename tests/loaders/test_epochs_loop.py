@@ -3,6 +3,7 @@
 ``load_buffers`` too)."""
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -117,11 +118,18 @@ def test_a_failing_transform_is_named_with_its_batch(nworkers):
 
 
 class MarkStart:
-    def __init__(self, folder):
-        self.folder = folder
+    """Leaves a mark ``<worker>-<pid>``, then waits (30 s at most) for the other
+    worker's: no batch is made before both hooks ran."""
+
+    def __init__(self, folder, nworkers=2):
+        self.folder, self.nworkers = folder, nworkers
 
     def __call__(self, i):
         open(os.path.join(self.folder, f"{i}-{os.getpid()}"), "w").close()
+        deadline = time.monotonic() + 30
+        while (len(os.listdir(self.folder)) < self.nworkers
+               and time.monotonic() < deadline):
+            time.sleep(0.01)
 
 
 @pytest.mark.parametrize("method", ["process", "thread"])
