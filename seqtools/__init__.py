@@ -11,20 +11,33 @@ Every public name is importable from here. The modules of SeqTools 1.4.1
 their old paths, for code written for it.
 """
 
-from . import instrument
-from .batching.samplers import minibatches
-from .batching.shape import batch, split, unbatch
-from .batching.stacking import stack
-from .errors import EvaluationError, LoaderClosed, LoaderTimeout, seterr
-from .loaders.api import call_index, load_buffers, prefetch
-from .loaders.epochs import DatasetLengthChanged, epochs
-from .serialization import SerializableFunc
-from .views.cache import add_cache
-from .views.combine import case, cycle, interleave, repeat, switch
-from .views.core import View
-from .views.indexing import arange, collate, concatenate, gather, take
-from .views.mapping import smap, starmap
-from .views.uniter import uniter
+# The imports below reach the compiled modules. Run from a clone where they are
+# not built, this folder shadows any installed seqtools and the first of them
+# fails with a message about a name or a circular import: _unbuilt's error says
+# what happened instead. It is imported only after a failure, so a working
+# import pays nothing for it.
+try:
+    from . import instrument
+    from .batching.samplers import minibatches
+    from .batching.shape import batch, split, unbatch
+    from .batching.stacking import stack
+    from .errors import EvaluationError, LoaderClosed, LoaderTimeout, seterr
+    from .loaders.api import call_index, load_buffers, prefetch
+    from .loaders.epochs import DatasetLengthChanged, epochs
+    from .serialization import SerializableFunc
+    from .views.cache import add_cache
+    from .views.combine import case, cycle, interleave, repeat, switch
+    from .views.core import View
+    from .views.indexing import arange, collate, concatenate, gather, take
+    from .views.mapping import smap, starmap
+    from .views.uniter import uniter
+except ImportError as exc:
+    from ._unbuilt import source_folder_error
+
+    error = source_folder_error()
+    if error is None:
+        raise
+    raise error from exc
 
 __all__ = [
     "arange", "gather", "take", "concatenate", "collate",
