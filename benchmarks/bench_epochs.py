@@ -48,8 +48,9 @@ and drops them; timed from ``set_epoch`` to the first batch after those.
 - on the seed workload, ``epochs`` with 2 workers and inline, for states at batch
   10 and at batch 10**6 (epoch 8000 there);
 - over one long epoch: the seed's training set cycled to 2**26 samples
-  (``seqtools.cycle``; 1,048,576 batches an epoch), for the states after batch 10
-  and after batch 1,048,575: the state just before the epoch's last batch.
+  (``seqtools.cycle``; 1,048,576 batches an epoch), for the states after 10
+  batches and after 1,048,575: the state just before the epoch's last batch
+  (columns named by the batch resumed at, counted from 0).
   ``epochs(nworkers=2)``,
   ``torchdata.stateful_dataloader.StatefulDataLoader(shuffle=True,
   num_workers=2)`` and DataLoader + DistributedSampler over the same samples.
@@ -552,8 +553,8 @@ def main():
     print(latency_table(short, [(10, "batch 10"), (10**6, "batch 10^6")]))
     if long_rows:
         print(f"\nFirst batch after a resume inside one long epoch of {long_n:,} "
-              f"samples ({long_n // BATCH:,} batches): after batch 10, and after "
-              f"batch {last:,} (the state just before the epoch's last batch); "
+              f"samples ({long_n // BATCH:,} batches): after 10 batches, and after "
+              f"{last:,} (the state just before the epoch's last batch); "
               f"median (min-max) of {args.long_repeats}, worker start included. "
               "epochs and StatefulDataLoader: from load_state_dict on a new loader "
               "to its first batch; DataLoader + DistributedSampler, which have no "
