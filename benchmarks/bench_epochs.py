@@ -1,5 +1,6 @@
-"""seqtools.epochs on the seed workload: throughput against its baselines, and the
-first batch after a resume, against torchdata's StatefulDataLoader.
+"""seqtools.epochs on the seed workload: throughput against its baselines and
+torch's loaders, and the first batch after a resume, against torchdata's
+StatefulDataLoader and torch's DataLoader + DistributedSampler.
 
 Seed workload: 64x248 float64 batches (plus int labels) from memory-mapped .npy
 chunks, ``collate([concatenate(chunks), labels])[:-10000]`` (8000 samples, 125
@@ -24,39 +25,59 @@ back see the same speed.
 - ``epochs(dataset, 64, seed=0, nworkers=2)``: ordered, epochs without
   replacement, process workers (the default), and with ``method='thread'``;
 - ``epochs(..., nworkers=0)``: inline, in the training loop's own thread;
-- ``torch.utils.data.DataLoader(shuffle=True, batch_size=64, num_workers=2)`` over a
-  map-style Dataset of the same memory-mapped arrays (item ``i``: its row and
-  label, collated by DataLoader's default), as specified, and with
+- torch's loaders over a map-style Dataset of the same memory-mapped arrays (item
+  ``i``: its row and label, collated by torch's default), ``batch_size=64,
+  num_workers=2``, each taken epoch after epoch:
+  ``torch.utils.data.DataLoader(shuffle=True)``, as specified, and with
   ``persistent_workers=True`` (the default starts new workers each epoch);
-  skipped when torch is not importable.
+  ``DataLoader(sampler=DistributedSampler(shuffle=True, num_replicas=1,
+  rank=0))``, what a DistributedDataParallel script runs on each rank, here on
+  the only one (the same work as ``epochs`` on one rank), with
+  ``sampler.set_epoch(epoch)`` before each epoch as torch asks; and
+  ``torchdata.stateful_dataloader.StatefulDataLoader(shuffle=True)``. The torch
+  rows are skipped when torch is not importable, StatefulDataLoader's when
+  torchdata is not.
 
-First batch after ``load_state_dict`` (seconds, median of ``--latency-repeats``):
-the time from ``load_state_dict(state)`` on a new loader to its first batch,
-worker start included, for a state at batch 10 and at batch 10**6:
+First batch after a resume (seconds, median and min-max of the repetitions),
+worker start included. For ``epochs`` and StatefulDataLoader: from
+``load_state_dict(state)`` on a new loader to its first batch. DataLoader +
+DistributedSampler have no state to load: a torch user resuming at batch ``k``
+calls ``set_epoch`` on a new loader and takes the epoch's first ``k`` batches
+and drops them; timed from ``set_epoch`` to the first batch after those.
 
-- on the seed workload, ``epochs`` with 2 workers and inline (batch 10**6 is epoch
-  8000 there);
+- on the seed workload, ``epochs`` with 2 workers and inline, for states at batch
+  10 and at batch 10**6 (epoch 8000 there);
 - over one long epoch: the seed's training set cycled to 2**26 samples
-  (``seqtools.cycle``; 1,048,576 batches an epoch, so that batch 10**6 lies inside
-  the epoch), ``epochs(nworkers=2)`` against
+  (``seqtools.cycle``; 1,048,576 batches an epoch), for the states after 10
+  batches and after 1,048,575: the state just before the epoch's last batch
+  (columns named by the batch resumed at, counted from 0).
+  ``epochs(nworkers=2)``,
   ``torchdata.stateful_dataloader.StatefulDataLoader(shuffle=True,
-  num_workers=2)`` over the same samples. Both draw an epoch's permutation of
-  2**26 indices (seconds, whatever the position); StatefulDataLoader then
-  replays the sampler up to the position. Its state at batch 10**6 is made from
-  its own state at batch 10 by setting the counters of batches and samples
-  yielded (checked at batch 20 against a state it gave there), since running
-  10**6 of its batches would take most of an hour. Skipped when torchdata is not
-  importable.
+  num_workers=2)`` and DataLoader + DistributedSampler over the same samples.
+  All three draw an epoch's permutation of 2**26 indices (seconds, whatever the
+  position); StatefulDataLoader then replays its sampler up to the position, and
+  DataLoader loads and drops every batch before it. StatefulDataLoader's state
+  before the last batch is made from its own state at batch 10 by setting the
+  counters of batches and samples yielded (checked against the states it gives
+  at batch 20, and before the last batch of a 125-batch epoch), since running
+  its 1,048,575 batches would take most of an hour; a resumed loader is checked
+  to end its epoch after the one batch. DataLoader + DistributedSampler is
+  timed at batch 10 only: at the last batch it would load 1,048,575 batches
+  first, and the table says so instead of a figure. No row is timed cold: the
+  process's first resume over the long epoch is the slowest, so epochs is
+  resumed once untimed, and StatefulDataLoader has made its states by then.
+  Skipped when the package is not importable.
 
-The long epoch takes minutes and some 6 GB (StatefulDataLoader holds its
-permutation as a Python list): one repetition by default (``--long-repeats``),
-none with ``--no-long-epoch`` or ``--quick``.
+The long epoch takes minutes and some 6 GB (StatefulDataLoader and
+DistributedSampler hold their permutation as a Python list): one repetition by
+default (``--long-repeats``), none with ``--no-long-epoch``; ``--quick`` runs it
+over 2**16 samples, a check that its code runs.
 
 Usage: python benchmarks/bench_epochs.py [--batches N] [--repeats R] [--quick]
        [--long-repeats R] [--no-long-epoch]
 
-``--repeats`` sets the repetitions of the throughput and the latency tables
-(default: 9 and 3).
+``--repeats`` sets the repetitions of the throughput and the seed workload's
+latency tables (default: 9 and 3).
 """
 
 import copy
@@ -86,6 +107,13 @@ from seqtools.loaders.epochs import epoch_order  # noqa: E402
 BATCH = 64
 TRAIN = 8000  # the seed's training set: the first 8000 samples
 LONG = 2**26  # samples of the long epoch: 2**20 batches of 64
+QUICK_LONG = 2**16  # the long epoch under --quick: a check that its code runs
+
+# The torch rows of the throughput table
+DL = "torch DataLoader(shuffle=True, num_workers=2)"
+PDL = "torch DataLoader(..., persistent_workers=True)"
+DDL = "torch DataLoader(num_workers=2) + DistributedSampler(shuffle=True), 1 replica"
+SDL = "torchdata StatefulDataLoader(shuffle=True, num_workers=2)"
 
 
 class SeedDataset:
@@ -127,10 +155,29 @@ class EpochBatches:
         return seqtools.stack(seqtools.gather(self.dataset, rows))
 
 
-def endless(loader):
-    """A torch loader's batches, epoch after epoch."""
+def endless(loader, sampler=None):
+    """A torch loader's batches, epoch after epoch; with a DistributedSampler,
+    ``sampler.set_epoch(epoch)`` before each epoch, as torch's documentation asks
+    (without it every epoch has the first one's order)."""
+    epoch = 0
     while True:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         yield from loader
+        epoch += 1
+
+
+def distributed_loader(dataset):
+    """torch DataLoader over a DistributedSampler of one replica, rank 0: what a
+    DistributedDataParallel script runs on each rank, here the only one (the same
+    work as ``epochs`` on one rank). Returns (loader, sampler)."""
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+
+    sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True,
+                                 seed=0)
+    return DataLoader(dataset, batch_size=BATCH, sampler=sampler,
+                      num_workers=2), sampler
 
 
 def state_at(k, batches_per_epoch, n, seed=0):
@@ -140,15 +187,50 @@ def state_at(k, batches_per_epoch, n, seed=0):
             "dataset_length": n, "batch_size": BATCH, "shuffle": True}
 
 
+def consumed(state):
+    """Samples an epochs state is past, all epochs counted: (epoch 0, position n)
+    and (epoch 1, position 0) are one place."""
+    return state["epoch"] * state["dataset_length"] + state["position"]
+
+
 def resume_latency(make, state):
-    """Seconds from load_state_dict(state) on a new loader to its first batch."""
+    """Seconds from load_state_dict(state) on a new loader to its first batch.
+    The loader's state after that batch is checked to be one batch past
+    ``state`` (after the timing)."""
     loader = make()
     t0 = time.perf_counter()
     loader.load_state_dict(state)
     next(loader)
     seconds = time.perf_counter() - t0
+    after = loader.state_dict()
     loader.close()
+    n = state["dataset_length"]
+    want = state["epoch"] * n + min(state["position"] + BATCH, n)
+    if consumed(after) != want:
+        raise RuntimeError(f"epochs resumed from {state} is at {after} after one "
+                           "batch: not the batch the state is at")
     return seconds
+
+
+def epochs_latencies(dataset, nworkers, positions, repeats, progress, label,
+                     warm=False):
+    """{k: [seconds]} for epochs(nworkers=nworkers) over ``dataset`` resumed after
+    batch k, for each k of ``positions``; ``warm``: after one resume not timed."""
+    n = len(dataset)
+    per_epoch = -(-n // BATCH)
+
+    def make():
+        return seqtools.epochs(dataset, BATCH, seed=0, nworkers=nworkers)
+
+    if warm:
+        progress(f"{label}: one resume, not timed")
+        resume_latency(make, state_at(positions[0], per_epoch, n))
+    results = {k: [] for k in positions}
+    for r in range(repeats):
+        for k in positions if r % 2 == 0 else positions[::-1]:
+            progress(f"rep {r + 1}/{repeats}: {label} at batch {k}")
+            results[k].append(resume_latency(make, state_at(k, per_epoch, n)))
+    return results
 
 
 def sdl_state_at(state, k):
@@ -176,19 +258,22 @@ def same_state(a, b):
     return a == b
 
 
-def sdl_latencies(dataset, repeats, progress):
-    """{k: [seconds]} for StatefulDataLoader over ``dataset`` resumed at batch k."""
+def sdl_latencies(dataset, positions, repeats, progress, short):
+    """{k: [seconds]} for StatefulDataLoader over ``dataset`` resumed after batch
+    k, for each k of ``positions``. Its states are made from its own state at
+    batch 10 by :func:`sdl_state_at`, checked against the states it gives at
+    batch 20 of ``dataset`` and before the last batch of ``short`` (a dataset of
+    one short epoch)."""
+    import torch
     from torchdata.stateful_dataloader import StatefulDataLoader
 
-    def make():  # seeded, as the epochs loaders are: states can be compared
-        import torch
-
-        return StatefulDataLoader(dataset, batch_size=BATCH, shuffle=True,
+    def make(data):  # seeded, as the epochs loaders are: states can be compared
+        return StatefulDataLoader(data, batch_size=BATCH, shuffle=True,
                                   num_workers=2,
                                   generator=torch.Generator().manual_seed(0))
 
-    def state_after(k):
-        loader = make()
+    def state_after(data, k):
+        loader = make(data)
         it = iter(loader)
         for _ in range(k):
             next(it)
@@ -196,56 +281,87 @@ def sdl_latencies(dataset, repeats, progress):
         del it
         return state
 
-    progress("StatefulDataLoader: states at batches 10 and 20")
-    at10 = state_after(10)
-    at20 = state_after(20)
-    if not same_state(sdl_state_at(at10, 20), at20):
-        raise RuntimeError("the StatefulDataLoader state recipe does not match "
-                           f"its own state at batch 20: fix sdl_state_at\n{at20}")
+    last_short = -(-len(short) // BATCH) - 1
+    progress(f"StatefulDataLoader: its states at batches 10 and 20, and at batches "
+             f"10 and {last_short} (the last) of a {len(short)}-sample epoch")
+    at10 = state_after(dataset, 10)
+    for data, base, k in ((dataset, at10, 20),
+                          (short, state_after(short, 10), last_short)):
+        real = state_after(data, k)
+        if not same_state(sdl_state_at(base, k), real):
+            raise RuntimeError(
+                "the StatefulDataLoader state recipe does not match its own state "
+                f"at batch {k} of {len(data)} samples: fix sdl_state_at\n{real}")
 
-    def latency(state):
-        loader = make()
+    last = -(-len(dataset) // BATCH) - 1
+
+    def latency(state, k):
+        loader = make(dataset)
         t0 = time.perf_counter()
         loader.load_state_dict(state)
         it = iter(loader)
         next(it)
         seconds = time.perf_counter() - t0
+        if k == last and next(it, None) is not None:
+            raise RuntimeError(f"StatefulDataLoader resumed at batch {k}, the last "
+                               "of its epoch, yields another batch after it")
         del it
         return seconds
 
-    results = {10: [], 10**6: []}
+    results = {k: [] for k in positions}
     for r in range(repeats):
-        for k in (10, 10**6) if r % 2 == 0 else (10**6, 10):
+        for k in positions if r % 2 == 0 else positions[::-1]:
             progress(f"rep {r + 1}/{repeats}: StatefulDataLoader at batch {k}")
-            results[k].append(latency(sdl_state_at(at10, k)))
+            results[k].append(latency(sdl_state_at(at10, k), k))
     return results
 
 
-def latency_table(rows):
-    lines = ["| loader | batch 10 (s) | batch 10^6 (s) | 10^6 / 10 |",
+def distributed_latencies(dataset, positions, repeats, progress):
+    """{k: [seconds]} for torch DataLoader + DistributedSampler over ``dataset``
+    resumed after batch k as its users do: neither has a state to load, so the
+    epoch is started again (``set_epoch``) and its first k batches are taken and
+    dropped. Timed from ``set_epoch`` on a new loader to the first batch past the
+    k dropped ones."""
+    results = {k: [] for k in positions}
+    for r in range(repeats):
+        for k in positions if r % 2 == 0 else positions[::-1]:
+            progress(f"rep {r + 1}/{repeats}: DataLoader + DistributedSampler, "
+                     f"{k} batches skipped")
+            loader, sampler = distributed_loader(dataset)
+            t0 = time.perf_counter()
+            sampler.set_epoch(0)
+            it = iter(loader)
+            for _ in range(k):
+                next(it)
+            next(it)
+            results[k].append(time.perf_counter() - t0)
+            del it
+    return results
+
+
+def latency_table(rows, columns):
+    """Markdown: one row per ``(name, {k: [seconds] or why not measured})`` ({}:
+    the whole row skipped), one column per ``(k, heading)``, and the ratio of the
+    second column to the first."""
+    (k0, head0), (k1, head1) = columns
+    lines = [f"| loader | {head0} (s) | {head1} (s) | {head1} / {head0} |",
              "|---|---:|---:|---:|"]
+
+    def cell(values):
+        if isinstance(values, str):
+            return values
+        return (f"{statistics.median(values):.3f} "
+                f"({min(values):.3f}-{max(values):.3f})")
+
     for name, by_k in rows:
         if not by_k:
             lines.append(f"| {name} | skipped | | |")
             continue
-        a, b = statistics.median(by_k[10]), statistics.median(by_k[10**6])
-        lines.append(f"| {name} | {a:.3f} ({min(by_k[10]):.3f}-{max(by_k[10]):.3f})"
-                     f" | {b:.3f} ({min(by_k[10**6]):.3f}-{max(by_k[10**6]):.3f})"
-                     f" | {b / a:.2f}x |")
+        a, b = by_k[k0], by_k[k1]
+        ratio = ("" if isinstance(a, str) or isinstance(b, str) else
+                 f"{statistics.median(b) / statistics.median(a):.2f}x")
+        lines.append(f"| {name} | {cell(a)} | {cell(b)} | {ratio} |")
     return "\n".join(lines)
-
-
-def epochs_latencies(dataset, nworkers, repeats, progress, label):
-    n = len(dataset)
-    per_epoch = -(-n // BATCH)
-    results = {10: [], 10**6: []}
-    for r in range(repeats):
-        for k in (10, 10**6) if r % 2 == 0 else (10**6, 10):
-            progress(f"rep {r + 1}/{repeats}: {label} at batch {k}")
-            results[k].append(resume_latency(
-                lambda: seqtools.epochs(dataset, BATCH, seed=0, nworkers=nworkers),
-                state_at(k, per_epoch, n)))
-    return results
 
 
 def main():
@@ -255,12 +371,13 @@ def main():
                         help="repetitions of the long-epoch table (minutes each)")
     parser.add_argument("--no-long-epoch", action="store_true",
                         help="skip the long-epoch latency table (the slowest; "
-                             "--quick skips it too)")
+                             f"--quick runs it over {QUICK_LONG} samples)")
     args = _common.parse_args(parser)
     n = args.batches = _common.batches(args, 3000)
     args.latency_repeats = _common.repeats(args, 3)
     args.repeats = _common.repeats(args, 9)
-    args.no_long_epoch = args.no_long_epoch or args.quick
+    long_n = QUICK_LONG if args.quick else LONG
+    last = long_n // BATCH - 1  # the long epoch's last batch
 
     def progress(s):
         print(s, file=sys.stderr, flush=True)
@@ -317,51 +434,78 @@ def main():
              calls_per_second(threads.__next__, n)),
             ("epochs(nworkers=0), inline", calls_per_second(inline.__next__, n)),
         ]
-        torch_loaders = []
+        # torch's loaders, each taking its batches epoch after epoch; a row whose
+        # package is not importable stays in the table as "skipped"
+        torch_loaders = {}
         if has_torch:
             from torch.utils.data import DataLoader
 
             torch_ds = SeedDataset(chunks, labels)
-            for persistent in (False, True):
-                it = endless(DataLoader(torch_ds, shuffle=True, batch_size=BATCH,
-                                        num_workers=2,
-                                        persistent_workers=persistent))
-                next(it)
-                torch_loaders.append(it)
-            configs += [
-                ("torch DataLoader(shuffle=True, num_workers=2)",
-                 calls_per_second(torch_loaders[0].__next__, max(n // 10, 100))),
-                ("torch DataLoader(..., persistent_workers=True)",
-                 calls_per_second(torch_loaders[1].__next__, max(n // 10, 100))),
-            ]
-        else:
-            configs.append(("torch DataLoader(shuffle=True, num_workers=2)",
-                            lambda: None))
+            for name, persistent in ((DL, False), (PDL, True)):
+                torch_loaders[name] = endless(DataLoader(
+                    torch_ds, shuffle=True, batch_size=BATCH, num_workers=2,
+                    persistent_workers=persistent))
+            torch_loaders[DDL] = endless(*distributed_loader(torch_ds))
+        if has_torchdata:
+            from torchdata.stateful_dataloader import StatefulDataLoader
+
+            torch_loaders[SDL] = endless(StatefulDataLoader(
+                SeedDataset(chunks, labels), shuffle=True, batch_size=BATCH,
+                num_workers=2))
+        for name in (DL, PDL, DDL, SDL):
+            it = torch_loaders.get(name)
+            if it is None:
+                configs.append((name, lambda: None))
+                continue
+            next(it)
+            configs.append((name, calls_per_second(it.__next__, max(n // 10, 100))))
         results = interleaved(configs, args.repeats, progress=progress)
         for loader in (baseline, ordered, epoch_reads, random_reads, ours, threads,
                        inline):
             loader.close()
-        for it in torch_loaders:
+        for it in torch_loaders.values():
             it.close()
 
+        short_at = (10, 10**6)
         short = [
             ("epochs(nworkers=2)", epochs_latencies(
-                dataset, 2, args.latency_repeats, progress, "epochs(nworkers=2)")),
+                dataset, 2, short_at, args.latency_repeats, progress,
+                "epochs(nworkers=2)")),
             ("epochs(nworkers=0)", epochs_latencies(
-                dataset, 0, args.latency_repeats, progress, "epochs(nworkers=0)")),
+                dataset, 0, short_at, args.latency_repeats, progress,
+                "epochs(nworkers=0)")),
         ]
         long_rows = []
         if not args.no_long_epoch:
-            long_ds = seqtools.cycle(dataset, LONG)
+            long_at = (10, last)
+            long_ds = seqtools.cycle(dataset, long_n)
+            # The first resume over the long epoch in this process takes seconds
+            # more than the next ones, at any position (13.7 s, then 6.2 s at
+            # batch 10 in one run on the 2-core machine). StatefulDataLoader
+            # runs twice over the long epoch (its states) before its timed
+            # resumes, and DataLoader comes after it: one untimed resume of
+            # epochs first, so that no row is timed cold.
             long_rows.append(("epochs(nworkers=2)", epochs_latencies(
-                long_ds, 2, args.long_repeats, progress,
-                "long epoch, epochs(nworkers=2)")))
+                long_ds, 2, long_at, args.long_repeats, progress,
+                "long epoch, epochs(nworkers=2)", warm=True)))
+            sdl_row = {}
             if has_torchdata:
-                long_rows.append(("torchdata StatefulDataLoader(num_workers=2)",
-                                  sdl_latencies(SeedDataset(chunks, labels, LONG),
-                                                args.long_repeats, progress)))
-            else:
-                long_rows.append(("torchdata StatefulDataLoader(num_workers=2)", {}))
+                sdl_row = sdl_latencies(SeedDataset(chunks, labels, long_n), long_at,
+                                        args.long_repeats, progress,
+                                        SeedDataset(chunks, labels))
+            long_rows.append(("torchdata StatefulDataLoader(shuffle=True, "
+                              "num_workers=2)", sdl_row))
+            ddl_row = {}
+            if has_torch:
+                ddl_row = distributed_latencies(SeedDataset(chunks, labels, long_n),
+                                                (10,), args.long_repeats, progress)
+                # Not run: the DataLoader would read, collate and send every batch
+                # of the epoch before the last one (minutes at the throughput
+                # table's rate), and a figure made from that rate is no
+                # measurement of the resume.
+                ddl_row[last] = f"not run: replays {last:,} batches first"
+            long_rows.append(("torch DataLoader + DistributedSampler(shuffle=True): "
+                              "set_epoch, the batches before skipped", ddl_row))
 
     med = statistics.median
     base = "load_buffers(minibatches, nworkers=2), unordered"
@@ -370,8 +514,11 @@ def main():
           f" for at least {MIN_SECONDS:g} s, x {args.repeats} repetitions (every "
           f"other one in reverse order), {os.cpu_count()} cores")
     if not has_torch:
-        print("(torch DataLoader rows skipped: torch is not importable; "
+        print("(torch rows skipped: torch is not importable; "
               "pip install torch==2.13.0, the CPU build)")
+    elif not has_torchdata:
+        print("(StatefulDataLoader rows skipped: torchdata is not importable; "
+              "pip install torchdata)")
     print()
     print(summarize(results, baseline=base))
     mine = results["epochs(nworkers=2), processes"]
@@ -391,29 +538,38 @@ def main():
           f"(which rows are read, alone): {med(reads) / med(rand):.2f}x; "
           f"epochs(nworkers=2) / load_buffers of epochs' batches (the loaders "
           f"alone): {med(mine) / med(reads):.2f}x")
-    dl = results["torch DataLoader(shuffle=True, num_workers=2)"]
-    if dl:
-        print(f"epochs(nworkers=2) / torch DataLoader(shuffle=True, num_workers=2): "
-              f"{med(mine) / med(dl):.1f}x (issue 14 asks >= 30x)")
-        pdl = results["torch DataLoader(..., persistent_workers=True)"]
-        print(f"epochs(nworkers=2) / DataLoader with persistent workers: "
-              f"{med(mine) / med(pdl):.1f}x")
+    for name, what in ((DL, DL + " (issue 14 asks >= 30x)"),
+                       (PDL, "DataLoader with persistent workers"),
+                       (DDL, "DataLoader + DistributedSampler"),
+                       (SDL, "StatefulDataLoader")):
+        if results[name]:
+            print(f"epochs(nworkers=2) / {what}: "
+                  f"{med(mine) / med(results[name]):.1f}x")
 
     per_epoch = -(-TRAIN // BATCH)
     print(f"\nFirst batch after load_state_dict, seed workload ({per_epoch} "
           f"batches an epoch: batch 10**6 is epoch {10**6 // per_epoch}), "
           f"median (min-max) of {args.latency_repeats}, worker start included\n")
-    print(latency_table(short))
+    print(latency_table(short, [(10, "batch 10"), (10**6, "batch 10^6")]))
     if long_rows:
-        print(f"\nFirst batch after load_state_dict inside one long epoch of {LONG} "
-              f"samples ({LONG // BATCH} batches), median (min-max) of "
-              f"{args.long_repeats}\n")
-        if not has_torchdata:
+        print(f"\nFirst batch after a resume inside one long epoch of {long_n:,} "
+              f"samples ({long_n // BATCH:,} batches): after 10 batches, and after "
+              f"{last:,} (the state just before the epoch's last batch); "
+              f"median (min-max) of {args.long_repeats}, worker start included. "
+              "epochs and StatefulDataLoader: from load_state_dict on a new loader "
+              "to its first batch; DataLoader + DistributedSampler, which have no "
+              "state to load: from set_epoch on a new loader to the first batch "
+              "after skipping the k before it\n")
+        if not has_torch:
+            print("(torch rows skipped: torch is not importable; "
+                  "pip install torch==2.13.0, the CPU build)\n")
+        elif not has_torchdata:
             print("(StatefulDataLoader row skipped: torchdata is not importable; "
                   "pip install torchdata)\n")
-        print(latency_table(long_rows))
+        print(latency_table(long_rows, [(10, "batch 10"),
+                                        (last, f"batch {last:,}, the last")]))
     else:
-        print("\n(long-epoch latency table skipped: --no-long-epoch or --quick)")
+        print("\n(long-epoch latency table skipped: --no-long-epoch)")
 
 
 if __name__ == "__main__":

@@ -40,8 +40,8 @@ TITLES = {
     "stack": "Batch stacking (bench_stack.py)",
     "load_buffers": "load_buffers on the seed workload (bench_load_buffers.py)",
     "peers": "Loaders against their peers, W1-W3 (bench_peers.py)",
-    "epochs": "Epochs, resume, against DataLoader and StatefulDataLoader "
-              "(bench_epochs.py)",
+    "epochs": "Epochs, resume, against DataLoader, DistributedSampler and "
+              "StatefulDataLoader (bench_epochs.py)",
     "seed_example": "The seed example, timed (seed_example.py)",
 }
 
