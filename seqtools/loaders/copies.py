@@ -45,6 +45,7 @@ class CopyEngine:
     ``_copy_job(0)``, already made by :func:`first_copy_job`."""
 
     where = "thread"
+    in_order = True  # take_next is take(next)
     _READ = object()  # entry value: the consumer reads the item itself
 
     def __init__(self, target, read, nthreads, window, end, first, origin="?",

@@ -31,7 +31,9 @@ workers that cannot start raise :class:`~seqtools.EvaluationError`. ``failure``
 is None for a value, else how the task failed: an exception object (thread
 engines) or a :class:`._worker.Failure` report (process workers); the front
 turns it into the error the user sees (:func:`raise_failure`). ``where`` names
-the workers in messages ("process" or "thread").
+the workers in messages ("process" or "thread"); ``in_order`` says that
+``take_next`` answers tasks in order, so that a front may ``reset`` there to
+give back a result the caller never received.
 
 Only the process that made an engine may use it: ``PROCESS.pid`` is the
 current process id, kept across fork, that fronts compare with their owner's.

@@ -171,37 +171,54 @@ class EpochLoader:
         return self
 
     def __next__(self):
-        with self._lock:
-            k = self._consumed
-            if self._total is not None and k >= self._total:
-                self.close()
-                raise StopIteration
-            if k == self._check_at:  # the first batch of an epoch (or of the stream)
-                self._check_length(k)
-                self._check_at = self._stream.next_epoch(k)
-            loader = self._loader
-            if loader is None:
-                nworkers, method, options = self._workers
-                if nworkers == 0:
-                    loader = self._stream
-                else:
-                    with created_at(self._origin):
-                        loader = prefetch(self._stream, nworkers, method,
-                                          **options)
-                self._loader = loader
-            # k is a valid index of the stream (or of the prefetch view over it):
-            # _get skips View's key checks, a good part of what a batch costs
-            # the training loop's own thread
-            try:
-                batch = loader._get(k)
-            except Exception as e:
-                self._failed(k, e, loader is self._stream)
-                raise
-            # Only now: a failed batch is not consumed, the next call makes it
-            # again (the prefetch front, asked for k again, resets its engine
-            # there: the work ahead is dropped and done again).
-            self._consumed = k + 1
-            return batch
+        k = None
+        try:
+            with self._lock:
+                k, stream = self._consumed, self._stream
+                return self._next_batch()
+        except KeyboardInterrupt:
+            # Raised after the batch was taken (Python runs signal handlers as
+            # calls return, the lock's release included): it never reached the
+            # caller and is still the next one (the prefetch under it, asked
+            # for it again, makes it again).
+            if k is not None:
+                with self._lock:
+                    if self._consumed == k + 1 and self._stream is stream:
+                        self._consumed = k
+            raise
+
+    def _next_batch(self):
+        """The next batch; the caller holds the lock."""
+        k = self._consumed
+        if self._total is not None and k >= self._total:
+            self.close()
+            raise StopIteration
+        if k == self._check_at:  # the first batch of an epoch (or of the stream)
+            self._check_length(k)
+            self._check_at = self._stream.next_epoch(k)
+        loader = self._loader
+        if loader is None:
+            nworkers, method, options = self._workers
+            if nworkers == 0:
+                loader = self._stream
+            else:
+                with created_at(self._origin):
+                    loader = prefetch(self._stream, nworkers, method,
+                                      **options)
+            self._loader = loader
+        # k is a valid index of the stream (or of the prefetch view over it):
+        # _get skips View's key checks, a good part of what a batch costs
+        # the training loop's own thread
+        try:
+            batch = loader._get(k)
+        except Exception as e:
+            self._failed(k, e, loader is self._stream)
+            raise
+        # Only now: a failed batch is not consumed, the next call makes it
+        # again (the prefetch front, asked for k again, resets its engine
+        # there: the work ahead is dropped and done again).
+        self._consumed = k + 1
+        return batch
 
     def _check_length(self, k, cause=None):
         """Raise DatasetLengthChanged if the dataset's length is not the loader's

@@ -137,14 +137,26 @@ class BufferLoader(_Front):
         return self
 
     def __next__(self):
-        with self._lock:  # threads sharing the loader take their turns
-            k = self._consumed
-            self._consumed = k + 1  # a failed call is passed over, as unordered
-            return self._take(k if self._ordered else None)
+        k = None
+        try:
+            with self._lock:  # threads sharing the loader take their turns
+                k = self._consumed
+                self._consumed = k + 1  # a failed call is passed over, as unordered
+                return self._take(k if self._ordered else None)
+        except KeyboardInterrupt:
+            # Raised after the take (Python runs signal handlers as calls
+            # return, the lock's release included): the value never reached
+            # the caller, call k is still the next one. (Raised within the
+            # take, it was seen to there.)
+            if k is not None:
+                with self._lock:
+                    if self._consumed == k + 1:
+                        self._interrupted(k, taken=True)
+            raise
 
-    def _interrupted(self, k, reset=True):
+    def _interrupted(self, k, reset=True, taken=False):
         self._consumed -= 1  # the call waited for is still the next one
-        if self._ordered and reset:
+        if (self._ordered and reset) or (taken and self._engine.in_order):
             # the engine goes on from call k, whatever it was doing: nothing
             # is lost, nothing comes twice
             self._engine.reset(k)

@@ -584,6 +584,7 @@ class ProcessEngine:
     """
 
     where = "process"
+    in_order = False
 
     def __init__(self, target, call, end, nworkers, window, start_hook, shm_size,
                  start_method, origin, widen=None, timeout=None, stall_report=None,

@@ -74,9 +74,12 @@ class _Work:
         if self.end is not None:
             limit = min(limit, self.end)
         generation, put = self.generation, self.tasks.put
-        for k in range(self.issued, limit):
+        # issued counts a task before its put, with no call in between: an
+        # interrupt between two puts leaves no task to be put twice
+        while self.issued < limit:
+            k = self.issued
+            self.issued = k + 1
             put((generation, k))
-        self.issued = max(self.issued, limit)
 
     def close(self):
         self.closed = True
@@ -193,6 +196,7 @@ class ThreadEngine:
     """
 
     where = "thread"
+    in_order = False
 
     def __init__(self, target, call, end, nworkers, window, start_hook, name,
                  origin, timeout=None, stall_report=None):
