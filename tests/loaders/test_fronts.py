@@ -624,6 +624,9 @@ class Storm:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.skipif(sys.version_info < (3, 11), reason=(
+    "Python 3.9 and 3.10 run signal handlers between almost any two bytecodes; "
+    "the hand-over is covered from 3.11 on, where they run as calls return"))
 @pytest.mark.parametrize("kind", sorted(STORMED))
 def test_interrupts_at_every_instant_lose_nothing_and_leak_nothing(kind):
     # A KeyboardInterrupt every 2 ms while reads wait, so that some land as a
