@@ -30,6 +30,7 @@ workers and stays at its position.
 """
 
 import threading
+from time import perf_counter
 
 import numpy as np
 
@@ -43,6 +44,7 @@ from ..errors import (
 )
 from .api import STALL_REPORT, prefetch
 from .sharding import BatchStream, Sharding, default_world, epoch_order
+from .stats import Meter, report
 
 __all__ = ["epochs", "EpochLoader", "epoch_order", "DatasetLengthChanged"]
 
@@ -100,6 +102,7 @@ class EpochLoader:
         self._origin = creation_site()  # the user's epochs(...) line
         self._lock = threading.Lock()
         self._loader = None
+        self._meter = Meter()  # kept across the loaders under it (see stats)
         self._start(0, 0)
 
     @property
@@ -205,12 +208,23 @@ class EpochLoader:
                 with created_at(self._origin):
                     loader = prefetch(self._stream, nworkers, method,
                                       **options)
+                loader._meter = self._meter  # its reads count here
+                self._meter.attach(loader._engine)
             self._loader = loader
         # k is a valid index of the stream (or of the prefetch view over it):
         # _get skips View's key checks, a good part of what a batch costs
         # the training loop's own thread
         try:
-            batch = loader._get(k)
+            if loader is self._stream:  # read here: the meter is this one's
+                began = perf_counter()
+                batch = loader._get(k)
+                meter, now = self._meter, perf_counter()
+                meter.items += 1
+                meter.waited += now - began
+                if now > meter.tick:
+                    meter.mark(now)
+            else:
+                batch = loader._get(k)
         except Exception as e:
             self._failed(k, e, loader is self._stream)
             raise
@@ -370,12 +384,24 @@ class EpochLoader:
         with self._lock:
             self._start(epoch, position)
 
+    def stats(self):
+        """Where the time goes: see :meth:`seqtools.BufferLoader.stats`. The
+        figures cover the batches of this loader, across resumes; with
+        ``nworkers=0`` the consumer's wait is the time it spends reading
+        batches itself."""
+        return self._meter.stats()
+
+    def report(self):
+        """The figures of :meth:`stats` and one sentence of advice."""
+        return report(self.stats(), "epochs")
+
     def close(self):
         """Stop the workers (they also stop when the loader is garbage-collected);
         iterating again starts new ones."""
         loader, self._loader = self._loader, None
         if loader is not None and loader is not getattr(self, "_stream", None):
             loader.close()
+            self._meter.cached_until = 0.0
 
     def __enter__(self):
         return self

@@ -172,6 +172,7 @@ class _Pool:
         self.early_deaths = [0] * nworkers
         self.poisoned = []  # (index, Failure) of items given up on, not yet returned
         self.given_up = 0  # items given up on, returned
+        self.restarts = 0  # workers replaced
         self.last_check = time.monotonic()
         self.last_result = self.last_check  # for stall reports
         self.stall_reported = False
@@ -270,6 +271,7 @@ class _Pool:
                     f"{what} {index} killed {deaths} worker processes in a row "
                     f"(last one by {how}); it was given up on"))))
             self._start(w)
+            self.restarts += 1
         return poisoned
 
     def _watch(self, now, since, waiting):
@@ -698,6 +700,33 @@ class ProcessEngine:
                 del value  # the last reference: its blocks go back to the ring
                 freed = True
         return freed
+
+    # Statistics (see .stats): what the consumer's meter reads.
+
+    def info(self):
+        return {"nworkers": self.pool.nworkers, "window": self.pool.window,
+                "method": "process"}
+
+    def busy(self):
+        pool = self.pool
+        if pool.closed:
+            return []
+        return [pool.ring.worker_busy(w) for w in range(pool.nworkers)]
+
+    def buffered(self):
+        if self.pool.closed:
+            return 0
+        return len(self.ready) + self.pool.ring.stats()["queued"]
+
+    def memory(self):
+        if self.pool.closed:
+            return 0, 0
+        s = self.pool.ring.stats()
+        return s["used"], s["capacity"]
+
+    @property
+    def restarts(self):
+        return self.pool.restarts
 
     def close(self):
         self.pool.close()

@@ -65,6 +65,10 @@ class _Work:
         self.nworkers = 0  # how many to wake on close
         # Per worker slot: (task, when it started, thread id) while it runs one.
         self.current = []
+        # Per worker slot, a list of one float of its own (no object two threads
+        # write): seconds spent computing tasks, for statistics.
+        self.busy = []
+        self.restarts = 0  # threads replaced after a timeout
         self.tokens = []  # per worker slot: the token of its thread
         self.abandoned = set()  # tokens of threads left to a stuck task
 
@@ -99,6 +103,7 @@ class _Work:
         target, call = self.target, self.call
         get, put = self.tasks.get, self.results.put
         current, ident, clock = self.current, threading.get_ident(), time.monotonic
+        busy = self.busy[index]
         abandoned = self.abandoned
         Empty = queue.Empty
         while True:
@@ -114,13 +119,15 @@ class _Work:
             if generation != self.generation:
                 continue  # issued before a reset: nobody waits for it
             evaluating.index = k
-            current[index] = (k, clock(), ident)
+            started = clock()
+            current[index] = (k, started, ident)
             try:
                 result = (generation, k, target() if call else target[k], None)
             except BaseException as e:  # SystemExit too: it answers this task
                 result = (generation, k, None, e)
             finally:
                 evaluating.index = None
+                busy[0] += clock() - started
             if self.closed or token in abandoned:
                 return  # left behind after a timeout: its task was given again
             current[index] = None
@@ -210,6 +217,7 @@ class ThreadEngine:
         work.nworkers = nworkers
         work.current = [None] * nworkers
         work.tokens = [None] * nworkers
+        work.busy = [[0.0] for _ in range(nworkers)]
         for w in range(nworkers):
             self._start(w, True)
 
@@ -252,6 +260,8 @@ class ThreadEngine:
         stack = _thread_stack(ident)
         work.abandoned.add(work.tokens[w])
         work.current[w] = None
+        work.busy[w] = [0.0]  # the abandoned thread keeps adding to its own
+        work.restarts += 1
         self._start(w, False)
         work.tasks.put((work.generation, k))  # handed out again
         name = self._task(k)
@@ -293,6 +303,30 @@ class ThreadEngine:
             raise WorkersCannotStart(
                 f"start_hook failed in a worker thread of {self._name} created at "
                 f"{self._origin}: {type(e.exc).__name__}: {e.exc}") from e.exc
+
+    # Statistics (see .stats): what the consumer's meter reads.
+
+    def info(self):
+        return {"nworkers": self._work.nworkers, "window": self._work.window,
+                "method": "thread"}
+
+    def busy(self):
+        now, work = time.monotonic(), self._work
+        out = []
+        for cell, running in zip(work.busy, work.current):
+            out.append(cell[0] + (now - running[1] if running is not None else 0.0))
+        return out
+
+    def buffered(self):
+        work = self._work
+        return len(work.done) + len(work.inbox) + work.results.qsize()
+
+    def memory(self):
+        return 0, 0
+
+    @property
+    def restarts(self):
+        return self._work.restarts
 
     def close(self):
         self._work.close()
