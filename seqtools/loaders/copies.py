@@ -175,6 +175,16 @@ class CopyEngine:
     def memory(self):
         return 0, 0
 
+    # A tuner's moves (see .tuning): the window only; the copy threads are
+    # as many as the cores from the start.
+
+    def resize(self, n):
+        return False
+
+    def set_window(self, window):
+        self.window = window
+        return True
+
     def close(self):
         self.pool.close()
         self.pending.clear()

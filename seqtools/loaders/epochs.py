@@ -208,8 +208,8 @@ class EpochLoader:
                 with created_at(self._origin):
                     loader = prefetch(self._stream, nworkers, method,
                                       **options)
+                self._meter.attach(loader._engine, loader._meter.tuner)
                 loader._meter = self._meter  # its reads count here
-                self._meter.attach(loader._engine)
             self._loader = loader
         # k is a valid index of the stream (or of the prefetch view over it):
         # _get skips View's key checks, a good part of what a batch costs
@@ -523,9 +523,11 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
         This process's part of each epoch. Default: ``torch.distributed``'s when a
         process group is initialised, else the ``RANK`` and ``WORLD_SIZE``
         environment variables, else 0 and 1.
-    nworkers : int
+    nworkers : int or 'auto'
         0: batches are made inline, when asked for; else that many workers make
-        them ahead (see :func:`seqtools.prefetch`).
+        them ahead (see :func:`seqtools.prefetch`); ``'auto'``: as many as the
+        loop needs, up to the cores, and with ``max_buffered`` left as None the
+        window too. The batches are the same whatever the workers.
     method : {'process', 'thread'}
         The workers: processes hand batches over through shared memory,
         zero-copy.
@@ -678,7 +680,8 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
     rank = check_int(rank, "rank", "epochs", 0)
     if rank >= world_size:
         raise ValueError(f"epochs(): rank {rank} is not below world_size {world_size}")
-    nworkers = check_int(nworkers, "nworkers", "epochs", 0)
+    if nworkers != "auto":
+        nworkers = check_int(nworkers, "nworkers", "epochs", 0)
     if method not in ("process", "thread"):
         raise ValueError(f"epochs(): method must be 'process' or 'thread', got "
                          f"{method!r}")

@@ -120,7 +120,10 @@ class _Pool:
 
     def __init__(self, target, call, nworkers, window, start_hook, shm_size,
                  start_method, origin, widen=None, timeout=None, stall_report=None,
-                 shm_budget=None):
+                 shm_budget=None, slots=None, widest=None):
+        # slots, widest: the most workers and the widest window a tuner may
+        # take (nworkers="auto"); the ring has room for both from the start.
+        slots = max(nworkers, slots or nworkers)
         self.ctx = multiprocessing.get_context(start_method)
         self.timeout = timeout
         self.stall_report = stall_report
@@ -157,19 +160,20 @@ class _Pool:
         # and a task per worker of the current generation, and as many again
         # left by the generation before a prefetch reset (a worker that finds
         # the queue full waits all the same).
-        widest = max(window, self.widen or 0)
-        self.ring = Ring.create(nworkers, 2 * (widest + nworkers) + nworkers + 8,
+        widest = max(window, self.widen or 0, widest or 0)
+        self.ring = Ring.create(slots, 2 * (widest + slots) + slots + 8,
                                 capacity, self.max_capacity)
         # A result larger than an automatic ring waits for it to grow, up to the
         # budget (set before the ring is sized: no worker sees it sized without)
         self.ring.set_max_capacity(self.budget)
         self.seed_base = int.from_bytes(os.urandom(7), "little")
         self.spawned = 0
-        self.procs = [None] * nworkers
+        self.procs = [None] * slots  # those of slots nworkers and up: retiring
+        self.retiring = set()  # slots whose worker was asked to end (resize)
         # Per slot: has its current process delivered anything, and how many of
         # its processes in a row died holding no task before delivering anything.
-        self.delivered = [False] * nworkers
-        self.early_deaths = [0] * nworkers
+        self.delivered = [False] * slots
+        self.early_deaths = [0] * slots
         self.poisoned = []  # (index, Failure) of items given up on, not yet returned
         self.given_up = 0  # items given up on, returned
         self.restarts = 0  # workers replaced
@@ -177,10 +181,10 @@ class _Pool:
         self.last_result = self.last_check  # for stall reports
         self.stall_reported = False
         self.stall_reported_at = 0.0
-        self.stopped = [False] * nworkers  # stopped by a timeout: not "died"
+        self.stopped = [False] * slots  # stopped by a timeout: not "died"
         # Per slot, a pipe the worker's faulthandler writes its stacks into.
         self.stack_pipes = []
-        for _ in range(nworkers):
+        for _ in range(slots):
             r, w = os.pipe()
             os.set_blocking(r, False)
             self.stack_pipes.append((r, w))
@@ -236,9 +240,14 @@ class _Pool:
         if self.closed:  # from another thread meanwhile: its processes are closed
             return poisoned
         for w, p in enumerate(self.procs):
-            if p.exitcode is None:
+            if p is None or p.exitcode is None:
                 continue
             index, deaths = self.ring.worker_reset(w)
+            if w in self.retiring:  # ended as asked (resize): not replaced
+                self.retiring.discard(w)
+                self.procs[w] = None
+                p.close()
+                continue
             code = p.exitcode
             if code == _worker.EXIT_IMPORTING_MAIN:
                 self.close()
@@ -367,14 +376,59 @@ class _Pool:
             "- the process was killed (signal 9: by the kernel when out of memory)."
             "\nA worker's own error output, if any, is on stderr above")
 
-    def _capacity_for(self, need, window=None):
+    def resize(self, n):
+        """Run ``n`` workers from now on (a tuner's move; ``n`` at most the
+        slots): new ones start in the slots after the last, the last ones are
+        asked to end after their task (``_worker.RETIRE_SIGNAL``) and are not
+        replaced. False if it cannot be done now: a slot to start is still
+        retiring, or the ring cannot grow for the results in flight."""
+        if self.closed or not 1 <= n <= len(self.procs):
+            return False
+        if n > self.nworkers:
+            if any(w in self.retiring for w in range(self.nworkers, n)):
+                return False
+            if not self.make_room(self.window, n):
+                return False
+            for w in range(self.nworkers, n):
+                self._start(w)
+        else:
+            for w in range(n, self.nworkers):
+                self.retiring.add(w)
+                try:
+                    os.kill(self.procs[w].pid, _worker.RETIRE_SIGNAL)
+                except ProcessLookupError:
+                    pass  # already gone: _check_workers sees to its slot
+        self.nworkers = n
+        return True
+
+    def make_room(self, window, nworkers):
+        """Grow an automatic ring for ``window`` results ahead and ``nworkers``
+        workers (a tuner's move), within the budget; False if it cannot
+        (a ring of the user's shm_size, or not sized yet: no result came)."""
+        if not self.sized_for:
+            return False
+        capacity = self._capacity_for(self.sized_for, window, nworkers)
+        have = self.ring.stats()["capacity"]
+        if capacity <= have:
+            return True
+        if capacity > self.budget:
+            return False
+        try:
+            check_memory(capacity - have)
+        except MemoryError:
+            return False
+        self.ring.grow(capacity)
+        return True
+
+    def _capacity_for(self, need, window=None, nworkers=None):
         """Data-area bytes for results of ``need`` bytes each (header included),
-        for the pool's window or ``window``."""
+        for the pool's window and workers or ``window`` and ``nworkers``."""
         # A result whose large array the allocation hook built in place comes in
         # a block with the hook's headroom in front (_ring.HOOK_HEADROOM).
         need += HOOK_HEADROOM + ALIGN
         window = self.window if window is None else window
-        capacity = round_up(max(need * (window + self.nworkers + 2), MIN_RING),
+        nworkers = self.nworkers if nworkers is None else nworkers
+        capacity = round_up(max(need * (window + nworkers + 2), MIN_RING),
                              ALIGN)
         return min(capacity, round_up(self.max_capacity - ALIGN + 1, ALIGN))
 
@@ -590,11 +644,11 @@ class ProcessEngine:
 
     def __init__(self, target, call, end, nworkers, window, start_hook, shm_size,
                  start_method, origin, widen=None, timeout=None, stall_report=None,
-                 shm_budget=None):
+                 shm_budget=None, slots=None, widest=None):
         check_not_importing_main(origin)
         self.pool = _Pool(target, call, nworkers, window, start_hook, shm_size,
                           start_method, origin, widen, timeout, stall_report,
-                          shm_budget)
+                          shm_budget, slots, widest)
         self.end = -1 if end is None else end
         self.ready = {}  # index -> (offset, nbytes, failure) of results ahead
         self.evicted = {}  # index -> result copied out of the ring (see _evict)
@@ -727,6 +781,23 @@ class ProcessEngine:
     @property
     def restarts(self):
         return self.pool.restarts
+
+    # A tuner's moves (see .tuning).
+
+    def resize(self, n):
+        if not self.pool.resize(n):
+            return False
+        self.slack = self.pool.window - n
+        return True
+
+    def set_window(self, window):
+        pool = self.pool
+        if pool.closed or not pool.make_room(window, pool.nworkers):
+            return False
+        pool.window = window
+        pool.ring.task_set_window(window)
+        self.slack = window - pool.nworkers
+        return True
 
     def close(self):
         self.pool.close()

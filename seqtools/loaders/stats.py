@@ -36,10 +36,11 @@ class Meter:
     """
 
     __slots__ = ("items", "waited", "tick", "marks", "engine", "cached",
-                 "cached_until")
+                 "cached_until", "tuner")
 
-    def __init__(self, engine=None):
+    def __init__(self, engine=None, tuner=None):
         self.engine = engine
+        self.tuner = tuner  # a .tuning.Tuner with nworkers="auto", else None
         self.items = 0  # results and failures handed out
         self.waited = 0.0  # seconds the consumer spent in reads
         now = perf_counter()
@@ -57,20 +58,26 @@ class Meter:
         except Exception:  # closed meanwhile: no worker is busy any more
             return ()
 
-    def attach(self, engine):
+    def attach(self, engine, tuner=None):
         """Count the busy time of ``engine``'s workers from now on (a loader
-        whose engine was replaced: an ``epochs`` resumed elsewhere)."""
+        whose engine was replaced: an ``epochs`` resumed elsewhere), tuned by
+        ``tuner``."""
         self.engine = engine
+        self.tuner = tuner
         now = perf_counter()
         self.marks.clear()
         self.marks.append((now, self.items, self.waited, self._busy()))
         self.tick = now + MARK
         self.cached_until = 0.0
 
-    def mark(self, now):
-        """Record the counts at ``now`` (called by reads past ``tick``)."""
-        self.marks.append((now, self.items, self.waited, self._busy()))
+    def mark(self, now, tune=True):
+        """Record the counts at ``now`` (called by reads past ``tick``, which
+        also let the tuner act: in the consumer's thread, between reads)."""
+        busy = self._busy()
+        self.marks.append((now, self.items, self.waited, busy))
         self.tick = now + MARK
+        if tune and self.tuner is not None:
+            self.tuner.step(self, now, busy)
 
     def stats(self):
         """The statistics dict of :meth:`seqtools.BufferLoader.stats`."""
@@ -80,7 +87,7 @@ class Meter:
             out["items"] = self.items
             return out
         if now > self.tick:
-            self.mark(now)
+            self.mark(now, tune=False)  # (stats() may come from any thread)
         then, items, waited, busy0 = self.marks[0]
         span = max(now - then, 1e-9)
         busy = self._busy()
@@ -109,6 +116,7 @@ class Meter:
             "window": info["window"],
             "method": info["method"],
             "span": span,
+            "autotune": None if self.tuner is None else self.tuner.state(),
         }
         self.cached = out
         self.cached_until = now + REFRESH

@@ -62,7 +62,7 @@ class _Work:
         self.done = {}  # index -> result that came ahead of its turn
         self.last_result = time.monotonic()  # when take last returned one
         self.closed = False
-        self.nworkers = 0  # how many to wake on close
+        self.nworkers = 0  # workers running (slots 0 to nworkers - 1)
         # Per worker slot: (task, when it started, thread id) while it runs one.
         self.current = []
         # Per worker slot, a list of one float of its own (no object two threads
@@ -88,7 +88,7 @@ class _Work:
     def close(self):
         self.closed = True
         self.done.clear()
-        for _ in range(self.nworkers):
+        for _ in range(len(self.tokens)):
             self.tasks.put(None)  # wakes a worker, which then ends
         self.results.put(self._CLOSED)
 
@@ -104,16 +104,19 @@ class _Work:
         get, put = self.tasks.get, self.results.put
         current, ident, clock = self.current, threading.get_ident(), time.monotonic
         busy = self.busy[index]
-        abandoned = self.abandoned
+        abandoned, tokens = self.abandoned, self.tokens
         Empty = queue.Empty
         while True:
             try:
                 task = get(timeout=POLL)
             except Empty:
-                if self.closed:
-                    return
+                if self.closed or tokens[index] is not token:
+                    return  # closed, or retired (ThreadEngine.resize)
                 continue
             if task is None or self.closed:
+                return
+            if tokens[index] is not token:  # retired: the task is another's
+                self.tasks.put(task)
                 return
             generation, k = task
             if generation != self.generation:
@@ -310,10 +313,37 @@ class ThreadEngine:
         return {"nworkers": self._work.nworkers, "window": self._work.window,
                 "method": "thread"}
 
+    def resize(self, n):
+        """Run ``n`` worker threads from now on (the tuner's move): new ones
+        start in the slots after the last, the last ones retire after their
+        task (a retired thread's next task goes back to the queue)."""
+        work = self._work
+        if n < 1 or work.closed:
+            return False
+        while len(work.tokens) < n:
+            work.tokens.append(None)
+            work.current.append(None)
+            work.busy.append([0.0])
+        for w in range(n, work.nworkers):
+            work.tokens[w] = None  # its thread ends at its next task
+        for w in range(work.nworkers, n):
+            work.busy[w] = [0.0]
+            self._start(w, True)
+        work.nworkers = n
+        return True
+
+    def set_window(self, window):
+        """Hand out tasks up to ``window`` past the last taken (the tuner's
+        move)."""
+        self._work.window = window
+        self._work.issue()
+        return True
+
     def busy(self):
         now, work = time.monotonic(), self._work
         out = []
-        for cell, running in zip(work.busy, work.current):
+        for cell, running in zip(work.busy[:work.nworkers],
+                                 work.current[:work.nworkers]):
             out.append(cell[0] + (now - running[1] if running is not None else 0.0))
         return out
 

@@ -1,0 +1,126 @@
+"""Autotuning: ``nworkers="auto"`` sizes a loader's workers and window online.
+
+A :class:`Tuner` runs in the consumer's thread, at the marks of the loader's
+meter (see :mod:`.stats`). Every :data:`PERIOD` seconds it looks at the period
+just measured: the consumer's wait, the rate, and how busy the workers were.
+
+- While the consumer waits (input-bound), it tries one move at a time: a
+  worker more (when the workers are busy, up to the cores), then a window
+  twice as wide (up to :data:`MAX_WINDOW`, within the shared-memory budget).
+  A move is kept if the next period's rate is at least :data:`GAIN` times the
+  rate before it, else undone and not tried again.
+- While results wait for the consumer (compute-bound) with workers mostly
+  idle, it tries a worker fewer, kept if the consumer still does not wait: the
+  cores go back to the training step.
+- With no move left to try, it settles, and looks again after :data:`REVISIT`
+  seconds (what the loop does may change: a validation pass, a new epoch).
+
+The tasks themselves do not change: an ordered loader (``prefetch``,
+``epochs``, ``load_buffers(ordered=True)``) gives the same stream whatever the
+tuner does.
+"""
+
+from .stats import COMPUTE_BOUND, INPUT_BOUND
+
+__all__ = ["Tuner"]
+
+PERIOD = 1.0  # seconds a setting is measured before it is judged
+GAIN = 1.05  # a move that adds resources is kept if the rate grows this much
+MAX_WINDOW = 64  # the widest window the tuner takes
+REVISIT = 30.0  # seconds settled before the tuner tries moves again
+BUSY = 0.5  # workers busier than this (mean) are the bottleneck
+
+
+class Tuner:
+    """Moves ``engine``'s workers (``engine.resize(n)``, 1 to ``max_workers``)
+    and, if ``window`` is True, its window (``engine.set_window(w)``); both
+    return whether they were done."""
+
+    def __init__(self, engine, max_workers, window):
+        self.engine = engine
+        self.max_workers = max(1, max_workers)
+        self.window = window
+        self.since = None  # (time, items, waited, busy) at the period's start
+        self.pending = None  # (move, undo, rate and wait before it)
+        self.tried = set()  # moves that did not pay, until the next revisit
+        self.settled_at = None
+        self.moves = 0  # moves kept
+
+    def state(self):
+        """``"exploring"`` or ``"settled"``, for stats()."""
+        return "exploring" if self.settled_at is None else "settled"
+
+    def step(self, meter, now, busy):
+        """At a mark of ``meter`` (``busy``: the workers' busy times then):
+        judge the period if one has passed."""
+        engine = self.engine
+        since = self.since
+        self.since = (now, meter.items, meter.waited, busy)
+        if since is None:
+            return
+        then, items, waited, busy0 = since
+        span = now - then
+        if span < PERIOD:
+            self.since = since  # the period goes on
+            return
+        rate = (meter.items - items) / span
+        wait = (meter.waited - waited) / span
+        n = engine.info()["nworkers"]
+        spent = [b - (busy0[w] if w < len(busy0) else 0.0)
+                 for w, b in enumerate(busy[:n])]
+        mean_busy = sum(spent) / span / max(1, len(spent))
+        if self.pending is not None:
+            move, undo, rate0, wait0 = self.pending
+            self.pending = None
+            if move == "workers-":
+                kept = wait < INPUT_BOUND / 2
+            else:
+                kept = rate >= rate0 * GAIN
+            if kept:
+                self.moves += 1
+            else:  # back where it was: the next move starts from there
+                undo()
+                self.tried.add(move)
+                rate, wait = rate0, wait0
+                n = engine.info()["nworkers"]
+        elif self.settled_at is not None:
+            if now - self.settled_at < REVISIT:
+                return
+            self.settled_at = None
+            self.tried.clear()
+        for move in self._moves(wait, mean_busy, n):
+            if move in self.tried:
+                continue
+            undo = self._apply(move, n)
+            if undo is None:
+                self.tried.add(move)
+                continue
+            self.pending = (move, undo, rate, wait)
+            return
+        self.settled_at = now
+
+    def _moves(self, wait, mean_busy, n):
+        if wait > INPUT_BOUND:
+            moves = []
+            if n < self.max_workers and mean_busy > BUSY:
+                moves.append("workers+")
+            if self.window:
+                moves.append("window+")
+            return moves
+        if wait < COMPUTE_BOUND and n > 1 and mean_busy < BUSY:
+            return ["workers-"]
+        return []
+
+    def _apply(self, move, n):
+        """Make ``move``; return how to undo it, or None if it cannot be made."""
+        engine = self.engine
+        if move == "window+":
+            window = engine.info()["window"]
+            wider = min(MAX_WINDOW, 2 * window)
+            if wider <= window or not engine.set_window(wider):
+                return None
+            return lambda: engine.set_window(window)
+        target = n + 1 if move == "workers+" else n - 1
+        if not engine.resize(target):
+            return None
+        return lambda: engine.resize(n)

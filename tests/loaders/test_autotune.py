@@ -1,0 +1,239 @@
+"""nworkers="auto": the tuner's policy, the engines' moves, exact streams.
+
+The policy is checked on a model engine whose rate is a known function of its
+workers and window (deterministic); the moves (resize, set_window) on the real
+engines while an ordered stream is read; and every loader kind with
+nworkers="auto" and a tuner made to act every few milliseconds.
+"""
+
+import logging
+import time
+
+import numpy as np
+import pytest
+from conftest import pid_alive
+
+import seqtools
+from seqtools.loaders import stats as stats_module
+from seqtools.loaders import tuning
+from seqtools.loaders.api import cores
+from seqtools.loaders.tuning import Tuner
+
+
+class ModelEngine:
+    """An engine whose rate is ``rate(nworkers, window)`` items/s and whose
+    workers are busy ``busy`` of the time; the consumer waits ``wait``."""
+
+    def __init__(self, nworkers, window, rate, busy=0.9, wait=0.5):
+        self.nworkers, self.window = nworkers, window
+        self.rate, self.busy_fraction, self.wait = rate, busy, wait
+        self.clock = 0.0
+        self.resizes = []
+
+    def info(self):
+        return {"nworkers": self.nworkers, "window": self.window, "method": "model"}
+
+    def busy(self):
+        return [self.busy_fraction * self.clock] * self.nworkers
+
+    def resize(self, n):
+        self.resizes.append(n)
+        self.nworkers = n
+        return True
+
+    def set_window(self, window):
+        self.window = window
+        return True
+
+
+class ModelMeter:
+    def __init__(self):
+        self.items = 0
+        self.waited = 0.0
+
+
+def drive(engine, tuner, seconds, step=0.5):
+    """Advance the model by marks of ``step`` seconds."""
+    meter = ModelMeter()
+    for _ in range(int(seconds / step)):
+        engine.clock += step
+        meter.items += engine.rate(engine.nworkers, engine.window) * step
+        meter.waited += engine.wait * step
+        tuner.step(meter, engine.clock, engine.busy())
+    return meter
+
+
+def test_an_input_bound_loop_gets_the_workers_and_window_that_pay():
+    # workers pay up to 4, windows up to 16, nothing past them
+    engine = ModelEngine(1, 8, lambda n, w: 100 * min(n, 4) * min(w, 16) / 16)
+    tuner = Tuner(engine, 6, True)
+    drive(engine, tuner, 40)
+    assert (engine.nworkers, engine.window) == (4, 16)
+    assert tuner.state() == "settled"
+
+
+def test_a_move_that_does_not_pay_is_undone():
+    engine = ModelEngine(2, 8, lambda n, w: 100.0)  # nothing helps
+    tuner = Tuner(engine, 4, True)
+    drive(engine, tuner, 20)
+    assert (engine.nworkers, engine.window) == (2, 8)
+    assert engine.resizes == [3, 2]  # tried, undone, not tried again
+    assert tuner.state() == "settled" and tuner.moves == 0
+
+
+def test_the_window_is_left_alone_when_the_user_set_it():
+    engine = ModelEngine(1, 8, lambda n, w: 100 * min(w, 32))
+    tuner = Tuner(engine, 2, False)
+    drive(engine, tuner, 20)
+    assert engine.window == 8
+
+
+def test_idle_workers_of_a_compute_bound_loop_are_given_back():
+    engine = ModelEngine(4, 8, lambda n, w: 100.0, busy=0.2, wait=0.0)
+    tuner = Tuner(engine, 4, True)
+    drive(engine, tuner, 20)
+    assert engine.nworkers == 1
+
+
+def test_the_tuner_looks_again_after_a_while():
+    rates = {"value": 100.0}
+    engine = ModelEngine(1, 8, lambda n, w: rates["value"] * n)
+    tuner = Tuner(engine, 1, False)  # one worker at most: nothing to do
+    drive(engine, tuner, 5)
+    assert tuner.state() == "settled"
+    tuner.max_workers = 3  # what would pay now
+    drive(engine, tuner, tuning.REVISIT + 10)
+    assert engine.nworkers == 3
+
+
+# -- the real engines' moves ----------------------------------------------------------
+
+
+def slow_item(x):
+    time.sleep(0.002)
+    return np.full(3, x)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["process", "thread"])
+def test_workers_come_and_go_while_the_stream_stays_exact(method, caplog):
+    most = 3
+    loader = seqtools.prefetch(seqtools.smap(slow_item, range(2000)), 1, method,
+                               max_buffered=6)
+    engine = loader._engine
+    if method == "process":  # a pool made with room for 3 workers
+        loader.close()
+        from seqtools.loaders.process import ProcessEngine
+        engine = ProcessEngine(seqtools.smap(slow_item, range(2000)), False, 2000,
+                               1, 6, None, 0, None, "here", slots=most, widest=64)
+        loader = seqtools.loaders.fronts.OrderedLoader(engine, 2000, "prefetch",
+                                                       "here")
+    got = []
+    with caplog.at_level(logging.WARNING, logger="seqtools"), loader:
+        for k in range(600):
+            if k % 100 == 50:
+                n = [2, 3, 1, 3, 2, 1][k // 100]
+                assert engine.resize(n)
+                assert engine.info()["nworkers"] == n
+            if k == 275:
+                assert engine.set_window(12)
+            got.append(int(loader[k][0]))
+        assert got == list(range(600))
+        assert len(engine.busy()) == 1
+    assert not [r for r in caplog.records if "ended by" in r.getMessage()]
+
+
+@pytest.mark.timeout(60)
+def test_retired_worker_processes_end_and_leave_no_orphan():
+    from seqtools.loaders.process import ProcessEngine
+
+    engine = ProcessEngine(seqtools.smap(slow_item, range(10 ** 6)), False, 10 ** 6,
+                           3, 6, None, 0, None, "here", slots=3, widest=64)
+    try:
+        for k in range(20):
+            engine.take(k)
+        pids = [p.pid for p in engine.pool.procs]
+        assert engine.resize(1)
+        deadline = time.monotonic() + 20
+        k = 20
+        while engine.pool.retiring and time.monotonic() < deadline:
+            engine.take(k)  # the checks run as results come
+            k += 1
+        assert not engine.pool.retiring
+        assert not any(pid_alive(pid) for pid in pids[1:])  # ended, reaped
+        assert engine.pool.procs[1:] == [None, None]
+        assert engine.pool.restarts == 0
+        assert engine.resize(3)  # and back
+        for j in range(k, k + 30):
+            assert engine.take(j)[1][0] == j
+    finally:
+        engine.close()
+
+
+# -- every loader kind under nworkers="auto" -----------------------------------------
+
+
+class Sampler:
+    def __call__(self):
+        time.sleep(0.001)
+        return np.full(3, seqtools.call_index())
+
+
+ROWS = np.arange(3000.0).reshape(1000, 3)
+
+AUTO = {
+    "prefetch-process": lambda: seqtools.prefetch(
+        seqtools.smap(slow_item, range(10 ** 6)), "auto", "process"),
+    "prefetch-thread": lambda: seqtools.prefetch(
+        seqtools.smap(slow_item, range(10 ** 6)), "auto", "thread"),
+    "prefetch-copy": lambda: seqtools.prefetch(
+        seqtools.batch(ROWS, 10, collate_fn=seqtools.stack), "auto", "thread"),
+    "load_buffers-process-ordered": lambda: seqtools.load_buffers(
+        Sampler(), nworkers="auto", ordered=True),
+    "load_buffers-thread-ordered": lambda: seqtools.load_buffers(
+        Sampler(), nworkers="auto", method="thread", ordered=True),
+    "epochs-process": lambda: seqtools.epochs(
+        seqtools.smap(slow_item, range(300)), 3, seed=0, nworkers="auto"),
+    "epochs-thread": lambda: seqtools.epochs(
+        seqtools.smap(slow_item, range(300)), 3, seed=0, nworkers="auto",
+        method="thread"),
+}
+
+
+def read(loader, n):
+    if isinstance(loader, seqtools.View):
+        return [np.asarray(loader[k]).tolist() for k in range(n)]
+    return [np.asarray(next(loader)).tolist() for _ in range(n)]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", sorted(AUTO))
+def test_auto_loaders_give_the_stream_of_fixed_ones(kind, monkeypatch):
+    monkeypatch.setattr(stats_module, "MARK", 0.01)
+    monkeypatch.setattr(tuning, "PERIOD", 0.02)
+    n = 100 if "copy" in kind else 400
+    with AUTO[kind]() as loader:
+        got = read(loader, n)
+        s = loader.stats()
+        assert s["autotune"] in ("exploring", "settled")
+        assert 1 <= s["nworkers"] <= cores()
+        assert 1 <= s["window"] <= tuning.MAX_WINDOW
+    fixed = AUTO[kind]
+    with monkeypatch.context() as m:
+        m.setattr(seqtools.loaders.api, "_nworkers", lambda nworkers, func: (2, None))
+        with fixed() as quiet:
+            assert got == read(quiet, n)
+
+
+def test_auto_is_the_only_word_nworkers_takes():
+    with pytest.raises(ValueError, match="'auto'"):
+        seqtools.load_buffers(Sampler(), nworkers="Auto")
+    with pytest.raises(ValueError, match="'auto'"):
+        seqtools.prefetch([1, 2], nworkers="all")
+
+
+def test_fixed_loaders_have_no_tuner():
+    with seqtools.load_buffers(Sampler(), 2, 1) as loader:
+        next(loader)
+        assert loader.stats()["autotune"] is None
+    assert repr(seqtools.loaders.api.load_buffers.__defaults__[0]) == "2"
