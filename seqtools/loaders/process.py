@@ -385,6 +385,12 @@ class _Pool:
         if self.closed or not 1 <= n <= len(self.procs):
             return False
         if n > self.nworkers:
+            for w in list(self.retiring):  # those that ended already
+                if self.procs[w].exitcode is not None:
+                    self.ring.worker_reset(w)
+                    self.retiring.discard(w)
+                    self.procs[w].close()
+                    self.procs[w] = None
             if any(w in self.retiring for w in range(self.nworkers, n)):
                 return False
             if not self.make_room(self.window, n):
