@@ -115,7 +115,7 @@ class _Front:
             Workers replaced (after a death or a timeout).
         ``verdict``
             ``"input-bound"`` (the consumer waits more than 10% of the time:
-            the workers are the bottleneck), ``"compute-bound"`` (less than 2%:
+            the workers are the bottleneck), ``"compute-bound"`` (less than 5%:
             results wait for the consumer) or ``"balanced"``.
         ``nworkers``, ``window``, ``method``
             The workers, the window (``max_buffered``/``max_cached``) and what

@@ -23,7 +23,7 @@ MARKS = 10  # marks kept: the recent window is about MARK * MARKS seconds
 REFRESH = 0.1  # seconds a computed snapshot is served again
 # The verdict, from the consumer's wait (fraction of wall time in reads):
 INPUT_BOUND = 0.10  # above: the loop waits for its input
-COMPUTE_BOUND = 0.02  # below: its input waits for the loop
+COMPUTE_BOUND = 0.05  # below: its input keeps up (results wait for the loop)
 
 _NO_ENGINE = {"nworkers": 0, "window": 0, "method": "inline"}
 
@@ -166,6 +166,10 @@ def _advice(s):
                  if n > 1 and mean < 0.5 else "")
         return (f"compute-bound: the loop waited {_percent(wait)} of the time: "
                 f"its input keeps up{spare}")
+    if mean < 0.5:
+        return (f"balanced: the loop waited {_percent(wait)} of the time while its "
+                f"{workers} were busy only {_percent(mean)}: the wait is the "
+                "hand-over of results, not the workers")
     return (f"balanced: the loop waited {_percent(wait)} of the time with its "
             f"{workers} busy {_percent(mean)}: one more worker would remove most "
             "of the wait")
