@@ -9,6 +9,8 @@ each loop takes about a second.
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from time import perf_counter
 
@@ -201,10 +203,11 @@ def test_a_compute_bound_loop_is_called_so(kind, short_window):
         check_common(s, method)
         assert s["consumer_wait"] == pytest.approx(measured, abs=0.05)
         # A read that waits for nothing still takes its own time, longer on a
-        # loaded machine (the thread may be descheduled in it): the verdict is
-        # checked against the wait this side measured, away from the border.
-        assert measured < stats_module.INPUT_BOUND, loader.report()
-        if abs(measured - stats_module.COMPUTE_BOUND) > 0.01:
+        # loaded machine (the thread may be descheduled in it, a collection
+        # may run): the verdict is checked against the wait this side
+        # measured, away from the borders.
+        if min(abs(measured - stats_module.COMPUTE_BOUND),
+               abs(measured - stats_module.INPUT_BOUND)) > 0.01:
             assert s["verdict"] == stats_module.verdict(measured), loader.report()
         if measured < stats_module.COMPUTE_BOUND - 0.01:
             assert s["verdict"] == "compute-bound"
@@ -330,12 +333,12 @@ def test_verdict_thresholds(wait, verdict):
     assert stats_module.verdict(wait) == verdict
 
 
-def test_the_documented_input_bound_example_says_so(capsys):
-    # docs/input-bound.rst shows this script's report
-    import runpy
-
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "examples",
-                        "input_bound.py")
-    runpy.run_path(path)["main"](seconds=1.0)
-    out = capsys.readouterr().out
-    assert "input-bound: the loop waited" in out, out
+@pytest.mark.timeout(120)
+def test_the_documented_input_bound_example_says_so():
+    # docs/input-bound.rst shows this script's report; run as a user runs it
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                        "docs", "examples", "input_bound.py")
+    out = subprocess.run([sys.executable, path], capture_output=True, text=True,
+                         timeout=100, cwd=os.path.dirname(path))
+    assert out.returncode == 0, out.stderr
+    assert "input-bound: the loop waited" in out.stdout, out.stdout
