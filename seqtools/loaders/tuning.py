@@ -6,9 +6,12 @@ just measured: the consumer's wait, the rate, and how busy the workers were.
 
 - While the consumer waits (input-bound), it tries one move at a time: a
   worker more (when the workers are busy, up to the cores), then a window
-  twice as wide (up to :data:`MAX_WINDOW`, within the shared-memory budget).
-  A move is kept if the next period's rate is at least :data:`GAIN` times the
-  rate before it, else undone and not tried again.
+  four times as wide (up to :data:`MAX_WINDOW`, within the shared-memory
+  budget): a step large enough that its effect stands out of the noise of a
+  one-second measurement.
+  A move is kept if the rate over the period after it (which starts
+  :data:`SETTLE` seconds later) is at least :data:`GAIN` times the rate
+  before it, else undone and not tried again.
 - While results wait for the consumer (compute-bound) with workers mostly
   idle, it tries a worker fewer, kept if the consumer still does not wait: the
   cores go back to the training step.
@@ -25,6 +28,8 @@ from .stats import COMPUTE_BOUND, INPUT_BOUND
 __all__ = ["Tuner"]
 
 PERIOD = 1.0  # seconds a setting is measured before it is judged
+SETTLE = 0.5  # seconds after a move before its measurement starts (a new
+#               worker starting, a wider window filling)
 GAIN = 1.05  # a move that adds resources is kept if the rate grows this much
 MAX_WINDOW = 64  # the widest window the tuner takes
 REVISIT = 30.0  # seconds settled before the tuner tries moves again
@@ -41,7 +46,8 @@ class Tuner:
         self.max_workers = max(1, max_workers)
         self.window = window
         self.since = None  # (time, items, waited, busy) at the period's start
-        self.pending = None  # (move, undo, rate and wait before it)
+        # (move, undo, rate and wait before it, when its measurement may start)
+        self.pending = None
         self.tried = set()  # moves that did not pay, until the next revisit
         self.settled_at = None
         self.moves = 0  # moves kept
@@ -59,6 +65,8 @@ class Tuner:
         if since is None:
             return
         then, items, waited, busy0 = since
+        if self.pending is not None and then < self.pending[4]:
+            return  # the move settles: its period starts now
         span = now - then
         if span < PERIOD:
             self.since = since  # the period goes on
@@ -70,7 +78,7 @@ class Tuner:
                  for w, b in enumerate(busy[:n])]
         mean_busy = sum(spent) / span / max(1, len(spent))
         if self.pending is not None:
-            move, undo, rate0, wait0 = self.pending
+            move, undo, rate0, wait0, _ = self.pending
             self.pending = None
             if move == "workers-":
                 kept = wait < INPUT_BOUND / 2
@@ -95,7 +103,7 @@ class Tuner:
             if undo is None:
                 self.tried.add(move)
                 continue
-            self.pending = (move, undo, rate, wait)
+            self.pending = (move, undo, rate, wait, now + SETTLE)
             return
         self.settled_at = now
 
@@ -116,7 +124,7 @@ class Tuner:
         engine = self.engine
         if move == "window+":
             window = engine.info()["window"]
-            wider = min(MAX_WINDOW, 2 * window)
+            wider = min(MAX_WINDOW, 4 * window)
             if wider <= window or not engine.set_window(wider):
                 return None
             return lambda: engine.set_window(window)

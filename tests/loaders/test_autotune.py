@@ -64,11 +64,11 @@ def drive(engine, tuner, seconds, step=0.5):
 
 
 def test_an_input_bound_loop_gets_the_workers_and_window_that_pay():
-    # workers pay up to 4, windows up to 16, nothing past them
-    engine = ModelEngine(1, 8, lambda n, w: 100 * min(n, 4) * min(w, 16) / 16)
+    # workers pay up to 4, windows up to 32, nothing past them
+    engine = ModelEngine(1, 8, lambda n, w: 100 * min(n, 4) * min(w, 32) / 32)
     tuner = Tuner(engine, 6, True)
     drive(engine, tuner, 40)
-    assert (engine.nworkers, engine.window) == (4, 16)
+    assert (engine.nworkers, engine.window) == (4, 32)  # 8 -> 32 -> 64 undone
     assert tuner.state() == "settled"
 
 
