@@ -13,10 +13,13 @@ worked out at most every :data:`REFRESH` seconds (``items`` is always current),
 so that ``stats()`` may be called at every step of a loop.
 """
 
+import logging
 from collections import deque
 from time import perf_counter
 
 __all__ = ["Meter", "verdict", "report"]
+
+log = logging.getLogger("seqtools")
 
 MARK = 0.5  # seconds between marks
 MARKS = 10  # marks kept: the recent window is about MARK * MARKS seconds
@@ -77,7 +80,13 @@ class Meter:
         self.marks.append((now, self.items, self.waited, busy))
         self.tick = now + MARK
         if tune and self.tuner is not None:
-            self.tuner.step(self, now, busy)
+            try:
+                self.tuner.step(self, now, busy)
+            except Exception as e:  # a read must not fail for the tuner's sake
+                log.warning("seqtools: nworkers='auto' stops tuning this loader "
+                            "(%s: %s); it keeps its %s workers", type(e).__name__,
+                            e, self.engine.info()["nworkers"])
+                self.tuner = None
 
     def stats(self):
         """The statistics dict of :meth:`seqtools.BufferLoader.stats`."""

@@ -243,3 +243,20 @@ def test_fixed_loaders_have_no_tuner():
         next(loader)
         assert loader.stats()["autotune"] is None
     assert repr(seqtools.loaders.api.load_buffers.__defaults__[0]) == "2"
+
+
+def test_a_tuner_that_fails_stops_and_the_reads_go_on(monkeypatch, caplog):
+    monkeypatch.setattr(stats_module, "MARK", 0.01)
+    monkeypatch.setattr(tuning, "PERIOD", 0.02)
+
+    def broken(self, n):
+        raise OSError("cannot start a thread")
+
+    with seqtools.load_buffers(Sampler(), nworkers="auto", method="thread",
+                               ordered=True) as loader:
+        monkeypatch.setattr(type(loader._engine), "resize", broken)
+        with caplog.at_level(logging.WARNING, logger="seqtools"):
+            got = [int(next(loader)[0]) for _ in range(300)]
+        assert got == list(range(300))
+        assert loader.stats()["autotune"] is None
+        assert any("stops tuning" in r.getMessage() for r in caplog.records)
