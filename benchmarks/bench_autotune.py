@@ -14,7 +14,7 @@ one, ``np.stack``); W1, the same rows with the fused ``stack(gather(...))``;
 W2, image-like samples with a per-sample Python augmentation; W3, rows of 1 MiB.
 
 Usage: python benchmarks/bench_autotune.py [--workloads seed,W1,W2,W3]
-       [--warmup 6] [--seconds 4] [--quick] [--out DIR (autotune.json)]
+       [--warmup 8] [--seconds 4] [--quick] [--out DIR (autotune.json)]
 """
 
 import json
@@ -107,7 +107,7 @@ def markdown(name, title, rows, auto, s):
 def main(argv=None):
     p = _common.parser(__doc__)
     p.add_argument("--workloads", default="seed,W1,W2,W3")
-    p.add_argument("--warmup", type=float, default=6.0,
+    p.add_argument("--warmup", type=float, default=8.0,
                    help="seconds each loader runs before it is measured")
     p.add_argument("--seconds", type=float, default=4.0,
                    help="seconds each loader is measured")

@@ -28,6 +28,7 @@ NARROW, WIDE = 10, 16
 
 
 AUTO = "auto"
+AUTO_START = 4  # workers nworkers="auto" starts with (fewer with fewer cores)
 
 
 class _Default(int):
@@ -53,12 +54,12 @@ def cores():
 
 def _nworkers(nworkers, func):
     """``(workers to start, most workers or None)``: ``nworkers``, or the cores
-    minus ``-nworkers``; for ``"auto"``, half the cores to start with and the
+    minus ``-nworkers``; for ``"auto"``, up to AUTO_START to start with and the
     cores as the tuner's limit."""
     if isinstance(nworkers, str):
         if nworkers == AUTO:
             most = cores()
-            return max(1, most // 2), most
+            return min(most, AUTO_START), most
         raise ValueError(f"{func}(): nworkers must be an integer or 'auto', got "
                          f"{nworkers!r}")
     nworkers = check_int(nworkers, "nworkers", func)
@@ -173,8 +174,8 @@ def prefetch(seq, nworkers=0, method="thread", max_buffered=_TEN,
         The data source.
     nworkers : int or 'auto'
         Number of workers; ``0`` or negative means the number of cores minus that.
-        ``'auto'``: half the cores to start with, then as many as the loop
-        needs, up to the cores, and with ``max_buffered`` left at its default
+        ``'auto'``: up to 4 to start with, then as many as the loop needs, up
+        to the cores, and with ``max_buffered`` left at its default
         the window too (see "Is my training input-bound?" in the
         documentation); the items are the same.
     method : {'thread', 'process'}
@@ -286,7 +287,7 @@ def load_buffers(sampler, max_cached=_TWO, nworkers=0, start_hook=None,
         what :func:`prefetch` calls ``max_buffered``.
     nworkers : int or 'auto'
         Number of workers; ``0`` or negative: cores minus that. ``'auto'``:
-        half the cores to start with, then as many as the loop needs, up to the
+        up to 4 to start with, then as many as the loop needs, up to the
         cores, and with ``max_cached`` left at its default the window too (see
         "Is my training input-bound?" in the documentation).
     start_hook : callable, optional

@@ -1,17 +1,18 @@
 """Autotuning: ``nworkers="auto"`` sizes a loader's workers and window online.
 
 A :class:`Tuner` runs in the consumer's thread, at the marks of the loader's
-meter (see :mod:`.stats`). Every :data:`PERIOD` seconds it looks at the period
-just measured: the consumer's wait, the rate, and how busy the workers were.
+meter (see :mod:`.stats`). It measures each setting over :data:`PERIODS`
+periods of :data:`PERIOD` seconds and keeps the best one: the consumer's wait,
+the rate, and how busy the workers were.
 
 - While the consumer waits (input-bound), it tries one move at a time: a
   worker more (when the workers are busy, up to the cores), then a window
   four times as wide (up to :data:`MAX_WINDOW`, within the shared-memory
   budget): a step large enough that its effect stands out of the noise of a
   one-second measurement.
-  A move is kept if the rate over the period after it (which starts
-  :data:`SETTLE` seconds later) is at least :data:`GAIN` times the rate
-  before it, else undone and not tried again.
+  A move is kept if the rate measured after it (from :data:`SETTLE` seconds
+  later) is at least :data:`GAIN` times the rate before it, else undone and
+  not tried again.
 - While results wait for the consumer (compute-bound) with workers mostly
   idle, it tries a worker fewer, kept if the consumer still does not wait: the
   cores go back to the training step.
@@ -27,7 +28,9 @@ from .stats import COMPUTE_BOUND, INPUT_BOUND
 
 __all__ = ["Tuner"]
 
-PERIOD = 1.0  # seconds a setting is measured before it is judged
+PERIOD = 1.0  # seconds of one measurement of a setting
+PERIODS = 2  # measurements of a setting; the best one counts (a dip caused
+#              elsewhere on the machine does not count against the setting)
 SETTLE = 0.5  # seconds after a move before its measurement starts (a new
 #               worker starting, a wider window filling)
 GAIN = 1.05  # a move that adds resources is kept if the rate grows this much
@@ -48,6 +51,7 @@ class Tuner:
         self.since = None  # (time, items, waited, busy) at the period's start
         # (move, undo, rate and wait before it, when its measurement may start)
         self.pending = None
+        self.periods = []  # (rate, wait, mean busy) of the setting's periods
         self.tried = set()  # moves that did not pay, until the next revisit
         self.settled_at = None
         self.moves = 0  # moves kept
@@ -71,12 +75,16 @@ class Tuner:
         if span < PERIOD:
             self.since = since  # the period goes on
             return
-        rate = (meter.items - items) / span
-        wait = (meter.waited - waited) / span
         n = engine.info()["nworkers"]
         spent = [b - (busy0[w] if w < len(busy0) else 0.0)
                  for w, b in enumerate(busy[:n])]
-        mean_busy = sum(spent) / span / max(1, len(spent))
+        self.periods.append(((meter.items - items) / span,
+                             (meter.waited - waited) / span,
+                             sum(spent) / span / max(1, len(spent))))
+        if len(self.periods) < PERIODS:
+            return
+        rate, wait, mean_busy = max(self.periods)
+        self.periods = []
         if self.pending is not None:
             move, undo, rate0, wait0, _ = self.pending
             self.pending = None

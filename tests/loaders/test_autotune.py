@@ -252,9 +252,12 @@ def test_a_tuner_that_fails_stops_and_the_reads_go_on(monkeypatch, caplog):
     def broken(self, n):
         raise OSError("cannot start a thread")
 
+    monkeypatch.setattr(seqtools.loaders.api, "cores", lambda: 4)  # room to grow
+
     with seqtools.load_buffers(Sampler(), nworkers="auto", method="thread",
                                ordered=True) as loader:
         monkeypatch.setattr(type(loader._engine), "resize", broken)
+        monkeypatch.setattr(type(loader._engine), "set_window", broken)
         with caplog.at_level(logging.WARNING, logger="seqtools"):
             got = [int(next(loader)[0]) for _ in range(300)]
         assert got == list(range(300))
