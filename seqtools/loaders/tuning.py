@@ -10,9 +10,10 @@ the rate, and how busy the workers were.
   four times as wide (up to :data:`MAX_WINDOW`, within the shared-memory
   budget): a step large enough that its effect stands out of the noise of a
   one-second measurement.
-  A move is kept if the rate measured after it (from :data:`SETTLE` seconds
-  later) is at least :data:`GAIN` times the rate before it, else undone and
-  not tried again.
+  A worker more is kept if the rate measured after it (from :data:`SETTLE`
+  seconds later) is at least :data:`GAIN` times the rate before it, a wider
+  window unless the rate falls below :data:`KEEP_WINDOW` times it (a window
+  costs memory, not cores); else the move is undone and not tried again.
 - While results wait for the consumer (compute-bound) with workers mostly
   idle, it tries a worker fewer, kept if the consumer still does not wait: the
   cores go back to the training step.
@@ -33,7 +34,10 @@ PERIODS = 2  # measurements of a setting; the best one counts (a dip caused
 #              elsewhere on the machine does not count against the setting)
 SETTLE = 0.5  # seconds after a move before its measurement starts (a new
 #               worker starting, a wider window filling)
-GAIN = 1.05  # a move that adds resources is kept if the rate grows this much
+GAIN = 1.05  # a worker more is kept if the rate grows this much (it takes a
+#              core from the training step)
+KEEP_WINDOW = 0.95  # a wider window is kept unless the rate falls below this
+#                     (it costs memory, within the budget, not cores)
 MAX_WINDOW = 64  # the widest window the tuner takes
 REVISIT = 30.0  # seconds settled before the tuner tries moves again
 BUSY = 0.5  # workers busier than this (mean) are the bottleneck
@@ -90,6 +94,8 @@ class Tuner:
             self.pending = None
             if move == "workers-":
                 kept = wait < INPUT_BOUND / 2
+            elif move == "window+":
+                kept = rate >= rate0 * KEEP_WINDOW
             else:
                 kept = rate >= rate0 * GAIN
             if kept:

@@ -64,21 +64,34 @@ def drive(engine, tuner, seconds, step=0.5):
 
 
 def test_an_input_bound_loop_gets_the_workers_and_window_that_pay():
-    # workers pay up to 4, windows up to 32, nothing past them
+    # workers pay up to 4, windows up to 32, nothing past them (a fifth
+    # worker is given back)
     engine = ModelEngine(1, 8, lambda n, w: 100 * min(n, 4) * min(w, 32) / 32)
     tuner = Tuner(engine, 6, True)
     drive(engine, tuner, 40)
-    assert (engine.nworkers, engine.window) == (4, 32)  # 8 -> 32 -> 64 undone
+    # 8 -> 32 -> 64: the last one costs nothing, and stays
+    assert (engine.nworkers, engine.window) == (4, 64)
     assert tuner.state() == "settled"
 
 
-def test_a_move_that_does_not_pay_is_undone():
+def test_a_worker_that_does_not_pay_is_given_back():
     engine = ModelEngine(2, 8, lambda n, w: 100.0)  # nothing helps
-    tuner = Tuner(engine, 4, True)
+    tuner = Tuner(engine, 4, False)
     drive(engine, tuner, 20)
-    assert (engine.nworkers, engine.window) == (2, 8)
+    assert engine.nworkers == 2
     assert engine.resizes == [3, 2]  # tried, undone, not tried again
     assert tuner.state() == "settled" and tuner.moves == 0
+
+
+def test_a_wider_window_is_kept_unless_it_slows_the_loader():
+    engine = ModelEngine(2, 8, lambda n, w: 100.0)  # costs nothing: kept
+    tuner = Tuner(engine, 2, True)
+    drive(engine, tuner, 20)
+    assert engine.window == tuning.MAX_WINDOW
+    engine = ModelEngine(2, 8, lambda n, w: 100.0 if w <= 8 else 80.0)
+    tuner = Tuner(engine, 2, True)
+    drive(engine, tuner, 20)
+    assert engine.window == 8 and tuner.state() == "settled"
 
 
 def test_the_window_is_left_alone_when_the_user_set_it():
