@@ -287,9 +287,12 @@ class _Pool:
         """Raise LoaderTimeout for a task past the timeout (the one ``waiting``
         for, or any); log once when no result has come since ``since`` for
         ``stall_report`` seconds, with what each busy worker is doing."""
+        # Every slot with a process, retiring ones included: a worker asked to
+        # end (resize) may still hold the task the consumer waits for.
+        live = [w for w, p in enumerate(self.procs) if p is not None]
         timeout = self.timeout
         if timeout is not None:
-            for w in range(self.nworkers):
+            for w in live:
                 index, running = self.ring.worker_task(w)
                 if index >= 0 and running > timeout and waiting in (None, index):
                     self._time_out(w, index, running)
@@ -300,7 +303,7 @@ class _Pool:
             self.stall_reported_at = now
             self.stall_reported = True
             busy = []
-            for w in range(self.nworkers):
+            for w in live:
                 index, running = self.ring.worker_task(w)
                 if index >= 0:
                     busy.append(f"worker {w} (pid {self.procs[w].pid}) on "

@@ -63,7 +63,8 @@ class _Work:
         self.last_result = time.monotonic()  # when take last returned one
         self.closed = False
         self.nworkers = 0  # workers running (slots 0 to nworkers - 1)
-        # Per worker slot: (task, when it started, thread id) while it runs one.
+        # Per worker slot: (task, when it started, thread id, thread token)
+        # while it runs one (a retired slot's thread too, until it ends).
         self.current = []
         # Per worker slot, a list of one float of its own (no object two threads
         # write): seconds spent computing tasks, for statistics.
@@ -123,7 +124,7 @@ class _Work:
                 continue  # issued before a reset: nobody waits for it
             evaluating.index = k
             started = clock()
-            current[index] = (k, started, ident)
+            current[index] = (k, started, ident, token)
             try:
                 result = (generation, k, target() if call else target[k], None)
             except BaseException as e:  # SystemExit too: it answers this task
@@ -259,13 +260,14 @@ class ThreadEngine:
 
     def _time_out(self, w, running, now):
         work = self._work
-        k, started, ident = running
+        k, started, ident, token = running
         stack = _thread_stack(ident)
-        work.abandoned.add(work.tokens[w])
+        work.abandoned.add(token)
         work.current[w] = None
         work.busy[w] = [0.0]  # the abandoned thread keeps adding to its own
-        work.restarts += 1
-        self._start(w, False)
+        if w < work.nworkers:  # (a retired slot's thread is not replaced)
+            work.restarts += 1
+            self._start(w, False)
         work.tasks.put((work.generation, k))  # handed out again
         name = self._task(k)
         raise LoaderTimeout(

@@ -7,6 +7,7 @@ nworkers="auto" and a tuner made to act every few milliseconds.
 """
 
 import logging
+import threading
 import time
 
 import numpy as np
@@ -17,6 +18,7 @@ import seqtools
 from seqtools.loaders import stats as stats_module
 from seqtools.loaders import tuning
 from seqtools.loaders.api import cores
+from seqtools.loaders.threads import ThreadEngine
 from seqtools.loaders.tuning import Tuner
 
 
@@ -276,3 +278,67 @@ def test_a_tuner_that_fails_stops_and_the_reads_go_on(monkeypatch, caplog):
         assert got == list(range(300))
         assert loader.stats()["autotune"] is None
         assert any("stops tuning" in r.getMessage() for r in caplog.records)
+
+
+def stuck_after_0(x):
+    if x > 0:
+        time.sleep(60)
+    return np.full(3, x)
+
+
+@pytest.mark.timeout(60)
+def test_a_retiring_worker_process_stuck_in_its_task_times_out():
+    # Retired by the tuner while it holds a task the consumer then waits for:
+    # the timeout still watches it, the wait ends.
+    from seqtools.loaders.process import ProcessEngine
+
+    engine = ProcessEngine(seqtools.smap(stuck_after_0, range(100)), False, 100,
+                           2, 4, None, 0, None, "here", timeout=1.0, slots=2,
+                           widest=64)
+    try:
+        engine.take(0)
+        deadline = time.monotonic() + 20
+        while engine.pool.ring.worker_task(1)[0] < 0:  # slot 1 holds a task
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        held = engine.pool.ring.worker_task(1)[0]
+        assert engine.resize(1)
+        with pytest.raises(seqtools.LoaderTimeout, match="worker 1"):
+            engine.take(held)
+    finally:
+        engine.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_retired_thread_stuck_in_its_task_is_not_replaced_nor_answers_twice():
+    release = threading.Event()
+
+    def item(x):
+        if x > 0:
+            release.wait(30)
+        return x
+
+    engine = ThreadEngine(seqtools.smap(item, range(1000)), False, 1000, 2, 4,
+                          None, "prefetch", "here", timeout=0.5)
+    try:
+        assert engine.take(0)[1] == 0
+        deadline = time.monotonic() + 20
+        while engine._work.current[1] is None:  # slot 1 holds a task
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        held = engine._work.current[1][0]
+        assert engine.resize(1)
+        with pytest.raises(seqtools.LoaderTimeout, match="thread 1"):
+            engine.take(held)
+        assert engine._work.restarts == 0  # a retired slot is not refilled
+        release.set()  # the stuck threads end: the retired one's late answer
+        time.sleep(0.3)  # is dropped
+        got = [engine.take(k)[1] for k in range(1, 40)]
+        assert got == list(range(1, 40))
+        time.sleep(0.2)
+        engine.take(40)
+        assert held not in engine._work.done  # no second answer
+        assert all(r[0] != held for r in engine._work.inbox)
+    finally:
+        release.set()
+        engine.close()
