@@ -207,7 +207,8 @@ class BufferLoader(_Front):
 
     def _interrupted(self, k, reset=True, taken=False):
         self._consumed -= 1  # the call waited for is still the next one
-        if (self._ordered and reset) or (taken and self._engine.in_order):
-            # the engine goes on from call k, whatever it was doing: nothing
-            # is lost, nothing comes twice
-            self._engine.reset(k)
+        if (reset or taken) and (self._ordered or self._engine.in_order):
+            # The engine goes on from that call, whatever it was doing: nothing
+            # is lost, nothing comes twice. (An engine that takes in order may
+            # have moved past it before the interrupt landed, even unordered.)
+            self._engine.reset(self._consumed)

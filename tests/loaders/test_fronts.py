@@ -591,7 +591,9 @@ class Storm:
     """SIGUSR1 to the main thread every 2 ms while running; its handler raises
     KeyboardInterrupt when ``armed``, in the loader's own code only: elsewhere
     (a destructor the garbage collector runs meanwhile, pytest's hooks) Python
-    would report the interrupt as unraisable, which is not the loader's doing."""
+    would report the interrupt as unraisable, which is not the loader's doing.
+    One interrupt per read, as from one Ctrl-C: a second one landing in the
+    loader's own recovery from the first is not covered."""
 
     package = os.path.dirname(seqtools.__file__)
 
@@ -604,6 +606,7 @@ class Storm:
         if (self.armed and frame is not None
                 and frame.f_code.co_filename.startswith(self.package)
                 and frame.f_code.co_name != "__del__"):
+            self.armed = False
             raise KeyboardInterrupt
 
     def send(self):
