@@ -2,23 +2,29 @@
 
 For each workload, ``load_buffers`` (worker processes) runs with each fixed
 setting of nworkers in {1, 2, 3, 4} and window (``max_cached``) in {2, 8, 32},
-and with ``nworkers="auto"`` (window left at its default, so tuned too). Each
-loader warms up for ``--warmup`` seconds (the tuner explores and settles there;
-the fixed ones start their workers and fill their windows), then its rate is
-measured over ``--seconds``, the consumer doing nothing but read. The table
-gives every fixed rate, their spread, the auto rate, what the tuner chose and
-auto / best fixed (target >= 0.9).
+and with ``nworkers="auto"`` (window left at its default, so tuned too). An
+auto loader warms up for ``--warmup`` seconds (the tuner explores and settles
+there), a fixed one for ``--fixed-warmup`` (its workers start, its window
+fills); then its rate is measured over ``--seconds``, the consumer doing
+nothing but read. All of that is done ``--rounds`` times, interleaved, and
+each setting's rate is its median over the rounds: single measurements on a
+shared machine swing by 10-20%, and the best of twelve noisy settings would
+otherwise be the luckiest, not the best. The table gives every fixed rate,
+their spread, the auto rate (and its rounds), what the tuner chose and auto /
+best fixed (target >= 0.9).
 
 Workloads (see bench_peers.py): the seed example's own sampler (items one by
 one, ``np.stack``); W1, the same rows with the fused ``stack(gather(...))``;
 W2, image-like samples with a per-sample Python augmentation; W3, rows of 1 MiB.
 
 Usage: python benchmarks/bench_autotune.py [--workloads seed,W1,W2,W3]
-       [--warmup 8] [--seconds 4] [--quick] [--out DIR (autotune.json)]
+       [--rounds 3] [--warmup 8] [--fixed-warmup 2] [--seconds 3] [--quick]
+       [--out DIR (autotune.json)]
 """
 
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -75,21 +81,27 @@ def measure(loader, warmup, seconds):
             return n / elapsed
 
 
-def run(sampler, warmup, seconds):
-    rows = {}
-    for n, w in FIXED:
-        with seqtools.load_buffers(sampler, max_cached=w, nworkers=n) as loader:
-            rows[(n, w)] = measure(loader, warmup, seconds)
-        log(f"  nworkers={n} window={w}: {rows[(n, w)]:,.1f} batches/s")
-    with seqtools.load_buffers(sampler, nworkers="auto") as loader:
-        auto = measure(loader, warmup, seconds)
-        s = loader.stats()
-    log(f"  auto: {auto:,.1f} batches/s (nworkers={s['nworkers']}, "
-        f"window={s['window']}, {s['autotune']})")
-    return rows, auto, s
+def run(sampler, rounds, warmup, fixed_warmup, seconds):
+    """(median rate per fixed setting, median auto rate, auto's rates, the
+    last auto loader's stats())."""
+    rates = {setting: [] for setting in FIXED}
+    autos = []
+    for r in range(rounds):
+        for n, w in FIXED:
+            with seqtools.load_buffers(sampler, max_cached=w, nworkers=n) as loader:
+                rates[(n, w)].append(measure(loader, fixed_warmup, seconds))
+            log(f"  round {r + 1}: nworkers={n} window={w}: "
+                f"{rates[(n, w)][-1]:,.1f} batches/s")
+        with seqtools.load_buffers(sampler, nworkers="auto") as loader:
+            autos.append(measure(loader, warmup, seconds))
+            s = loader.stats()
+        log(f"  round {r + 1}: auto: {autos[-1]:,.1f} batches/s (nworkers="
+            f"{s['nworkers']}, window={s['window']}, {s['autotune']})")
+    rows = {k: statistics.median(v) for k, v in rates.items()}
+    return rows, statistics.median(autos), autos, s
 
 
-def markdown(name, title, rows, auto, s):
+def markdown(name, title, rows, auto, autos, s):
     best = max(rows, key=rows.get)
     lines = [f"### {name}: {title}", "",
              "| window \\ nworkers | 1 | 2 | 3 | 4 |", "|---|---:|---:|---:|---:|"]
@@ -99,7 +111,8 @@ def markdown(name, title, rows, auto, s):
     lo, hi = min(rows.values()), max(rows.values())
     lines += ["", f"Fixed settings: {lo:,.0f} to {hi:,.0f} batches/s (best: "
               f"nworkers={best[0]}, window={best[1]}). **auto: {auto:,.0f} "
-              f"batches/s = {auto / rows[best]:.2f}x the best fixed** (chose "
+              f"batches/s = {auto / rows[best]:.2f}x the best fixed** (rounds: "
+              + ", ".join(f"{a:,.0f}" for a in autos) + f"; the last chose "
               f"nworkers={s['nworkers']}, window={s['window']}; {s['autotune']})."]
     return "\n".join(lines)
 
@@ -107,13 +120,17 @@ def markdown(name, title, rows, auto, s):
 def main(argv=None):
     p = _common.parser(__doc__)
     p.add_argument("--workloads", default="seed,W1,W2,W3")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds; a setting's rate is its median")
     p.add_argument("--warmup", type=float, default=8.0,
-                   help="seconds each loader runs before it is measured")
-    p.add_argument("--seconds", type=float, default=4.0,
+                   help="seconds an auto loader runs before it is measured")
+    p.add_argument("--fixed-warmup", type=float, default=2.0,
+                   help="seconds a fixed loader runs before it is measured")
+    p.add_argument("--seconds", type=float, default=3.0,
                    help="seconds each loader is measured")
     args = _common.parse_args(p, argv)
     if args.quick:
-        args.warmup, args.seconds = 0.5, 0.3
+        args.rounds, args.warmup, args.fixed_warmup, args.seconds = 1, 0.5, 0.2, 0.3
     names = [x.strip() for x in args.workloads.split(",")]
     unknown = set(names) - {"seed", *bench_peers.WORKLOADS}
     if unknown:
@@ -122,14 +139,16 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as workdir:
         for name, (sampler, title) in samplers(names, workdir).items():
             log(f"{name}: {title}")
-            rows, auto, s = run(sampler, args.warmup, args.seconds)
+            rows, auto, autos, s = run(sampler, args.rounds, args.warmup,
+                                       args.fixed_warmup, args.seconds)
             best = max(rows.values())
             report["workloads"][name] = {
                 "fixed": {f"{n},{w}": r for (n, w), r in rows.items()},
-                "auto": auto, "auto_over_best": auto / best,
+                "auto": auto, "auto_rounds": autos,
+                "auto_over_best": auto / best,
                 "chosen": {"nworkers": s["nworkers"], "window": s["window"],
                            "state": s["autotune"]}}
-            sections.append(markdown(name, title, rows, auto, s))
+            sections.append(markdown(name, title, rows, auto, autos, s))
     text = "\n\n".join(sections)
     print(text)
     if args.out:

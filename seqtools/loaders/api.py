@@ -74,7 +74,9 @@ def _window(value, name, func, nworkers, most=None):
     (``nworkers="auto"``) and the window left at its default, a tuned window
     that starts at the automatic one."""
     if most is not None and (value is None or type(value) is _Default):
-        return max(NARROW, 2 * most), None, True
+        # process workers take the widest window whose ring stays small at
+        # the first result (see process.WIDEN_BUDGET); the tuner goes on there
+        return max(NARROW, 2 * most), MAX_WINDOW, True
     if value is None:
         return max(NARROW, 2 * nworkers), max(WIDE, 4 * nworkers), False
     return check_int(value, name, func, 1), None, False
@@ -352,8 +354,10 @@ def load_buffers(sampler, max_cached=_TWO, nworkers=0, start_hook=None,
     nworkers, most = _nworkers(nworkers, "load_buffers")
     if max_cached is None:
         raise TypeError("load_buffers(): max_cached must be an integer, got None")
-    max_cached, _, tuned = _window(max_cached, "max_cached", "load_buffers",
-                                   nworkers, most)
+    max_cached, widen, tuned = _window(max_cached, "max_cached", "load_buffers",
+                                       nworkers, most)
+    if not tuned:
+        widen = None  # load_buffers keeps the window it was given
     _check_hook(start_hook)
     if not isinstance(ordered, bool):
         raise TypeError(f"ordered must be True or False, got {ordered!r}")
@@ -366,7 +370,7 @@ def load_buffers(sampler, max_cached=_TWO, nworkers=0, start_hook=None,
                             f"{type(transform).__name__}")
         target = _Transformed(sampler, transform)
     engine = _engine(target, True, None, method, ("process", "thread"), nworkers,
-                     max_cached, None, start_hook, shm_size, start_method,
+                     max_cached, widen, start_hook, shm_size, start_method,
                      _budget(shm_budget, "load_buffers"), timeout, stall_report,
                      origin, "load_buffers", most)
     return _tune(BufferLoader(engine, sampler, ordered, origin), engine, most,

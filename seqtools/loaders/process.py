@@ -58,11 +58,12 @@ MIN_RING = 1 << 20
 COALESCE_DELAY = 0.002
 COALESCE_MAX = 8
 RATE_EVERY = 32  # results between two estimates of the arrival interval
-# A pool made with a wider window to grow to (``_Pool(widen=...)``, the ordered
-# loader of ``epochs``) takes it at its first result if the ring sized for the
-# wider window stays within this many bytes: small results, which come fast
-# enough that a window of ten leaves the workers idle while the consumer waits
-# for the one late result it needs next.
+# A pool made with a wider window to grow to (``_Pool(widen=...)``: the ordered
+# loader of ``epochs``, a window tuned by ``nworkers="auto"``) takes it, or
+# the widest of its halves that fits, at its first result if the ring sized
+# for it stays within this many bytes: small results, which come fast enough
+# that a window of ten leaves the workers idle while the consumer waits for
+# the one late result it needs next.
 WIDEN_BUDGET = 64 << 20
 
 
@@ -443,8 +444,14 @@ class _Pool:
 
     def _size(self, requested):
         if self.widen is not None:
-            if self._capacity_for(requested, self.widen) <= WIDEN_BUDGET:
-                self.window = self.widen
+            # the widest of widen, widen / 2, ... (down to the window) whose
+            # ring stays within WIDEN_BUDGET
+            wider = self.widen
+            while (wider > self.window
+                   and self._capacity_for(requested, wider) > WIDEN_BUDGET):
+                wider //= 2
+            if wider > self.window:
+                self.window = wider
                 self.ring.task_set_window(self.window)
             self.widen = None
         capacity = min(self._capacity_for(requested), self.budget)

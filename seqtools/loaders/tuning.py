@@ -5,15 +5,20 @@ meter (see :mod:`.stats`). It measures each setting over :data:`PERIODS`
 periods of :data:`PERIOD` seconds and keeps the best one: the consumer's wait,
 the rate, and how busy the workers were.
 
+- The window starts wide where that is cheap: worker processes take
+  :data:`MAX_WINDOW` (or the widest of its halves) at the first result if the
+  ring for it stays within ``process.WIDEN_BUDGET`` (small results, which a
+  narrow window holds back), so the tuner does not spend its noisy
+  measurements finding that out.
 - While the consumer waits (input-bound), it tries one move at a time: a
   worker more (when the workers are busy, up to the cores), then a window
   four times as wide (up to :data:`MAX_WINDOW`, within the shared-memory
   budget): a step large enough that its effect stands out of the noise of a
   one-second measurement.
-  A worker more is kept if the rate measured after it (from :data:`SETTLE`
-  seconds later) is at least :data:`GAIN` times the rate before it, a wider
-  window unless the rate falls below :data:`KEEP_WINDOW` times it (a window
-  costs memory, not cores); else the move is undone and not tried again.
+  A move is kept if the rate measured after it (from :data:`SETTLE` seconds
+  later) is at least :data:`GAIN` times the rate before it (a worker takes a
+  core from the training step; a wider window of large results, memory);
+  else it is undone and not tried again.
 - While results wait for the consumer (compute-bound) with workers mostly
   idle, it tries a worker fewer, kept if the consumer still does not wait: the
   cores go back to the training step.
@@ -34,10 +39,7 @@ PERIODS = 2  # measurements of a setting; the best one counts (a dip caused
 #              elsewhere on the machine does not count against the setting)
 SETTLE = 0.5  # seconds after a move before its measurement starts (a new
 #               worker starting, a wider window filling)
-GAIN = 1.05  # a worker more is kept if the rate grows this much (it takes a
-#              core from the training step)
-KEEP_WINDOW = 0.95  # a wider window is kept unless the rate falls below this
-#                     (it costs memory, within the budget, not cores)
+GAIN = 1.05  # a move up is kept if the rate grows this much
 MAX_WINDOW = 64  # the widest window the tuner takes
 REVISIT = 30.0  # seconds settled before the tuner tries moves again
 BUSY = 0.5  # workers busier than this (mean) are the bottleneck
@@ -94,8 +96,6 @@ class Tuner:
             self.pending = None
             if move == "workers-":
                 kept = wait < INPUT_BOUND / 2
-            elif move == "window+":
-                kept = rate >= rate0 * KEEP_WINDOW
             else:
                 kept = rate >= rate0 * GAIN
             if kept:

@@ -71,8 +71,8 @@ def test_an_input_bound_loop_gets_the_workers_and_window_that_pay():
     engine = ModelEngine(1, 8, lambda n, w: 100 * min(n, 4) * min(w, 32) / 32)
     tuner = Tuner(engine, 6, True)
     drive(engine, tuner, 40)
-    # 8 -> 32 -> 64: the last one costs nothing, and stays
-    assert (engine.nworkers, engine.window) == (4, 64)
+    # 8 -> 32 pays, 32 -> 64 does not: undone
+    assert (engine.nworkers, engine.window) == (4, 32)
     assert tuner.state() == "settled"
 
 
@@ -85,11 +85,16 @@ def test_a_worker_that_does_not_pay_is_given_back():
     assert tuner.state() == "settled" and tuner.moves == 0
 
 
-def test_a_wider_window_is_kept_unless_it_slows_the_loader():
-    engine = ModelEngine(2, 8, lambda n, w: 100.0)  # costs nothing: kept
+def test_a_wider_window_is_kept_only_if_it_pays():
+    # a window's memory is spent only for a faster loader
+    engine = ModelEngine(2, 8, lambda n, w: 100.0 * min(w, 32))
     tuner = Tuner(engine, 2, True)
     drive(engine, tuner, 20)
-    assert engine.window == tuning.MAX_WINDOW
+    assert engine.window == 32
+    engine = ModelEngine(2, 8, lambda n, w: 100.0)  # no faster: undone
+    tuner = Tuner(engine, 2, True)
+    drive(engine, tuner, 20)
+    assert engine.window == 8 and tuner.state() == "settled"
     engine = ModelEngine(2, 8, lambda n, w: 100.0 if w <= 8 else 80.0)
     tuner = Tuner(engine, 2, True)
     drive(engine, tuner, 20)
@@ -244,6 +249,37 @@ def test_auto_loaders_give_the_stream_of_fixed_ones(kind, monkeypatch):
         m.setattr(seqtools.loaders.api, "_nworkers", lambda nworkers, func: (2, None))
         with fixed() as quiet:
             assert got == read(quiet, n)
+
+
+class Rows:
+    """Calls returning ``rows`` float64 rows of 1 KiB."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __call__(self):
+        return np.zeros((self.rows, 128))
+
+
+@pytest.mark.timeout(60)
+def test_auto_worker_processes_start_wide_for_small_results(monkeypatch):
+    # Small results: the widest window at the first one, as the tuner would
+    # find out; results too large for process.WIDEN_BUDGET even at half of
+    # it keep the automatic window; a window the user gives stays.
+    def window(**kw):
+        with seqtools.load_buffers(kw.pop("sampler", Rows(1)), nworkers="auto",
+                                   **kw) as loader:
+            next(loader)
+            return loader._engine.pool.window
+
+    start = max(10, 2 * cores())
+    assert window() == tuning.MAX_WINDOW
+    # results of ~1 MiB: the ring for 16 stays under 32 MiB, for 32 does not
+    monkeypatch.setattr(seqtools.loaders.process, "WIDEN_BUDGET", 32 << 20)
+    assert window(sampler=Rows(1024)) == (16 if start < 16 else start)
+    monkeypatch.setattr(seqtools.loaders.process, "WIDEN_BUDGET", 0)
+    assert window() == start
+    assert window(max_cached=5) == 5
 
 
 def test_auto_is_the_only_word_nworkers_takes():
