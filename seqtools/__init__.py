@@ -25,6 +25,7 @@ try:
     from .loaders.api import call_index, load_buffers, prefetch
     from .loaders.epochs import DatasetLengthChanged, epochs
     from .serialization import SerializableFunc
+    from .storage import open_npy
     from .views.cache import add_cache
     from .views.combine import case, cycle, interleave, repeat, switch
     from .views.core import View
@@ -48,5 +49,5 @@ __all__ = [
     "seterr", "stack", "minibatches",
     "batch", "unbatch", "split",
     "interleave", "cycle", "repeat", "switch", "case",
-    "uniter", "add_cache", "SerializableFunc", "instrument"]
+    "uniter", "add_cache", "SerializableFunc", "instrument", "open_npy"]
 __version__ = "2.0.0.dev0"
