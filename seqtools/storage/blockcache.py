@@ -25,12 +25,20 @@ Safe without locks:
   the open file; one deleted just before is a miss, fetched again.
 """
 
+import collections
+import mmap
 import os
 import threading
 import time
 
-__all__ = ["BlockCache", "cache_for"]
+import numpy as np
 
+__all__ = ["BlockCache", "cache_for", "MAPPED", "BUMP_SECONDS"]
+
+#: Block files a process keeps mapped for warm reads.
+MAPPED = 256
+#: Seconds between two bumps of a mapped block's time (its place in the LRU).
+BUMP_SECONDS = 10.0
 _TMP = ".tmp-"
 _STALE_TMP = 3600.0  # seconds after which a temporary file is a dead writer's
 _LOW_WATER = 0.9
@@ -48,6 +56,7 @@ class BlockCache:
         self.size_limit = size_limit
         self._written = 0  # bytes written since this process's last scan
         self._lock = threading.Lock()
+        self._maps = collections.OrderedDict()  # (key, block) -> [array, bumped]
         os.makedirs(self.root, exist_ok=True)
 
     def _path(self, key, block):
@@ -86,6 +95,47 @@ class BlockCache:
             os.close(fd)
             return None
         return fd
+
+    def map(self, key, block, length):
+        """The block as a read-only uint8 array over a memory map of its file, or
+        None when it is not cached whole.
+
+        The process keeps the last :data:`MAPPED` maps open, so that warm reads
+        make no system call; a map stays valid when the file is evicted or
+        replaced (blocks are only ever unlinked or renamed over, never written in
+        place, and a replacement holds the same bytes). A mapped block's time is
+        bumped once per :data:`BUMP_SECONDS` at most.
+        """
+        entry_key = (key, block)
+        now = time.monotonic()
+        with self._lock:
+            entry = self._maps.get(entry_key)
+            if entry is not None:
+                self._maps.move_to_end(entry_key)
+        if entry is not None:
+            array, bumped = entry
+            if now - bumped > BUMP_SECONDS:
+                try:
+                    os.utime(self._path(key, block))
+                except OSError:
+                    pass
+                entry[1] = now
+            return array
+        fd = self.open(key, block, length)
+        if fd is None:
+            return None
+        try:
+            mm = mmap.mmap(fd, length, prot=mmap.PROT_READ)
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.close(fd)
+        array = np.frombuffer(mm, np.uint8)
+        with self._lock:
+            self._maps[entry_key] = [array, now]
+            while len(self._maps) > MAPPED:
+                self._maps.popitem(last=False)
+        return array
 
     def put(self, key, block, data):
         """Store ``data`` (bytes-like, or an iterable of bytes-like chunks) as the

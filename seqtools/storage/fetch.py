@@ -26,7 +26,8 @@ import time
 
 from .errors import AccessDenied, ObjectNotFound, StorageError, StoreUnavailable
 
-__all__ = ["filesystem", "fetch_ranges", "split_url", "is_url", "ATTEMPT_TIMEOUT"]
+__all__ = ["filesystem", "discard", "fetch_ranges", "call", "split_url", "is_url",
+           "ATTEMPT_TIMEOUT"]
 
 #: Seconds one attempt (one request, or one batch of concurrent requests) may
 #: take before it is abandoned and retried, when the budget allows.
@@ -75,7 +76,7 @@ def _import_fsspec(url):
 # (s3fs adds its own few retries, under two seconds), so that the budget of
 # fetch_ranges is what bounds a read; used where the caller has not set them.
 _S3_DEFAULTS = {
-    "config_kwargs": {"connect_timeout": 5, "read_timeout": 20,
+    "config_kwargs": {"connect_timeout": 5, "read_timeout": 10,
                       "retries": {"max_attempts": 2, "mode": "standard"}},
 }
 
@@ -153,14 +154,37 @@ def _cat(fs, url, ranges, timeout):
     return out
 
 
-def fetch_ranges(fs, url, ranges, timeout, opened=True):
-    """The bytes of ``ranges`` (``(start, stop)`` pairs) of object ``url``.
+def discard(fs):
+    """Forget ``fs``: the next request of this process makes a new one.
+
+    Called after a failed attempt: a client whose requests were cut by a timeout
+    or whose server restarted can keep dead or leaked connections in its pool,
+    and the next attempt should not queue behind them.
+    """
+    with _lock:
+        for key in [k for k, v in _filesystems.items() if v is fs]:
+            del _filesystems[key]
+
+
+def _backoff(attempts):
+    delay = min(_MAX_DELAY, _FIRST_DELAY * 2 ** (attempts - 1))
+    return delay * (0.5 + random.random() / 2)
+
+
+def _attempt_timeout(deadline):
+    return max(0.5, min(deadline - time.monotonic(), ATTEMPT_TIMEOUT))
+
+
+def fetch_ranges(url, options, ranges, timeout, opened=True):
+    """The bytes of ``ranges`` (``(start, stop)`` pairs) of object ``url``, read
+    through this process's filesystem of ``options``.
 
     Retries failed ranges with exponential backoff until ``timeout`` seconds have
     passed since the call, then raises StoreUnavailable; raises ObjectNotFound or
     AccessDenied at once (see the module docstring). ``opened``: the object was
     opened before (a 404 is then retried).
     """
+    protocol = split_url(url)[0]
     results = [None] * len(ranges)
     pending = list(range(len(ranges)))
     start_time = time.monotonic()
@@ -169,10 +193,10 @@ def fetch_ranges(fs, url, ranges, timeout, opened=True):
     last = None
     while True:
         attempts += 1
-        remaining = deadline - time.monotonic()
+        fs = filesystem(protocol, options, url)
         wanted = [ranges[i] for i in pending]
         try:
-            got = _cat(fs, url, wanted, max(0.5, min(remaining, ATTEMPT_TIMEOUT)))
+            got = _cat(fs, url, wanted, _attempt_timeout(deadline))
         except Exception as exc:  # the attempt as a whole (a timeout...)
             got = [exc] * len(pending)
         retry = []
@@ -196,8 +220,9 @@ def fetch_ranges(fs, url, ranges, timeout, opened=True):
         if not retry:
             return results
         pending = retry
-        delay = min(_MAX_DELAY, _FIRST_DELAY * 2 ** (attempts - 1))
-        delay *= 0.5 + random.random() / 2
+        if not isinstance(last[1], FileNotFoundError):
+            discard(fs)
+        delay = _backoff(attempts)
         if time.monotonic() + delay >= deadline:
             (lo, hi), exc = last
             detail = str(exc) or "no answer in time"
@@ -214,3 +239,36 @@ def fetch_ranges(fs, url, ranges, timeout, opened=True):
                 f"{detail}. Check that the store is up and reachable, or give "
                 "open_npy a longer timeout", url, (lo, hi)) from exc
         time.sleep(delay)
+
+
+def call(method, url, options, timeout):
+    """``fs.<method>(url)`` (``info``, ``glob``) with the retries and bounds of
+    :func:`fetch_ranges`: a request about the object rather than its bytes."""
+    protocol = split_url(url)[0]
+    start_time = time.monotonic()
+    deadline = start_time + timeout
+    attempts = 0
+    while True:
+        attempts += 1
+        fs = filesystem(protocol, options, url)
+        kwargs = {}
+        if getattr(fs, "async_impl", False):
+            kwargs["timeout"] = _attempt_timeout(deadline)
+        try:
+            return getattr(fs, method)(url, **kwargs)
+        except Exception as exc:
+            error = _permanent(exc, url, None, False)
+            if error is not None:
+                if error is exc:
+                    raise
+                raise error from exc
+            discard(fs)
+            delay = _backoff(attempts)
+            if time.monotonic() + delay >= deadline:
+                raise StoreUnavailable(
+                    f"asking the store about {url} ({method}) failed: {attempts} "
+                    f"attempts in {time.monotonic() - start_time:.1f} s (timeout="
+                    f"{timeout:g} s); last error: {type(exc).__name__}: "
+                    f"{str(exc) or 'no answer in time'}. Check that the store is "
+                    "up and reachable", url) from exc
+            time.sleep(delay)

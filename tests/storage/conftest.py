@@ -11,6 +11,7 @@ import glob
 import io
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -55,20 +56,31 @@ def remove_grpc_sockets(ports):
                     pass
 
 
-def _free_port():
-    """A free loopback port p (below 55000, with p + 10000 free as well: weed
-    serves gRPC there)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 55000:
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _free_port(taken):
+    """A free loopback port p, with p + 10000 free as well (weed serves gRPC
+    there), both below the ephemeral range: weed's components connect to each
+    other while they start, and an outgoing connection must not take a port
+    another component is about to listen on."""
+    high = _ephemeral_low() - 10000
+    for _ in range(500):
+        port = random.randrange(10000, high)
+        if {port, port + 10000} & taken:
             continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        taken.update((port, port + 10000))
         return port
     raise RuntimeError("no free port pair found")
 
@@ -80,9 +92,7 @@ class S3Server:
     def __init__(self, binary, folder):
         self.binary = binary
         self.folder = folder
-        self.ports = {name: _free_port() for name in ("master", "volume", "filer",
-                                                      "s3")}
-        self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
+        self.pick_ports()
         self.proc = None
         self._fs = None
         self.log = os.path.join(folder, "weed.log")
@@ -93,6 +103,12 @@ class S3Server:
                 "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
                 "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}, f)
         self.config = config
+
+    def pick_ports(self):
+        taken = set()
+        self.ports = {name: _free_port(taken)
+                      for name in ("master", "volume", "filer", "s3")}
+        self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
 
     def storage_options(self, secret=SECRET_KEY):
         return {"key": ACCESS_KEY, "secret": secret,
@@ -231,7 +247,14 @@ def s3_server(tmp_path_factory):
     if reason:
         pytest.skip(reason)
     server = S3Server(weed_binary(), str(tmp_path_factory.mktemp("weed")))
-    server.start()
+    for attempt in range(3):  # a port taken meanwhile by another program
+        try:
+            server.start()
+            break
+        except RuntimeError:
+            if attempt == 2:
+                raise
+            server.pick_ports()
     try:
         yield server
     finally:

@@ -313,6 +313,24 @@ def test_cache_serves_a_stopped_store_and_prefetch_fills_it(s3, dataset, tmp_pat
     assert same(data[200], ref[200])  # the store is back
 
 
+def test_a_small_cache_stays_bounded_and_reads_stay_right(s3, dataset, tmp_path,
+                                                          rng):
+    """A cache of a few blocks, read over and over: blocks are evicted (some
+    while this process still knows them), reads stay bit for bit."""
+    from seqtools.storage.blockcache import cache_for
+
+    url, local, _ = dataset
+    cache = str(tmp_path / "cache")
+    remote = open_remote(s3, url, cache_dir=cache, cache_size=4096, block_size=512)
+    data, ref = seqtools.concatenate(remote), seqtools.concatenate(local)
+    for _ in range(20):
+        idx = rng.integers(0, len(ref), 40)
+        assert same(seqtools.stack(seqtools.gather(data, idx)),
+                    seqtools.stack(seqtools.gather(ref, idx)))
+    total, _ = cache_for(cache, 4096).scan()
+    assert total <= 4096 + 4096 // 16 + 512
+
+
 def test_prefetch_without_cache_does_nothing(s3, dataset):
     url, _, _ = dataset
     remote = open_remote(s3, url)
