@@ -74,9 +74,12 @@ def _import_fsspec(url):
 
 # Settings of botocore under s3fs that keep one request's retries and waits short
 # (s3fs adds its own few retries, under two seconds), so that the budget of
-# fetch_ranges is what bounds a read; used where the caller has not set them.
+# fetch_ranges is what bounds a read, and that let a batch's ranges go out at
+# once (botocore keeps 10 connections by default: 64 ranges would wait for each
+# other); used where the caller has not set config_kwargs.
 _S3_DEFAULTS = {
     "config_kwargs": {"connect_timeout": 5, "read_timeout": 10,
+                      "max_pool_connections": 64,
                       "retries": {"max_attempts": 2, "mode": "standard"}},
 }
 

@@ -269,12 +269,12 @@ class RemoteArray(View):
         loader thread) is waited for, within the read's ``timeout``, instead of
         fetched twice; the caller fetches it itself if it is still not cached.
         """
-        key = self._key
+        key, seen = self._key, (self._cache_dir, self._key)
         # Blocks seen cached are taken as cached (no stat per block and batch);
-        # one evicted since is fetched again by _read_pieces.
-        missing = [b for b in blocks if (key, b) not in _seen
+        # _read_cached fetches those evicted since.
+        missing = [b for b in blocks if (seen, b) not in _seen
                    and not cache.contains(key, b, self._block_length(b))]
-        _see(key, blocks if not missing else set(blocks) - set(missing))
+        _see(seen, blocks if not missing else set(blocks) - set(missing))
         if not missing:
             return {}
         mine, theirs = _claim(key, missing)
@@ -293,7 +293,7 @@ class RemoteArray(View):
                         lo = (b - b0) * bs
                         block = view[lo:lo + self._block_length(b)]
                         if cache.put(key, b, block):
-                            _see(key, (b,))
+                            _see(seen, (b,))
                         fresh[b] = block
         finally:
             _release(key, mine)
@@ -313,21 +313,34 @@ class RemoteArray(View):
         first = starts // bs
         pos = starts - first * bs
         inside = pos + rb <= bs
-        rest = [np.flatnonzero(~inside)]
+        gone = []
         for b in np.unique(first[inside]).tolist():
-            ks = np.flatnonzero(inside & (first == b))
             data = fresh.get(b)
-            if data is not None:
-                data = np.frombuffer(data, np.uint8)
-            else:
+            if data is None:
                 data = cache.map(self._key, b, self._block_length(b))
                 if data is None:
-                    rest.append(ks)
+                    gone.append(b)
                     continue
-            r0 = int(pos[ks[0]]) % rb  # where the rows of this block start
-            table = data[r0:r0 + (len(data) - r0) // rb * rb].reshape(-1, rb)
-            dest[ks] = table[(pos[ks] - r0) // rb]
-        self._read_pieces(starts, dest, np.concatenate(rest), fresh, cache)
+            self._take_rows(dest, inside & (first == b), pos, data)
+        if gone:  # evicted since this process saw them: fetched together
+            _unsee((self._cache_dir, self._key), gone)
+            fresh.update(self._fill(gone, cache))
+            for b in gone:
+                if b in fresh:
+                    self._take_rows(dest, inside & (first == b), pos, fresh[b])
+                else:  # fetched by another thread, or not cacheable: below
+                    inside &= first != b
+        self._read_pieces(starts, dest, np.flatnonzero(~inside), fresh, cache)
+
+    def _take_rows(self, dest, mask, pos, data):
+        """Rows ``mask`` of ``dest``, all inside one block at byte ``pos`` of it,
+        from the block's bytes ``data`` seen as a table of rows."""
+        rb = self._rowbytes
+        ks = np.flatnonzero(mask)
+        data = np.frombuffer(data, np.uint8)
+        r0 = int(pos[ks[0]]) % rb  # where the rows of this block start
+        table = data[r0:r0 + (len(data) - r0) // rb * rb].reshape(-1, rb)
+        dest[ks] = table[(pos[ks] - r0) // rb]
 
     def _read_pieces(self, starts, dest, ks, fresh, cache):
         """Rows ``ks`` at byte ``starts[ks]`` into ``dest``, block piece by block
@@ -399,8 +412,8 @@ class RemoteArray(View):
         blocks = self._blocks_of(self._offset + rows * self._rowbytes).tolist()
         # Blocks this process saw cached are skipped without a look at the disk:
         # once the cache is warm, read-ahead costs the loop next to nothing.
-        key = self._key
-        blocks = [b for b in blocks if (key, b) not in _seen]
+        seen = (self._cache_dir, self._key)
+        blocks = [b for b in blocks if (seen, b) not in _seen]
         if not blocks:
             future = Future()
             future.set_result(0)
@@ -415,17 +428,22 @@ def _rebuild(*args):
     return RemoteArray(*args)
 
 
-# (object key, block) of the blocks this process found in the cache or put
-# there: read-ahead skips them. It may hold blocks evicted since (the read
+# ((cache folder, object key), block) of the blocks this process found in the
+# cache or put there: read-ahead skips them. It may hold blocks evicted since (the read
 # fetches those), never blocks that were not cached.
 _seen = set()
 _SEEN_LIMIT = 1 << 20
 
 
-def _see(key, blocks):
+def _see(seen, blocks):
     if len(_seen) > _SEEN_LIMIT:
         _seen.clear()
-    _seen.update((key, b) for b in blocks)
+    _seen.update((seen, b) for b in blocks)
+
+
+def _unsee(seen, blocks):
+    for b in blocks:
+        _seen.discard((seen, b))
 
 
 # Blocks being fetched by a thread of this process: (object key, block) -> Event,

@@ -331,6 +331,17 @@ def test_a_small_cache_stays_bounded_and_reads_stay_right(s3, dataset, tmp_path,
     assert total <= 4096 + 4096 // 16 + 512
 
 
+def test_two_caches_of_one_object(s3, dataset, tmp_path):
+    """What one cache holds says nothing of another's: each fills its own."""
+    url, local, _ = dataset
+    rows = np.arange(0, 120, 7)
+    for name in ("a", "b"):
+        (remote,) = open_remote(s3, url.replace("part-*", "part-00"),
+                                cache_dir=str(tmp_path / name), block_size=256)
+        assert same(remote.read_rows(rows), local[0][rows])
+        assert os.listdir(tmp_path / name)
+
+
 def test_prefetch_without_cache_does_nothing(s3, dataset):
     url, _, _ = dataset
     remote = open_remote(s3, url)
