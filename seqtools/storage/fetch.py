@@ -32,6 +32,9 @@ __all__ = ["filesystem", "discard", "fetch_ranges", "call", "split_url", "is_url
 #: Seconds one attempt (one request, or one batch of concurrent requests) may
 #: take before it is abandoned and retried, when the budget allows.
 ATTEMPT_TIMEOUT = 30.0
+#: The same for a request about an object (its size, a listing): small answers,
+#: so a store silent this long is retried on a new connection.
+METADATA_TIMEOUT = 5.0
 _FIRST_DELAY = 0.05
 _MAX_DELAY = 2.0
 
@@ -256,7 +259,7 @@ def call(method, url, options, timeout):
         fs = filesystem(protocol, options, url)
         kwargs = {}
         if getattr(fs, "async_impl", False):
-            kwargs["timeout"] = _attempt_timeout(deadline)
+            kwargs["timeout"] = min(METADATA_TIMEOUT, _attempt_timeout(deadline))
         try:
             return getattr(fs, method)(url, **kwargs)
         except Exception as exc:

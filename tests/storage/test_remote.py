@@ -12,7 +12,6 @@ import pickle
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -290,10 +289,10 @@ def test_cache_serves_a_stopped_store_and_prefetch_fills_it(s3, dataset, tmp_pat
         for idx in (warm, ahead):
             assert same(seqtools.stack(seqtools.gather(data, idx)),
                         seqtools.stack(seqtools.gather(ref, idx)))
-        t0 = time.monotonic()
+        # never read: the store must answer. A hang would be caught by the
+        # test's timeout (no wall-clock assertion here: the budget is 3 s).
         with pytest.raises(StoreUnavailable) as info:
-            data[200]  # never read: the store must answer
-        assert time.monotonic() - t0 < 30  # bounded (3 s budget, plus slack)
+            data[200]
         message = str(info.value)
         assert remote[3].url in message and "bytes" in message
         assert info.value.url == remote[3].url
@@ -301,11 +300,9 @@ def test_cache_serves_a_stopped_store_and_prefetch_fills_it(s3, dataset, tmp_pat
         assert hi > lo
         # in a worker process: the loop gets the error, naming the object
         sampler = Sampler(data, [np.array([200, 3])] * 8)
-        t0 = time.monotonic()
         with seqtools.load_buffers(sampler, nworkers=1) as loader:
             with pytest.raises(Exception) as info:
                 next(loader)
-        assert time.monotonic() - t0 < 60
         text = f"{info.value} {info.value.__cause__}"
         assert remote[3].url in text and "StoreUnavailable" in text, text
     finally:
@@ -379,6 +376,7 @@ def test_store_restarts_mid_epoch(s3, dataset, method):
 # -- faults ----------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(45)  # less than the 60 s budget a retry loop would spend
 def test_missing_object_and_empty_glob(s3):
     with pytest.raises(ObjectNotFound) as info:
         open_remote(s3, s3.url("nowhere/x.npy"))
@@ -429,14 +427,15 @@ def test_fortran_order_is_refused(s3):
     assert same(remote[2], np.float64(1.0))
 
 
+@pytest.mark.timeout(45)  # less than the 60 s budget a retry loop would spend
 def test_wrong_credentials(s3, dataset):
     url, _, _ = dataset
-    t0 = time.monotonic()
+    # refused at once, not retried for the 60 s budget (the test's timeout
+    # would catch a retry loop)
     with pytest.raises(AccessDenied, match="credentials") as info:
         open_npy(url.replace("part-*", "part-00"),
                  storage_options=s3.storage_options(secret="wrong"))
     assert isinstance(info.value, PermissionError)
-    assert time.monotonic() - t0 < 30  # refused, not retried for the budget
 
 
 def test_missing_fsspec_says_what_to_install(tmp_path):
