@@ -6,6 +6,9 @@ The package stands in three wings, each using only those before it:
 - :mod:`seqtools.batching`: batches of views, read whole in compiled code;
 - :mod:`seqtools.loaders`: background loaders and the training-loop ``epochs``.
 
+Beside the views, :mod:`seqtools.storage` opens ``.npy`` chunks in object stores
+(S3, GCS, HTTP) as views (:func:`open_npy`).
+
 Every public name is importable from here. The modules of SeqTools 1.4.1
 (``seqtools.evaluation``, ``seqtools.indexing``, ...) stay importable under
 their old paths, for code written for it.
