@@ -17,6 +17,8 @@ chunks of 5000, with int labels; rows read the first 8000
 
 - seed_load_buffers: ``load_buffers(nworkers=2)`` of the seed's sampler written
   with seqtools (``stack(gather(dataset, <64 random rows>))``);
+- seed_stats: the same, calling ``loader.stats()`` after every batch (on a
+  build that has it: against one from before, what statistics cost);
 - minibatches_load_buffers: ``load_buffers(minibatches(dataset, 64), nworkers=2)``;
 - prefetch_process, prefetch_thread: ``prefetch(batch(gather(dataset, idx), 64,
   collate_fn=stack), nworkers=2)`` (fused batches of random rows), read in order;
@@ -60,6 +62,7 @@ from _common import CHUNK_SIZE, N_CLASSES, N_SAMPLES, SAMPLE_SHAPE  # noqa: E402
 BATCH = 64
 ROWS = {  # name: (unit, what it times)
     "seed_load_buffers": ("batches/s", "load_buffers(seed sampler, nworkers=2)"),
+    "seed_stats": ("batches/s", "load_buffers(seed sampler) + stats() per batch"),
     "minibatches_load_buffers": ("batches/s",
                                  "load_buffers(minibatches, nworkers=2)"),
     "prefetch_process": ("batches/s", "prefetch(fused batches, 2, 'process')"),
@@ -116,6 +119,17 @@ def build_row(row, dataset, seconds):
                    else seqtools.minibatches(dataset, BATCH, seed=0))
         loader = seqtools.load_buffers(sampler, max_cached=10, nworkers=2)
         return loader.__next__, 1, [loader]
+    if row == "seed_stats":
+        loader = seqtools.load_buffers(FusedSampler(dataset), max_cached=10,
+                                       nworkers=2)
+        stats = getattr(loader, "stats", None)  # a build before stats(): none
+        if stats is None:
+            return loader.__next__, 1, [loader]
+
+        def step():
+            next(loader)
+            stats()
+        return step, 1, [loader]
     if row == "epochs":
         loader = seqtools.epochs(dataset, BATCH, seed=0, nworkers=2)
         return loader.__next__, 1, [loader]

@@ -8,8 +8,8 @@ every table, and ``bench_peers`` adds ``peers.png`` (throughput against workers,
 loader) and ``peers.json`` (every measurement).
 
 Benchmarks: bench_views, bench_stack, bench_load_buffers, bench_peers,
-bench_epochs, and with ``--seed-example`` the seed example (it needs scikit-learn:
-``pip install .[bench]``).
+bench_epochs, bench_autotune, and with ``--seed-example`` the seed example (it
+needs scikit-learn: ``pip install .[bench]``).
 
 Usage::
 
@@ -34,7 +34,8 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import _common  # noqa: E402
 
-BENCHMARKS = ["views", "stack", "load_buffers", "peers", "epochs", "seed_example"]
+BENCHMARKS = ["views", "stack", "load_buffers", "peers", "epochs", "autotune",
+              "seed_example"]
 TITLES = {
     "views": "Item reads through a stack of views (bench_views.py)",
     "stack": "Batch stacking (bench_stack.py)",
@@ -42,6 +43,7 @@ TITLES = {
     "peers": "Loaders against their peers, W1-W3 (bench_peers.py)",
     "epochs": "Epochs, resume, against DataLoader, DistributedSampler and "
               "StatefulDataLoader (bench_epochs.py)",
+    "autotune": 'nworkers="auto" against fixed settings (bench_autotune.py)',
     "seed_example": "The seed example, timed (seed_example.py)",
 }
 

@@ -11,7 +11,8 @@ ratio of each loop to that floor: ``load_buffers`` should hide the loading cost,
 i.e. stay close to 1.0x.  Since the machine's speed drifts more than the 10% this
 is about, the ratio is also measured over short alternating blocks of the floor
 loop and the load_buffers loop (``--blocks`` pairs of ``--block-steps`` steps),
-each load_buffers block against the floor blocks on either side of it.
+each load_buffers block against the floor blocks on either side of it. Last,
+the loader's own account of its last training loop (``report()``).
 
 The example's ``collate`` and ``MinibatchSampler`` are ``_common``'s
 ``seed_collate`` and ``SeedSampler``, the one copy that every benchmark of the seed
@@ -146,6 +147,8 @@ for _ in range(args.repeats):
     for name, loop in loops:
         elapsed, model = loop()
         times[name].append(elapsed)
+        if loop is train_load_buffers and hasattr(minibatch_iter, "report"):
+            report = minibatch_iter.report()  # of the loop just run
 
 # The ratio to the floor, measured finely: the machine's speed drifts by 10-30%
 # over tens of seconds (a virtual machine's neighbours), more than the 10% this
@@ -219,5 +222,10 @@ if block_ratios:
     print(f"load_buffers / compute floor in {len(block_ratios)} alternating blocks of "
           f"{args.block_steps} steps: median {statistics.median(block_ratios):.3f}x "
           f"(quartiles {q[0]:.3f}-{q[2]:.3f}x; target <= 1.10x)")
+if hasattr(minibatch_iter, "report"):
+    print()
+    print("What the loader says at the end of its last training loop "
+          "(minibatch_iter.report()):")
+    print(report)
 if accuracy < 0.9:
     sys.exit("the trained model is wrong: accuracy below 90%")

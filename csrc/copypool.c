@@ -27,12 +27,26 @@ struct sq_pool {
     int closing;
     int nthreads;         /* started (and to be joined) */
     pthread_t *threads;
+    /* Per thread, by the index it takes as it starts (`named`): nanoseconds
+     * spent running jobs, and when its running job began (0: none). */
+    int named;
+    uint64_t *busy_ns;
+    uint64_t *began_ns;
 };
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+static uint64_t pool_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
 
 static void *pool_run(void *arg) {
     sq_pool *p = arg;
     sq_job *job;
+    int id;
     pthread_mutex_lock(&p->mutex);
+    id = p->named++;
     for (;;) {
         while (p->head == NULL && !p->closing) pthread_cond_wait(&p->work, &p->mutex);
         if (p->head == NULL) break; /* closing, nothing left to run */
@@ -41,9 +55,12 @@ static void *pool_run(void *arg) {
         if (p->head == NULL) p->tail = NULL;
         job->next = NULL;
         job->state = SQ_JOB_RUNNING;
+        p->began_ns[id] = pool_now_ns();
         pthread_mutex_unlock(&p->mutex);
         job->run(job);
         pthread_mutex_lock(&p->mutex);
+        p->busy_ns[id] += pool_now_ns() - p->began_ns[id];
+        p->began_ns[id] = 0;
         job->state = SQ_JOB_DONE;
         p->pending--;
         pthread_cond_broadcast(&p->done);
@@ -77,6 +94,8 @@ static void pool_destroy(sq_pool *p) {
     pthread_cond_destroy(&p->work);
     pthread_mutex_destroy(&p->mutex);
     free(p->threads);
+    free(p->busy_ns);
+    free(p->began_ns);
     free(p);
 }
 
@@ -90,7 +109,12 @@ int sq_pool_new(int nthreads, sq_pool **out) {
     p = calloc(1, sizeof *p);
     if (p == NULL) return -ENOMEM;
     p->threads = calloc((size_t)nthreads, sizeof *p->threads);
-    if (p->threads == NULL) {
+    p->busy_ns = calloc((size_t)nthreads, sizeof *p->busy_ns);
+    p->began_ns = calloc((size_t)nthreads, sizeof *p->began_ns);
+    if (p->threads == NULL || p->busy_ns == NULL || p->began_ns == NULL) {
+        free(p->threads);
+        free(p->busy_ns);
+        free(p->began_ns);
         free(p);
         return -ENOMEM;
     }
@@ -208,4 +232,13 @@ void sq_pool_free(sq_pool *p) {
     if (p == NULL) return;
     sq_pool_stop(p);
     pool_destroy(p);
+}
+
+int sq_pool_busy(sq_pool *p, int thread, uint64_t *busy_ns) {
+    if (thread < 0 || thread >= p->nthreads) return -EINVAL;
+    pthread_mutex_lock(&p->mutex);
+    *busy_ns = p->busy_ns[thread];
+    if (p->began_ns[thread] != 0) *busy_ns += pool_now_ns() - p->began_ns[thread];
+    pthread_mutex_unlock(&p->mutex);
+    return 0;
 }

@@ -19,6 +19,8 @@
 #ifndef SQ_COPYPOOL_H
 #define SQ_COPYPOOL_H
 
+#include <stdint.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -67,6 +69,11 @@ int sq_pool_state(sq_pool *pool, sq_job *job);
  * on its jobs (submit returns -EPIPE). Idempotent. Only in the process that
  * made it. */
 void sq_pool_stop(sq_pool *pool);
+
+/* The nanoseconds pool thread `thread` (0 to nthreads - 1) has spent running
+ * jobs, its running job's time so far included, in *busy_ns: for statistics.
+ * Returns 0, or -EINVAL for no such thread (none after sq_pool_stop). */
+int sq_pool_busy(sq_pool *pool, int thread, uint64_t *busy_ns);
 
 /* sq_pool_stop, then free the pool: no call may use it after (nor be in one
  * in another thread). NULL is a no-op. */

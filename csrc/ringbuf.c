@@ -43,7 +43,7 @@
 #define SQ_MAGIC 0x5351524e47425546ULL /* "SQRNGBUF" */
 /* The layout of the shared structures: sq_ring_check refuses a region of another
  * version, so any change to them (fields, their meaning) takes a new number. */
-#define SQ_VERSION 4
+#define SQ_VERSION 5
 #define SQ_RETRY_MAX 64
 #define SQ_DEATHS_MAX 64
 
@@ -84,6 +84,7 @@ typedef struct {
     int64_t task;    /* current task index, -1 when idle */
     uint64_t generation; /* of the current task */
     uint64_t claimed_ns; /* CLOCK_MONOTONIC when it claimed the current task */
+    uint64_t busy_ns;    /* time spent with a task in hand, tasks finished only */
     uint32_t asleep; /* SLOT_*, written by the worker */
     uint32_t n_held; /* blocks reserved by the current task, positions in held[] */
     uint64_t held[SQ_SLOT_BLOCKS];
@@ -602,8 +603,12 @@ static int queue_push(sq_ring *r, const sq_entry *e) {
     return SQ_OK;
 }
 
-/* Under the lock: the worker has finished its task. */
-static void slot_done(sq_ring *r, int worker) { ring_slots(r)[worker].task = -1; }
+/* Under the lock: the worker has finished its task (its time counts as busy). */
+static void slot_done(sq_ring *r, int worker) {
+    sq_slot *s = &ring_slots(r)[worker];
+    if (s->task >= 0) s->busy_ns += now_ns() - s->claimed_ns;
+    s->task = -1;
+}
 
 /* Under the lock: forget the producers that died holding `index`.  The others
  * keep their order (oldest first). */
@@ -1045,6 +1050,16 @@ int sq_worker_task(sq_ring *r, int worker, int64_t *index, uint64_t *running_ns)
     return SQ_OK;
 }
 
+int sq_worker_busy(sq_ring *r, int worker, uint64_t *busy_ns) {
+    if (worker < 0 || worker >= r->nworkers) return SQ_EINVAL;
+    int rc = ring_lock(r);
+    if (rc != SQ_OK) return rc;
+    const sq_slot *s = &ring_slots(r)[worker];
+    *busy_ns = s->busy_ns + (s->task >= 0 ? now_ns() - s->claimed_ns : 0);
+    ring_unlock(r);
+    return SQ_OK;
+}
+
 /* Under the lock: the window, and the refill that goes with it. */
 static void set_window(sq_ring *r, int64_t window) {
     r->window = window;
@@ -1132,6 +1147,7 @@ int sq_ring_stats(sq_ring *r, sq_stats *out) {
     out->kept = r->n_kept;
     out->space_events = atomic_load(&r->space_seq);
     out->ready_events = atomic_load(&r->ready_seq);
+    out->queued = r->q_write - r->q_read;
     sq_slot *slots = ring_slots(r);
     /* Free runs as ring_alloc would merge them (without merging: read only), and
      * the blocks of producers awake (an owner out of range cannot happen; it

@@ -110,6 +110,7 @@ typedef struct {
                                      freed or added, their turn, close */
     uint64_t ready_events;        /* the consumer may go on: entries queued, a
                                      sizing request, close */
+    uint64_t queued;              /* entries queued, not yet popped */
 } sq_stats;
 
 /* Bytes of header for nworkers producers and a completion queue of qlen entries;
@@ -238,6 +239,13 @@ int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
  * it claimed it (0 with none): what a stuck worker is stuck on. A snapshot taken
  * under the lock. Returns SQ_OK, SQ_EINVAL. */
 int sq_worker_task(sq_ring *r, int worker, int64_t *index, uint64_t *running_ns);
+
+/* Consumer: the nanoseconds the producers of slot `worker` have spent with a
+ * task in hand (from its claim to its commit or post: computing it, writing it,
+ * waiting for space), the running task's time so far included, in *busy_ns:
+ * what loader statistics call busy. A dead producer's last task is not counted.
+ * Returns SQ_OK, SQ_EINVAL, SQ_ESYS. */
+int sq_worker_busy(sq_ring *r, int worker, uint64_t *busy_ns);
 
 /* Consumer: start a new generation handing out tasks start, start+1, ... < end
  * (end < 0: unbounded) with at most `window` tasks ahead of window_base = start.

@@ -861,6 +861,31 @@ static void test_worker_task(void) {
     sq_ring_close(r);
 }
 
+/* Busy time: a finished task's time from claim to answer counts, the running
+ * one's so far too; an idle slot's does not grow. */
+static void test_worker_busy(void) {
+    sq_ring *r = ring_new(2, 16, 1024, 1024);
+    int64_t i;
+    uint64_t gen, busy, later;
+    CHECK_EQ(sq_worker_busy(r, 2, &busy), SQ_EINVAL);
+    CHECK_EQ(task_reset(r, 0, -1, 4), 1);
+    CHECK_EQ(sq_worker_busy(r, 0, &busy), SQ_OK);
+    CHECK_EQ(busy, 0);
+    CHECK_EQ(sq_task_claim(r, 0, 0, &i, &gen), SQ_OK);
+    sleep_ms(20);
+    CHECK_EQ(sq_worker_busy(r, 0, &busy), SQ_OK); /* running for 20 ms */
+    CHECK(busy >= 20000000ULL && busy < 60000000000ULL);
+    CHECK_EQ(sq_ring_post(r, 0, i, gen, SQ_KIND_RESULT), SQ_OK);
+    CHECK_EQ(sq_worker_busy(r, 0, &busy), SQ_OK);
+    sleep_ms(20); /* idle */
+    CHECK_EQ(sq_worker_busy(r, 0, &later), SQ_OK);
+    CHECK_EQ(later, busy);
+    CHECK(busy >= 20000000ULL);
+    CHECK_EQ(sq_worker_busy(r, 1, &busy), SQ_OK); /* the other slot did nothing */
+    CHECK_EQ(busy, 0);
+    sq_ring_close(r);
+}
+
 static void test_tasks_generations(void) {
     sq_ring *r = ring_new(2, 8, 1024, 1024);
     int64_t i;
@@ -2362,6 +2387,34 @@ static void test_pool_threads_order(void) {
     sq_pool_free(p);
 }
 
+/* Busy time per pool thread: a job's run time counts; an idle thread's does
+ * not grow; no thread past nthreads, and none once stopped. */
+static void test_pool_busy(void) {
+    sq_pool *p = NULL;
+    test_job job;
+    int gate = 0;
+    uint64_t busy, later;
+    CHECK_EQ(sq_pool_new(1, &p), 0);
+    CHECK_EQ(sq_pool_busy(p, 1, &busy), -EINVAL);
+    CHECK_EQ(sq_pool_busy(p, 0, &busy), 0);
+    CHECK_EQ(busy, 0);
+    test_job_init(&job, 3);
+    job.gate = &gate;
+    CHECK_EQ(sq_pool_submit(p, &job.job), 0);
+    sleep_ms(30);
+    CHECK_EQ(sq_pool_busy(p, 0, &busy), 0); /* running, held by its gate */
+    CHECK(busy >= 20000000ULL);
+    __atomic_store_n(&gate, 1, __ATOMIC_RELEASE);
+    CHECK_EQ(sq_pool_wait(p, &job.job, LONG_WAIT), 1);
+    CHECK_EQ(sq_pool_busy(p, 0, &busy), 0);
+    sleep_ms(20);
+    CHECK_EQ(sq_pool_busy(p, 0, &later), 0);
+    CHECK_EQ(later, busy);
+    sq_pool_stop(p);
+    CHECK_EQ(sq_pool_busy(p, 0, &busy), -EINVAL);
+    sq_pool_free(p);
+}
+
 /* Many threads, many jobs: each runs exactly once. */
 static void test_pool_threads_many(void) {
     enum { N = 5000 };
@@ -2466,6 +2519,7 @@ static const struct {
     {"tasks_window", test_tasks_window},
     {"tasks_generations", test_tasks_generations},
     {"worker_task", test_worker_task},
+    {"worker_busy", test_worker_busy},
     {"task_set_window", test_task_set_window},
     {"worker_death", test_worker_death},
     {"killed_holding_mutex", test_killed_holding_mutex},
@@ -2489,6 +2543,7 @@ static const struct {
     {"pool_threads_many", test_pool_threads_many},
     {"pool_threads_cancel_and_free", test_pool_threads_cancel_and_free},
     {"pool_bad_arguments", test_pool_bad_arguments},
+    {"pool_busy", test_pool_busy},
 };
 
 int main(int argc, char **argv) {

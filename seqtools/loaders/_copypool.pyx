@@ -11,6 +11,7 @@
 
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport EPIPE
+from libc.stdint cimport uint64_t
 from posix.unistd cimport getpid
 
 from ..batching._stack cimport CopyJob, CopyRunner, sq_job
@@ -23,6 +24,7 @@ cdef extern from "copypool.h" nogil:
     int sq_pool_submit(sq_pool* pool, sq_job* job)
     int sq_pool_wait(sq_pool* pool, sq_job* job, double timeout)
     int sq_pool_cancel(sq_pool* pool, sq_job* job)
+    int sq_pool_busy(sq_pool* pool, int thread, uint64_t* busy_ns)
     void sq_pool_stop(sq_pool* pool)
     void sq_pool_free(sq_pool* pool)
 
@@ -53,6 +55,20 @@ cdef class CopyPool(CopyRunner):
             raise OSError(-rc, f"CopyPool: cannot start {nthreads} threads")
         self.pid = getpid()
         self.nthreads = nthreads
+
+    def busy(self):
+        """Per thread, the seconds it has spent running jobs (the running one's
+        time so far included); empty once closed."""
+        cdef uint64_t busy_ns
+        cdef int t
+        out = []
+        if self.closed:
+            return out
+        for t in range(self.nthreads):
+            if sq_pool_busy(self.pool, t, &busy_ns) != 0:
+                return []
+            out.append(busy_ns * 1e-9)
+        return out
 
     def submit(self, CopyJob job not None):
         """Queue ``job`` to run after the jobs submitted before it."""

@@ -51,6 +51,7 @@ cdef extern from "ringbuf.h" nogil:
         uint64_t sleeping_in_reserve
         uint64_t space_events
         uint64_t ready_events
+        uint64_t queued
 
     size_t sq_ring_header_size(int nworkers, int qlen)
     int sq_ring_init(void *region, int nworkers, int qlen, uint64_t capacity)
@@ -80,6 +81,7 @@ cdef extern from "ringbuf.h" nogil:
     int sq_ring_release(sq_ring *r, uint64_t offset)
     int sq_worker_reset(sq_ring *r, int worker, int64_t *index, int *deaths)
     int sq_worker_task(sq_ring *r, int worker, int64_t *index, uint64_t *running_ns)
+    int sq_worker_busy(sq_ring *r, int worker, uint64_t *busy_ns)
     int sq_task_claim(sq_ring *r, int worker, double timeout, int64_t *index,
                       uint64_t *generation)
     int sq_task_reset(sq_ring *r, int64_t start, int64_t end, int64_t window,

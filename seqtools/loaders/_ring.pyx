@@ -322,6 +322,15 @@ cdef class Ring:
             _raise(rc, "worker_task")
         return index, running_ns * 1e-9
 
+    def worker_busy(self, int worker):
+        """Seconds the producers of slot ``worker`` have spent with a task in
+        hand, the running one's time so far included (see ``sq_worker_busy``)."""
+        cdef uint64_t busy_ns
+        cdef int rc = sq_worker_busy(self.r, worker, &busy_ns)
+        if rc != SQ_OK:
+            _raise(rc, "worker_busy")
+        return busy_ns * 1e-9
+
     def task_reset(self, int64_t start, int64_t end, int64_t window):
         """Start a new generation of tasks, handing out ``start`` to ``end``
         (exclusive; -1: unbounded), at most ``window`` ahead of the window base;
@@ -382,7 +391,8 @@ cdef class Ring:
                 "kept": s.kept, "reserved_active": s.reserved_active,
                 "kept_active": s.kept_active,
                 "sleeping_in_reserve": s.sleeping_in_reserve,
-                "space_events": s.space_events, "ready_events": s.ready_events}
+                "space_events": s.space_events, "ready_events": s.ready_events,
+                "queued": s.queued}
 
 
 cdef class Block:

@@ -235,6 +235,16 @@ def _guard(parent_pid, pdeathsig):
 # The signal on which a worker writes its threads' Python stacks to its stack
 # pipe (faulthandler: from C, even while the task's code holds the GIL).
 STACK_SIGNAL = signal.SIGUSR2
+# The parent's request that a worker end after its task (the tuner of
+# nworkers="auto" retiring it): the worker leaves its loop before it claims
+# another task, so no task is cut short.
+RETIRE_SIGNAL = signal.SIGUSR1
+_retiring = False
+
+
+def _retire(signum, frame):
+    global _retiring
+    _retiring = True
 
 
 class StackPipe:
@@ -268,6 +278,7 @@ def main(ring, slot, payload, call, seed, parent_pid, pdeathsig, evaluation="wra
     """
     # Ctrl-C is the parent's to handle: it shuts the workers down cleanly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(RETIRE_SIGNAL, _retire)
     if stacks is not None:  # before any task is claimed: see process.py
         faulthandler.register(STACK_SIGNAL, file=stacks.fd, all_threads=True)
     seterr(evaluation)
@@ -413,7 +424,7 @@ class Placement:
 def _loop(ring, slot, task, target, call, alive, placement):
     claim = ring.claim
     send = _transport.send
-    while True:
+    while not _retiring:
         placement.check()
         claimed = claim(slot, POLL)
         if claimed is None:

@@ -17,6 +17,7 @@ from .copies import CopyEngine, first_copy_job
 from .fronts import BufferLoader, OrderedLoader
 from .process import ProcessEngine
 from .threads import ThreadEngine
+from .tuning import MAX_WINDOW, Tuner
 
 __all__ = ["prefetch", "load_buffers", "BufferLoader", "call_index"]
 
@@ -26,20 +27,67 @@ __all__ = ["prefetch", "load_buffers", "BufferLoader", "call_index"]
 NARROW, WIDE = 10, 16
 
 
+AUTO = "auto"
+AUTO_START = 4  # workers nworkers="auto" starts with (fewer with fewer cores)
+
+
+class _Default(int):
+    """A window default the caller left as it is: ``nworkers="auto"`` tunes
+    it (it is the same int otherwise)."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return int.__repr__(self)
+
+
+_TEN, _TWO = _Default(10), _Default(2)  # prefetch's and load_buffers' defaults
+
+
+def cores():
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _nworkers(nworkers, func):
-    """The number of workers: ``nworkers``, or the cores minus ``-nworkers``."""
+    """``(workers to start, most workers or None)``: ``nworkers``, or the cores
+    minus ``-nworkers``; for ``"auto"``, up to AUTO_START to start with and the
+    cores as the tuner's limit."""
+    if isinstance(nworkers, str):
+        if nworkers == AUTO:
+            most = cores()
+            return min(most, AUTO_START), most
+        raise ValueError(f"{func}(): nworkers must be an integer or 'auto', got "
+                         f"{nworkers!r}")
     nworkers = check_int(nworkers, "nworkers", func)
     if nworkers > 0:
-        return nworkers
-    return max(1, (os.cpu_count() or 1) + nworkers)
+        return nworkers, None
+    return max(1, (os.cpu_count() or 1) + nworkers), None
 
 
-def _window(value, name, func, nworkers):
-    """``(window, widen)``: the window given, or the automatic one for None and
-    the wider one it may take (else None)."""
+def _window(value, name, func, nworkers, most=None):
+    """``(window, widen, tuned)``: the window given, or the automatic one for
+    None and the wider one it may take (else None); with ``most`` workers
+    (``nworkers="auto"``) and the window left at its default, a tuned window
+    that starts at the automatic one."""
+    if most is not None and (value is None or type(value) is _Default):
+        # process workers take the widest window whose ring stays small at
+        # the first result (see process.WIDEN_BUDGET); the tuner goes on there
+        return max(NARROW, 2 * most), MAX_WINDOW, True
     if value is None:
-        return max(NARROW, 2 * nworkers), max(WIDE, 4 * nworkers)
-    return check_int(value, name, func, 1), None
+        return max(NARROW, 2 * nworkers), max(WIDE, 4 * nworkers), False
+    return check_int(value, name, func, 1), None, False
+
+
+def _tune(front, engine, most, window):
+    """Put a tuner on ``front`` (``nworkers="auto"``: ``most`` workers at
+    most, the window too if ``window``)."""
+    if most is not None:
+        front._meter.tuner = Tuner(engine, most, window)
+    return front
 
 
 # The default of stall_report: seconds with no result before a wait is logged.
@@ -48,22 +96,24 @@ STALL_REPORT = 60.0
 
 def _engine(target, call, end, method, methods, nworkers, window, widen, start_hook,
             shm_size, start_method, shm_budget, timeout, stall_report, origin,
-            what):
+            what, most=None):
     """The engine of a loader of ``target`` (see :mod:`.engine`): worker
     processes, or with ``method='thread'``, native copy threads when its items
-    are each one copy (no start_hook), else Python worker threads."""
+    are each one copy (no start_hook), else Python worker threads. ``most``:
+    the most workers a tuner may run (``nworkers="auto"``), else None."""
     if method == "thread":
         first = first_copy_job(target, start_hook) if end != 0 else None
-        if first is not None:
+        if first is not None:  # copy threads, as many as the cores under auto
             read = call_reader(target) if call else target.__getitem__
-            return CopyEngine(target, read, nworkers, window, end, first, origin,
-                              timeout, stall_report, call=call)
+            return CopyEngine(target, read, most or nworkers, window, end, first,
+                              origin, timeout, stall_report, call=call)
         return ThreadEngine(target, call, end, nworkers, window, start_hook, what,
                             origin, timeout, stall_report)
     if method == "process":
         return ProcessEngine(target, call, end, nworkers, window, start_hook,
                              shm_size, start_method, origin, widen, timeout,
-                             stall_report, shm_budget)
+                             stall_report, shm_budget, slots=most,
+                             widest=MAX_WINDOW if most is not None else None)
     raise ValueError(f"method must be {methods[0]!r} or {methods[1]!r}, got "
                      f"{method!r}")
 
@@ -108,7 +158,8 @@ def call_reader(sampler):
     return functools.partial(_call_as, sampler)
 
 
-def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
+def prefetch(seq, nworkers=0, method="thread", max_buffered=_TEN,
+             start_hook=None,
              shm_size=0, *, start_method=None, timeout=None,
              stall_report=STALL_REPORT, shm_budget=None):
     """Wrap a sequence so that items are computed ahead by background workers.
@@ -123,8 +174,12 @@ def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
     ----------
     seq : Sequence
         The data source.
-    nworkers : int
+    nworkers : int or 'auto'
         Number of workers; ``0`` or negative means the number of cores minus that.
+        ``'auto'``: up to 4 to start with, then as many as the loop needs, up
+        to the cores, and with ``max_buffered`` left at its default
+        the window too (see "Is my training input-bound?" in the
+        documentation); the items are the same.
     method : {'thread', 'process'}
         Threads suit I/O-bound items; processes give full parallelism. Batches
         of ``batch(..., collate_fn=stack)`` over arrays (no ``start_hook``) are
@@ -179,16 +234,17 @@ def prefetch(seq, nworkers=0, method="thread", max_buffered=10, start_hook=None,
     """
     n = length(seq, "prefetch", "sequence", True)
     origin = creation_site(2)
-    nworkers = _nworkers(nworkers, "prefetch")
-    max_buffered, widen = _window(max_buffered, "max_buffered", "prefetch", nworkers)
+    nworkers, most = _nworkers(nworkers, "prefetch")
+    max_buffered, widen, tuned = _window(max_buffered, "max_buffered", "prefetch",
+                                         nworkers, most)
     _check_hook(start_hook)
     timeout = check_seconds(timeout, "timeout", "prefetch")
     stall_report = check_seconds(stall_report, "stall_report", "prefetch")
     engine = _engine(seq, False, n, method, ("thread", "process"), nworkers,
                      max_buffered, widen, start_hook, shm_size, start_method,
                      _budget(shm_budget, "prefetch"), timeout, stall_report, origin,
-                     "prefetch")
-    return OrderedLoader(engine, n, "prefetch", origin)
+                     "prefetch", most)
+    return _tune(OrderedLoader(engine, n, "prefetch", origin), engine, most, tuned)
 
 
 def call_index():
@@ -206,7 +262,8 @@ def call_index():
     return evaluating.index
 
 
-def load_buffers(sampler, max_cached=2, nworkers=0, start_hook=None, shm_size=0, *,
+def load_buffers(sampler, max_cached=_TWO, nworkers=0, start_hook=None,
+                 shm_size=0, *,
                  start_method=None, ordered=False, method="process", timeout=None,
                  stall_report=STALL_REPORT, shm_budget=None, transform=None):
     """Call ``sampler()`` over and over in background workers and iterate its results.
@@ -230,8 +287,11 @@ def load_buffers(sampler, max_cached=2, nworkers=0, start_hook=None, shm_size=0,
     max_cached : int
         At most this many results are computed ahead of the consumer (>= 1):
         what :func:`prefetch` calls ``max_buffered``.
-    nworkers : int
-        Number of workers; ``0`` or negative: cores minus that.
+    nworkers : int or 'auto'
+        Number of workers; ``0`` or negative: cores minus that. ``'auto'``:
+        up to 4 to start with, then as many as the loop needs, up to the
+        cores, and with ``max_cached`` left at its default the window too (see
+        "Is my training input-bound?" in the documentation).
     start_hook : callable, optional
         Called in each worker when it starts: ``start_hook(i)`` with the worker's
         index ``0 <= i < nworkers``, or ``start_hook()`` if it takes no argument.
@@ -291,8 +351,13 @@ def load_buffers(sampler, max_cached=2, nworkers=0, start_hook=None, shm_size=0,
     if not callable(sampler):
         raise TypeError(f"load_buffers needs a callable, got {type(sampler).__name__}")
     origin = creation_site(2)
-    nworkers = _nworkers(nworkers, "load_buffers")
-    max_cached = check_int(max_cached, "max_cached", "load_buffers", 1)
+    nworkers, most = _nworkers(nworkers, "load_buffers")
+    if max_cached is None:
+        raise TypeError("load_buffers(): max_cached must be an integer, got None")
+    max_cached, widen, tuned = _window(max_cached, "max_cached", "load_buffers",
+                                       nworkers, most)
+    if not tuned:
+        widen = None  # load_buffers keeps the window it was given
     _check_hook(start_hook)
     if not isinstance(ordered, bool):
         raise TypeError(f"ordered must be True or False, got {ordered!r}")
@@ -305,7 +370,8 @@ def load_buffers(sampler, max_cached=2, nworkers=0, start_hook=None, shm_size=0,
                             f"{type(transform).__name__}")
         target = _Transformed(sampler, transform)
     engine = _engine(target, True, None, method, ("process", "thread"), nworkers,
-                     max_cached, None, start_hook, shm_size, start_method,
+                     max_cached, widen, start_hook, shm_size, start_method,
                      _budget(shm_budget, "load_buffers"), timeout, stall_report,
-                     origin, "load_buffers")
-    return BufferLoader(engine, sampler, ordered, origin)
+                     origin, "load_buffers", most)
+    return _tune(BufferLoader(engine, sampler, ordered, origin), engine, most,
+                 tuned)

@@ -152,6 +152,39 @@ class CopyEngine:
     def take_next(self):
         return self.take(self.next)
 
+    # Statistics (see .stats): what the consumer's meter reads.
+
+    restarts = 0  # copy threads are never replaced
+
+    def info(self):
+        return {"nworkers": self.pool.nthreads, "window": self.window,
+                "method": "copy"}
+
+    def busy(self):
+        return self.pool.busy()
+
+    def buffered(self):
+        done = 0  # copies done, not yet taken
+        for job, _, _ in list(self.pending.values()):
+            try:
+                done += job is not None and job.wait(0.0)
+            except RuntimeError:  # closed meanwhile
+                pass
+        return done
+
+    def memory(self):
+        return 0, 0
+
+    # A tuner's moves (see .tuning): the window only; the copy threads are
+    # as many as the cores from the start.
+
+    def resize(self, n):
+        return False
+
+    def set_window(self, window):
+        self.window = window
+        return True
+
     def close(self):
         self.pool.close()
         self.pending.clear()

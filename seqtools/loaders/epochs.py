@@ -30,6 +30,7 @@ workers and stays at its position.
 """
 
 import threading
+from time import perf_counter
 
 import numpy as np
 
@@ -43,6 +44,7 @@ from ..errors import (
 )
 from .api import STALL_REPORT, prefetch
 from .sharding import BatchStream, Sharding, default_world, epoch_order
+from .stats import Meter, report
 
 __all__ = ["epochs", "EpochLoader", "epoch_order", "DatasetLengthChanged"]
 
@@ -100,6 +102,7 @@ class EpochLoader:
         self._origin = creation_site()  # the user's epochs(...) line
         self._lock = threading.Lock()
         self._loader = None
+        self._meter = Meter()  # kept across the loaders under it (see stats)
         self._start(0, 0)
 
     @property
@@ -205,12 +208,23 @@ class EpochLoader:
                 with created_at(self._origin):
                     loader = prefetch(self._stream, nworkers, method,
                                       **options)
+                self._meter.attach(loader._engine, loader._meter.tuner)
+                loader._meter = self._meter  # its reads count here
             self._loader = loader
         # k is a valid index of the stream (or of the prefetch view over it):
         # _get skips View's key checks, a good part of what a batch costs
         # the training loop's own thread
         try:
-            batch = loader._get(k)
+            if loader is self._stream:  # read here: the meter is this one's
+                began = perf_counter()
+                batch = loader._get(k)
+                meter, now = self._meter, perf_counter()
+                meter.items += 1
+                meter.waited += now - began
+                if now > meter.tick:
+                    meter.mark(now)
+            else:
+                batch = loader._get(k)
         except Exception as e:
             self._failed(k, e, loader is self._stream)
             raise
@@ -370,12 +384,24 @@ class EpochLoader:
         with self._lock:
             self._start(epoch, position)
 
+    def stats(self):
+        """Where the time goes: see :meth:`seqtools.BufferLoader.stats`. The
+        figures cover the batches of this loader, across resumes; with
+        ``nworkers=0`` the consumer's wait is the time it spends reading
+        batches itself."""
+        return self._meter.stats()
+
+    def report(self):
+        """The figures of :meth:`stats` and one sentence of advice."""
+        return report(self.stats(), "epochs")
+
     def close(self):
         """Stop the workers (they also stop when the loader is garbage-collected);
         iterating again starts new ones."""
         loader, self._loader = self._loader, None
         if loader is not None and loader is not getattr(self, "_stream", None):
             loader.close()
+            self._meter.cached_until = 0.0
 
     def __enter__(self):
         return self
@@ -497,9 +523,11 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
         This process's part of each epoch. Default: ``torch.distributed``'s when a
         process group is initialised, else the ``RANK`` and ``WORLD_SIZE``
         environment variables, else 0 and 1.
-    nworkers : int
+    nworkers : int or 'auto'
         0: batches are made inline, when asked for; else that many workers make
-        them ahead (see :func:`seqtools.prefetch`).
+        them ahead (see :func:`seqtools.prefetch`); ``'auto'``: as many as the
+        loop needs, up to the cores, and with ``max_buffered`` left as None the
+        window too. The batches are the same whatever the workers.
     method : {'process', 'thread'}
         The workers: processes hand batches over through shared memory,
         zero-copy.
@@ -652,7 +680,8 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
     rank = check_int(rank, "rank", "epochs", 0)
     if rank >= world_size:
         raise ValueError(f"epochs(): rank {rank} is not below world_size {world_size}")
-    nworkers = check_int(nworkers, "nworkers", "epochs", 0)
+    if nworkers != "auto":
+        nworkers = check_int(nworkers, "nworkers", "epochs", 0)
     if method not in ("process", "thread"):
         raise ValueError(f"epochs(): method must be 'process' or 'thread', got "
                          f"{method!r}")

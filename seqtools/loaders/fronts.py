@@ -18,10 +18,12 @@ was created, and the next read goes on with the next task.
 
 import threading
 import weakref
+from time import perf_counter
 
 from ..errors import LoaderClosed, LoaderTimeout
 from ..views.core import View
 from .engine import PROCESS, EngineClosed, call_name, raise_failure
+from .stats import Meter, report
 
 __all__ = ["OrderedLoader", "BufferLoader"]
 
@@ -42,6 +44,7 @@ class _Front:
         self._closed = False
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, engine.close)
+        self._meter = Meter(engine)
 
     def _take(self, k):
         """Task ``k``'s value (the next to complete when ``k`` is None); the
@@ -54,18 +57,27 @@ class _Front:
                 f"({PROCESS.pid}) is a child forked from it: its workers answer "
                 "that process only; create a loader in the child process")
         engine = self._engine
+        began = perf_counter()
         try:
             index, value, failure = (engine.take_next() if k is None
                                      else engine.take(k))
         except EngineClosed:
             raise LoaderClosed(f"this {self._what} loader was closed") from None
         except KeyboardInterrupt:
+            self._meter.waited += perf_counter() - began
             self._interrupted(k)
             raise
         except LoaderTimeout:
+            self._meter.waited += perf_counter() - began
             # the engine gives the task again, in its place: read it again
             self._interrupted(k, reset=False)
             raise
+        now = perf_counter()
+        meter = self._meter
+        meter.items += 1
+        meter.waited += now - began
+        if now > meter.tick:
+            meter.mark(now)
         if failure is not None:
             raise_failure(failure, self._failed(index))
         return value
@@ -79,11 +91,50 @@ class _Front:
         return (f"failed to evaluate item {index} of {self._what} created at "
                 f"{self._origin} in a worker {where}")
 
+    def stats(self):
+        """Where the time goes, as a plain dict: cheap enough to call at every
+        step (figures other than ``items`` are worked out at most every 0.1 s).
+
+        ``items``
+            Results handed out (failures included).
+        ``rate``
+            Items per second over the recent window (``span`` seconds, about
+            the last 5).
+        ``consumer_wait``
+            The fraction of that time the consumer spent inside reads, waiting
+            for results.
+        ``worker_busy``
+            Per worker, the fraction of that time it had a task in hand
+            (computing it or handing it over).
+        ``buffered``
+            Results ready, not yet read.
+        ``memory``
+            ``{"in_use": bytes, "reserved": bytes}`` of shared memory (process
+            workers; 0 for threads, whose results are ordinary objects).
+        ``restarts``
+            Workers replaced (after a death or a timeout).
+        ``verdict``
+            ``"input-bound"`` (the consumer waits more than 10% of the time:
+            the workers are the bottleneck), ``"compute-bound"`` (less than 5%:
+            results wait for the consumer) or ``"balanced"``.
+        ``nworkers``, ``window``, ``method``
+            The workers, the window (``max_buffered``/``max_cached``) and what
+            runs the tasks (``"process"``, ``"thread"``, ``"copy"``: native copy
+            threads).
+        """
+        return self._meter.stats()
+
+    def report(self):
+        """A few lines a person reads: the figures of :meth:`stats` and one
+        sentence of advice."""
+        return report(self.stats(), self._what)
+
     def close(self):
         """Stop the workers now; results already handed out stay valid. Reading
         a closed loader raises :class:`~seqtools.errors.LoaderClosed`."""
         self._closed = True
         self._finalizer()
+        self._meter.cached_until = 0.0  # the figures of a closed loader from now on
 
     def __enter__(self):
         return self
@@ -156,7 +207,8 @@ class BufferLoader(_Front):
 
     def _interrupted(self, k, reset=True, taken=False):
         self._consumed -= 1  # the call waited for is still the next one
-        if (self._ordered and reset) or (taken and self._engine.in_order):
-            # the engine goes on from call k, whatever it was doing: nothing
-            # is lost, nothing comes twice
-            self._engine.reset(k)
+        if (reset or taken) and (self._ordered or self._engine.in_order):
+            # The engine goes on from that call, whatever it was doing: nothing
+            # is lost, nothing comes twice. (An engine that takes in order may
+            # have moved past it before the interrupt landed, even unordered.)
+            self._engine.reset(self._consumed)

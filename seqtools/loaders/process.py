@@ -58,11 +58,12 @@ MIN_RING = 1 << 20
 COALESCE_DELAY = 0.002
 COALESCE_MAX = 8
 RATE_EVERY = 32  # results between two estimates of the arrival interval
-# A pool made with a wider window to grow to (``_Pool(widen=...)``, the ordered
-# loader of ``epochs``) takes it at its first result if the ring sized for the
-# wider window stays within this many bytes: small results, which come fast
-# enough that a window of ten leaves the workers idle while the consumer waits
-# for the one late result it needs next.
+# A pool made with a wider window to grow to (``_Pool(widen=...)``: the ordered
+# loader of ``epochs``, a window tuned by ``nworkers="auto"``) takes it, or
+# the widest of its halves that fits, at its first result if the ring sized
+# for it stays within this many bytes: small results, which come fast enough
+# that a window of ten leaves the workers idle while the consumer waits for
+# the one late result it needs next.
 WIDEN_BUDGET = 64 << 20
 
 
@@ -120,7 +121,10 @@ class _Pool:
 
     def __init__(self, target, call, nworkers, window, start_hook, shm_size,
                  start_method, origin, widen=None, timeout=None, stall_report=None,
-                 shm_budget=None):
+                 shm_budget=None, slots=None, widest=None):
+        # slots, widest: the most workers and the widest window a tuner may
+        # take (nworkers="auto"); the ring has room for both from the start.
+        slots = max(nworkers, slots or nworkers)
         self.ctx = multiprocessing.get_context(start_method)
         self.timeout = timeout
         self.stall_report = stall_report
@@ -157,29 +161,31 @@ class _Pool:
         # and a task per worker of the current generation, and as many again
         # left by the generation before a prefetch reset (a worker that finds
         # the queue full waits all the same).
-        widest = max(window, self.widen or 0)
-        self.ring = Ring.create(nworkers, 2 * (widest + nworkers) + nworkers + 8,
+        widest = max(window, self.widen or 0, widest or 0)
+        self.ring = Ring.create(slots, 2 * (widest + slots) + slots + 8,
                                 capacity, self.max_capacity)
         # A result larger than an automatic ring waits for it to grow, up to the
         # budget (set before the ring is sized: no worker sees it sized without)
         self.ring.set_max_capacity(self.budget)
         self.seed_base = int.from_bytes(os.urandom(7), "little")
         self.spawned = 0
-        self.procs = [None] * nworkers
+        self.procs = [None] * slots  # those of slots nworkers and up: retiring
+        self.retiring = set()  # slots whose worker was asked to end (resize)
         # Per slot: has its current process delivered anything, and how many of
         # its processes in a row died holding no task before delivering anything.
-        self.delivered = [False] * nworkers
-        self.early_deaths = [0] * nworkers
+        self.delivered = [False] * slots
+        self.early_deaths = [0] * slots
         self.poisoned = []  # (index, Failure) of items given up on, not yet returned
         self.given_up = 0  # items given up on, returned
+        self.restarts = 0  # workers replaced
         self.last_check = time.monotonic()
         self.last_result = self.last_check  # for stall reports
         self.stall_reported = False
         self.stall_reported_at = 0.0
-        self.stopped = [False] * nworkers  # stopped by a timeout: not "died"
+        self.stopped = [False] * slots  # stopped by a timeout: not "died"
         # Per slot, a pipe the worker's faulthandler writes its stacks into.
         self.stack_pipes = []
-        for _ in range(nworkers):
+        for _ in range(slots):
             r, w = os.pipe()
             os.set_blocking(r, False)
             self.stack_pipes.append((r, w))
@@ -235,9 +241,14 @@ class _Pool:
         if self.closed:  # from another thread meanwhile: its processes are closed
             return poisoned
         for w, p in enumerate(self.procs):
-            if p.exitcode is None:
+            if p is None or p.exitcode is None:
                 continue
             index, deaths = self.ring.worker_reset(w)
+            if w in self.retiring:  # ended as asked (resize): not replaced
+                self.retiring.discard(w)
+                self.procs[w] = None
+                p.close()
+                continue
             code = p.exitcode
             if code == _worker.EXIT_IMPORTING_MAIN:
                 self.close()
@@ -270,15 +281,19 @@ class _Pool:
                     f"{what} {index} killed {deaths} worker processes in a row "
                     f"(last one by {how}); it was given up on"))))
             self._start(w)
+            self.restarts += 1
         return poisoned
 
     def _watch(self, now, since, waiting):
         """Raise LoaderTimeout for a task past the timeout (the one ``waiting``
         for, or any); log once when no result has come since ``since`` for
         ``stall_report`` seconds, with what each busy worker is doing."""
+        # Every slot with a process, retiring ones included: a worker asked to
+        # end (resize) may still hold the task the consumer waits for.
+        live = [w for w, p in enumerate(self.procs) if p is not None]
         timeout = self.timeout
         if timeout is not None:
-            for w in range(self.nworkers):
+            for w in live:
                 index, running = self.ring.worker_task(w)
                 if index >= 0 and running > timeout and waiting in (None, index):
                     self._time_out(w, index, running)
@@ -289,7 +304,7 @@ class _Pool:
             self.stall_reported_at = now
             self.stall_reported = True
             busy = []
-            for w in range(self.nworkers):
+            for w in live:
                 index, running = self.ring.worker_task(w)
                 if index >= 0:
                     busy.append(f"worker {w} (pid {self.procs[w].pid}) on "
@@ -365,21 +380,78 @@ class _Pool:
             "- the process was killed (signal 9: by the kernel when out of memory)."
             "\nA worker's own error output, if any, is on stderr above")
 
-    def _capacity_for(self, need, window=None):
+    def resize(self, n):
+        """Run ``n`` workers from now on (a tuner's move; ``n`` at most the
+        slots): new ones start in the slots after the last, the last ones are
+        asked to end after their task (``_worker.RETIRE_SIGNAL``) and are not
+        replaced. False if it cannot be done now: a slot to start is still
+        retiring, or the ring cannot grow for the results in flight."""
+        if self.closed or not 1 <= n <= len(self.procs):
+            return False
+        if n > self.nworkers:
+            for w in list(self.retiring):  # those that ended already
+                if self.procs[w].exitcode is not None:
+                    self.ring.worker_reset(w)
+                    self.retiring.discard(w)
+                    self.procs[w].close()
+                    self.procs[w] = None
+            if any(w in self.retiring for w in range(self.nworkers, n)):
+                return False
+            if not self.make_room(self.window, n):
+                return False
+            for w in range(self.nworkers, n):
+                self._start(w)
+        else:
+            for w in range(n, self.nworkers):
+                self.retiring.add(w)
+                try:
+                    os.kill(self.procs[w].pid, _worker.RETIRE_SIGNAL)
+                except ProcessLookupError:
+                    pass  # already gone: _check_workers sees to its slot
+        self.nworkers = n
+        return True
+
+    def make_room(self, window, nworkers):
+        """Grow an automatic ring for ``window`` results ahead and ``nworkers``
+        workers (a tuner's move), within the budget; False if it cannot
+        (a ring of the user's shm_size, or not sized yet: no result came)."""
+        if not self.sized_for:
+            return False
+        capacity = self._capacity_for(self.sized_for, window, nworkers)
+        have = self.ring.stats()["capacity"]
+        if capacity <= have:
+            return True
+        if capacity > self.budget:
+            return False
+        try:
+            check_memory(capacity - have)
+        except MemoryError:
+            return False
+        self.ring.grow(capacity)
+        return True
+
+    def _capacity_for(self, need, window=None, nworkers=None):
         """Data-area bytes for results of ``need`` bytes each (header included),
-        for the pool's window or ``window``."""
+        for the pool's window and workers or ``window`` and ``nworkers``."""
         # A result whose large array the allocation hook built in place comes in
         # a block with the hook's headroom in front (_ring.HOOK_HEADROOM).
         need += HOOK_HEADROOM + ALIGN
         window = self.window if window is None else window
-        capacity = round_up(max(need * (window + self.nworkers + 2), MIN_RING),
+        nworkers = self.nworkers if nworkers is None else nworkers
+        capacity = round_up(max(need * (window + nworkers + 2), MIN_RING),
                              ALIGN)
         return min(capacity, round_up(self.max_capacity - ALIGN + 1, ALIGN))
 
     def _size(self, requested):
         if self.widen is not None:
-            if self._capacity_for(requested, self.widen) <= WIDEN_BUDGET:
-                self.window = self.widen
+            # the widest of widen, widen / 2, ... (down to the window) whose
+            # ring stays within WIDEN_BUDGET
+            wider = self.widen
+            while (wider > self.window
+                   and self._capacity_for(requested, wider) > WIDEN_BUDGET):
+                wider //= 2
+            if wider > self.window:
+                self.window = wider
                 self.ring.task_set_window(self.window)
             self.widen = None
         capacity = min(self._capacity_for(requested), self.budget)
@@ -588,11 +660,11 @@ class ProcessEngine:
 
     def __init__(self, target, call, end, nworkers, window, start_hook, shm_size,
                  start_method, origin, widen=None, timeout=None, stall_report=None,
-                 shm_budget=None):
+                 shm_budget=None, slots=None, widest=None):
         check_not_importing_main(origin)
         self.pool = _Pool(target, call, nworkers, window, start_hook, shm_size,
                           start_method, origin, widen, timeout, stall_report,
-                          shm_budget)
+                          shm_budget, slots, widest)
         self.end = -1 if end is None else end
         self.ready = {}  # index -> (offset, nbytes, failure) of results ahead
         self.evicted = {}  # index -> result copied out of the ring (see _evict)
@@ -698,6 +770,50 @@ class ProcessEngine:
                 del value  # the last reference: its blocks go back to the ring
                 freed = True
         return freed
+
+    # Statistics (see .stats): what the consumer's meter reads.
+
+    def info(self):
+        return {"nworkers": self.pool.nworkers, "window": self.pool.window,
+                "method": "process"}
+
+    def busy(self):
+        pool = self.pool
+        if pool.closed:
+            return []
+        return [pool.ring.worker_busy(w) for w in range(pool.nworkers)]
+
+    def buffered(self):
+        if self.pool.closed:
+            return 0
+        return len(self.ready) + self.pool.ring.stats()["queued"]
+
+    def memory(self):
+        if self.pool.closed:
+            return 0, 0
+        s = self.pool.ring.stats()
+        return s["used"], s["capacity"]
+
+    @property
+    def restarts(self):
+        return self.pool.restarts
+
+    # A tuner's moves (see .tuning).
+
+    def resize(self, n):
+        if not self.pool.resize(n):
+            return False
+        self.slack = self.pool.window - n
+        return True
+
+    def set_window(self, window):
+        pool = self.pool
+        if pool.closed or not pool.make_room(window, pool.nworkers):
+            return False
+        pool.window = window
+        pool.ring.task_set_window(window)
+        self.slack = window - pool.nworkers
+        return True
 
     def close(self):
         self.pool.close()

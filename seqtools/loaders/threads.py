@@ -62,9 +62,14 @@ class _Work:
         self.done = {}  # index -> result that came ahead of its turn
         self.last_result = time.monotonic()  # when take last returned one
         self.closed = False
-        self.nworkers = 0  # how many to wake on close
-        # Per worker slot: (task, when it started, thread id) while it runs one.
+        self.nworkers = 0  # workers running (slots 0 to nworkers - 1)
+        # Per worker slot: (task, when it started, thread id, thread token)
+        # while it runs one (a retired slot's thread too, until it ends).
         self.current = []
+        # Per worker slot, a list of one float of its own (no object two threads
+        # write): seconds spent computing tasks, for statistics.
+        self.busy = []
+        self.restarts = 0  # threads replaced after a timeout
         self.tokens = []  # per worker slot: the token of its thread
         self.abandoned = set()  # tokens of threads left to a stuck task
 
@@ -84,7 +89,7 @@ class _Work:
     def close(self):
         self.closed = True
         self.done.clear()
-        for _ in range(self.nworkers):
+        for _ in range(len(self.tokens)):
             self.tasks.put(None)  # wakes a worker, which then ends
         self.results.put(self._CLOSED)
 
@@ -99,28 +104,34 @@ class _Work:
         target, call = self.target, self.call
         get, put = self.tasks.get, self.results.put
         current, ident, clock = self.current, threading.get_ident(), time.monotonic
-        abandoned = self.abandoned
+        busy = self.busy[index]
+        abandoned, tokens = self.abandoned, self.tokens
         Empty = queue.Empty
         while True:
             try:
                 task = get(timeout=POLL)
             except Empty:
-                if self.closed:
-                    return
+                if self.closed or tokens[index] is not token:
+                    return  # closed, or retired (ThreadEngine.resize)
                 continue
             if task is None or self.closed:
+                return
+            if tokens[index] is not token:  # retired: the task is another's
+                self.tasks.put(task)
                 return
             generation, k = task
             if generation != self.generation:
                 continue  # issued before a reset: nobody waits for it
             evaluating.index = k
-            current[index] = (k, clock(), ident)
+            started = clock()
+            current[index] = (k, started, ident, token)
             try:
                 result = (generation, k, target() if call else target[k], None)
             except BaseException as e:  # SystemExit too: it answers this task
                 result = (generation, k, None, e)
             finally:
                 evaluating.index = None
+                busy[0] += clock() - started
             if self.closed or token in abandoned:
                 return  # left behind after a timeout: its task was given again
             current[index] = None
@@ -210,6 +221,7 @@ class ThreadEngine:
         work.nworkers = nworkers
         work.current = [None] * nworkers
         work.tokens = [None] * nworkers
+        work.busy = [[0.0] for _ in range(nworkers)]
         for w in range(nworkers):
             self._start(w, True)
 
@@ -248,11 +260,14 @@ class ThreadEngine:
 
     def _time_out(self, w, running, now):
         work = self._work
-        k, started, ident = running
+        k, started, ident, token = running
         stack = _thread_stack(ident)
-        work.abandoned.add(work.tokens[w])
+        work.abandoned.add(token)
         work.current[w] = None
-        self._start(w, False)
+        work.busy[w] = [0.0]  # the abandoned thread keeps adding to its own
+        if w < work.nworkers:  # (a retired slot's thread is not replaced)
+            work.restarts += 1
+            self._start(w, False)
         work.tasks.put((work.generation, k))  # handed out again
         name = self._task(k)
         raise LoaderTimeout(
@@ -293,6 +308,57 @@ class ThreadEngine:
             raise WorkersCannotStart(
                 f"start_hook failed in a worker thread of {self._name} created at "
                 f"{self._origin}: {type(e.exc).__name__}: {e.exc}") from e.exc
+
+    # Statistics (see .stats): what the consumer's meter reads.
+
+    def info(self):
+        return {"nworkers": self._work.nworkers, "window": self._work.window,
+                "method": "thread"}
+
+    def resize(self, n):
+        """Run ``n`` worker threads from now on (the tuner's move): new ones
+        start in the slots after the last, the last ones retire after their
+        task (a retired thread's next task goes back to the queue)."""
+        work = self._work
+        if n < 1 or work.closed:
+            return False
+        while len(work.tokens) < n:
+            work.tokens.append(None)
+            work.current.append(None)
+            work.busy.append([0.0])
+        for w in range(n, work.nworkers):
+            work.tokens[w] = None  # its thread ends at its next task
+        for w in range(work.nworkers, n):
+            work.busy[w] = [0.0]
+            self._start(w, True)
+        work.nworkers = n
+        return True
+
+    def set_window(self, window):
+        """Hand out tasks up to ``window`` past the last taken (the tuner's
+        move)."""
+        self._work.window = window
+        self._work.issue()
+        return True
+
+    def busy(self):
+        now, work = time.monotonic(), self._work
+        out = []
+        for cell, running in zip(work.busy[:work.nworkers],
+                                 work.current[:work.nworkers]):
+            out.append(cell[0] + (now - running[1] if running is not None else 0.0))
+        return out
+
+    def buffered(self):
+        work = self._work
+        return len(work.done) + len(work.inbox) + work.results.qsize()
+
+    def memory(self):
+        return 0, 0
+
+    @property
+    def restarts(self):
+        return self._work.restarts
 
     def close(self):
         self._work.close()

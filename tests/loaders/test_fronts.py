@@ -591,7 +591,9 @@ class Storm:
     """SIGUSR1 to the main thread every 2 ms while running; its handler raises
     KeyboardInterrupt when ``armed``, in the loader's own code only: elsewhere
     (a destructor the garbage collector runs meanwhile, pytest's hooks) Python
-    would report the interrupt as unraisable, which is not the loader's doing."""
+    would report the interrupt as unraisable, which is not the loader's doing.
+    One interrupt per read, as from one Ctrl-C: a second one landing in the
+    loader's own recovery from the first is not covered."""
 
     package = os.path.dirname(seqtools.__file__)
 
@@ -604,6 +606,7 @@ class Storm:
         if (self.armed and frame is not None
                 and frame.f_code.co_filename.startswith(self.package)
                 and frame.f_code.co_name != "__del__"):
+            self.armed = False
             raise KeyboardInterrupt
 
     def send(self):
@@ -637,16 +640,19 @@ def test_interrupts_at_every_instant_lose_nothing_and_leak_nothing(kind):
     loader = STORMED[kind]()
     views = isinstance(loader, seqtools.View)
     n = 80 if "copy" in kind else 250
-    # An endless loader reads on until interrupted at least once (a loaded
+    # The loader is read on until interrupted at least once (a loaded
     # free-threaded build runs fewer handlers): the test must not pass idle.
-    most = n if views else 8 * n
+    # A view is read round again from its start (an ordered front starts
+    # anew there).
+    most = 8 * n
+    at = (lambda k: k % len(loader)) if views else None
     got, interrupts, interrupted = [], 0, False
     try:
         with Storm() as storm:
             while len(got) < n or (interrupts == 0 and len(got) < most):
                 try:
                     storm.armed = not interrupted
-                    x = loader[len(got)] if views else next(loader)
+                    x = loader[at(len(got))] if views else next(loader)
                     storm.armed = interrupted = False
                     got.append(np.asarray(x).ravel()[:2].tolist())
                 except KeyboardInterrupt:
@@ -660,12 +666,12 @@ def test_interrupts_at_every_instant_lose_nothing_and_leak_nothing(kind):
             assert work.issued - work.consumed == work.window
         if "ordered" in kind or "load_buffers" not in kind or "copy" in kind:
             with STORMED[kind]() as quiet:  # exactly in order
-                assert got == [np.asarray(quiet[k] if views else next(quiet))
+                assert got == [np.asarray(quiet[at(k)] if views else next(quiet))
                                .ravel()[:2].tolist() for k in range(n)]
         else:  # completion order: none twice
             assert len(set(map(tuple, got))) == len(got)
         for k in range(n, n + 20):  # and it goes on
-            x = loader[k] if views else next(loader)
+            x = loader[at(k)] if views else next(loader)
         if isinstance(engine, ProcessEngine):
             del x
             gc.collect()  # no result alive: the ring holds only those ahead
