@@ -29,8 +29,9 @@ from .remote import (
     RemoteArray,
     open_npy,
     prefetch,
+    reads_ahead,
 )
 
-__all__ = ["open_npy", "RemoteArray", "prefetch", "StorageError",
+__all__ = ["open_npy", "RemoteArray", "prefetch", "reads_ahead", "StorageError",
            "StoreUnavailable", "ObjectNotFound", "AccessDenied", "CorruptObject",
            "DEFAULT_TIMEOUT", "DEFAULT_BLOCK_SIZE", "PREFETCH_QUEUE"]

@@ -50,7 +50,7 @@ from .blockcache import cache_for
 from .errors import ObjectNotFound, StorageError
 from .npyheader import PROBE_BYTES, header_length, parse_header
 
-__all__ = ["RemoteArray", "open_npy", "prefetch", "DEFAULT_TIMEOUT",
+__all__ = ["RemoteArray", "open_npy", "prefetch", "reads_ahead", "DEFAULT_TIMEOUT",
            "DEFAULT_BLOCK_SIZE"]
 
 #: Seconds a read may spend on one batch of range requests, retries included.
@@ -597,6 +597,36 @@ def _remote_rows(seq, indices, found):
         parts = seq.sequences
         for j in np.unique(part).tolist():
             _remote_rows(parts[j], local[part == j], found)
+
+
+def reads_ahead(dataset):
+    """Whether :func:`prefetch` over ``dataset`` can fill a cache: whether a
+    :class:`RemoteArray` with a ``cache_dir`` is among the views under it.
+
+    A walk over the view graph (the views' slots), once per loader: no item
+    is read, nothing is opened, and a graph with no remote array costs a visit
+    of each view. It may say yes for a remote array that only a view
+    :func:`prefetch` does not look into (``smap``...) reaches: read-ahead then
+    finds no rows, which costs a walk per batch and changes nothing.
+    """
+    stack, seen = [dataset], set()
+    while stack:
+        seq = stack.pop()
+        if id(seq) in seen or View not in type(seq).__mro__:
+            continue
+        seen.add(id(seq))
+        if isinstance(seq, RemoteArray):
+            if seq._cache_dir is not None and seq._rowbytes > 0:
+                return True
+            continue
+        for cls in type(seq).__mro__:
+            for name in cls.__dict__.get("__slots__", ()):
+                value = getattr(seq, name, None)
+                if isinstance(value, (tuple, list)):
+                    stack.extend(v for v in value if View in type(v).__mro__)
+                elif View in type(value).__mro__:
+                    stack.append(value)
+    return False
 
 
 def prefetch(dataset, indices):

@@ -267,3 +267,16 @@ def s3(s3_server):
     if s3_server.proc is None:
         s3_server.start()
     return s3_server
+
+
+@pytest.fixture(scope="module")
+def dataset(s3_server):
+    """Chunks uploaded once: (urls glob, local arrays, labels). Rows of 5 x 3
+    float32 (60 bytes); an empty chunk and a one-row chunk among them."""
+    rng = np.random.default_rng(28)
+    local = [rng.standard_normal((n, 5, 3)).astype(np.float32)
+             for n in [130, 1, 0, 77, 200]]
+    for k, arr in enumerate(local):
+        s3_server.upload(f"train/part-{k:02d}.npy", arr)
+    labels = rng.integers(0, 10, sum(len(c) for c in local))
+    return s3_server.url("train/part-*.npy"), local, labels

@@ -44,17 +44,6 @@ def chunks_of(rng, sizes, row_shape=(5, 3), dtype=np.float32):
     return [rng.standard_normal((n, *row_shape)).astype(dtype) for n in sizes]
 
 
-@pytest.fixture(scope="module")
-def dataset(s3_server):
-    """Chunks uploaded once: (urls glob, local arrays, labels)."""
-    rng = np.random.default_rng(28)
-    local = chunks_of(rng, [130, 1, 0, 77, 200])
-    for k, arr in enumerate(local):
-        s3_server.upload(f"train/part-{k:02d}.npy", arr)
-    labels = rng.integers(0, 10, sum(len(c) for c in local))
-    return s3_server.url("train/part-*.npy"), local, labels
-
-
 def open_remote(s3, url, **kw):
     return open_npy(url, storage_options=s3.storage_options(), **kw)
 
