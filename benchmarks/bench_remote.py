@@ -330,12 +330,13 @@ def main():
                 steps = loader.batches_per_epoch
                 next(loader)  # the workers are up
                 t0 = time.perf_counter()
-                k = 0
-                for k in range(1, steps):
+                done = 0
+                for _ in range(1, steps):
                     next(loader)
+                    done += 1
                     if time.perf_counter() - t0 > seconds:
                         break
-                rate = k * BATCH / (time.perf_counter() - t0)
+                rate = done * BATCH / (time.perf_counter() - t0)
             for f in queued:
                 try:
                     f.result(timeout=60)

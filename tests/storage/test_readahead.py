@@ -22,7 +22,6 @@ from seqtools.loaders.epochs import DEFAULT_READAHEAD
 from seqtools.storage import StoreUnavailable, open_npy
 
 
-
 def same(a, b):
     """Same structure, dtypes, shapes and bytes."""
     if isinstance(a, (tuple, list)):
