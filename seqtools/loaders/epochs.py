@@ -19,8 +19,9 @@ samples, on which rank) and :mod:`seqtools.batching.stacking`'s fused reads.
 
 Since the batches to come are known, a dataset over remote arrays with a block
 cache (:func:`seqtools.open_npy`) has their rows fetched ahead: as batch ``k`` is
-handed out, the parent queues the blocks of batch ``k + readahead`` for
-:func:`seqtools.storage.prefetch`, with the indices the batch itself will use.
+handed out, the parent queues the blocks of the batch ``readahead`` batches past
+the workers' window (``k + max_buffered + readahead``; ``k + readahead`` inline)
+for :func:`seqtools.storage.prefetch`, with the indices the batch itself will use.
 
 What a failure leaves
 ---------------------
@@ -221,8 +222,6 @@ class EpochLoader:
         if k == self._check_at:  # the first batch of an epoch (or of the stream)
             self._check_length(k)
             self._check_at = self._stream.next_epoch(k)
-        if self._readahead is not None:
-            self._readahead.advance(k)
         loader = self._loader
         if loader is None:
             nworkers, method, options = self._workers
@@ -235,6 +234,8 @@ class EpochLoader:
                 self._meter.attach(loader._engine, loader._meter.tuner)
                 loader._meter = self._meter  # its reads count here
             self._loader = loader
+        if self._readahead is not None:
+            self._readahead.advance(k, _window(loader))
         # k is a valid index of the stream (or of the prefetch view over it):
         # _get skips View's key checks, a good part of what a batch costs
         # the training loop's own thread
@@ -439,11 +440,31 @@ class EpochLoader:
                 f"epoch {self.epoch}>")
 
 
+def _window(loader):
+    """Batches after the one handed out that the workers under ``loader`` may
+    be making already (their window, which may widen as they run); 0 inline."""
+    engine = getattr(loader, "_engine", None)
+    # where the engines keep it: process (its pool), thread (its work queue),
+    # the native copy threads (the engine itself)
+    for part in (getattr(engine, "pool", None), getattr(engine, "_work", None),
+                 engine):
+        window = getattr(part, "window", None)
+        if type(window) is int:
+            return window
+    return 0
+
+
 class _ReadAhead:
     """Read-ahead of an :class:`EpochLoader` over remote arrays: as batch ``k``
-    is handed out, the blocks of batch ``k + depth`` (of batches ``k`` to
-    ``k + depth`` after a start or a resume) are queued for the background
-    fetch of :func:`seqtools.storage.prefetch`, into the arrays' block cache.
+    is handed out while the workers may be making batches up to ``k + window``,
+    the blocks of batch ``k + window + depth`` (of all the batches after
+    ``k + window`` up to there, after a start or a resume) are queued for the
+    background fetch of :func:`seqtools.storage.prefetch`, into the arrays'
+    block cache. Not the batches in the workers' window: the workers are
+    fetching those themselves, and a second fetch of the same blocks from
+    this process costs requests and CPU for nothing (measured in
+    ``benchmarks/bench_remote.py``: with 16 KiB blocks, a read-ahead of
+    ``k + 8`` under a window of 16 made a cold epoch 2x slower).
 
     It holds the dataset and a stream of batch indices, never the loader: the
     fetches queued and their callbacks do not keep a loader alive. It is only a
@@ -476,13 +497,14 @@ class _ReadAhead:
         """Batch 0 of ``stream`` is the next to be handed out."""
         self.stream, self.total, self.next = stream, total, 0
 
-    def advance(self, k):
-        """Batch ``k`` is being handed out: queue the batches up to ``k + depth``
-        not queued yet."""
-        last = k + self.depth
+    def advance(self, k, window):
+        """Batch ``k`` is being handed out, the workers may be making those up
+        to ``k + window``: queue the batches after that up to ``k + window +
+        depth`` not queued yet."""
+        last = k + window + self.depth
         if self.total is not None:
             last = min(last, self.total - 1)
-        j = max(self.next, k)
+        j = max(self.next, k + window + 1)
         try:
             while j <= last:
                 for future in self.prefetch(self.dataset, self.stream.indices(j)[1]):
@@ -658,8 +680,10 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
         Batches ahead whose rows are fetched into the block cache of the
         remote arrays under ``dataset`` (:func:`seqtools.open_npy` with a
         ``cache_dir``): as batch ``k`` is handed out, the blocks of batch
-        ``k + readahead`` are queued for background fetch (see
-        :func:`seqtools.storage.prefetch`), in the order the loader will read
+        ``k + w + readahead`` are queued for background fetch (see
+        :func:`seqtools.storage.prefetch`), where ``w`` is the workers' window
+        (the batches they may be making already, which fetch their own
+        blocks; 0 with ``nworkers=0``), in the order the loader will read
         them, epoch boundaries, ranks and resumes included. 0: no read-ahead.
         Without such arrays (local data) it does nothing and costs nothing.
         Default 8. It only fills the cache: the batches are the same with any

@@ -102,7 +102,7 @@ def test_reads_ahead_the_batches_the_loader_reads_next(s3, dataset, tmp_path,
                                                        monkeypatch):
     """The rows handed to prefetch are those of the batches to come, in the
     loader's order: rank 1 of 2, shuffled, over an epoch boundary, up to
-    num_epochs' end, and again from a resumed position."""
+    num_epochs' end, and again from a resumed position (inline: no window)."""
     url, local, labels = dataset
     rec = Recorder(monkeypatch)
     remote = open_remote(s3, url, cache_dir=str(tmp_path / "cache"))
@@ -117,14 +117,15 @@ def test_reads_ahead_the_batches_the_loader_reads_next(s3, dataset, tmp_path,
     loader = seqtools.epochs(data, 32, **options)
     for k in range(n):
         next(loader)
-        # batch k handed out: batches 0 to k + R asked for, each once, in order
+        # batch k handed out inline (no workers' window): batches 1 to k + R
+        # asked for, each once, in order
         asked = rec.indices
-        assert len(asked) == min(k + R + 1, n), k
+        assert len(asked) == min(k + R, n - 1), k
         for j, idx in enumerate(asked):
-            assert np.array_equal(idx, expected[j]), (k, j)
+            assert np.array_equal(idx, expected[1 + j]), (k, j)
     with pytest.raises(StopIteration):
         next(loader)
-    assert len(rec.indices) == n  # nothing past the last epoch
+    assert len(rec.indices) == n - 1  # nothing past the last epoch
     # resumed mid-way: batches from the state's position on
     cut = 3
     state = seqtools.epochs(ref, 32, **options)
@@ -133,11 +134,34 @@ def test_reads_ahead_the_batches_the_loader_reads_next(s3, dataset, tmp_path,
     rec.indices.clear()
     loader.load_state_dict(state.state_dict())
     next(loader)
-    assert len(rec.indices) == R + 1
+    assert len(rec.indices) == R
     for j, idx in enumerate(rec.indices):
-        assert np.array_equal(idx, expected[cut + j]), j
+        assert np.array_equal(idx, expected[cut + 1 + j]), j
     rec.wait()
     loader.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["process", "thread"])
+def test_reads_ahead_past_the_workers_window(s3, dataset, tmp_path, monkeypatch,
+                                             method):
+    """With workers, the batches asked for are those past the window the
+    workers make themselves: after batch 0, batches w + 1 to w + R."""
+    url, local, labels = dataset
+    rec = Recorder(monkeypatch)
+    remote = open_remote(s3, url, cache_dir=str(tmp_path / "cache"))
+    data = seqtools.collate([seqtools.concatenate(remote), labels])
+    ref = seqtools.collate([np.arange(len(labels)), labels])
+    R, w = 3, 4
+    expected = [b[0] for b in seqtools.epochs(ref, 8, seed=2, num_epochs=1)]
+    assert len(expected) > w + R
+    with seqtools.epochs(data, 8, seed=2, num_epochs=1, readahead=R,
+                         nworkers=1, method=method, max_buffered=w) as loader:
+        next(loader)
+        assert len(rec.indices) == R
+        for j, idx in enumerate(rec.indices):
+            assert np.array_equal(idx, expected[w + 1 + j]), j
+        rec.wait()
 
 
 @pytest.mark.timeout(120)
@@ -164,7 +188,7 @@ def test_blocks_read_ahead_are_cached_before_the_loop_asks(s3, dataset, tmp_path
     try:
         assert same(next(loader), expected[0])
         rec.wait()
-        assert len(rec.indices) == (readahead + 1 if readahead else 0)
+        assert len(rec.indices) == readahead
         s3.kill()
         for k in range(1, readahead + 1):
             assert same(next(loader), expected[k]), k
