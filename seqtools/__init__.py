@@ -6,6 +6,9 @@ The package stands in three wings, each using only those before it:
 - :mod:`seqtools.batching`: batches of views, read whole in compiled code;
 - :mod:`seqtools.loaders`: background loaders and the training-loop ``epochs``.
 
+Beside the views, :mod:`seqtools.storage` opens ``.npy`` chunks in object stores
+(S3, GCS, HTTP) as views (:func:`open_npy`).
+
 Every public name is importable from here. The modules of SeqTools 1.4.1
 (``seqtools.evaluation``, ``seqtools.indexing``, ...) stay importable under
 their old paths, for code written for it.
@@ -25,6 +28,7 @@ try:
     from .loaders.api import call_index, load_buffers, prefetch
     from .loaders.epochs import DatasetLengthChanged, epochs
     from .serialization import SerializableFunc
+    from .storage import open_npy
     from .views.cache import add_cache
     from .views.combine import case, cycle, interleave, repeat, switch
     from .views.core import View
@@ -48,5 +52,5 @@ __all__ = [
     "seterr", "stack", "minibatches",
     "batch", "unbatch", "split",
     "interleave", "cycle", "repeat", "switch", "case",
-    "uniter", "add_cache", "SerializableFunc", "instrument"]
+    "uniter", "add_cache", "SerializableFunc", "instrument", "open_npy"]
 __version__ = "2.0.0.dev0"

@@ -17,6 +17,12 @@ It sits on :func:`seqtools.prefetch` (ordered, over the infinite view of
 :mod:`.sharding` whose item k is batch k from the start position: which
 samples, on which rank) and :mod:`seqtools.batching.stacking`'s fused reads.
 
+Since the batches to come are known, a dataset over remote arrays with a block
+cache (:func:`seqtools.open_npy`) has their rows fetched ahead: as batch ``k`` is
+handed out, the parent queues the blocks of the batch ``readahead`` batches past
+the workers' window (``k + max_buffered + readahead``; ``k + readahead`` inline)
+for :func:`seqtools.storage.prefetch`, with the indices the batch itself will use.
+
 What a failure leaves
 ---------------------
 A batch that fails (user code in the dataset raises, a sample does not stack)
@@ -29,6 +35,7 @@ than the loader's raises :class:`DatasetLengthChanged`, whose loader stops its
 workers and stays at its position.
 """
 
+import logging
 import threading
 from time import perf_counter
 
@@ -48,7 +55,14 @@ from .stats import Meter, report
 
 __all__ = ["epochs", "EpochLoader", "epoch_order", "DatasetLengthChanged"]
 
+log = logging.getLogger("seqtools")
+
 STATE_VERSION = 1
+#: Batches whose remote blocks epochs() fetches ahead of the one it hands out.
+#: Eight: enough to cover a few 20-50 ms round trips to a cloud store behind
+#: batches that take milliseconds to read from the cache, few enough that the
+#: blocks read ahead fit a cache of a few hundred MiB with room to spare.
+DEFAULT_READAHEAD = 8
 # Sample indices a failed batch's error lists before "...".
 _SHOWN_SAMPLES = 8
 
@@ -91,8 +105,10 @@ class EpochLoader:
     """
 
     def __init__(self, dataset, n, batch_size, seed, shuffle, drop_last, num_epochs,
-                 rank, world_size, nworkers, method, options, transform=None):
+                 rank, world_size, nworkers, method, options, transform=None,
+                 readahead=0):
         self._dataset = dataset
+        self._readahead = _ReadAhead.of(dataset, readahead)
         self._transform = transform
         self._sharding = Sharding(n, batch_size, rank, world_size, drop_last)
         self.seed = seed
@@ -137,6 +153,13 @@ class EpochLoader:
         self.close()
         self._stream = BatchStream(self._dataset, sharding, self.seed, self._shuffle,
                                    epoch, position, total, self._transform)
+        if self._readahead is not None:
+            # A stream of its own (the same batches: the same arguments), so
+            # that asking for batches ahead moves neither the run nor the
+            # orders cached in the stream the thread workers read.
+            self._readahead.start(BatchStream(
+                self._dataset, sharding, self.seed, self._shuffle, epoch, position,
+                total), total)
         self._total = total
         self._consumed = 0
         self._check_at = 0  # the batch before which the dataset's length is checked
@@ -211,6 +234,8 @@ class EpochLoader:
                 self._meter.attach(loader._engine, loader._meter.tuner)
                 loader._meter = self._meter  # its reads count here
             self._loader = loader
+        if self._readahead is not None:
+            self._readahead.advance(k, _window(loader))
         # k is a valid index of the stream (or of the prefetch view over it):
         # _get skips View's key checks, a good part of what a batch costs
         # the training loop's own thread
@@ -415,6 +440,95 @@ class EpochLoader:
                 f"epoch {self.epoch}>")
 
 
+def _window(loader):
+    """Batches after the one handed out that the workers under ``loader`` may
+    be making already (their window, which may widen as they run); 0 inline."""
+    engine = getattr(loader, "_engine", None)
+    # where the engines keep it: process (its pool), thread (its work queue),
+    # the native copy threads (the engine itself)
+    for part in (getattr(engine, "pool", None), getattr(engine, "_work", None),
+                 engine):
+        window = getattr(part, "window", None)
+        if type(window) is int:
+            return window
+    return 0
+
+
+class _ReadAhead:
+    """Read-ahead of an :class:`EpochLoader` over remote arrays: as batch ``k``
+    is handed out while the workers may be making batches up to ``k + window``,
+    the blocks of batch ``k + window + depth`` (of all the batches after
+    ``k + window`` up to there, after a start or a resume) are queued for the
+    background fetch of :func:`seqtools.storage.prefetch`, into the arrays'
+    block cache. Not the batches in the workers' window: the workers are
+    fetching those themselves, and a second fetch of the same blocks from
+    this process costs requests and CPU for nothing (measured in
+    ``benchmarks/bench_remote.py``: with 16 KiB blocks, a read-ahead of
+    ``k + 8`` under a window of 16 made a cold epoch 2x slower).
+
+    It holds the dataset and a stream of batch indices, never the loader: the
+    fetches queued and their callbacks do not keep a loader alive. It is only a
+    hint: the batches are read as they would be without it, and its failures
+    are logged once, never raised.
+    """
+
+    __slots__ = ("dataset", "depth", "prefetch", "stream", "total", "next",
+                 "logged")
+
+    @classmethod
+    def of(cls, dataset, depth):
+        """A read-ahead for ``dataset``, or None if it has nothing to fill: no
+        remote array with a cache under it (a local dataset: a walk over its
+        views, once; fsspec is not imported)."""
+        if depth == 0:
+            return None
+        from ..storage.remote import prefetch, reads_ahead
+
+        if not reads_ahead(dataset):
+            return None
+        return cls(dataset, depth, prefetch)
+
+    def __init__(self, dataset, depth, prefetch):
+        self.dataset, self.depth, self.prefetch = dataset, depth, prefetch
+        self.stream, self.total, self.next = None, None, 0
+        self.logged = False
+
+    def start(self, stream, total):
+        """Batch 0 of ``stream`` is the next to be handed out."""
+        self.stream, self.total, self.next = stream, total, 0
+
+    def advance(self, k, window):
+        """Batch ``k`` is being handed out, the workers may be making those up
+        to ``k + window``: queue the batches after that up to ``k + window +
+        depth`` not queued yet."""
+        last = k + window + self.depth
+        if self.total is not None:
+            last = min(last, self.total - 1)
+        j = max(self.next, k + window + 1)
+        try:
+            while j <= last:
+                for future in self.prefetch(self.dataset, self.stream.indices(j)[1]):
+                    future.add_done_callback(self._fetched)
+                j += 1
+        except Exception as exc:  # a hint must not stop the loop: off for good
+            self.depth = 0
+            log.warning("seqtools.epochs(): read-ahead of batch %d failed (%s: %s) "
+                        "and is turned off for this loader; batches are read as "
+                        "without it", j, type(exc).__name__, exc)
+        self.next = j
+
+    def _fetched(self, future):
+        """Log the first failed fetch (in the thread that fetched). The batch's
+        own read tries again, and raises if the store still fails."""
+        if self.logged or future.cancelled() or future.exception() is None:
+            return
+        self.logged = True
+        exc = future.exception()
+        log.debug("seqtools.epochs(): a read-ahead fetch failed (%s: %s); the "
+                  "batch's own read tries again (logged once per loader)",
+                  type(exc).__name__, exc)
+
+
 class _OneEpoch:
     """Iterator of :meth:`EpochLoader.one_epoch`: batches of ``loader`` while it
     reads ``stream`` and is before batch ``end``."""
@@ -485,7 +599,7 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
            num_epochs=None, rank=None, world_size=None, nworkers=0, method="process",
            max_buffered=None, start_method=None, timeout=None,
            stall_report=STALL_REPORT, shm_size=0, shm_budget=None, transform=None,
-           start_hook=None):
+           start_hook=None, readahead=DEFAULT_READAHEAD):
     """Iterate stacked batches of a dataset, epoch after epoch, resumably.
 
     Each epoch is a permutation of the dataset drawn from (``seed``, epoch) (see
@@ -562,6 +676,19 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
         Called in each worker when it starts, as torch's ``worker_init_fn``:
         ``start_hook(i)`` with the worker's index ``0 <= i < nworkers``, or
         ``start_hook()``. Not called with ``nworkers=0``.
+    readahead : int
+        Batches ahead whose rows are fetched into the block cache of the
+        remote arrays under ``dataset`` (:func:`seqtools.open_npy` with a
+        ``cache_dir``): as batch ``k`` is handed out, the blocks of batch
+        ``k + w + readahead`` are queued for background fetch (see
+        :func:`seqtools.storage.prefetch`), where ``w`` is the workers' window
+        (the batches they may be making already, which fetch their own
+        blocks; 0 with ``nworkers=0``), in the order the loader will read
+        them, epoch boundaries, ranks and resumes included. 0: no read-ahead.
+        Without such arrays (local data) it does nothing and costs nothing.
+        Default 8. It only fills the cache: the batches are the same with any
+        value, and a failed read-ahead is logged (logger ``"seqtools"``), never
+        raised.
 
     Returns
     -------
@@ -700,6 +827,7 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
     if start_hook is not None and not callable(start_hook):
         raise TypeError(f"epochs(): start_hook must be callable, got "
                         f"{type(start_hook).__name__}")
+    readahead = _check_readahead(readahead)
     options = {"max_buffered": max_buffered, "start_method": start_method,
                "start_hook": start_hook,
                "shm_size": shm_size, "shm_budget": shm_budget,
@@ -708,4 +836,18 @@ def epochs(dataset, batch_size, *, seed, shuffle=True, drop_last=False,
                                              "epochs")}
     return EpochLoader(dataset, n, batch_size, seed, bool(shuffle), bool(drop_last),
                        num_epochs, rank, world_size, nworkers, method, options,
-                       transform)
+                       transform, readahead)
+
+
+def _check_readahead(value):
+    if isinstance(value, (bool, float)) or not hasattr(value, "__index__"):
+        raise TypeError(
+            f"epochs(): readahead must be an int (batches fetched ahead into the "
+            f"cache of remote arrays; 0 turns read-ahead off), got "
+            f"{type(value).__name__} {value!r}")
+    value = value.__index__()
+    if value < 0:
+        raise ValueError(
+            f"epochs(): readahead must be >= 0 (batches fetched ahead into the "
+            f"cache of remote arrays; 0 turns read-ahead off), got {value}")
+    return value
