@@ -122,7 +122,9 @@ RACER = textwrap.dedent("""
 @pytest.mark.timeout(60)
 def test_processes_writing_the_same_block(tmp_path):
     root = str(tmp_path)
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, root]) for _ in range(2)]
+    # cwd: the installed seqtools, not the checkout's source folder
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, root], cwd=root)
+             for _ in range(2)]
     cache = BlockCache(root, None)
     want = bytes(range(256)) * 256
     seen = 0
