@@ -292,18 +292,24 @@ def main():
 
         caches = []
 
+        def remote_dataset(port, cache, warm):
+            """(the dataset over the store through ``port``, its fresh cache
+            folder or None), every block cached first if ``warm``."""
+            cache_dir = None
+            if cache:
+                cache_dir = tempfile.mkdtemp(dir=work)
+                caches.append(cache_dir)
+            ds = dataset(seqtools.open_npy(url, storage_options=weed.options(port),
+                                           cache_dir=cache_dir,
+                                           block_size=args.block_size))
+            if warm:
+                for idx in batches:  # a whole epoch: every block cached
+                    seqtools.stack(seqtools.gather(ds, idx))
+            return ds, cache_dir
+
         def remote(port=None, cache=False, warm=False, ahead=0):
             def measure():
-                cache_dir = None
-                if cache:
-                    cache_dir = tempfile.mkdtemp(dir=work)
-                    caches.append(cache_dir)
-                ds = dataset(seqtools.open_npy(url, storage_options=weed.options(port),
-                                               cache_dir=cache_dir,
-                                               block_size=args.block_size))
-                if warm:
-                    for idx in batches:  # a whole epoch: every block cached
-                        seqtools.stack(seqtools.gather(ds, idx))
+                ds, cache_dir = remote_dataset(port, cache, warm)
                 rate = run(ds, ahead)
                 if cache_dir:
                     shutil.rmtree(cache_dir, ignore_errors=True)
@@ -347,14 +353,7 @@ def main():
 
         def remote_epochs(port, warm, readahead):
             def measure():
-                cache_dir = tempfile.mkdtemp(dir=work)
-                caches.append(cache_dir)
-                ds = dataset(seqtools.open_npy(url, storage_options=weed.options(port),
-                                               cache_dir=cache_dir,
-                                               block_size=args.block_size))
-                if warm:
-                    for idx in batches:  # a whole epoch: every block cached
-                        seqtools.stack(seqtools.gather(ds, idx))
+                ds, cache_dir = remote_dataset(port, True, warm)
                 rate = run_epochs(ds, readahead)
                 shutil.rmtree(cache_dir, ignore_errors=True)
                 return rate
