@@ -65,6 +65,8 @@ extensions = [
     # Test-only entry points into the modules above (tests/ import it, the package
     # does not); the ring through _ring's declarations, not linked again.
     ext("seqtools._testing", ["seqtools/_testing.pyx"], include_dirs=["csrc"]),
+    # A cached remote object's block files mapped side by side (seqtools.storage).
+    ext("seqtools.storage._objmap", ["seqtools/storage/_objmap.pyx"]),
     # Reads and writes ring payloads in place; calls the ring through _ring.Ring.
     ext("seqtools.loaders._transport", ["seqtools/loaders/_transport.pyx"],
         include_dirs=[numpy.get_include(), "csrc"]),

@@ -39,12 +39,13 @@ against ``epochs`` over the same chunks on local disk:
 - ``epochs, cache warm, readahead=0``: for what read-ahead costs once warm.
 
 An ``epochs`` row is timed from the first batch on (the workers' start is left
-out, the same for every row) to the end of the epoch or ``--seconds``.
+out, the same for every row) for ``--seconds``, epoch after epoch; a cold row
+to the end of its first epoch (the next one would find the cache warm).
 
-Every row is the rate over at most ``--seconds`` (default 3) or one epoch (125
-batches), median of the repetitions; a cold row starts each repetition with an
-empty cache. Without ``weed`` or s3fs the benchmark says what to install and
-exits.
+Every row of the first table is the rate over at most ``--seconds`` (default 3)
+or one epoch (125 batches), median of the repetitions; a cold row starts each
+repetition with an empty cache. Without ``weed`` or s3fs the benchmark says
+what to install and exits.
 
 Usage: python benchmarks/bench_remote.py [--repeats 3] [--seconds 3] [--latency 20]
        [--block-size 1048576] [--quick]
@@ -328,16 +329,17 @@ def main():
 
         remote_module.prefetch = watched_prefetch
 
-        def run_epochs(ds, readahead):
+        def run_epochs(ds, readahead, cold=False):
             """Rows/s of epochs(ds, 64, seed=0, nworkers=2) from its first batch
-            to the end of the epoch or ``seconds``."""
+            on for ``seconds``, or to the end of the first epoch if ``cold``
+            (a second epoch would find the cache warm)."""
             with seqtools.epochs(ds, BATCH, seed=0, nworkers=2,
                                  readahead=readahead) as loader:
-                steps = loader.batches_per_epoch
+                steps = loader.batches_per_epoch if cold else None
                 next(loader)  # the workers are up
                 t0 = time.perf_counter()
                 done = 0
-                for _ in range(1, steps):
+                while steps is None or done < steps - 1:
                     next(loader)
                     done += 1
                     if time.perf_counter() - t0 > seconds:
@@ -354,7 +356,7 @@ def main():
         def remote_epochs(port, warm, readahead):
             def measure():
                 ds, cache_dir = remote_dataset(port, True, warm)
-                rate = run_epochs(ds, readahead)
+                rate = run_epochs(ds, readahead, cold=not warm)
                 shutil.rmtree(cache_dir, ignore_errors=True)
                 return rate
             return measure

@@ -65,7 +65,7 @@ import numpy as np
 
 from .. import _task
 from ..views.core import View
-from ..views.fusion import Items, Rows, fuse, locate_all, peel, program
+from ..views.fusion import Items, Rows, fuse, locate_all, peel, prepared, program
 from . import _stack
 
 __all__ = ["ALIGNMENT", "FieldPlan", "StackPlan", "plan", "stack", "stack_range",
@@ -272,7 +272,9 @@ def _stack_fused(seq, indices, out):
     else:
         stacker = _stacker(prog)
         if stacker:
-            return stacker(indices, out)
+            result = stacker(indices, out)
+            if result is not None:
+                return result
         node = prog.source_map(indices)
     if type(node) is Items:
         return node
@@ -328,7 +330,7 @@ class _Stacker:
     """
 
     __slots__ = ("resolve", "structure", "fields", "sources", "copy", "shapes",
-                 "blocks")
+                 "blocks", "leaves", "prepare", "state")
 
     def __init__(self, prog):
         self.resolve = prog.resolver.resolve
@@ -337,10 +339,56 @@ class _Stacker:
         self.structure = _stack.Structure(_prototype(prog.structure, prog.leaves))
         self.fields = [(shape, dtype)
                        for _, shape, dtype in self.structure.field_info()]
-        self.sources = _stack.RowSources([leaf.seq for leaf in prog.leaves])
-        self.copy = self.sources.copy
+        self.leaves = [leaf.seq for leaf in prog.leaves]
+        # The leaves with sources that prepare their rows (remote arrays): each
+        # batch swaps them for their arrays (fusion.prepared), and the sources'
+        # buffers are acquired again when those change (rarely: a remote
+        # array's is one mapping of its object, made once).
+        self.prepare = [f for f, leaf in enumerate(prog.leaves) if leaf.prepare]
+        fields = self.leaves
+        if self.prepare:
+            empty = np.empty(0, np.int64)
+            fields = list(fields)
+            for f in self.prepare:
+                fields[f] = prepared(fields[f], None, empty)
+        self.sources = None if fields is None or None in fields \
+            else _stack.RowSources(fields)
+        self.state = (self.sources, fields)
+        self.copy = self.sources.copy if self.sources is not None else None
         self.shapes = {}  # batch size -> [(stacked shape, dtype)]
         self.blocks = {}  # batch size -> _block_layout
+
+    def _sources_for(self, resolved):
+        """The RowSources to copy the batch ``resolved`` from, its prepared
+        sources readable for its rows; None when one cannot be made so (the
+        batch is then read through the program's source map)."""
+        rowsources, fields = self.state
+        if not self.prepare:
+            return rowsources
+        new = None
+        for f in self.prepare:
+            part, local = resolved[f]
+            sources = prepared(self.leaves[f], part, local)
+            if sources is None:
+                return None
+            if rowsources is not None:
+                for a, b in zip(sources, fields[f]):
+                    if a is not b:
+                        break
+                else:
+                    continue  # the arrays of the last batch
+            if new is None:
+                new = list(fields)
+            new[f] = sources
+        if new is None:
+            return rowsources
+        if None in new:  # a leaf left unprepared earlier, not in this batch
+            return None
+        rowsources = _stack.RowSources(new)
+        # the copy uses the RowSources of the arrays prepared for it: a
+        # thread that swaps the state meanwhile changes no batch under way
+        self.state = (rowsources, new)
+        return rowsources
 
     def _new_arrays(self, n):
         shapes = self.shapes.get(n)
@@ -350,17 +398,29 @@ class _Stacker:
         return [np.empty(shape, dtype) for shape, dtype in shapes]
 
     def job(self, indices):
-        """``(job, result)``: see :func:`copy_job`. The result is in this
-        process's own memory."""
+        """``(job, result)``: see :func:`copy_job` (None when a prepared source
+        cannot be made readable). The result is in this process's own memory."""
+        resolved = self.resolve(indices)
+        sources = self._sources_for(resolved)
+        if sources is None:
+            return None
         arrays = self._new_arrays(len(indices))
-        job = self.sources.job(self.resolve(indices), arrays)
+        job = sources.job(resolved, arrays)
         return job, self.structure.unflatten(arrays)
 
     def __call__(self, indices, out):
+        """The stacked batch of items ``indices``; None when a prepared source
+        cannot be made readable (the caller reads the source map instead)."""
         resolved = self.resolve(indices)
+        copy = self.copy if not self.prepare else None
+        if copy is None:
+            sources = self._sources_for(resolved)
+            if sources is None:
+                return None
+            copy = sources.copy
         n = len(indices)
         if out is not None:
-            self.copy(resolved, self.structure.flatten_out(out, n))
+            copy(resolved, self.structure.flatten_out(out, n))
             return out
         arrays = None
         if _task.evaluating.out_block is not None:  # in a worker: see _task
@@ -370,7 +430,7 @@ class _Stacker:
             arrays = _block_arrays(layout)
         if arrays is None:
             arrays = self._new_arrays(n)
-        self.copy(resolved, arrays)
+        copy(resolved, arrays)
         return self.structure.unflatten(arrays)
 
 

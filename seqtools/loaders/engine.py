@@ -23,6 +23,11 @@ are one copy (:mod:`.copies`).
 ``close()``
     Stop the workers and release what the engine holds. Idempotent, from any
     thread; a ``take`` waiting meanwhile raises :class:`EngineClosed`.
+``info()``, ``busy()``, ``buffered()``, ``memory()``, ``restarts``
+    What the statistics read (:mod:`.stats`): ``info()`` is ``{"nworkers",
+    "window", "method"}`` as they are now (a tuner may change them, and
+    ``epochs``' read-ahead reads the window to know how far the workers are
+    ahead).
 
 An engine hands out tasks at most ``window`` past the last one taken (the
 front's ``max_buffered``/``max_cached``), and every wait in it is bounded and

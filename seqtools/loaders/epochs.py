@@ -444,14 +444,7 @@ def _window(loader):
     """Batches after the one handed out that the workers under ``loader`` may
     be making already (their window, which may widen as they run); 0 inline."""
     engine = getattr(loader, "_engine", None)
-    # where the engines keep it: process (its pool), thread (its work queue),
-    # the native copy threads (the engine itself)
-    for part in (getattr(engine, "pool", None), getattr(engine, "_work", None),
-                 engine):
-        window = getattr(part, "window", None)
-        if type(window) is int:
-            return window
-    return 0
+    return 0 if engine is None else engine.info()["window"]
 
 
 class _ReadAhead:
@@ -472,8 +465,8 @@ class _ReadAhead:
     are logged once, never raised.
     """
 
-    __slots__ = ("dataset", "depth", "prefetch", "stream", "total", "next",
-                 "logged")
+    __slots__ = ("dataset", "depth", "prefetch", "arrays", "all_seen", "stream",
+                 "total", "next", "logged")
 
     @classmethod
     def of(cls, dataset, depth):
@@ -482,14 +475,19 @@ class _ReadAhead:
         views, once; fsspec is not imported)."""
         if depth == 0:
             return None
-        from ..storage.remote import prefetch, reads_ahead
+        from ..storage import remote
 
-        if not reads_ahead(dataset):
+        arrays = remote.cached_arrays(dataset)
+        if not arrays:
             return None
-        return cls(dataset, depth, prefetch)
+        return cls(dataset, depth, remote, arrays)
 
-    def __init__(self, dataset, depth, prefetch):
-        self.dataset, self.depth, self.prefetch = dataset, depth, prefetch
+    def __init__(self, dataset, depth, remote, arrays):
+        self.dataset, self.depth = dataset, depth
+        self.prefetch, self.all_seen = remote.prefetch, remote.all_seen
+        # once this process has seen all their blocks cached, there is nothing
+        # left to fetch ahead: a batch then costs a look at each array
+        self.arrays = arrays
         self.stream, self.total, self.next = None, None, 0
         self.logged = False
 
@@ -505,6 +503,9 @@ class _ReadAhead:
         if self.total is not None:
             last = min(last, self.total - 1)
         j = max(self.next, k + window + 1)
+        if self.all_seen(self.arrays):
+            self.next = max(j, last + 1)
+            return
         try:
             while j <= last:
                 for future in self.prefetch(self.dataset, self.stream.indices(j)[1]):

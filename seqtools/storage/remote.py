@@ -46,7 +46,8 @@ import numpy as np
 from ..views.core import View
 from ..views.fusion import Items, Rows, peel, program, row_spec
 from . import fetch as _fetch
-from .blockcache import cache_for
+from ._objmap import PAGE_SIZE, ObjectMap
+from .blockcache import BUMP_SECONDS, cache_for
 from .errors import ObjectNotFound, StorageError
 from .npyheader import PROBE_BYTES, header_length, parse_header
 
@@ -98,8 +99,9 @@ class RemoteArray(View):
 
     __slots__ = ("_url", "_protocol", "_dtype", "_shape", "_offset", "_size",
                  "_version", "_options", "_cache_dir", "_cache_size",
-                 "_block_size", "_timeout", "_rowbytes", "_key", "_spec")
-    _transient = ("_rowbytes", "_key", "_spec")
+                 "_block_size", "_timeout", "_rowbytes", "_key", "_spec",
+                 "_nblocks")
+    _transient = ("_rowbytes", "_key", "_spec", "_nblocks")
 
     def __init__(self, url, dtype, shape, offset, size, version, options,
                  cache_dir, cache_size, block_size, timeout):
@@ -124,6 +126,7 @@ class RemoteArray(View):
         ident = "\0".join([self._url, str(self._size), str(self._version),
                            str(self._block_size)])
         self._key = hashlib.sha256(ident.encode()).hexdigest()[:32]
+        self._nblocks = -(-self._size // self._block_size)
         # (dtype, row shape) when rows can be handed to stack as bytes.
         self._spec = row_spec(np.empty((0,) + self._shape[1:], self._dtype))
 
@@ -167,11 +170,43 @@ class RemoteArray(View):
             rows = self.read_rows(np.arange(start, min(self._n, start + step)))
             yield from rows
 
+    @property
+    def _rows_spec(self):
+        # Rows prepared on demand (see _prepare_rows): through a cache only.
+        return self._spec if self._cache_dir is not None else None
+
+    def _prepare_rows(self, local, part, j):
+        """The fused-read hook of rows that arrive on demand (see
+        :mod:`seqtools.views.fusion`): the object's rows as one array over its
+        cached blocks (see :class:`_Mapped`), its rows ``local[part == j]``
+        (all of ``local`` if ``part`` is None) made readable first: their
+        blocks fetched if they are not cached, and mapped. None when they
+        cannot be mapped (a block size not a multiple of the page size, a cache
+        that does not keep them, the process's mapping budget spent): the
+        caller then reads them block by block (:meth:`_read_cached`)."""
+        m = _maps.get((self._cache_dir, self._key))
+        if m is None:
+            m = _object_map(self)
+            if m is None:
+                return None
+        objmap = m.objmap
+        if not objmap.full:
+            need = objmap.missing(local, part, j, self._offset, self._rowbytes)
+            if need and not self._map_blocks(m, need):
+                return None
+        if time.monotonic() - m.bumped > BUMP_SECONDS:
+            m.bump(self._cache())
+        return m.rows
+
     def _fuse(self, indices):
         if self._spec is None:
             # Rows stack does not take as bytes (1-D strings, big-endian scalars):
             # read at once, then item by item from the array, as from a local one.
             return Items(self.read_rows(indices), np.arange(len(indices)))
+        if self._cache_dir is not None:
+            rows = self._prepare_rows(indices, None, 0)
+            if rows is not None:  # the rows of a local memory map, as it were
+                return Rows((rows,), None, indices, *self._spec)
         unique, inverse = np.unique(indices, return_inverse=True)
         data = self._read_sorted(unique)
         return Rows((data,), None, inverse.reshape(-1).astype(np.int64, copy=False),
@@ -222,6 +257,10 @@ class RemoteArray(View):
         starts = self._offset + rows * self._rowbytes
         if self._cache_dir is None:
             self._read_direct(starts, dest)
+            return out
+        mapped = self._prepare_rows(rows, None, 0)
+        if mapped is not None:
+            np.take(mapped, rows, axis=0, out=out)
         else:
             self._read_cached(starts, dest)
         return out
@@ -269,12 +308,13 @@ class RemoteArray(View):
         loader thread) is waited for, within the read's ``timeout``, instead of
         fetched twice; the caller fetches it itself if it is still not cached.
         """
-        key, seen = self._key, (self._cache_dir, self._key)
+        key = self._key
         # Blocks seen cached are taken as cached (no stat per block and batch);
         # _read_cached fetches those evicted since.
-        missing = [b for b in blocks if (seen, b) not in _seen
+        known = _seen.get((self._cache_dir, key), ())
+        missing = [b for b in blocks if b not in known
                    and not cache.contains(key, b, self._block_length(b))]
-        _see(seen, blocks if not missing else set(blocks) - set(missing))
+        _see(self, blocks if not missing else set(blocks) - set(missing))
         if not missing:
             return {}
         mine, theirs = _claim(key, missing)
@@ -293,7 +333,7 @@ class RemoteArray(View):
                         lo = (b - b0) * bs
                         block = view[lo:lo + self._block_length(b)]
                         if cache.put(key, b, block):
-                            _see(seen, (b,))
+                            _see(self, (b,))
                         fresh[b] = block
         finally:
             _release(key, mine)
@@ -302,8 +342,43 @@ class RemoteArray(View):
             event.wait(max(0.0, deadline - time.monotonic()))
         return fresh
 
+    def _map_blocks(self, m, blocks):
+        """Map ``blocks`` (sorted block numbers) into ``m``, fetched into the
+        cache first if they are not there; False if one cannot be."""
+        cache = self._cache()
+        self._fill(blocks, cache)
+        for attempt in range(2):
+            with m.lock:
+                if not _budget(self, m, len(blocks)):
+                    return False
+                gone = [b for b in blocks if not self._map_block(m, cache, b)]
+            if not gone:
+                return True
+            if attempt == 0:
+                # Evicted since this process saw them cached: fetched again.
+                _unsee(self, gone)
+                self._fill(gone, cache)
+                blocks = gone
+        return False  # not kept by the cache (a full disk, a tiny cache)
+
+    def _map_block(self, m, cache, b):
+        """Map block ``b`` from the cache into ``m`` (its lock held); False if
+        the cache does not hold it whole."""
+        length = self._block_length(b)
+        fd = cache.open(self._key, b, length)
+        if fd is None:
+            return False
+        try:
+            m.objmap.map(fd, b, length)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return True
+
     def _read_cached(self, starts, dest):
-        """Rows at byte ``starts`` into ``dest`` through the block cache."""
+        """Rows at byte ``starts`` into ``dest`` through the block cache, block
+        by block (when the object cannot be seen as one mapped array)."""
         cache = self._cache()
         bs, rb = self._block_size, self._rowbytes
         fresh = self._fill(self._blocks_of(starts).tolist(), cache)
@@ -323,7 +398,7 @@ class RemoteArray(View):
                     continue
             self._take_rows(dest, inside & (first == b), pos, data)
         if gone:  # evicted since this process saw them: fetched together
-            _unsee((self._cache_dir, self._key), gone)
+            _unsee(self, gone)
             fresh.update(self._fill(gone, cache))
             for b in gone:
                 if b in fresh:
@@ -405,6 +480,8 @@ class RemoteArray(View):
         """
         if self._cache_dir is None or self._rowbytes == 0:
             return None
+        if (self._cache_dir, self._key) in _complete:
+            return _DONE  # every block seen cached: a warm cache costs nothing
         rows = np.unique(np.asarray(indices, dtype=np.int64).reshape(-1))
         rows = rows[(rows >= 0) & (rows < self._n)]
         if len(rows) == 0:
@@ -412,12 +489,10 @@ class RemoteArray(View):
         blocks = self._blocks_of(self._offset + rows * self._rowbytes).tolist()
         # Blocks this process saw cached are skipped without a look at the disk:
         # once the cache is warm, read-ahead costs the loop next to nothing.
-        seen = (self._cache_dir, self._key)
-        blocks = [b for b in blocks if (seen, b) not in _seen]
+        known = _seen.get((self._cache_dir, self._key), ())
+        blocks = [b for b in blocks if b not in known]
         if not blocks:
-            future = Future()
-            future.set_result(0)
-            return future
+            return _DONE
         return _prefetcher().submit(self, blocks)
 
     def _prefetch_blocks(self, blocks):
@@ -428,22 +503,59 @@ def _rebuild(*args):
     return RemoteArray(*args)
 
 
-# ((cache folder, object key), block) of the blocks this process found in the
-# cache or put there: read-ahead skips them. It may hold blocks evicted since (the read
-# fetches those), never blocks that were not cached.
-_seen = set()
-_SEEN_LIMIT = 1 << 20
+# The future of a read-ahead with nothing to fetch: done, its result 0 (a done
+# future runs the callbacks added to it at once and keeps none, so one serves
+# every such call).
+_DONE = Future()
+_DONE.set_result(0)
 
 
-def _see(seen, blocks):
-    if len(_seen) > _SEEN_LIMIT:
+# (cache folder, object key) -> the blocks this process found in the cache or
+# put there: reads take them as cached and read-ahead skips them. It may hold
+# blocks evicted since (the read fetches those), never blocks that were not
+# cached.
+_seen = {}
+_SEEN_LIMIT = 1 << 20  # blocks over all objects, past which it starts again
+_seen_total = 0
+# The keys of _seen whose every block was seen: read-ahead of them is skipped.
+_complete = set()
+
+
+def _see(arr, blocks):
+    """Note ``arr``'s ``blocks`` as cached."""
+    global _seen_total
+    key = (arr._cache_dir, arr._key)
+    if _seen_total > _SEEN_LIMIT:
         _seen.clear()
-    _seen.update((seen, b) for b in blocks)
+        _complete.clear()
+        _seen_total = 0
+    known = _seen.get(key)
+    if known is None:
+        known = _seen[key] = set()
+    before = len(known)
+    known.update(blocks)
+    _seen_total += len(known) - before
+    if len(known) == arr._nblocks:
+        _complete.add(key)
 
 
-def _unsee(seen, blocks):
-    for b in blocks:
-        _seen.discard((seen, b))
+def _unsee(arr, blocks):
+    """``arr``'s ``blocks`` were found evicted."""
+    key = (arr._cache_dir, arr._key)
+    known = _seen.get(key)
+    if known is not None:
+        known.difference_update(blocks)
+    _complete.discard(key)
+
+
+def all_seen(arrays):
+    """Whether every block of the remote ``arrays`` was seen cached by this
+    process: read-ahead of them has nothing left to fetch (blocks evicted
+    since are fetched by the reads that find them gone)."""
+    for arr in arrays:
+        if (arr._cache_dir, arr._key) not in _complete:
+            return False
+    return True
 
 
 # Blocks being fetched by a thread of this process: (object key, block) -> Event,
@@ -473,6 +585,110 @@ def _release(key, blocks):
             event = _inflight.pop((key, b), None)
             if event is not None:
                 event.set()
+
+
+# -- the cached object as one array --------------------------------------------------
+
+
+class _Mapped:
+    """A cached object's blocks mapped side by side into one address range
+    (:class:`._objmap.ObjectMap`, which knows the blocks in place), with its
+    rows seen as one array over it.
+
+    Only rows whose blocks are all in place are read (elsewhere the range
+    faults). Blocks are added, never taken out: a mapped block evicted from
+    the cache keeps its bytes (and its disk space) until the whole map is
+    dropped, which :meth:`bump` does when it finds one evicted, and the
+    process's budgets (:func:`_budget`) bound. While the object is read, its
+    mapped blocks' times are bumped every ``BUMP_SECONDS`` so that the cache's
+    LRU order sees them in use.
+    """
+
+    __slots__ = ("key", "block_size", "objmap", "rows", "bumped", "lock")
+
+    def __init__(self, arr):
+        self.key = (arr._cache_dir, arr._key)
+        self.block_size = arr._block_size
+        self.objmap = ObjectMap(arr._size, arr._block_size)
+        data = np.frombuffer(self.objmap, np.uint8, count=arr._n * arr._rowbytes,
+                             offset=arr._offset)
+        self.rows = data.view(arr._dtype).reshape(arr._shape)
+        self.bumped = time.monotonic()
+        self.lock = threading.Lock()
+
+    def bump(self, cache):
+        """Bump the mapped blocks' times (LRU); drop this map from the
+        process's maps if one of them was evicted, so that its disk space goes
+        and the next read maps what the cache holds now."""
+        with self.lock:
+            if time.monotonic() - self.bumped <= BUMP_SECONDS:
+                return  # another thread did it
+            self.bumped = time.monotonic()
+            blocks = self.objmap.mapped_blocks()
+        folder = os.path.join(cache.root, self.key[1])
+        for b in blocks:
+            try:
+                os.utime(os.path.join(folder, str(b)))
+            except OSError:
+                _drop_map(self)
+                return
+
+
+# (cache folder, object key) -> _Mapped, oldest first.
+_maps = {}
+_maps_lock = threading.Lock()
+#: Blocks a process keeps mapped at most, over all objects: each is a mapping
+#: of its own (Linux allows some 65,000 per process, vm.max_map_count), and
+#: one evicted from the cache holds its disk space until it is unmapped.
+MAP_BLOCKS = 16384
+
+
+def _object_map(arr):
+    """The :class:`_Mapped` of ``arr``'s object in this process, made on first
+    use; None when its blocks cannot be mapped (a block size that is not a
+    multiple of the page size, no rows)."""
+    if arr._rowbytes == 0 or arr._block_size % PAGE_SIZE or arr._size == 0:
+        return None
+    key = (arr._cache_dir, arr._key)
+    m = _maps.get(key)
+    if m is None:
+        with _maps_lock:
+            m = _maps.get(key)
+            if m is None:
+                try:
+                    m = _maps[key] = _Mapped(arr)
+                except OSError:  # no address space left
+                    return None
+    return m
+
+
+def _budget(arr, m, more):
+    """Whether ``more`` blocks of ``arr`` may be mapped into its map ``m``:
+    within MAP_BLOCKS over all objects, and within ``cache_size`` bytes over
+    the objects of its cache (mapped blocks hold their disk space). Other
+    objects' maps, oldest first, are dropped to make room."""
+    def fits():
+        if sum(x.objmap.nmapped for x in _maps.values()) + more > MAP_BLOCKS:
+            return False
+        if arr._cache_size is None:
+            return True
+        used = sum(x.objmap.nmapped * x.block_size for x in _maps.values()
+                   if x.key[0] == m.key[0])
+        return used + more * arr._block_size <= arr._cache_size
+
+    with _maps_lock:
+        for other in list(_maps.values()):
+            if fits():
+                return True
+            if other is not m:
+                del _maps[other.key]
+        return fits()
+
+
+def _drop_map(m):
+    with _maps_lock:
+        if _maps.get(m.key) is m:
+            del _maps[m.key]
 
 
 def _coalesce(starts, length, max_gap, max_range):
@@ -564,11 +780,15 @@ def _prefetcher():
 def _reset_after_fork():
     # The parent's threads, their fetches in flight and their locks are not in
     # the child.
-    global _prefetch_lock, _inflight_lock
+    global _prefetch_lock, _inflight_lock, _maps_lock
     _prefetch_lock = threading.Lock()
     _prefetchers.clear()
     _inflight_lock = threading.Lock()
     _inflight.clear()
+    # The maps are valid in the child (inherited), but their locks may have
+    # been held by a thread that is not here: each process maps its own.
+    _maps_lock = threading.Lock()
+    _maps.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -587,9 +807,16 @@ def _remote_rows(seq, indices, found):
         return
     prog = program(seq)
     if prog is not None:
-        for leaf, (_, local) in zip(prog.leaves, prog.resolver.resolve(indices)):
+        for leaf, (part, local) in zip(prog.leaves,
+                                       prog.resolver.resolve(indices)):
             if leaf.spec is None:
                 _remote_rows(leaf.seq, local, found)
+            elif leaf.prepare:  # arrays, and remote arrays among them
+                for j, src in enumerate(leaf.seq):
+                    if isinstance(src, RemoteArray):
+                        rows = local if part is None else local[part == j]
+                        if len(rows):
+                            found.append((src, rows))
         return
     locate_parts = getattr(seq, "_locate_parts", None)  # concatenations
     if locate_parts is not None:
@@ -609,7 +836,13 @@ def reads_ahead(dataset):
     :func:`prefetch` does not look into (``smap``...) reaches: read-ahead then
     finds no rows, which costs a walk per batch and changes nothing.
     """
-    stack, seen = [dataset], set()
+    return bool(cached_arrays(dataset))
+
+
+def cached_arrays(dataset):
+    """The :class:`RemoteArray` views with a ``cache_dir`` under ``dataset``
+    (the walk of :func:`reads_ahead`), each once."""
+    found, stack, seen = [], [dataset], set()
     while stack:
         seq = stack.pop()
         if id(seq) in seen or View not in type(seq).__mro__:
@@ -617,7 +850,7 @@ def reads_ahead(dataset):
         seen.add(id(seq))
         if isinstance(seq, RemoteArray):
             if seq._cache_dir is not None and seq._rowbytes > 0:
-                return True
+                found.append(seq)
             continue
         for cls in type(seq).__mro__:
             for name in cls.__dict__.get("__slots__", ()):
@@ -626,7 +859,7 @@ def reads_ahead(dataset):
                     stack.extend(v for v in value if View in type(v).__mro__)
                 elif View in type(value).__mro__:
                     stack.append(value)
-    return False
+    return found
 
 
 def prefetch(dataset, indices):

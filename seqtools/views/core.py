@@ -104,6 +104,11 @@ class View(Accessible, Sequence):
     _fuse = None  # method (indices) -> source map
     _index_op = None  # method () -> (source, index map); not inherited
     _compile = None  # method (ops, leaves) -> structure; not inherited
+    # method (local, part, j) -> the array whose rows are the view's items,
+    # rows local[part == j] made readable first (rows that arrive on demand:
+    # remote arrays); with ``_rows_spec``, their (dtype, row shape) or None.
+    # See fusion.prepared.
+    _prepare_rows = None
     # Thread loaders (seqtools.loaders): a view whose item can be one native
     # copy defines ``_copy_job(i) -> (job, item)`` (see stacking.copy_job), or
     # None for an item that cannot; the loader's copy threads then run the job.

@@ -36,6 +36,16 @@ checked here, and only here, by
     Adds the view's leaves to a Program under construction and returns its
     structure (``concatenate``, ``collate``). A view whose class declares both
     ``_fuse`` and ``_compile`` is compiled (below).
+``_prepare_rows(local, part, j)`` and ``_rows_spec``
+    The view's items are rows of an array that becomes readable on demand
+    (:class:`seqtools.storage.RemoteArray`: its cached blocks, mapped as they
+    are fetched): ``_prepare_rows`` makes its rows ``local[part == j]`` (all of
+    ``local`` if ``part`` is None) readable and returns the array (None when
+    it cannot: the view is then read through its ``_fuse``), ``_rows_spec`` is
+    their ``(dtype, row shape)`` or None. Such a
+    view is a Rows source of compiled programs and concatenations like an
+    array, *prepared*: before a batch's rows are copied, :func:`prepared`
+    swaps it for the array its ``_prepare_rows`` returns for them.
 
 ``_index_op`` and ``_compile`` describe one class's items exactly, so a subclass
 does not inherit them (``View.__init_subclass__`` resets them): a subclass may read
@@ -66,7 +76,7 @@ from .access import item_getter
 from .core import View
 
 __all__ = ["Rows", "Items", "row_spec", "fuse", "peel", "locate_all",
-           "merge_source_maps",
+           "merge_source_maps", "prepared_spec", "prepared", "fuse_parts",
            "Program", "ProgramLeaf", "compile_leaves", "program"]
 
 
@@ -133,6 +143,45 @@ def row_spec(arr):
     if arr.ndim == 1 and (dtype.kind not in "biufcV" or not dtype.isnative):
         return None
     return dtype, arr.shape[1:]
+
+
+def prepared_spec(seq):
+    """``(dtype, row shape)`` of a view read as rows of an array it prepares on
+    demand (``_prepare_rows``), else None."""
+    if View in type(seq).__mro__ and type(seq)._prepare_rows is not None:
+        return seq._rows_spec
+    return None
+
+
+def prepared(sources, part, local):
+    """``sources`` with each view that prepares its rows (``_prepare_rows``)
+    swapped for its array, made readable for the rows ``local[part == j]`` of
+    it (``part`` None: all of ``local`` are rows of the one source); None if
+    one cannot (the caller then reads through :func:`fuse_parts`)."""
+    out = None
+    for j, src in enumerate(sources):
+        if getattr(type(src), "_prepare_rows", None) is None:
+            continue  # an array
+        array = src._prepare_rows(local, part, j)
+        if array is None:
+            return None
+        if out is None:
+            out = list(sources)
+        out[j] = array
+    return sources if out is None else tuple(out)
+
+
+def fuse_parts(parts, part, local, n):
+    """The source map of ``n`` items that are rows ``local[k]`` of
+    ``parts[part[k]]``: a source map per part, merged if they agree (else
+    None: the items are read one by one)."""
+    used = np.unique(part)
+    maps, positions = [], []
+    for j in used.tolist():
+        pos = np.flatnonzero(part == j)
+        maps.append(fuse(parts[j], local[pos]))
+        positions.append(pos)
+    return merge_source_maps(maps, positions, n) if maps else None
 
 
 def fuse(seq, indices):
@@ -220,6 +269,8 @@ class Program:
         for leaf, (part, local) in zip(self.leaves, self.resolver.resolve(indices)):
             if leaf.spec is None:
                 maps.append(fuse(leaf.seq, local))
+            elif leaf.prepare:
+                maps.append(leaf.prepared_map(part, local))
             else:
                 maps.append(Rows(leaf.seq, part, local, *leaf.spec))
         structure = self.structure
@@ -242,16 +293,45 @@ class ProgramLeaf:
     :class:`Rows` source: ``seq`` is its tuple of arrays and ``offsets`` (int64,
     ``[0, len0, len0 + len1, ...]``, None for one array) splits the leaf's indices
     between them. Without (``spec`` None), ``seq`` is read through :func:`fuse`
-    with the mapped indices.
+    with the mapped indices. ``prepare``: some of the arrays are views that
+    prepare their rows on demand (see :func:`prepared`).
     """
 
-    __slots__ = ("ops", "seq", "offsets", "spec")
+    __slots__ = ("ops", "seq", "offsets", "spec", "prepare")
 
-    def __init__(self, ops, seq, offsets=None, spec=None):
+    def __init__(self, ops, seq, offsets=None, spec=None, prepare=False):
         self.ops = ops
         self.seq = seq
         self.offsets = offsets
         self.spec = spec
+        self.prepare = prepare
+
+    def prepared_map(self, part, local):
+        """The source map of this prepared leaf's rows ``(part, local)``."""
+        sources = prepared(self.seq, part, local)
+        if sources is not None:
+            return Rows(sources, part, local, *self.spec)
+        if part is None:
+            part = np.zeros(len(local), np.int64)
+        merged = fuse_parts(self.seq, part, local, len(local))
+        return Items(_Parts(self.seq, part, local), np.arange(len(local))) \
+            if merged is None else merged
+
+
+class _Parts:
+    """Items ``k`` = ``parts[part[k]][local[k]]``: what an :class:`Items` reads
+    of a prepared leaf that neither prepares nor fuses."""
+
+    __slots__ = ("parts", "part", "local")
+
+    def __init__(self, parts, part, local):
+        self.parts, self.part, self.local = parts, part, local
+
+    def __getitem__(self, k):
+        return self.parts[int(self.part[k])][int(self.local[k])]
+
+    def __len__(self):
+        return len(self.local)
 
 
 
@@ -274,6 +354,8 @@ def compile_leaves(seq, ops, leaves):
     spec = row_spec(seq)
     if spec is not None:
         leaves.append(ProgramLeaf(ops, (seq,), None, spec))
+    elif prepared_spec(seq) is not None:
+        leaves.append(ProgramLeaf(ops, (seq,), None, prepared_spec(seq), True))
     else:
         leaves.append(ProgramLeaf(ops, seq))
     return len(leaves) - 1

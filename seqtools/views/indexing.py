@@ -39,7 +39,9 @@ from .fusion import (
     Rows,
     compile_leaves,
     fuse,
-    merge_source_maps,
+    fuse_parts,
+    prepared,
+    prepared_spec,
     row_spec,
 )
 
@@ -195,8 +197,8 @@ def take(sequence, indexes):
 class Concatenation(WriteThrough, ReaderView):
     """The items of several finite sequences, one after the other."""
 
-    __slots__ = ("_parts", "_table", "_rows")
-    _transient = ("_rows",)
+    __slots__ = ("_parts", "_table", "_rows", "_prepare")
+    _transient = ("_rows", "_prepare")
 
     def __init__(self, parts):
         table = _indexing.OffsetTable([length(p, "concatenate") for p in parts])
@@ -210,9 +212,13 @@ class Concatenation(WriteThrough, ReaderView):
             self._table, [item_reader(p) for p in self._parts]
         )
         # (dtype, row shape) when every part is an array with these rows: a batch
-        # is then one Rows over the parts, straight from ``locate_many``.
-        specs = {row_spec(p) for p in self._parts}
+        # is then one Rows over the parts, straight from ``locate_many``. Parts
+        # that prepare their rows on demand (remote arrays) count as arrays,
+        # swapped for theirs per batch (fusion.prepared).
+        specs = {row_spec(p) or prepared_spec(p) for p in self._parts}
         self._rows = specs.pop() if len(specs) == 1 else None
+        self._prepare = self._rows is not None and any(
+            row_spec(p) is None for p in self._parts)
 
     @property
     def sequences(self):
@@ -233,16 +239,14 @@ class Concatenation(WriteThrough, ReaderView):
     def _fuse(self, indices):
         part, local = self._table.locate_many(indices)
         if self._rows is not None:
-            return Rows(self._parts, part, local, *self._rows)
+            parts = self._parts
+            if self._prepare:
+                parts = prepared(parts, part, local)
+            if parts is not None:
+                return Rows(parts, part, local, *self._rows)
         # Mixed parts: a source map per part for the rows it holds, merged if they
         # agree.
-        used = np.unique(part)
-        maps, positions = [], []
-        for j in used.tolist():
-            pos = np.flatnonzero(part == j)
-            maps.append(fuse(self._parts[j], local[pos]))
-            positions.append(pos)
-        merged = merge_source_maps(maps, positions, len(indices)) if maps else None
+        merged = fuse_parts(self._parts, part, local, len(indices))
         return Items(self, indices) if merged is None else merged
 
     def _compile(self, ops, leaves):
@@ -250,7 +254,8 @@ class Concatenation(WriteThrough, ReaderView):
             leaves.append(ProgramLeaf(ops, self))
         else:
             offsets = self._table.offsets
-            leaves.append(ProgramLeaf(ops, self._parts, offsets, self._rows))
+            leaves.append(ProgramLeaf(ops, self._parts, offsets, self._rows,
+                                      self._prepare))
         return len(leaves) - 1
 
 

@@ -27,6 +27,7 @@ from seqtools.storage import (
     open_npy,
     prefetch,
 )
+from seqtools.storage import remote as remote_module
 
 # -- helpers ---------------------------------------------------------------------------
 
@@ -117,9 +118,11 @@ def test_views_and_stack_match_local(s3, dataset, tmp_path, rng, cached):
         assert os.listdir(tmp_path / "cache")  # blocks were written
 
 
-def test_dtypes_and_row_layouts(s3, tmp_path, rng):
+@pytest.mark.parametrize("block_size", [97, 4096], ids=["blocks", "mapped"])
+def test_dtypes_and_row_layouts(s3, tmp_path, rng, block_size):
     """Row sizes that straddle blocks, 1-D arrays (items are scalars), records,
-    big-endian and unaligned rows."""
+    big-endian and unaligned rows; read block by block from the cache (blocks
+    of 97 bytes) or as one mapped array (blocks of a page)."""
     arrays = {
         "f64.npy": rng.standard_normal((50, 248)),
         "i16-3d.npy": rng.integers(-99, 99, (40, 3, 7)).astype(np.int16),
@@ -135,7 +138,7 @@ def test_dtypes_and_row_layouts(s3, tmp_path, rng):
     for cache in [None, str(tmp_path / "c")]:
         for name, arr in arrays.items():
             (remote,) = open_remote(s3, s3.url(f"dtypes/{name}"), cache_dir=cache,
-                                    block_size=97)
+                                    block_size=block_size)
             assert remote.dtype == arr.dtype and remote.shape == arr.shape
             idx = rng.integers(0, len(arr), 25)
             assert same(seqtools.stack(seqtools.gather(remote, idx)),
@@ -315,6 +318,104 @@ def test_a_small_cache_stays_bounded_and_reads_stay_right(s3, dataset, tmp_path,
                     seqtools.stack(seqtools.gather(ref, idx)))
     total, _ = cache_for(cache, 4096).scan()
     assert total <= 4096 + 4096 // 16 + 512
+
+
+def mapped_of(arr):
+    """The process's map of ``arr``'s cached object (None: not mapped)."""
+    return remote_module._maps.get((arr._cache_dir, arr._key))
+
+
+@pytest.mark.parametrize("row_shape", [(5, 3), (40, 30)], ids=["small", "wide"])
+def test_cached_objects_are_read_as_one_mapped_array(s3, tmp_path, rng, row_shape):
+    """Blocks of a page are mapped side by side: rows across two blocks (60-byte
+    rows) or longer than a block (4800 bytes) read bit for bit, in the parent
+    and in a forked child, and an object read whole is mapped whole."""
+    local = chunks_of(rng, [300, 141], row_shape)
+    for k, arr in enumerate(local):
+        s3.upload(f"mapped-{row_shape[0]}/part-{k}.npy", arr)
+    remote = open_remote(s3, s3.url(f"mapped-{row_shape[0]}/part-*.npy"),
+                         cache_dir=str(tmp_path / "cache"),
+                         block_size=remote_module.PAGE_SIZE)
+    data, ref = seqtools.concatenate(remote), seqtools.concatenate(local)
+    n = len(ref)
+    for idx in [rng.integers(0, n, 64), np.arange(n)[::-1], np.array([n - 1])]:
+        assert same(seqtools.stack(seqtools.gather(data, idx)),
+                    seqtools.stack(seqtools.gather(ref, idx)))
+        assert same(remote[0].read_rows(idx % 300), local[0][idx % 300])
+    assert same(np.asarray(remote[1]), local[1])
+    for arr in remote:
+        m = mapped_of(arr)
+        assert m is not None and m.objmap.full and m.objmap.nblocks > 1
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a child: its own maps, the same rows
+        try:
+            idx = np.arange(n)[::-3]
+            ok = same(seqtools.stack(seqtools.gather(data, idx)),
+                      seqtools.stack(seqtools.gather(ref, idx)))
+            os.write(w, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        os.waitpid(pid, 0)
+        assert os.read(r, 1) == b"1"
+    finally:
+        os.close(r)
+
+
+def test_an_evicted_mapped_block_lets_its_map_go(s3, dataset, tmp_path,
+                                                   monkeypatch):
+    """A mapped block removed from the cache (another process's eviction) is
+    noticed at the next bump: the map is dropped, so its disk space goes, and
+    the next read maps what it fetches again, bit for bit."""
+    url, local, _ = dataset
+    cache = tmp_path / "cache"
+    (remote,) = open_remote(s3, url.replace("part-*", "part-00"),
+                            cache_dir=str(cache), block_size=remote_module.PAGE_SIZE)
+    rows = np.arange(len(local[0]))
+    assert same(remote.read_rows(rows), local[0][rows])
+    old = mapped_of(remote)
+    assert old is not None and old.objmap.full
+    folder = cache / remote._key
+    for name in os.listdir(folder):
+        os.unlink(folder / name)
+    monkeypatch.setattr(remote_module, "BUMP_SECONDS", -1.0)  # bump at every read
+    assert same(remote.read_rows(rows), local[0][rows])  # the old map's bytes
+    assert mapped_of(remote) is not old
+    assert same(remote.read_rows(rows[::-1]), local[0][rows[::-1]])
+    assert mapped_of(remote).objmap.full and os.listdir(folder)
+
+
+def test_mapped_blocks_stay_within_the_budgets(s3, dataset, tmp_path, rng,
+                                               monkeypatch):
+    """At most MAP_BLOCKS blocks mapped in a process, and no more bytes than
+    the cache's size: other objects' maps go first, then reads go block by
+    block; every read stays bit for bit."""
+    url, local, _ = dataset
+    page = remote_module.PAGE_SIZE
+    monkeypatch.setattr(remote_module, "MAP_BLOCKS", 2)
+    remote = open_remote(s3, url, cache_dir=str(tmp_path / "a"), block_size=page)
+    data, ref = seqtools.concatenate(remote), seqtools.concatenate(local)
+
+    def mapped_blocks():
+        return sum(m.objmap.nmapped for m in remote_module._maps.values())
+
+    for _ in range(10):
+        idx = rng.integers(0, len(ref), 40)
+        assert same(seqtools.stack(seqtools.gather(data, idx)),
+                    seqtools.stack(seqtools.gather(ref, idx)))
+        assert mapped_blocks() <= 2
+    monkeypatch.setattr(remote_module, "MAP_BLOCKS", 1000)
+    remote = open_remote(s3, url, cache_dir=str(tmp_path / "b"), block_size=page,
+                         cache_size=2 * page)
+    data = seqtools.concatenate(remote)
+    for _ in range(10):
+        idx = rng.integers(0, len(ref), 40)
+        assert same(seqtools.stack(seqtools.gather(data, idx)),
+                    seqtools.stack(seqtools.gather(ref, idx)))
+        assert sum(m.objmap.nmapped for m in remote_module._maps.values()
+                   if m.key[0] == str(tmp_path / "b")) <= 2
 
 
 def test_two_caches_of_one_object(s3, dataset, tmp_path):

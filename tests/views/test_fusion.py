@@ -463,3 +463,78 @@ def test_doctests():
                 seqtools.views.core):
         result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, mod.__name__
+
+
+# -- rows prepared on demand (the hook of remote arrays) -------------------------------
+
+
+class OnDemand(seqtools.View):
+    """Rows of ``data`` that become readable when prepared: reads of rows not
+    prepared yet are caught (the array handed out is a copy with those rows
+    poisoned), every preparation is recorded, and ``refuse`` makes it fail."""
+
+    __slots__ = ("data", "ready", "calls", "refuse", "array")
+
+    def __init__(self, data):
+        seqtools.View.__init__(self, len(data))
+        self.data = data
+        self.ready = np.zeros(len(data), bool)
+        self.calls = []
+        self.refuse = False
+        self.array = None
+
+    @property
+    def _rows_spec(self):
+        return self.data.dtype, self.data.shape[1:]
+
+    def _get(self, i):
+        return self.data[i]
+
+    def _prepare_rows(self, local, part, j):
+        rows = local if part is None else local[part == j]
+        self.calls.append(np.sort(rows))
+        if self.refuse:
+            return None
+        self.ready[rows] = True
+        if len(rows) or self.array is None:
+            # a new array when rows become readable, poison where they are not
+            ready = self.ready.reshape((-1,) + (1,) * (self.data.ndim - 1))
+            self.array = np.where(ready, self.data, -1).astype(self.data.dtype)
+        return self.array
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_rows_prepared_on_demand(rng, compiled):
+    """Views that prepare their rows are Rows sources of concatenations and
+    compiled programs: each batch prepares exactly its rows of each of them
+    before the copy, results match the per-item path; a view that cannot
+    prepare is read through the fallback, still right."""
+    a = rng.integers(0, 100, (30, 3)).astype(np.int32)
+    b = rng.integers(0, 100, (20, 3)).astype(np.int32)
+    c = rng.integers(0, 100, (25, 3)).astype(np.int32)
+    lb, lc = OnDemand(b), OnDemand(c)
+    cat = seqtools.concatenate([a, lb, lc])
+    ref = np.concatenate([a, b, c])
+    labels = np.arange(75)
+    view = seqtools.collate([cat, labels]) if compiled else cat
+    for round_ in range(6):
+        idx = rng.integers(0, 75, 16)
+        lb.calls.clear()
+        lc.calls.clear()
+        lb.refuse = round_ == 4
+        got = stack(seqtools.gather(view, idx))
+        want = (ref[idx], labels[idx]) if compiled else ref[idx]
+        assert_same(got, want)
+        mine_b = np.sort(idx[(idx >= 30) & (idx < 50)] - 30)
+        assert any(np.array_equal(c_, mine_b) for c_ in lb.calls)
+        if not lb.refuse:  # (refused, the batch is read without preparing)
+            mine_c = np.sort(idx[idx >= 50] - 50)
+            assert any(np.array_equal(c_, mine_c) for c_ in lc.calls)
+    # through the native copy threads of a thread loader (copy jobs)
+    lb.refuse = False
+    idx = rng.integers(0, 75, 64)
+    batches = seqtools.batch(seqtools.gather(view, idx), 16, collate_fn=stack)
+    with seqtools.prefetch(batches, nworkers=2, method="thread") as loaded:
+        for k in range(4):
+            want = (ref[idx[16 * k:16 * k + 16]], labels[idx[16 * k:16 * k + 16]])
+            assert_same(loaded[k], want if compiled else want[0])
