@@ -368,7 +368,8 @@ class _Stacker:
         new = None
         for f in self.prepare:
             part, local = resolved[f]
-            sources = prepared(self.leaves[f], part, local)
+            sources = prepared(self.leaves[f], part, local,
+                               fields[f] if rowsources is not None else None)
             if sources is None:
                 return None
             if rowsources is not None:

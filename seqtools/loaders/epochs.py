@@ -159,7 +159,7 @@ class EpochLoader:
             # orders cached in the stream the thread workers read.
             self._readahead.start(BatchStream(
                 self._dataset, sharding, self.seed, self._shuffle, epoch, position,
-                total), total)
+                total), total, sharding.steps(0))
         self._total = total
         self._consumed = 0
         self._check_at = 0  # the batch before which the dataset's length is checked
@@ -235,7 +235,7 @@ class EpochLoader:
                 loader._meter = self._meter  # its reads count here
             self._loader = loader
         if self._readahead is not None:
-            self._readahead.advance(k, _window(loader))
+            self._readahead.advance(k, loader)
         # k is a valid index of the stream (or of the prefetch view over it):
         # _get skips View's key checks, a good part of what a batch costs
         # the training loop's own thread
@@ -465,8 +465,9 @@ class _ReadAhead:
     are logged once, never raised.
     """
 
-    __slots__ = ("dataset", "depth", "prefetch", "arrays", "all_seen", "stream",
-                 "total", "next", "logged")
+    __slots__ = ("dataset", "depth", "prefetch", "arrays", "all_seen", "done",
+                 "stream", "total", "per_epoch", "next", "quiet", "skipped",
+                 "logged")
 
     @classmethod
     def of(cls, dataset, depth):
@@ -485,38 +486,71 @@ class _ReadAhead:
     def __init__(self, dataset, depth, remote, arrays):
         self.dataset, self.depth = dataset, depth
         self.prefetch, self.all_seen = remote.prefetch, remote.all_seen
+        self.done = remote.prefetch_done  # what prefetch_rows gives for no work
         # once this process has seen all their blocks cached, there is nothing
         # left to fetch ahead: a batch then costs a look at each array
         self.arrays = arrays
-        self.stream, self.total, self.next = None, None, 0
+        self.stream, self.total, self.per_epoch, self.next = None, None, 1, 0
+        self.quiet = self.skipped = 0
         self.logged = False
 
-    def start(self, stream, total):
-        """Batch 0 of ``stream`` is the next to be handed out."""
+    def start(self, stream, total, per_epoch):
+        """Batch 0 of ``stream`` is the next to be handed out; an epoch has
+        ``per_epoch`` batches."""
         self.stream, self.total, self.next = stream, total, 0
+        self.per_epoch = max(1, per_epoch)
+        self.quiet = self.skipped = 0
 
-    def advance(self, k, window):
-        """Batch ``k`` is being handed out, the workers may be making those up
-        to ``k + window``: queue the batches after that up to ``k + window +
-        depth`` not queued yet."""
-        last = k + window + self.depth
-        if self.total is not None:
-            last = min(last, self.total - 1)
-        j = max(self.next, k + window + 1)
+    def advance(self, k, loader):
+        """Batch ``k`` is being handed out, the workers under ``loader`` may be
+        making those up to ``k + window``: queue the batches after that up to
+        ``k + window + depth`` not queued yet.
+
+        Once a whole epoch of batches found every block cached (the next
+        epochs read the same rows), it looks at one batch an epoch instead,
+        and goes on as before if that one finds blocks to fetch."""
+        if self.depth == 0:  # turned off after a failure
+            return
+        if self.quiet >= self.per_epoch:
+            if self.skipped < self.per_epoch:
+                self.skipped += 1
+                return
+            self.skipped = 0
+            last = self._last(k, loader)
+            if last >= self.next:
+                self._ask(last)
+                self.next = last + 1
+            return
+        last = self._last(k, loader)
+        j = max(self.next, k + _window(loader) + 1)
         if self.all_seen(self.arrays):
             self.next = max(j, last + 1)
             return
+        while j <= last and self._ask(j):
+            j += 1
+        self.next = j
+
+    def _last(self, k, loader):
+        last = k + _window(loader) + self.depth
+        return last if self.total is None else min(last, self.total - 1)
+
+    def _ask(self, b):
+        """Queue batch ``b``'s blocks; False if read-ahead failed (it is then
+        off for good: a hint must not stop the loop)."""
         try:
-            while j <= last:
-                for future in self.prefetch(self.dataset, self.stream.indices(j)[1]):
+            idle = True
+            for future in self.prefetch(self.dataset, self.stream.indices(b)[1]):
+                if future is not self.done:
+                    idle = False
                     future.add_done_callback(self._fetched)
-                j += 1
-        except Exception as exc:  # a hint must not stop the loop: off for good
+        except Exception as exc:
             self.depth = 0
             log.warning("seqtools.epochs(): read-ahead of batch %d failed (%s: %s) "
                         "and is turned off for this loader; batches are read as "
-                        "without it", j, type(exc).__name__, exc)
-        self.next = j
+                        "without it", b, type(exc).__name__, exc)
+            return False
+        self.quiet = self.quiet + 1 if idle else 0
+        return True
 
     def _fetched(self, future):
         """Log the first failed fetch (in the thread that fetched). The batch's

@@ -100,8 +100,8 @@ class RemoteArray(View):
     __slots__ = ("_url", "_protocol", "_dtype", "_shape", "_offset", "_size",
                  "_version", "_options", "_cache_dir", "_cache_size",
                  "_block_size", "_timeout", "_rowbytes", "_key", "_spec",
-                 "_nblocks")
-    _transient = ("_rowbytes", "_key", "_spec", "_nblocks")
+                 "_nblocks", "_mapkey")
+    _transient = ("_rowbytes", "_key", "_spec", "_nblocks", "_mapkey")
 
     def __init__(self, url, dtype, shape, offset, size, version, options,
                  cache_dir, cache_size, block_size, timeout):
@@ -127,6 +127,7 @@ class RemoteArray(View):
                            str(self._block_size)])
         self._key = hashlib.sha256(ident.encode()).hexdigest()[:32]
         self._nblocks = -(-self._size // self._block_size)
+        self._mapkey = (self._cache_dir, self._key)  # of _maps, _seen
         # (dtype, row shape) when rows can be handed to stack as bytes.
         self._spec = row_spec(np.empty((0,) + self._shape[1:], self._dtype))
 
@@ -184,7 +185,7 @@ class RemoteArray(View):
         cannot be mapped (a block size not a multiple of the page size, a cache
         that does not keep them, the process's mapping budget spent): the
         caller then reads them block by block (:meth:`_read_cached`)."""
-        m = _maps.get((self._cache_dir, self._key))
+        m = _maps.get(self._mapkey)
         if m is None:
             m = _object_map(self)
             if m is None:
@@ -508,6 +509,7 @@ def _rebuild(*args):
 # every such call).
 _DONE = Future()
 _DONE.set_result(0)
+prefetch_done = _DONE
 
 
 # (cache folder, object key) -> the blocks this process found in the cache or

@@ -153,11 +153,32 @@ def prepared_spec(seq):
     return None
 
 
-def prepared(sources, part, local):
+# Sources up to which prepared() asks every one (asking one with no rows in the
+# batch costs about what finding the parts with rows does).
+_ASK_ALL = 8
+
+
+def prepared(sources, part, local, current=None):
     """``sources`` with each view that prepares its rows (``_prepare_rows``)
     swapped for its array, made readable for the rows ``local[part == j]`` of
     it (``part`` None: all of ``local`` are rows of the one source); None if
-    one cannot (the caller then reads through :func:`fuse_parts`)."""
+    one cannot (the caller then reads through :func:`fuse_parts`).
+
+    ``current``: what ``sources`` were swapped for before (a compiled read's
+    last batch): past _ASK_ALL sources, those no row of this batch reads keep
+    those arrays and are not asked, so that a batch costs what the parts it
+    reads cost, however many parts there are.
+    """
+    if current is not None and part is not None and len(sources) > _ASK_ALL:
+        out = list(current)
+        for j in np.flatnonzero(np.bincount(part, minlength=len(sources))).tolist():
+            src = sources[j]
+            if getattr(type(src), "_prepare_rows", None) is not None:
+                array = src._prepare_rows(local, part, j)
+                if array is None:
+                    return None
+                out[j] = array
+        return tuple(out)
     out = None
     for j, src in enumerate(sources):
         if getattr(type(src), "_prepare_rows", None) is None:

@@ -11,6 +11,7 @@ import gc
 import subprocess
 import sys
 import weakref
+from concurrent.futures import Future
 
 import numpy as np
 import pytest
@@ -40,14 +41,20 @@ class Recorder:
     asks for and the futures it gets (the fetches themselves are the real
     ones)."""
 
-    def __init__(self, monkeypatch):
+    def __init__(self, monkeypatch, busy=False):
         self.real = remote_module.prefetch
         self.indices, self.futures = [], []
+        # busy: every request looks like one with blocks to fetch, so that the
+        # loader never finds read-ahead idle and stops asking
+        self.busy = busy
         monkeypatch.setattr(remote_module, "prefetch", self)
 
     def __call__(self, dataset, indices):
         self.indices.append(np.array(indices))
         futures = self.real(dataset, indices)
+        if self.busy:
+            futures = [f if f is not remote_module.prefetch_done else done_future()
+                       for f in futures]
         self.futures += futures
         return futures
 
@@ -55,6 +62,12 @@ class Recorder:
         """Until every fetch asked for so far is over (cached or failed)."""
         for f in self.futures:
             f.exception(timeout=60)
+
+
+def done_future():
+    future = Future()
+    future.set_result(0)
+    return future
 
 
 def local_stream(ref, batch_size, rank, world_size, count, **kw):
@@ -104,7 +117,7 @@ def test_reads_ahead_the_batches_the_loader_reads_next(s3, dataset, tmp_path,
     loader's order: rank 1 of 2, shuffled, over an epoch boundary, up to
     num_epochs' end, and again from a resumed position (inline: no window)."""
     url, local, labels = dataset
-    rec = Recorder(monkeypatch)
+    rec = Recorder(monkeypatch, busy=True)
     remote = open_remote(s3, url, cache_dir=str(tmp_path / "cache"))
     data = seqtools.collate([seqtools.concatenate(remote), labels])
     ids = np.arange(len(labels))
@@ -139,6 +152,34 @@ def test_reads_ahead_the_batches_the_loader_reads_next(s3, dataset, tmp_path,
         assert np.array_equal(idx, expected[cut + 1 + j]), j
     rec.wait()
     loader.close()
+
+
+@pytest.mark.timeout(120)
+def test_read_ahead_idles_once_an_epoch_finds_everything_cached(
+        s3, dataset, tmp_path, monkeypatch):
+    """Once a whole epoch of read-ahead found every block cached (the rows the
+    loader reads are all there), it looks at one batch an epoch instead of
+    each batch; the batches stay the local ones."""
+    url, local, labels = dataset
+    rec = Recorder(monkeypatch)
+    remote = open_remote(s3, url, cache_dir=str(tmp_path / "cache"), block_size=256)
+    data = seqtools.collate([seqtools.concatenate(remote), labels])
+    ref = seqtools.collate([seqtools.concatenate(local), labels])
+    options = dict(seed=5, num_epochs=6, readahead=2)
+    loader = seqtools.epochs(data, 16, **options)
+    per_epoch = loader.batches_per_epoch
+    asked = []
+    for got, want in zip(loader, seqtools.epochs(ref, 16, **options)):
+        assert same(got, want)
+        rec.wait()  # so that what is asked next finds the blocks cached
+        asked.append(len(rec.indices))
+    assert len(asked) == 6 * per_epoch
+    # every batch asked for in the first epoch; an epoch in the fifth and sixth
+    per_epoch_asked = [asked[e * per_epoch - 1] - (asked[(e - 1) * per_epoch - 1]
+                                                   if e > 1 else 0)
+                       for e in range(1, 7)]
+    assert per_epoch_asked[0] >= per_epoch - 2
+    assert per_epoch_asked[4] <= 1 and per_epoch_asked[5] <= 1, per_epoch_asked
 
 
 @pytest.mark.timeout(120)

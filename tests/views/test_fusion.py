@@ -538,3 +538,20 @@ def test_rows_prepared_on_demand(rng, compiled):
         for k in range(4):
             want = (ref[idx[16 * k:16 * k + 16]], labels[idx[16 * k:16 * k + 16]])
             assert_same(loaded[k], want if compiled else want[0])
+
+
+def test_many_parts_prepared_are_asked_only_when_read(rng):
+    """Past a few parts, a compiled read asks only the parts a batch reads (a
+    batch costs what it reads, not what the dataset holds); results match."""
+    chunks = [rng.integers(0, 100, (10, 2)).astype(np.int16) for _ in range(12)]
+    parts = [OnDemand(c) for c in chunks]
+    view = seqtools.collate([seqtools.concatenate(parts), np.arange(120)])
+    ref = np.concatenate(chunks)
+    stack(seqtools.gather(view, [0]))  # the first read asks every part once
+    for _ in range(5):
+        idx = rng.integers(0, 40, 8)  # rows of parts 0 to 3 only
+        for p in parts:
+            p.calls.clear()
+        assert_same(stack(seqtools.gather(view, idx)), (ref[idx], idx))
+        assert all(p.calls for p in parts[:4] if np.any(idx // 10 == parts.index(p)))
+        assert not any(p.calls for p in parts[4:])
