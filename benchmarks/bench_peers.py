@@ -7,14 +7,21 @@ Workloads (data written to a temporary folder, read through memory maps):
   (``collate([concatenate(chunks), labels])[:-10000]``); no per-sample work.
 - **W2** image-like: 128 samples per batch from 3000 memory-mapped 3x128x128 uint8
   images; per sample, in Python: random 112x112 crop, random horizontal flip,
-  conversion to float32 normalised by channel mean and std.
+  conversion to float32 normalised by channel mean and std. The crop and flip are
+  drawn from a ``numpy.random.Generator`` the transform is given: in seqtools'
+  rows, one per sample (``smap(augment, ..., rng=seed)``); in the peers' rows (and
+  SeqTools 1.4.1's, whose ``smap`` has no ``rng=``), the one each worker thread or
+  process holds (``np.random.default_rng()``, made on its first sample). Not
+  numpy's global ``RandomState``: it takes a lock at each draw, which threads
+  making samples at once would contend for.
 - **W3** large rows: 16 samples of 1 MiB (512x512 float32) per batch from 384
   memory-mapped rows; no per-sample work, so copy bandwidth dominates.
 
 Every row runs the same workload code (this file's ``Workload`` classes, plain numpy
 plus ``seqtools.gather/smap/batch/collate/concatenate``, which SeqTools 1.4.1 has
-too) and consumes batches the same way: take the next batch and drop it, without
-reading it. Rows, with nworkers 1 and 2 for the loaders:
+too; only where W2's generators come from differs, as above) and consumes batches
+the same way: take the next batch and drop it, without reading it. Rows, with
+nworkers 1 and 2 for the loaders:
 
 - ``inline``: the workload's sampler called in the loop (``np.random.choice`` of
   indices, ``gather``, per-sample transform, ``np.stack`` per field).
@@ -46,6 +53,14 @@ reading it. Rows, with nworkers 1 and 2 for the loaders:
 - ``torch DataLoader``: ``num_workers`` 0, 1 and 2 over a ``Dataset`` whose item is
   the transformed sample, ``batch_size=B``, random sampling with replacement,
   default collate, ``torch.set_num_threads(1)``; skipped if torch is absent.
+- ``ceiling threads`` / ``ceiling processes`` (workloads with a per-sample
+  transform: W2): the sampler's batches made by two plain threads
+  (``threading.Thread``) or two bare ``multiprocessing`` processes, each drawing
+  indices and augmentations from its own ``np.random.default_rng()``, ``np.stack``
+  collate, and dropped where they are made: the work of the two-worker rows
+  without a loader's hand-over or per-sample generators, the rate they approach.
+  Rate: the batches made after all workers are warm, over the time until the last
+  is done.
 - ``memcpy``: ``np.copyto`` of one batch's bytes into a preallocated batch, in one
   thread: the bandwidth reference (loaders whose workers copy in parallel and hand
   batches over without a copy can exceed it).
@@ -62,13 +77,17 @@ Usage: python benchmarks/bench_peers.py [--workloads W1,W2,W3] [--batches N]
        [--scale F] [--repeats R] [--quick] [--upstream-python PATH|auto] [--out DIR]
 """
 
+import functools
 import gc
 import inspect
 import json
+import multiprocessing
 import os
+import queue
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from contextlib import closing
 
@@ -81,6 +100,35 @@ import _upstream  # noqa: E402
 import seqtools  # noqa: E402  (SeqTools 1.4.1 when run as the upstream child)
 
 MAX_BUFFERED = 10  # prefetch's and load_buffers' window, ours and upstream's
+RNG_SEED = 7  # the seed of the per-sample generators in seqtools' rows
+
+
+def _smap_takes_rng():
+    """Whether this seqtools' smap hands ``f`` a generator per item (``rng=``);
+    SeqTools 1.4.1's does not."""
+    try:
+        return "rng" in inspect.signature(seqtools.smap).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+SMAP_RNG = _smap_takes_rng()
+_held = threading.local()
+
+
+def worker_rng():
+    """The generator of the calling thread, made on its first call in each process
+    and thread (a forked worker makes its own rather than continue its parent's
+    stream): what a peer's worker holds for the transform's draws."""
+    pid = os.getpid()
+    held = getattr(_held, "rng", None)
+    if held is None or held[0] != pid:
+        held = _held.rng = (pid, np.random.default_rng())
+    return held[1]
+
+
+def _with_worker_rng(transform, sample):
+    return transform(sample, worker_rng())
 
 
 def _np_collate(samples):
@@ -99,7 +147,7 @@ class Workload:
     name = title = ""
     batch_size = 0
     default_batches = 0
-    transform = None  # per-sample function, or None
+    transform = None  # per-sample function transform(sample, rng), or None
 
     def make(self, workdir):
         raise NotImplementedError
@@ -107,38 +155,73 @@ class Workload:
     def open(self, workdir):
         raise NotImplementedError
 
-    def samples(self, dataset, idx):
-        """The view of transformed samples at ``idx``."""
-        view = seqtools.gather(dataset, idx)
-        if self.transform is not None:
-            view = seqtools.smap(self.transform, view)
-        return view
+    def samples(self, dataset, idx, rng=None):
+        """The view of transformed samples at ``idx``.
 
-    def batches(self, dataset, n, seed=0, fused=False):
+        The transform draws from a generator per sample given by seqtools,
+        ``smap(transform, ..., rng=rng)``, when ``rng`` (a seed) is given and this
+        seqtools' smap takes one; else from the generator of the thread reading
+        the sample (:func:`worker_rng`).
+        """
+        view = seqtools.gather(dataset, idx)
+        if self.transform is None:
+            return view
+        if rng is not None and SMAP_RNG:
+            return seqtools.smap(self.transform, view, rng=rng)
+        return seqtools.smap(functools.partial(_with_worker_rng, self.transform),
+                             view)
+
+    def batches(self, dataset, n, seed=0, fused=False, rng=None):
         """A sequence of ``n`` batches over shuffled epochs (prefetch's input),
-        collated by np.stack per field or, ``fused``, by ``seqtools.stack``."""
-        rng = np.random.default_rng(seed)
+        collated by np.stack per field or, ``fused``, by ``seqtools.stack``; ``rng``
+        as in :meth:`samples` (sample ``j`` of the sequence draws from its own
+        generator)."""
+        shuffle = np.random.default_rng(seed)
         need = n * self.batch_size
         order = np.concatenate(
-            [rng.permutation(len(dataset)) for _ in range(-(-need // len(dataset)))]
+            [shuffle.permutation(len(dataset))
+             for _ in range(-(-need // len(dataset)))]
         )[:need]
-        return seqtools.batch(self.samples(dataset, order), self.batch_size,
+        return seqtools.batch(self.samples(dataset, order, rng), self.batch_size,
                               drop_last=True,
                               collate_fn=seqtools.stack if fused else _np_collate)
 
 
 class Sampler:
-    """Random minibatch sampler of a workload: gather, transform, collate."""
+    """Random minibatch sampler of a workload: gather, transform, collate.
 
-    def __init__(self, workload, dataset, fused=False):
+    seqtools' sampler: indices from numpy's global RandomState (one draw per
+    batch), the transform's draws from a generator per sample, given by seqtools
+    (``smap(..., rng=[RNG_SEED, k])`` in call ``k``). ``own_rng``: the ceiling rows'
+    sampler, indices and draws from the calling thread's own generator
+    (:func:`worker_rng`), so that its threads share no state.
+    """
+
+    def __init__(self, workload, dataset, fused=False, own_rng=False):
         self.workload = workload
         self.dataset = dataset
         self.fused = fused
+        self.own_rng = own_rng
+        self._calls = 0  # calls made outside a loader's workers
+
+    def _call_seed(self):
+        """Seed of this call's per-sample generators: ``[RNG_SEED, k]``, ``k`` the
+        call's index in a load_buffers worker, else the sampler's own count."""
+        k = seqtools.call_index()
+        if k is None:  # called in the loop, by one thread
+            k = self._calls
+            self._calls += 1
+        return [RNG_SEED, k]
 
     def __call__(self):
         wl = self.workload
-        idx = np.random.choice(len(self.dataset), wl.batch_size)
-        samples = wl.samples(self.dataset, idx)
+        if self.own_rng:
+            idx = worker_rng().integers(0, len(self.dataset), wl.batch_size)
+            samples = wl.samples(self.dataset, idx)
+        else:
+            idx = np.random.choice(len(self.dataset), wl.batch_size)
+            samples = wl.samples(self.dataset, idx, None if wl.transform is None
+                                 else self._call_seed())
         if self.fused:
             return seqtools.stack(samples)
         return _np_collate(list(samples))
@@ -194,12 +277,13 @@ MEAN = (np.array([0.485, 0.456, 0.406], np.float32) * 255).reshape(3, 1, 1)
 INV_STD = (1 / (np.array([0.229, 0.224, 0.225], np.float32) * 255)).reshape(3, 1, 1)
 
 
-def augment(sample):
-    """W2's per-sample transform: random crop, random flip, normalised float32."""
+def augment(sample, rng):
+    """W2's per-sample transform, drawing from the generator ``rng``: random crop,
+    random flip, normalised float32."""
     image, label = sample
-    top, left = np.random.randint(0, IMG_SIDE - CROP + 1, size=2)
+    top, left = rng.integers(0, IMG_SIDE - CROP + 1, size=2)
     crop = image[:, top:top + CROP, left:left + CROP]
-    if np.random.randint(2):
+    if rng.integers(2):
         crop = crop[:, :, ::-1]
     return (crop.astype(np.float32) - MEAN) * INV_STD, label
 
@@ -265,7 +349,8 @@ def run_inline(sampler, warm, n):
 
 
 def run_prefetch(workload, dataset, warm, n, nworkers, method, fused=False):
-    loader = seqtools.prefetch(workload.batches(dataset, warm + n, fused=fused),
+    loader = seqtools.prefetch(workload.batches(dataset, warm + n, fused=fused,
+                                                rng=RNG_SEED),
                                nworkers=nworkers, method=method,
                                max_buffered=MAX_BUFFERED)
     try:
@@ -308,7 +393,7 @@ def run_spdl(workload, dataset, warm, n, nworkers):
 
 class _Samples:
     """Map-style dataset (Grain's source, torch's Dataset): item i is the
-    transformed sample i."""
+    transformed sample i, drawn from the reading worker's generator."""
 
     def __init__(self, workload, dataset):
         self.transform = workload.transform
@@ -319,7 +404,9 @@ class _Samples:
 
     def __getitem__(self, i):
         sample = self.dataset[i]
-        return sample if self.transform is None else self.transform(sample)
+        if self.transform is None:
+            return sample
+        return self.transform(sample, worker_rng())
 
 
 def run_grain(workload, dataset, warm, n, nworkers):
@@ -361,6 +448,70 @@ def run_torch(workload, dataset, warm, n, nworkers):
     finally:
         if hasattr(it, "_shutdown_workers"):
             it._shutdown_workers()  # what its __del__ does; now, not at collection
+
+
+def _ceiling_worker(sampler, warm, n, go, report):
+    """A ceiling worker (thread or process): ``warm`` batches, "warm" reported,
+    then, once ``go`` is set, ``n`` batches, "done" reported (or the error)."""
+    try:
+        for _ in range(warm):
+            sampler()
+        report.put("warm")
+        go.wait()
+        for _ in range(n):
+            sampler()
+        report.put("done")
+    except BaseException as e:  # noqa: B036 (reported to the parent, whatever it is)
+        report.put(f"failed: {e!r}")
+
+
+def _collect(report, workers, what):
+    """Wait for every worker's ``what`` report; a worker that stops without
+    reporting is an error (no wait outlives the workers)."""
+    pending = len(workers)
+    while pending:
+        try:
+            msg = report.get(timeout=1)
+        except queue.Empty:
+            if sum(w.is_alive() for w in workers) < pending:
+                raise RuntimeError(f"a ceiling worker ended before {what!r}") from None
+            continue
+        if msg != what:
+            raise RuntimeError(f"ceiling worker: {msg}")
+        pending -= 1
+
+
+def run_ceiling(workload, dataset, warm, n, nworkers, kind):
+    """The ceiling sampler (its own generator in each thread) in ``nworkers`` plain
+    threads (``kind`` "thread") or bare processes ("process", multiprocessing's
+    default start method), each making its share of ``warm`` batches, then of
+    ``n``: the ``n`` batches over the time from all warm to the last done."""
+    sampler = Sampler(workload, dataset, own_rng=True)
+    if kind == "thread":
+        go, report, make = threading.Event(), queue.Queue(), threading.Thread
+    else:
+        ctx = multiprocessing.get_context()
+        go, report, make = ctx.Event(), ctx.Queue(), ctx.Process
+    warm_each = -(-warm // nworkers)
+    workers = [make(target=_ceiling_worker, daemon=True,
+                    args=(sampler, warm_each, n // nworkers + (w < n % nworkers),
+                          go, report))
+               for w in range(nworkers)]
+    for w in workers:
+        w.start()
+    try:
+        _collect(report, workers, "warm")
+        t0 = time.perf_counter()
+        go.set()
+        _collect(report, workers, "done")
+        return n / (time.perf_counter() - t0)
+    finally:
+        go.set()  # workers waiting after a failure go on, and end
+        for w in workers:
+            w.join(30)
+            if kind == "process" and w.is_alive():
+                w.terminate()
+                w.join()
 
 
 def run_memcpy(batch, warm, n):
@@ -441,8 +592,11 @@ def measure(workload, workdir, n, repeats, upstream_python, log):
         notes.append("stack(gather) rows skipped: this seqtools has no seqtools.stack")
     mini = None
     if hasattr(seqtools, "minibatches"):
+        # With a transform (W2), sample i draws from a generator of its own, the
+        # same at each draw (the epoch smap(rng=) mixes in is 0 outside
+        # seqtools.epochs): other draws, the same work.
         source = (dataset if workload.transform is None
-                  else seqtools.smap(workload.transform, dataset))
+                  else seqtools.smap(workload.transform, dataset, rng=RNG_SEED))
         mini = seqtools.minibatches(source, workload.batch_size, seed=0)
         got = mini()
         assert [list(a.shape) for a in got] == shapes, "minibatches batch differs"
@@ -532,6 +686,17 @@ def measure(workload, workdir, n, repeats, upstream_python, log):
                      "RandomSampler, default collate)",
                      (lambda k=k: run_torch(workload, dataset, warm, n, k))
                      if has_torch else None))
+    if workload.transform is not None:  # the per-sample Python work's ceiling
+        rows += [
+            ("ceiling threads nw=2", "ceiling threads", 2,
+             "the sampler in 2 plain threading.Threads, each its own "
+             "np.random.default_rng, np.stack collate, nothing handed over",
+             lambda: run_ceiling(workload, dataset, warm, n, 2, "thread")),
+            ("ceiling processes nw=2", "ceiling processes", 2,
+             "the sampler in 2 bare multiprocessing processes, each its own "
+             "np.random.default_rng, np.stack collate, nothing handed over",
+             lambda: run_ceiling(workload, dataset, warm, n, 2, "process")),
+        ]
     rows.append(("memcpy", "memcpy", 0,
                  "np.copyto of one batch's bytes, 1 thread (bandwidth reference)",
                  lambda: run_memcpy(batch, warm, n)))
@@ -582,7 +747,7 @@ def markdown(workload, table, nbytes, warm, n, repeats):
         m = med[r["key"]]
         up = med.get(f"SeqTools 1.4.1 prefetch process nw={r['nworkers']}")
         vs_up = ratio(m, up) if r["nworkers"] and not r["family"].startswith(
-            ("SeqTools", "torch", "SPDL", "Grain")) else ""
+            ("SeqTools", "torch", "SPDL", "Grain", "ceiling")) else ""
         lines.append(
             f"| {r['key']} | {r['runs']} | {m:,.1f} | "
             f"{min(r['rates']):,.1f}-{max(r['rates']):,.1f} | "
@@ -594,6 +759,18 @@ def markdown(workload, table, nbytes, warm, n, repeats):
     found = [(a, b) for a, b in pairs if med.get(a) and med.get(b)]
     if found:
         lines += ["", "Thread workers against process workers, same work, this run: "
+                  + "; ".join(f"{a} / {b.split(' nw=')[0]} = {ratio(med[a], med[b])}"
+                              for a, b in found) + "."]
+    ceiling = [(f"{ours} nw=2", f"ceiling {kind} nw=2")
+               for ours, kind in (("prefetch thread", "threads"),
+                                  ("prefetch thread stack", "threads"),
+                                  ("load_buffers thread minibatches", "threads"),
+                                  ("prefetch process", "processes"),
+                                  ("load_buffers", "processes"))]
+    found = [(a, b) for a, b in ceiling if med.get(a) and med.get(b)]
+    if found:
+        lines += ["", "Against the ceiling (two plain threads or processes making the "
+                  "same batches, handing none over), this run: "
                   + "; ".join(f"{a} / {b.split(' nw=')[0]} = {ratio(med[a], med[b])}"
                               for a, b in found) + "."]
     return "\n".join(lines)

@@ -5,6 +5,10 @@ The stress tests run on every build; they matter most with the GIL off, where th
 threads really run at the same time. Each starts its threads together (a Barrier)
 and compares every result, bit for bit, with a reference computed beforehand on
 one thread or with numpy. No timing is asserted: the timeout is a safety net.
+
+The loader tests at the end run per-sample Python work in the thread workers (an
+image augmentation drawn from each sample's own generator), the work that thread
+workers run at once only with the GIL off.
 """
 
 import inspect
@@ -19,6 +23,8 @@ import numpy as np
 import pytest
 
 import seqtools
+from seqtools.loaders.epochs import epoch_order
+from seqtools.views.mapping import sample_rng
 
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 NTHREADS = 8
@@ -343,3 +349,185 @@ def test_one_thread_load_buffers_shared_by_threads(data):
     with seqtools.load_buffers(sampler, max_cached=4, nworkers=2,
                                method="thread") as loader:
         consume_shared(loader, data)
+
+
+# -- thread loaders running per-sample Python work -----------------------------------
+
+SIDE, CROP, B = 12, 8, 8  # images (3, SIDE, SIDE) uint8, crops CROP x CROP, batches
+MEAN = np.array([124, 116, 104], np.float32).reshape(3, 1, 1)
+INV_STD = (1 / np.array([58, 57, 57], np.float32)).reshape(3, 1, 1)
+COLLATE = {"np.stack": np.stack, "seqtools.stack": seqtools.stack}
+
+
+def augment(image, rng):
+    """Per-sample Python work of an image pipeline, drawn from the generator
+    ``rng``: a random crop, a random horizontal flip, float32 normalised by
+    channel."""
+    top, left = rng.integers(0, SIDE - CROP + 1, size=2)
+    crop = image[:, top:top + CROP, left:left + CROP]
+    if rng.integers(2):
+        crop = crop[:, :, ::-1]
+    return (crop.astype(np.float32) - MEAN) * INV_STD
+
+
+@pytest.fixture
+def images(tmp_path, rng):
+    """100 random uint8 images in a memory-mapped .npy file, and labels that are
+    their numbers."""
+    path = tmp_path / "images.npy"
+    np.save(path, rng.integers(0, 256, (100, 3, SIDE, SIDE), dtype=np.uint8))
+    imgs = np.load(path, mmap_mode="r")
+    return SimpleNamespace(imgs=imgs, labels=np.arange(len(imgs), dtype=np.int64),
+                           n=len(imgs))
+
+
+@pytest.mark.parametrize("sharing", ["one per thread", "one shared"])
+@pytest.mark.parametrize("collate", sorted(COLLATE))
+@pytest.mark.timeout(120)
+def test_thread_prefetch_of_augmented_batches(images, rng, collate, sharing):
+    # Indices with repeats: an image at several positions gets each position's own
+    # draws. The last batch is shorter (398 = 49 * 8 + 6).
+    idx = rng.integers(0, images.n, size=398)
+    seed = int(rng.integers(2**32))
+    view = seqtools.batch(
+        seqtools.smap(augment, seqtools.gather(images.imgs, idx), rng=seed), B,
+        collate_fn=COLLATE[collate])
+    # References made sample by sample, without views or loaders: position j of
+    # the smap view draws from sample_rng(seed, j) (epoch 0 outside
+    # seqtools.epochs).
+    refs = [np.stack([augment(images.imgs[idx[j]], sample_rng(seed, j))
+                      for j in range(lo, min(lo + B, len(idx)))])
+            for lo in range(0, len(idx), B)]
+    assert len(view) == len(refs)
+    assert all(same(view[k], refs[k]) for k in range(len(refs)))  # inline reads
+
+    if sharing == "one per thread":
+        def work(t):
+            with seqtools.prefetch(view, nworkers=2, method="thread",
+                                   max_buffered=8) as p:
+                n = 0
+                for k, got in enumerate(p):
+                    assert same(got, refs[k]), k
+                    n += 1
+            assert n == len(refs)
+            return True
+
+        assert all(run_threads(work))
+    else:
+        with seqtools.prefetch(view, nworkers=2, method="thread",
+                               max_buffered=4) as p:
+
+            def work(t):
+                # interleaved reads: the batches made ahead are dropped again and
+                # again, mid-augmentation
+                for k in range(t, len(refs), NTHREADS):
+                    assert same(p[k], refs[k]), k
+                return True
+
+            assert all(run_threads(work))
+
+
+class AugmentingSampler:
+    """A load_buffers sampler doing per-sample Python work: call ``k`` draws its
+    images and their crops and flips from a generator seeded with (seed, k), ``k``
+    the call's index (:func:`seqtools.call_index`), so that the batch of call ``k``
+    is the same whichever worker thread makes it, and made inline by ``make(k)``.
+    Its result carries ``k``."""
+
+    def __init__(self, imgs, seed):
+        self.imgs, self.seed = imgs, seed
+
+    def make(self, k):
+        r = np.random.default_rng([self.seed, k])
+        idx = r.integers(0, len(self.imgs), size=B)
+        return np.stack([augment(self.imgs[i], r) for i in idx]), idx, k
+
+    def __call__(self):
+        return self.make(seqtools.call_index())  # None (outside a worker) raises
+
+
+@pytest.mark.skipif("method" not in inspect.signature(seqtools.load_buffers).parameters,
+                    reason="load_buffers has no thread workers (method=) yet")
+@pytest.mark.parametrize("ordered", [False, True])
+@pytest.mark.timeout(120)
+def test_one_thread_load_buffers_of_augmented_batches_shared_by_threads(
+        images, rng, ordered):
+    sampler = AugmentingSampler(images.imgs, int(rng.integers(2**32)))
+    per_thread, max_cached = 25, 4
+    total = NTHREADS * per_thread
+    # Unordered, a batch taken may be any call handed out: at most max_cached
+    # past those taken, well inside these references.
+    refs = [sampler.make(k) for k in range(total + 4 * max_cached)]
+    with seqtools.load_buffers(sampler, max_cached=max_cached, nworkers=2,
+                               method="thread", ordered=ordered) as loader:
+
+        def work(t):
+            calls = []
+            for _ in range(per_thread):
+                got = next(loader)
+                k = got[2]
+                assert 0 <= k < len(refs), k
+                assert same(got, refs[k]), k
+                calls.append(k)
+            return calls
+
+        calls = run_threads(work)
+    drawn = sorted(k for ks in calls for k in ks)
+    assert len(set(drawn)) == total  # no call's batch handed out twice
+    if ordered:  # calls in order: the first ones, each thread's in its order
+        assert drawn == list(range(total))
+        assert all(ks == sorted(ks) for ks in calls)
+
+
+@pytest.mark.parametrize("sharing", ["one per thread", "one shared"])
+@pytest.mark.timeout(120)
+def test_thread_epochs_of_augmented_samples(images, rng, sharing):
+    seed, aug_seed = (int(s) for s in rng.integers(2**32, size=2))
+    dataset = seqtools.collate(
+        [seqtools.smap(augment, images.imgs, rng=aug_seed), images.labels])
+    num_epochs = 4
+    # References made sample by sample, without views or loaders: each epoch's
+    # order, cut in batches of B (and a shorter last one: 100 = 12 * 8 + 4),
+    # sample i of epoch e drawing from sample_rng(aug_seed, i, e).
+    refs = []
+    for epoch in range(num_epochs):
+        order = epoch_order(images.n, seed, epoch)
+        for lo in range(0, images.n, B):
+            ids = order[lo:lo + B]
+            refs.append((np.stack([augment(images.imgs[i],
+                                           sample_rng(aug_seed, i, epoch))
+                                   for i in ids]), images.labels[ids]))
+
+    def loader():
+        return seqtools.epochs(dataset, B, seed=seed, num_epochs=num_epochs,
+                               rank=0, world_size=1, nworkers=2, method="thread")
+
+    if sharing == "one per thread":
+        def work(t):
+            with loader() as batches:
+                got = list(batches)
+            assert len(got) == len(refs)
+            for k, batch in enumerate(got):
+                assert same(batch, refs[k]), k
+            return True
+
+        assert all(run_threads(work))
+        return
+    # One loader drained by all the threads: each batch is handed out once, to one
+    # thread, and each thread gets its batches in the stream's order.
+    where = {x.tobytes() + y.tobytes(): k for k, (x, y) in enumerate(refs)}
+    assert len(where) == len(refs)
+    with loader() as shared:
+
+        def work(t):
+            ks = []
+            for batch in shared:
+                k = where.get(batch[0].tobytes() + batch[1].tobytes())
+                assert k is not None, "a batch that is not the reference's"
+                assert same(batch, refs[k]), k
+                ks.append(k)
+            return ks
+
+        calls = run_threads(work)
+    assert sorted(k for ks in calls for k in ks) == list(range(len(refs)))
+    assert all(ks == sorted(ks) for ks in calls)
