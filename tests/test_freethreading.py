@@ -29,7 +29,8 @@ from seqtools.views.mapping import sample_rng
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 NTHREADS = 8
 EXTENSIONS = ["views._indexing", "views._indexmaps", "batching._stack", "loaders._ring",
-              "loaders._transport", "loaders._copypool", "_testing"]
+              "loaders._transport", "loaders._copypool", "storage._objmap",
+              "_testing"]
 
 
 def run_threads(work, n=NTHREADS):
