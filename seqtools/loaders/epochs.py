@@ -516,23 +516,22 @@ class _ReadAhead:
                 self.skipped += 1
                 return
             self.skipped = 0
-            last = self._last(k, loader)
+        window = _window(loader)
+        last = k + window + self.depth
+        if self.total is not None:
+            last = min(last, self.total - 1)
+        if self.quiet >= self.per_epoch:  # the one look of the epoch
             if last >= self.next:
                 self._ask(last)
                 self.next = last + 1
             return
-        last = self._last(k, loader)
-        j = max(self.next, k + _window(loader) + 1)
+        j = max(self.next, k + window + 1)
         if self.all_seen(self.arrays):
             self.next = max(j, last + 1)
             return
         while j <= last and self._ask(j):
             j += 1
         self.next = j
-
-    def _last(self, k, loader):
-        last = k + _window(loader) + self.depth
-        return last if self.total is None else min(last, self.total - 1)
 
     def _ask(self, b):
         """Queue batch ``b``'s blocks; False if read-ahead failed (it is then

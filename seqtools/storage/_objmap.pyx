@@ -17,7 +17,7 @@ are dropped. A mapped block file that the cache evicts (unlinks) or replaces
 are never written in place.
 """
 
-from cpython.buffer cimport PyBUF_WRITABLE
+from cpython.buffer cimport PyBuffer_FillInfo
 from libc.errno cimport errno
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport calloc, free
@@ -45,8 +45,6 @@ cdef class ObjectMap:
     cdef uint64_t n_blocks
     cdef uint64_t n_mapped
     cdef unsigned char *in_place  # per block: mapped
-    cdef Py_ssize_t shape[1]
-    cdef Py_ssize_t strides[1]
 
     def __cinit__(self, uint64_t size, uint64_t block_size):
         cdef uint64_t page = <uint64_t>sysconf(_SC_PAGESIZE)
@@ -160,21 +158,7 @@ cdef class ObjectMap:
         return out
 
     def __getbuffer__(self, Py_buffer *view, int flags):
-        if flags & PyBUF_WRITABLE:
-            raise BufferError("a cached object is read-only")
-        self.shape[0] = <Py_ssize_t>self.nbytes
-        self.strides[0] = 1
-        view.buf = self.base
-        view.obj = self
-        view.len = <Py_ssize_t>self.nbytes
-        view.readonly = 1
-        view.itemsize = 1
-        view.format = b"B"
-        view.ndim = 1
-        view.shape = self.shape
-        view.strides = self.strides
-        view.suboffsets = NULL
-        view.internal = NULL
+        PyBuffer_FillInfo(view, self, self.base, <Py_ssize_t>self.nbytes, 1, flags)
 
     def __releasebuffer__(self, Py_buffer *view):
         pass

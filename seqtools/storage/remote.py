@@ -482,7 +482,7 @@ class RemoteArray(View):
         if self._cache_dir is None or self._rowbytes == 0:
             return None
         if (self._cache_dir, self._key) in _complete:
-            return _DONE  # every block seen cached: a warm cache costs nothing
+            return prefetch_done  # every block seen cached: a warm cache costs nothing
         rows = np.unique(np.asarray(indices, dtype=np.int64).reshape(-1))
         rows = rows[(rows >= 0) & (rows < self._n)]
         if len(rows) == 0:
@@ -493,7 +493,7 @@ class RemoteArray(View):
         known = _seen.get((self._cache_dir, self._key), ())
         blocks = [b for b in blocks if b not in known]
         if not blocks:
-            return _DONE
+            return prefetch_done
         return _prefetcher().submit(self, blocks)
 
     def _prefetch_blocks(self, blocks):
@@ -507,9 +507,8 @@ def _rebuild(*args):
 # The future of a read-ahead with nothing to fetch: done, its result 0 (a done
 # future runs the callbacks added to it at once and keeps none, so one serves
 # every such call).
-_DONE = Future()
-_DONE.set_result(0)
-prefetch_done = _DONE
+prefetch_done = Future()
+prefetch_done.set_result(0)
 
 
 # (cache folder, object key) -> the blocks this process found in the cache or
